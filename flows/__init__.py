@@ -1,0 +1,1 @@
+"""Command-line flows: thin wrappers around :mod:`pipeline`."""
