@@ -1,0 +1,57 @@
+"""Sentinel-2 L2A band facts shared by every stage: names, native resolutions, asset aliases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Band:
+    name: str
+    resolution: int  # native ground sampling distance in metres
+    wavelength_um: float
+    common_name: str | None
+    aliases: tuple[str, ...]  # asset keys used by the common catalogs
+
+
+BANDS: dict[str, Band] = {
+    b.name: b
+    for b in (
+        Band("B01", 60, 0.443, "coastal", ("B01", "coastal", "b01")),
+        Band("B02", 10, 0.490, "blue", ("B02", "blue", "b02")),
+        Band("B03", 10, 0.560, "green", ("B03", "green", "b03")),
+        Band("B04", 10, 0.665, "red", ("B04", "red", "b04")),
+        Band("B05", 20, 0.704, "rededge", ("B05", "rededge1", "b05")),
+        Band("B06", 20, 0.740, "rededge", ("B06", "rededge2", "b06")),
+        Band("B07", 20, 0.783, "rededge", ("B07", "rededge3", "b07")),
+        Band("B08", 10, 0.842, "nir", ("B08", "nir", "b08")),
+        Band("B8A", 20, 0.865, "nir08", ("B8A", "nir08", "b8a")),
+        Band("B09", 60, 0.945, "nir09", ("B09", "nir09", "b09")),
+        Band("B11", 20, 1.610, "swir16", ("B11", "swir16", "b11")),
+        Band("B12", 20, 2.190, "swir22", ("B12", "swir22", "b12")),
+    )
+}
+
+#: The 12 L2A reflectance bands in the order used everywhere in the product.
+REFLECTANCE_BANDS: tuple[str, ...] = tuple(BANDS)
+
+#: The bands of the RGB diffusion stage, in the DiffFuSR order (red, green, blue).
+RGB_BANDS: tuple[str, ...] = ("B04", "B03", "B02")
+
+#: Scene classification layer: asset aliases and the classes masked as not clear.
+SCL_ALIASES: tuple[str, ...] = ("SCL", "scl")
+SCL_NO_DATA, SCL_SATURATED, SCL_CLOUD_SHADOW = 0, 1, 3
+SCL_CLOUD_MEDIUM, SCL_CLOUD_HIGH, SCL_CIRRUS, SCL_SNOW = 8, 9, 10, 11
+
+#: Band groups of the fusion stage, keyed by native resolution.
+GROUPS: dict[int, tuple[str, ...]] = {
+    res: tuple(b for b in REFLECTANCE_BANDS if BANDS[b].resolution == res) for res in (10, 20, 60)
+}
+
+
+def validate_bands(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Return the names in product order, or raise ValueError naming the unknown ones."""
+    unknown = [n for n in names if n not in BANDS]
+    if unknown:
+        raise ValueError(f"unknown band(s) {', '.join(unknown)}; choose from {' '.join(BANDS)}")
+    return tuple(b for b in REFLECTANCE_BANDS if b in names)

@@ -1,0 +1,21 @@
+"""Errors a user can cause. The CLI prints their message as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """Base class for problems with the user's input or environment, not bugs in the pipeline."""
+
+
+class AOIError(UserError):
+    """The area of interest cannot be read or is not a polygon."""
+
+
+class CatalogError(UserError):
+    """The STAC catalog cannot be reached or answers with something unusable."""
+
+
+class NoScenesError(UserError):
+    """The search found no scene for the area and dates."""
+
+
+class OutputError(UserError):
+    """The output location cannot be written."""
