@@ -1,0 +1,174 @@
+"""STAC search over an API (pystac-client) or a static catalog / ItemCollection (pystac).
+
+The cloud-cover filter runs on the server when the API conforms to the query or CQL2 filter
+extension, and on the client otherwise; the result says which one ran.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Literal
+
+import fsspec
+import pystac
+import pystac_client
+import shapely
+from pystac_client.conformance import ConformanceClasses
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.errors import CatalogError, NoScenesError
+
+#: The embedded demo catalog, used when no ``--stac`` is given.
+DEMO_CATALOG = Path(__file__).resolve().parents[1] / "examples" / "demo" / "catalog.json"
+
+CloudFilter = Literal["server-query", "server-filter", "client"]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    items: list[pystac.Item]
+    cloud_filter: CloudFilter  # where the cloud-cover filter ran
+
+
+def search(
+    stac: str,
+    aoi: BaseGeometry,
+    start: date,
+    end: date,
+    collection: str | None = None,
+    max_cloud: float = 100.0,
+) -> SearchResult:
+    """Items of ``collection`` that intersect ``aoi`` (WGS84) between ``start`` and ``end``."""
+    doc = _read_json(stac)
+    if doc.get("type") == "FeatureCollection":
+        items = list(pystac.ItemCollection.from_dict(doc, preserve_dict=False))
+        result = _filter_locally(items, aoi, start, end, collection, max_cloud)
+    elif _is_search_api(doc):
+        result = _search_api(stac, aoi, start, end, collection, max_cloud)
+    else:
+        catalog = pystac.read_dict(doc, href=_as_href(stac))
+        if not isinstance(catalog, pystac.Catalog):
+            raise CatalogError(f"{stac} is not a STAC catalog, collection, API or ItemCollection")
+        items = list(catalog.get_items(recursive=True))
+        result = _filter_locally(items, aoi, start, end, collection, max_cloud)
+    if not result.items:
+        where = f" in collection {collection}" if collection else ""
+        raise NoScenesError(
+            f"no scene{where} with cloud cover <= {max_cloud:g}% intersects the AOI "
+            f"between {start} and {end}"
+        )
+    return result
+
+
+def _as_href(stac: str) -> str:
+    return stac if "://" in stac else str(Path(stac).resolve())
+
+
+def _read_json(stac: str) -> dict:
+    try:
+        with fsspec.open(stac, "rt") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise CatalogError(f"STAC catalog not found: {stac}") from None
+    except json.JSONDecodeError:
+        raise CatalogError(f"{stac} does not answer with STAC JSON") from None
+    except Exception as err:  # network stacks raise many unrelated types
+        raise CatalogError(f"cannot reach STAC catalog {stac}: {_reason(err)}") from None
+    if not isinstance(doc, dict):
+        raise CatalogError(f"{stac} does not answer with STAC JSON")
+    return doc
+
+
+def _reason(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text[:200]
+
+
+def _is_search_api(doc: dict) -> bool:
+    conforms = doc.get("conformsTo") or []
+    return any(c.endswith("/item-search") for c in conforms)
+
+
+def _search_api(
+    url: str,
+    aoi: BaseGeometry,
+    start: date,
+    end: date,
+    collection: str | None,
+    max_cloud: float,
+) -> SearchResult:
+    try:
+        client = pystac_client.Client.open(url)
+        kwargs: dict = {
+            "intersects": shapely.geometry.mapping(aoi),
+            "datetime": _datetime_range(start, end),
+            "collections": [collection] if collection else None,
+        }
+        cloud_filter: CloudFilter = "client"
+        if max_cloud < 100:
+            if client.conforms_to(ConformanceClasses.QUERY):
+                kwargs["query"] = {"eo:cloud_cover": {"lte": max_cloud}}
+                cloud_filter = "server-query"
+            elif client.conforms_to(ConformanceClasses.FILTER):
+                kwargs["filter"] = {
+                    "op": "<=",
+                    "args": [{"property": "eo:cloud_cover"}, max_cloud],
+                }
+                kwargs["filter_lang"] = "cql2-json"
+                cloud_filter = "server-filter"
+        items = list(client.search(**kwargs).items())
+    except pystac_client.exceptions.APIError as err:
+        raise CatalogError(f"STAC API {url} refused the search: {_reason(err)}") from None
+    except Exception as err:  # requests/urllib3 connection errors
+        raise CatalogError(f"cannot search STAC API {url}: {_reason(err)}") from None
+    if cloud_filter == "client":
+        items = [i for i in items if _cloud_cover(i) <= max_cloud]
+    return SearchResult(_sorted(items), cloud_filter)
+
+
+def _filter_locally(
+    items: list[pystac.Item],
+    aoi: BaseGeometry,
+    start: date,
+    end: date,
+    collection: str | None,
+    max_cloud: float,
+) -> SearchResult:
+    first, last = _datetime_range_bounds(start, end)
+    kept = [
+        item
+        for item in items
+        if (collection is None or item.collection_id == collection)
+        and item.geometry is not None
+        and shape(item.geometry).intersects(aoi)
+        and item.datetime is not None
+        and first <= item.datetime <= last
+        and _cloud_cover(item) <= max_cloud
+    ]
+    return SearchResult(_sorted(kept), "client")
+
+
+def _cloud_cover(item: pystac.Item) -> float:
+    value = item.properties.get("eo:cloud_cover")
+    return 0.0 if value is None else float(value)
+
+
+def _sorted(items: list[pystac.Item]) -> list[pystac.Item]:
+    earliest = datetime.min.replace(tzinfo=UTC)
+    return sorted(items, key=lambda i: (i.datetime or earliest, i.id))
+
+
+def _datetime_range_bounds(start: date, end: date) -> tuple[datetime, datetime]:
+    return (
+        datetime.combine(start, time.min, UTC),
+        datetime.combine(end, time.max, UTC),
+    )
+
+
+def _datetime_range(start: date, end: date) -> str:
+    first, last = _datetime_range_bounds(start, end)
+    return f"{first.isoformat().replace('+00:00', 'Z')}/{last.isoformat().replace('+00:00', 'Z')}"

@@ -1,0 +1,62 @@
+"""Clear-sky compositing: SCL masking and a per-pixel temporal median of clear observations."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from pipeline.bands import (
+    SCL_CIRRUS,
+    SCL_CLOUD_HIGH,
+    SCL_CLOUD_MEDIUM,
+    SCL_CLOUD_SHADOW,
+    SCL_NO_DATA,
+    SCL_SATURATED,
+    SCL_SNOW,
+)
+
+#: SCL classes that never count as a clear observation.
+NOT_CLEAR = (
+    SCL_NO_DATA,
+    SCL_SATURATED,
+    SCL_CLOUD_SHADOW,
+    SCL_CLOUD_MEDIUM,
+    SCL_CLOUD_HIGH,
+    SCL_CIRRUS,
+)
+
+
+def clear_mask(scl: xr.DataArray, mask_snow: bool = True) -> xr.DataArray:
+    """True where the scene classification marks a clear view of the surface."""
+    masked = NOT_CLEAR + ((SCL_SNOW,) if mask_snow else ())
+    return scl.notnull() & ~scl.isin(masked)
+
+
+def median_composite(
+    reflectance: xr.DataArray, scl: xr.DataArray, mask_snow: bool = True
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """Temporal median of clear observations, and the number of them, per pixel.
+
+    ``reflectance`` is (time, band, y, x), ``scl`` (time, y, x). An observation counts as clear
+    when SCL says so and every band has data; pixels never seen clear are NaN with count 0.
+    """
+    clear = clear_mask(scl, mask_snow) & reflectance.notnull().all("band")
+    clear_stack = reflectance.where(clear).chunk({"time": -1})
+    median = xr.apply_ufunc(
+        _nanmedian_time,
+        clear_stack,
+        input_core_dims=[["time"]],
+        dask="parallelized",
+        output_dtypes=[np.float32],
+    )
+    count = clear.sum("time").astype("uint8")
+    return median.rename("reflectance"), count.rename("clear_count")
+
+
+def _nanmedian_time(values: np.ndarray) -> np.ndarray:
+    """NaN-median over the last axis without the all-NaN RuntimeWarning."""
+    out = np.full(values.shape[:-1], np.nan, dtype=np.float32)
+    seen = ~np.all(np.isnan(values), axis=-1)
+    if seen.any():
+        out[seen] = np.nanmedian(values[seen], axis=-1)
+    return out
