@@ -1,0 +1,55 @@
+"""The model interface of the super-resolution stage, and the registry of model names.
+
+Two stages, each a small protocol so that baselines and learned models are interchangeable:
+the RGB stage takes B04 B03 B02 at 10 m to 2.5 m; the fusion stage takes all 12 bands at 10 m
+(20 m and 60 m bands as read onto the 10 m grid) plus the 2.5 m RGB and returns all 12 bands
+at 2.5 m. ``halo`` is the context, in 10 m pixels, an output pixel depends on; ``origin`` is the
+block's position on the global 10 m grid, for models whose noise must follow the pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+
+class RGBModel(Protocol):
+    name: str
+    halo: int
+    weights_sha256: str | None
+
+    def __call__(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+        """(3, h, w) reflectance at 10 m → (3, 4h, 4w) at 2.5 m."""
+        ...
+
+
+class FusionModel(Protocol):
+    name: str
+    halo: int
+    weights_sha256: str | None
+
+    def __call__(
+        self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]
+    ) -> np.ndarray:
+        """(12, h, w) at 10 m and the (3, 4h, 4w) RGB at 2.5 m → (12, 4h, 4w) at 2.5 m."""
+        ...
+
+
+RGB_MODELS: dict[str, Callable[..., RGBModel]] = {}
+FUSION_MODELS: dict[str, Callable[..., FusionModel]] = {}
+
+
+def get_rgb_model(name: str, **options: object) -> RGBModel:
+    return _build(RGB_MODELS, "RGB", name, options)
+
+
+def get_fusion_model(name: str, **options: object) -> FusionModel:
+    return _build(FUSION_MODELS, "fusion", name, options)
+
+
+def _build(registry: dict, kind: str, name: str, options: dict) -> object:
+    if name not in registry:
+        raise ValueError(f"unknown {kind} model {name!r}; registered: {', '.join(registry)}")
+    return registry[name](**options)
