@@ -19,3 +19,7 @@ class NoScenesError(UserError):
 
 class OutputError(UserError):
     """The output location cannot be written."""
+
+
+class ClusterError(UserError):
+    """The Dask scheduler cannot be reached."""

@@ -16,4 +16,11 @@ RGB_MODELS["bicubic"] = Bicubic
 FUSION_MODELS["gram-schmidt"] = GramSchmidt
 FUSION_MODELS["bicubic"] = partial(GramSchmidt, detail=False)
 
-__all__ = ["FusionModel", "RGBModel", "get_fusion_model", "get_rgb_model"]
+__all__ = [
+    "FUSION_MODELS",
+    "RGB_MODELS",
+    "FusionModel",
+    "RGBModel",
+    "get_fusion_model",
+    "get_rgb_model",
+]

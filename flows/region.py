@@ -1,0 +1,179 @@
+"""The main job: super-resolve all Sentinel-2 bands over an AOI to a 2.5 m Zarr mosaic.
+
+    python -m flows.region --aoi europe.geojson --start 2024-06-01 --end 2024-08-31 \\
+        --stac https://earth-search.aws.element84.com/v1 --collection sentinel-2-c1-l2a \\
+        --out s3://bucket/europe-2024.zarr
+
+With no arguments it runs on the embedded demo catalog and writes under ./output/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from pipeline.store import ProductStore
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+from tqdm import tqdm
+
+from pipeline.bands import REFLECTANCE_BANDS, validate_bands
+from pipeline.catalog import DEMO_CATALOG
+from pipeline.cluster import dask_client
+from pipeline.errors import UserError
+from pipeline.grid import read_aoi
+from pipeline.models import FUSION_MODELS, RGB_MODELS
+from pipeline.region import RegionRequest, plan_region, run_tiles
+
+DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
+DEMO_DATES = (date(2023, 1, 1), date(2023, 1, 31))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m flows.region",
+        description="Super-resolve the 12 Sentinel-2 L2A bands over an AOI to a 2.5 m Zarr.",
+    )
+    p.add_argument("--aoi", default=str(DEMO_AOI), help="GeoJSON polygon(s) in WGS84 "
+                   "(path or URL; default: the embedded demo AOI)")
+    p.add_argument("--start", type=_date, help="first date, YYYY-MM-DD "
+                   "(required with --stac; default for the demo: 2023-01-01)")
+    p.add_argument("--end", type=_date, help="last date, YYYY-MM-DD, inclusive")
+    p.add_argument("--stac", help="STAC API URL, static catalog or ItemCollection (path or URL; "
+                   "default: the embedded demo catalog)")
+    p.add_argument("--collection", help="collection id, e.g. sentinel-2-c1-l2a (Earth Search) "
+                   "or sentinel-2-l2a (Planetary Computer)")
+    p.add_argument("--max-cloud", type=float, default=100.0, metavar="PERCENT",
+                   help="skip scenes with more cloud cover than this (default: 100)")
+    p.add_argument("--out", help="output Zarr: local path or fsspec URL such as s3://bucket/x.zarr "
+                   "(default: ./output/<aoi>-<start>-<end>.zarr)")
+    p.add_argument("--crs", type=_crs, help="output CRS as EPSG:code (default: EPSG:3035 "
+                   "inside LAEA Europe's area, else the UTM zone of the AOI centroid)")
+    p.add_argument("--tile-size", type=int, default=1920,
+                   help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920)")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler "
+                   "(default: start a local cluster)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="worker processes of the local cluster (default: 2)")
+    p.add_argument("--rgb-model", default="bicubic", choices=sorted(RGB_MODELS),
+                   help="RGB ×4 model (default: bicubic)")
+    p.add_argument("--fusion-model", default="gram-schmidt", choices=sorted(FUSION_MODELS),
+                   help="band fusion model (default: gram-schmidt)")
+    p.add_argument("--bands", nargs="+", default=list(REFLECTANCE_BANDS), metavar="BAND",
+                   help="bands to write (default: all 12)")
+    p.add_argument("--keep-snow", action="store_true",
+                   help="count SCL snow/ice pixels as clear (default: masked)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute finished tiles (default: a re-run skips them)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (tiles, items, output size) and do no work")
+    return p
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _crs(text: str) -> CRS:
+    try:
+        crs = CRS.from_user_input(text)
+    except CRSError:
+        raise argparse.ArgumentTypeError(f"unknown CRS {text!r}") from None
+    if crs.to_epsg() is None or not crs.is_projected:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a projected CRS with an EPSG code")
+    return crs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished tiles are kept; re-run to complete the rest", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    request = _request(args)
+    out = args.out or _default_out(args.aoi, request.start, request.end)
+    started = time.perf_counter()
+    plan = plan_region(request)
+    print(plan.describe())
+    print(f"output:        {out}")
+    if args.dry_run:
+        return 0
+    store = ProductStore.create(
+        out, plan.grid, request.bands, plan.provenance(), overwrite=args.overwrite
+    )
+    with dask_client(args.scheduler, args.workers) as client, tqdm(
+        total=len(plan.tiles), unit="tile", desc="tiles", initial=0, dynamic_ncols=True
+    ) as bar:
+        def progress(key: str, error: str | None) -> None:
+            bar.update(1)
+            if error:
+                bar.write(f"tile {key} failed: {error}")
+
+        summary = run_tiles(plan, store, client, overwrite=args.overwrite, on_progress=progress)
+    store.finalize({"tiles_failed": summary.failed})
+    elapsed = time.perf_counter() - started
+    print(
+        f"{len(summary.done)} tiles written, {len(summary.skipped)} already finished, "
+        f"{len(summary.failed)} failed in {elapsed:.1f} s"
+    )
+    for key, reason in summary.failed.items():
+        print(f"  failed tile {key}: {reason}", file=sys.stderr)
+    print(f"product: {out}")
+    print(f'open it: python -c "import xarray as xr; print(xr.open_zarr({out!r}))"')
+    return 1 if summary.failed else 0
+
+
+def _request(args: argparse.Namespace) -> RegionRequest:
+    start, end = args.start, args.end
+    if args.stac is None:
+        start, end = start or DEMO_DATES[0], end or DEMO_DATES[1]
+    if start is None or end is None:
+        raise UserError("--start and --end are required with --stac")
+    if start > end:
+        raise UserError(f"--start {start} is after --end {end}")
+    try:
+        bands = validate_bands(args.bands)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return RegionRequest(
+        aoi=read_aoi(args.aoi),
+        start=start,
+        end=end,
+        stac=args.stac or str(DEMO_CATALOG),
+        collection=args.collection,
+        max_cloud=args.max_cloud,
+        crs=args.crs,
+        tile_size=_tile_size(args.tile_size),
+        bands=bands,
+        rgb_model=args.rgb_model,
+        fusion_model=args.fusion_model,
+        mask_snow=not args.keep_snow,
+    )
+
+
+def _tile_size(size: int) -> int:
+    if size <= 0 or size % 24:
+        raise UserError(f"--tile-size must be a positive multiple of 24, got {size}")
+    return size
+
+
+def _default_out(aoi: str, start: date, end: date) -> str:
+    stem = Path(aoi).stem or "aoi"
+    return str(Path("output") / f"{stem}-{start}-{end}.zarr")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

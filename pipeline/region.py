@@ -1,0 +1,254 @@
+"""A region run: plan (AOI → items → grid → tiles), then one Dask graph per tile, a few at a time.
+
+Each tile's graph loads the tile plus the models' halo from the catalog, composites it, super-
+resolves it block by block and ends in one task that writes the tile's shard and its completion
+marker. Only a bounded number of tiles is in flight, so the scheduler's graph stays small
+whatever the size of the AOI.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import dask
+import dask.array as da
+import numpy as np
+import pystac
+import shapely
+from distributed import Client, Future, as_completed
+from pyproj import CRS, Transformer
+from shapely.geometry import box, shape
+from shapely.geometry.base import BaseGeometry
+
+import pipeline
+from pipeline.bands import REFLECTANCE_BANDS
+from pipeline.catalog import search
+from pipeline.composite import median_composite
+from pipeline.grid import (
+    INPUT_RESOLUTION,
+    SCALE,
+    OutputGrid,
+    Tile,
+    default_crs,
+    plan_grid,
+    project,
+)
+from pipeline.load import load_reflectance, load_scl, scene_epsg
+from pipeline.models import get_fusion_model, get_rgb_model
+from pipeline.store import ProductStore
+from pipeline.superresolve import SuperResolver
+
+
+@dataclass(frozen=True)
+class RegionRequest:
+    """What the user asked for, already parsed."""
+
+    aoi: BaseGeometry
+    start: date
+    end: date
+    stac: str
+    collection: str | None = None
+    max_cloud: float = 100.0
+    crs: CRS | None = None
+    tile_size: int = 1920
+    bands: tuple[str, ...] = REFLECTANCE_BANDS
+    rgb_model: str = "bicubic"
+    fusion_model: str = "gram-schmidt"
+    mask_snow: bool = True
+    block_size: int = 240
+
+
+@dataclass(frozen=True)
+class Plan:
+    request: RegionRequest
+    items: list[pystac.Item]
+    cloud_filter: str
+    grid: OutputGrid
+    tiles: list[Tile]
+    resolver: SuperResolver
+
+    @property
+    def output_bytes(self) -> int:
+        """Uncompressed size of the tiles' reflectance (uint16) and clear count (uint8)."""
+        pixels = sum(t.height * t.width for t in self.tiles)
+        return pixels * (2 * len(self.request.bands) + 1)
+
+    def describe(self) -> str:
+        g = self.grid
+        return "\n".join(
+            [
+                f"items found:   {len(self.items)} (cloud filter: {self.cloud_filter})",
+                f"output grid:   {g.crs.to_string()}, {g.width} x {g.height} px at 2.5 m, "
+                f"origin ({g.x0}, {g.y0})",
+                f"tiles:         {len(self.tiles)} of {g.tile_size} px intersect the AOI",
+                f"bands:         {' '.join(self.request.bands)}",
+                f"models:        rgb={self.resolver.rgb.name} "
+                f"fusion={self.resolver.fusion.name} (halo {self.resolver.halo} px at 10 m)",
+                f"output size:   {_human_bytes(self.output_bytes)} uncompressed",
+            ]
+        )
+
+    def provenance(self) -> dict:
+        """Root attributes that say how the product was made."""
+        r = self.request
+        return {
+            "title": "Sentinel-2 L2A super-resolved to 2.5 m",
+            "software": f"s2sr {pipeline.__version__}",
+            "rgb_model": self.resolver.rgb.name,
+            "rgb_model_sha256": self.resolver.rgb.weights_sha256,
+            "fusion_model": self.resolver.fusion.name,
+            "fusion_model_sha256": self.resolver.fusion.weights_sha256,
+            "stac": r.stac,
+            "collection": r.collection,
+            "stac_item_ids": [i.id for i in self.items],
+            "date_range": [r.start.isoformat(), r.end.isoformat()],
+            "max_cloud_cover": r.max_cloud,
+            "aoi": json.dumps(shapely.geometry.mapping(r.aoi)),
+            "scl_snow_masked": r.mask_snow,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+
+def plan_region(request: RegionRequest) -> Plan:
+    """Search the catalog and lay out the grid and tiles; reads no pixel."""
+    resolver = SuperResolver(
+        get_rgb_model(request.rgb_model), get_fusion_model(request.fusion_model)
+    )
+    found = search(
+        request.stac,
+        request.aoi,
+        request.start,
+        request.end,
+        request.collection,
+        request.max_cloud,
+    )
+    crs = request.crs or default_crs(request.aoi)
+    grid = plan_grid(request.aoi, crs, request.tile_size, _lattice_anchor(found.items, crs))
+    tiles = grid.tiles_in(project(request.aoi, crs))
+    return Plan(request, found.items, found.cloud_filter, grid, tiles, resolver)
+
+
+def _lattice_anchor(items: list[pystac.Item], crs: CRS) -> tuple[float, float]:
+    """A corner of the scenes' pixel grid when they share the output CRS, so pixels nest."""
+    if scene_epsg(items) != crs.to_epsg():
+        return (0.0, 0.0)
+    for item in items:
+        for asset in item.assets.values():
+            transform = asset.extra_fields.get("proj:transform")
+            if transform:
+                return (float(transform[2]), float(transform[5]))
+    return (0.0, 0.0)
+
+
+@dataclass
+class RunSummary:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def tile_task(plan: Plan, store: ProductStore, tile: Tile) -> dask.delayed:
+    """The lazy graph of one tile, ending in the write of its shard and marker."""
+    grid, request, resolver = plan.grid, plan.request, plan.resolver
+    halo_m = resolver.halo * INPUT_RESOLUTION
+    bounds = grid.tile_bounds(tile, halo=halo_m)
+    items = _items_over(plan.items, bounds, grid.crs)
+    epsg = grid.crs.to_epsg()
+    band_index = [REFLECTANCE_BANDS.index(b) for b in request.bands]
+    crop = resolver.halo * SCALE
+    if items:
+        region = max(round((bounds[2] - bounds[0]) / INPUT_RESOLUTION),
+                     round((bounds[3] - bounds[1]) / INPUT_RESOLUTION))
+        reflectance = load_reflectance(items, REFLECTANCE_BANDS, epsg, bounds, chunksize=region)
+        scl = load_scl(items, epsg, bounds, chunksize=region)
+        composite, count = median_composite(reflectance, scl, request.mask_snow)
+        high = resolver.apply(composite.data, request.block_size)
+        high = high[band_index, crop:-crop, crop:-crop]
+        count = count.data[resolver.halo : -resolver.halo, resolver.halo : -resolver.halo]
+    else:
+        high = da.full((len(band_index), tile.height, tile.width), np.nan, dtype=np.float32)
+        count = da.zeros((tile.height // SCALE, tile.width // SCALE), dtype=np.uint8)
+    return dask.delayed(_write_tile)(
+        store, grid, tile, high, count, [i.id for i in items], dask_key_name=f"write-{tile.key}"
+    )
+
+
+def _items_over(
+    items: list[pystac.Item], bounds: tuple[float, float, float, float], crs: CRS
+) -> list[pystac.Item]:
+    to_wgs84 = Transformer.from_crs(crs, 4326, always_xy=True)
+    footprint = box(*to_wgs84.transform_bounds(*bounds, densify_pts=21))
+    return [i for i in items if i.geometry and shape(i.geometry).intersects(footprint)]
+
+
+def _write_tile(
+    store: ProductStore,
+    grid: OutputGrid,
+    tile: Tile,
+    reflectance: np.ndarray,
+    count: np.ndarray,
+    item_ids: list[str],
+) -> dict:
+    count_high = np.repeat(np.repeat(count, SCALE, axis=0), SCALE, axis=1)
+    valid = np.isfinite(reflectance).all(axis=0)
+    summary = {
+        "items": item_ids,
+        "valid_fraction": round(float(valid.mean()), 6),
+        "mean_clear_count": round(float(count.mean()), 4),
+    }
+    store.write_tile(grid, tile, reflectance, count_high, summary)
+    return summary
+
+
+def run_tiles(
+    plan: Plan,
+    store: ProductStore,
+    client: Client,
+    overwrite: bool = False,
+    on_progress: Callable[[str, str | None], None] | None = None,
+) -> RunSummary:
+    """Compute every unfinished tile on the cluster, a bounded number at a time."""
+    summary = RunSummary()
+    finished = set() if overwrite else store.done_tiles()
+    todo = [t for t in plan.tiles if t.key not in finished]
+    summary.skipped = [t.key for t in plan.tiles if t.key in finished]
+    in_flight = max(2, 2 * len(client.scheduler_info(n_workers=-1).get("workers", {})))
+    pending = iter(todo)
+    keys: dict[Future, str] = {}
+    futures = as_completed()
+
+    def submit(tiles: list[Tile]) -> None:
+        for tile in tiles:
+            future = client.compute(tile_task(plan, store, tile))
+            keys[future] = tile.key
+            futures.add(future)
+
+    submit(_take(pending, in_flight))
+    for future in futures:
+        key = keys.pop(future)
+        try:
+            future.result()
+            summary.done.append(key)
+            error = None
+        except Exception as err:  # a tile's failure is recorded, the run goes on
+            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            summary.failed[key] = error
+        if on_progress:
+            on_progress(key, error)
+        submit(_take(pending, 1))
+    return summary
+
+
+def _take(iterator: Iterator[Tile], n: int) -> list[Tile]:
+    return [t for _, t in zip(range(n), iterator, strict=False)]
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} EB"
