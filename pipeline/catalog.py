@@ -72,7 +72,10 @@ def _read_json(stac: str) -> dict:
     try:
         with fsspec.open(stac, "rt") as f:
             doc = json.load(f)
-    except FileNotFoundError:
+    except FileNotFoundError as err:
+        cause = err.__cause__  # fsspec's HTTP filesystem wraps connection failures
+        if cause is not None:
+            raise CatalogError(f"cannot reach STAC catalog {stac}: {_reason(cause)}") from None
         raise CatalogError(f"STAC catalog not found: {stac}") from None
     except json.JSONDecodeError:
         raise CatalogError(f"{stac} does not answer with STAC JSON") from None
