@@ -25,11 +25,13 @@ def map_with_halo(
     scale: int,
     out_channels: int,
     dtype: np.dtype | type = np.float32,
+    token: str = "halo-block",
 ) -> da.Array:
     """Apply ``fn`` to every (channel, y, x) block of ``array`` with a halo; crop it ×scale.
 
     The channel axis must be a single chunk. Chunks smaller than the halo are merged into
-    their neighbour first, so that every halo comes from one adjacent block.
+    their neighbour first, so that every halo comes from one adjacent block. ``token`` is the
+    prefix of the tasks' keys, by which the task stream tells the model's time apart.
     """
     if array.ndim != 3:
         raise ValueError("expected a (channel, y, x) array")
@@ -60,7 +62,9 @@ def map_with_halo(
         ].astype(dtype, copy=False)
 
     out_chunks = ((out_channels,),) + tuple(tuple(c * scale for c in ax) for ax in array.chunks[1:])
-    return padded.map_blocks(run, chunks=out_chunks, dtype=dtype, meta=np.empty((0, 0, 0), dtype))
+    return padded.map_blocks(
+        run, chunks=out_chunks, dtype=dtype, meta=np.empty((0, 0, 0), dtype), token=token
+    )
 
 
 def _merge_small(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:

@@ -13,6 +13,9 @@ from pipeline.grid import SCALE
 from pipeline.models import FusionModel, RGBModel
 from pipeline.models.baselines import ALIGNMENT
 
+#: Key prefix of the model tasks in a Dask graph.
+TASK_PREFIX = "superresolve"
+
 _RGB_INDEX = [REFLECTANCE_BANDS.index(b) for b in RGB_BANDS]
 
 
@@ -50,5 +53,6 @@ class SuperResolver:
             raise ValueError(f"block size must be a multiple of {ALIGNMENT} pixels")
         bands = bands.rechunk((-1, block_size, block_size))
         return map_with_halo(
-            bands, self.block, self.halo, SCALE, len(REFLECTANCE_BANDS), np.float32
+            bands, self.block, self.halo, SCALE, len(REFLECTANCE_BANDS), np.float32,
+            token=TASK_PREFIX,
         )
