@@ -37,18 +37,24 @@ def map_with_halo(
         raise ValueError("expected a (channel, y, x) array")
     if halo < 0 or scale < 1:
         raise ValueError("halo must be >= 0 and scale >= 1")
-    array = array.rechunk({0: -1, 1: _merge_small(array.chunks[1], halo),
-                           2: _merge_small(array.chunks[2], halo)})
-    padded = da.overlap.overlap(array, depth={0: 0, 1: halo, 2: halo}, boundary="none")
+    array = array.rechunk(
+        {0: -1, 1: _merge_small(array.chunks[1], halo), 2: _merge_small(array.chunks[2], halo)}
+    )
+    depth = {
+        0: 0,
+        1: halo if array.numblocks[1] > 1 else 0,
+        2: halo if array.numblocks[2] > 1 else 0,
+    }
+    padded = da.overlap.overlap(array, depth=depth, boundary="none")
     starts = [np.cumsum((0,) + c[:-1]) for c in array.chunks[1:]]
     counts = [len(c) for c in array.chunks[1:]]
 
     def run(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
         iy, ix = block_info[None]["chunk-location"][1:]
-        top = halo if iy > 0 else 0
-        left = halo if ix > 0 else 0
-        bottom = halo if iy < counts[0] - 1 else 0
-        right = halo if ix < counts[1] - 1 else 0
+        top = depth[1] if iy > 0 else 0
+        left = depth[2] if ix > 0 else 0
+        bottom = depth[1] if iy < counts[0] - 1 else 0
+        right = depth[2] if ix < counts[1] - 1 else 0
         origin = (int(starts[0][iy]) - top, int(starts[1][ix]) - left)
         out = fn(block, origin)
         h, w = block.shape[1:]
