@@ -1,0 +1,317 @@
+"""The Zarr product: one sharded group on the 2.5 m grid, written tile by tile by many processes.
+
+Each tile is exactly one shard of each array, so no two workers ever write the same object. A
+JSON marker per tile, written after the tile's data, is what makes a tile count as done: a crash
+in between leaves an unmarked tile that the next run redoes.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+import numpy as np
+import zarr
+from botocore.exceptions import BotoCoreError, ClientError
+from fsspec.implementations.local import LocalFileSystem
+from pyproj import CRS
+from pyproj.exceptions import CRSError
+from zarr.abc.store import Store
+from zarr.errors import ZarrUserWarning
+from zarr.storage import FsspecStore, LocalStore
+
+from pipeline.errors import OutputError
+from pipeline.grid import RESOLUTION, OutputGrid, Tile
+
+#: Reflectance is stored as round(reflectance / SCALE_FACTOR) in uint16, 0 meaning no data.
+SCALE_FACTOR = 1e-4
+
+#: What storage raises for unwritable locations; s3fs maps most S3 errors to OSError subclasses.
+_STORAGE_ERRORS = (OSError, BotoCoreError, ClientError)
+
+
+@dataclass
+class ProductStore:
+    """Handle on the product at ``url``; holds only the URL and options, so it pickles cheaply."""
+
+    url: str
+    storage_options: dict[str, Any] | None = field(default=None, repr=False)  # may hold secrets
+
+    @classmethod
+    def create(
+        cls,
+        url: str,
+        grid: OutputGrid,
+        bands: tuple[str, ...],
+        attrs: dict[str, Any],
+        *,
+        overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
+    ) -> ProductStore:
+        """Create the product's metadata, or reuse a product with the same grid and bands.
+
+        Reusing keeps the tile markers so the caller can skip finished tiles. Nothing of an
+        existing product is touched unless it is reused or ``overwrite`` is set.
+        """
+        store = cls(url, storage_options)
+        root_attrs = {**attrs, "Conventions": "CF-1.8", **_grid_attrs(grid, bands)}
+        with store._storage_errors():
+            existing = store._existing_attrs()
+            if existing is not None and not overwrite:
+                if not _same_grid(existing, grid, bands):
+                    raise OutputError(
+                        f"existing product at {url} has a different grid/bands; "
+                        "use --overwrite or another --out"
+                    )
+                # Rewriting the attributes records this run and proves the location writable.
+                store._open_group().update_attributes(_plain(root_attrs))
+                return store
+            if existing is not None:
+                store._delete()
+            store._create_arrays(grid, bands)
+            # The grid attributes go last: a product interrupted while being created lacks them.
+            store._open_group().update_attributes(_plain(root_attrs))
+        return store
+
+    def done_tiles(self) -> set[str]:
+        """Keys of the tiles whose marker exists, from one listing."""
+        fs, path = self._fs()
+        tiles = f"{path}/tiles"
+        fs.invalidate_cache(tiles)  # other processes write markers; never trust a cached listing
+        try:
+            names = fs.ls(tiles, detail=False)
+        except FileNotFoundError:
+            return set()
+        return {posixpath.basename(n)[: -len(".json")] for n in names if n.endswith(".json")}
+
+    def is_done(self, tile: Tile) -> bool:
+        fs, path = self._fs()
+        fs.invalidate_cache(f"{path}/tiles")
+        return fs.exists(self._marker(path, tile))
+
+    def write_tile(
+        self,
+        grid: OutputGrid,
+        tile: Tile,
+        reflectance: np.ndarray,
+        clear_count: np.ndarray,
+        summary: dict[str, Any],
+    ) -> None:
+        """Write one tile's window of both arrays (whole shards), then its completion marker."""
+        if tile.y_off % grid.tile_size or tile.x_off % grid.tile_size:
+            raise ValueError(f"tile {tile.key} does not start on a shard boundary")
+        if reflectance.dtype != np.float32 or reflectance.shape[1:] != (tile.height, tile.width):
+            raise ValueError(
+                f"tile {tile.key}: reflectance must be float32 (bands, {tile.height}, "
+                f"{tile.width}), got {reflectance.dtype} {reflectance.shape}"
+            )
+        if clear_count.dtype.kind not in "biu" or clear_count.shape != (tile.height, tile.width):
+            raise ValueError(
+                f"tile {tile.key}: clear_count must be integer ({tile.height}, {tile.width}), "
+                f"got {clear_count.dtype} {clear_count.shape}"
+            )
+        window = (
+            slice(tile.y_off, tile.y_off + tile.height),
+            slice(tile.x_off, tile.x_off + tile.width),
+        )
+        with self._storage_errors(f"tile {tile.key} to "):
+            store = self._zarr_store()
+            refl = zarr.open_array(store, path="reflectance", mode="r+")
+            if reflectance.shape[0] != refl.shape[0]:
+                raise ValueError(
+                    f"tile {tile.key}: {reflectance.shape[0]} bands given, "
+                    f"the product has {refl.shape[0]}"
+                )
+            refl[(slice(None), *window)] = encode_reflectance(reflectance)
+            count = zarr.open_array(store, path="clear_count", mode="r+")
+            count[window] = np.clip(clear_count, 0, 255).astype(np.uint8)
+            marker = {
+                "tile": tile.key,
+                "bounds": list(grid.tile_bounds(tile)),
+                "summary": summary,
+                "written": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+            fs, path = self._fs()
+            fs.pipe_file(
+                self._marker(path, tile), json.dumps(marker, default=_json_default).encode()
+            )
+
+    def finalize(self, attrs: dict[str, Any]) -> None:
+        """Merge ``attrs`` into the root attributes and consolidate metadata for fast opening."""
+        with self._storage_errors():
+            self._open_group().update_attributes(_plain(attrs))
+            with warnings.catch_warnings():
+                # "tiles/ is not a Zarr node" and "consolidated metadata is not in the v3 spec".
+                warnings.simplefilter("ignore", ZarrUserWarning)
+                zarr.consolidate_metadata(self._zarr_store())
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        return fsspec.core.url_to_fs(self.url, **(self.storage_options or {}))
+
+    def _zarr_store(self) -> Store:
+        fs, path = self._fs()
+        if isinstance(fs, LocalFileSystem):
+            return LocalStore(path)
+        return FsspecStore.from_url(self.url, storage_options=self.storage_options)
+
+    def _open_group(self) -> zarr.Group:
+        return zarr.open_group(self._zarr_store(), mode="r+")
+
+    @staticmethod
+    def _marker(path: str, tile: Tile) -> str:
+        return f"{path}/tiles/{tile.key}.json"
+
+    @contextmanager
+    def _storage_errors(self, what: str = "") -> Iterator[None]:
+        """Report storage failures as one line naming the location and the reason."""
+        try:
+            yield
+        except _STORAGE_ERRORS as err:
+            raise OutputError(f"cannot write {what}{self.url}: {_reason(err)}") from None
+
+    def _existing_attrs(self) -> dict[str, Any] | None:
+        """Root attributes of the product at the URL; None if nothing (or an empty folder) is."""
+        fs, path = self._fs()
+        fs.invalidate_cache(path)
+        if not fs.exists(path):
+            return None
+        if not fs.isdir(path):
+            raise OutputError(f"cannot write {self.url}: it exists and is a file")
+        if not fs.ls(path, detail=False):
+            return None
+        try:
+            meta = json.loads(fs.cat_file(f"{path}/zarr.json"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            meta = {}
+        if meta.get("node_type") != "group":
+            # Refuse even with --overwrite: deleting a folder that is not a product is too costly.
+            raise OutputError(f"{self.url} exists and is not a Zarr product; choose another --out")
+        return meta.get("attributes", {})
+
+    def _delete(self) -> None:
+        """Remove the old product, its root metadata last so an interrupted delete is retried."""
+        fs, path = self._fs()
+        meta = f"{path}/zarr.json"
+        others = [p for p in fs.ls(path, detail=False) if p.rstrip("/") != meta]
+        if others:
+            fs.rm(others, recursive=True)
+        fs.rm(meta)
+
+    def _create_arrays(self, grid: OutputGrid, bands: tuple[str, ...]) -> None:
+        """Write the metadata and coordinates; the data arrays get no chunk until a tile lands."""
+        # "w" also clears what some S3 servers keep of a deleted product: empty prefixes.
+        group = zarr.open_group(self._zarr_store(), mode="w", zarr_format=3)
+        axes = {a["axis"]: a for a in grid.crs.cs_to_cf()}
+        half = RESOLUTION / 2
+        coords = {
+            "x": (grid.x0 + half + RESOLUTION * np.arange(grid.width), axes.get("X", {})),
+            "y": (grid.y0 - half - RESOLUTION * np.arange(grid.height), axes.get("Y", {})),
+            "band": (np.array(bands, dtype=str), {"long_name": "Sentinel-2 band"}),
+        }
+        for name, (values, attributes) in coords.items():
+            array = group.create_array(
+                name,
+                shape=values.shape,
+                dtype=values.dtype if values.dtype.kind != "U" else str,
+                chunks=values.shape,
+                dimension_names=[name],
+                attributes=attributes,
+            )
+            array[:] = values
+        crs_attrs = {
+            **grid.crs.to_cf(),
+            "spatial_ref": grid.crs.to_wkt(),
+            "GeoTransform": grid.geotransform,
+        }
+        group.create_array(
+            "spatial_ref", shape=(), dtype="int64", fill_value=0, attributes=crs_attrs
+        )
+
+        n, inner = grid.tile_size, grid.tile_size // 4
+        located = {"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"}
+        group.create_array(
+            "reflectance",
+            shape=(len(bands), grid.height, grid.width),
+            dtype="uint16",
+            shards=(len(bands), n, n),
+            chunks=(1, inner, inner),
+            fill_value=0,
+            dimension_names=["band", "y", "x"],
+            attributes={
+                "long_name": "surface reflectance (Sentinel-2 L2A super-resolved to 2.5 m)",
+                "standard_name": "surface_bidirectional_reflectance",
+                "units": "1",
+                "scale_factor": SCALE_FACTOR,
+                "add_offset": 0.0,
+                "_FillValue": 0,
+                **located,
+            },
+        )
+        group.create_array(
+            "clear_count",
+            shape=(grid.height, grid.width),
+            dtype="uint8",
+            shards=(n, n),
+            chunks=(inner, inner),
+            fill_value=0,  # storage default only: 0 means never clear, not missing
+            dimension_names=["y", "x"],
+            attributes={"long_name": "number of clear observations in the composite", **located},
+        )
+        fs, path = self._fs()
+        fs.makedirs(f"{path}/tiles", exist_ok=True)
+
+
+def encode_reflectance(values: np.ndarray) -> np.ndarray:
+    """Float reflectance → uint16 in units of 1e-4, clipped to [1, 65535]; NaN → 0 (no data)."""
+    scaled = np.rint(values * np.float32(1 / SCALE_FACTOR))
+    np.clip(scaled, 1, 65535, out=scaled)
+    scaled[np.isnan(values)] = 0
+    return scaled.astype(np.uint16)
+
+
+def _grid_attrs(grid: OutputGrid, bands: tuple[str, ...]) -> dict[str, Any]:
+    """The root attributes that must match for a run to resume into an existing product."""
+    return {
+        "grid_crs_wkt": grid.crs.to_wkt(),
+        "grid_transform": list(grid.transform),
+        "grid_shape": [grid.height, grid.width],
+        "grid_tile_size": grid.tile_size,
+        "bands": list(bands),
+    }
+
+
+def _same_grid(attrs: dict[str, Any], grid: OutputGrid, bands: tuple[str, ...]) -> bool:
+    """Whether stored grid attributes describe ``grid`` and ``bands`` (CRS compared as a CRS)."""
+    expected = _grid_attrs(grid, bands)
+    try:
+        same_crs = CRS.from_wkt(attrs["grid_crs_wkt"]) == grid.crs
+    except (KeyError, TypeError, CRSError):
+        return False
+    return same_crs and all(attrs.get(k) == v for k, v in expected.items() if k != "grid_crs_wkt")
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of an error's own words, without errno numbers or file names."""
+    text = (isinstance(err, OSError) and err.strerror) or str(err) or type(err).__name__
+    return text.strip().splitlines()[0][:200]
+
+
+def _json_default(value: object) -> object:
+    """numpy scalars and arrays as JSON values, anything else as its string."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _plain(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes reduced to plain JSON, so that numpy values and dates never fail a write."""
+    return json.loads(json.dumps(attrs, default=_json_default))
