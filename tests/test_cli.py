@@ -1,0 +1,132 @@
+"""The region CLI on the embedded demo: a run, a re-run, a dry run and every kind of bad input."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def region(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "flows.region", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def tree_digest(path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "demo.zarr"
+    done = region("--out", str(out), "--tile-size", "480", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    assert f"product: {out}" in done.stdout
+    assert "xr.open_zarr" in done.stdout
+    return out
+
+
+def test_demo_run_writes_every_tile(product):
+    ds = xr.open_zarr(product)
+    markers = sorted(p.stem for p in (product / "tiles").glob("*.json"))
+    assert len(markers) == 6  # 1056 x 648 px in 480 px tiles, all intersecting the AOI
+    assert list(ds.band.values) == ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08",
+                                    "B8A", "B09", "B11", "B12"]
+    assert np.isfinite(ds.reflectance.values).all()
+    assert ds.clear_count.values.min() >= 1  # the demo has no pixel that is never clear
+
+
+def test_rerun_skips_finished_tiles_and_overwrite_redoes_them(product):
+    before = tree_digest(product / "tiles")
+    again = region("--out", str(product), "--tile-size", "480")
+    assert again.returncode == 0, again.stderr
+    assert "0 tiles written, 6 already finished" in again.stdout
+    assert tree_digest(product / "tiles") == before
+    redo = region("--out", str(product), "--tile-size", "480", "--overwrite", "--bands", "B04")
+    assert redo.returncode == 0, redo.stderr
+    assert "6 tiles written" in redo.stdout
+    assert list(xr.open_zarr(product).band.values) == ["B04"]
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    out = tmp_path / "never.zarr"
+    done = region("--out", str(out), "--dry-run", "--tile-size", "240")
+    assert done.returncode == 0, done.stderr
+    assert "items found:   3" in done.stdout
+    assert "tiles:         15 of 240 px" in done.stdout
+    assert "output size:" in done.stdout
+    assert not out.exists()
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def point(tmp_path):
+    return write(tmp_path, "p.geojson", json.dumps({"type": "Point", "coordinates": [1, 2]}))
+
+
+def far_away(tmp_path):
+    ring = [[10, 50], [10.1, 50], [10.1, 50.1], [10, 50.1], [10, 50]]
+    return write(tmp_path, "far.geojson", json.dumps({"type": "Polygon", "coordinates": [ring]}))
+
+
+BAD_INPUTS = {
+    "malformed GeoJSON": (lambda t: ["--aoi", write(t, "bad.geojson", "{oops")],
+                          "not valid JSON"),
+    "empty GeoJSON": (lambda t: ["--aoi", write(t, "empty.geojson",
+                                                '{"type": "FeatureCollection", "features": []}')],
+                      "holds no geometry"),
+    "non-polygon": (lambda t: ["--aoi", point(t)], "must hold polygons"),
+    "no scene": (lambda t: ["--aoi", far_away(t)], "no scene"),
+    "reversed dates": (lambda t: ["--start", "2023-02-01", "--end", "2023-01-01"],
+                       "is after --end"),
+    "unreachable catalog": (lambda t: ["--stac", "http://127.0.0.1:9/", "--start", "2023-01-01",
+                                       "--end", "2023-01-31"], "cannot reach"),
+    "unknown band": (lambda t: ["--bands", "B99"], "unknown band"),
+    "tile size off lattice": (lambda t: ["--tile-size", "1000"], "multiple of 24"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_one_line_and_damages_nothing(case, product, tmp_path):
+    args, message = BAD_INPUTS[case]
+    before = tree_digest(product)
+    done = region(*args(tmp_path), "--out", str(product))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert tree_digest(product) == before
+
+
+def test_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    done = region("--out", str(blocker / "x.zarr"))
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "cannot write" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_other_grid_in_the_same_output_is_refused(product):
+    before = tree_digest(product)
+    done = region("--out", str(product), "--tile-size", "960")
+    assert done.returncode == 2
+    assert "different grid" in done.stderr
+    assert tree_digest(product) == before
