@@ -34,6 +34,8 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Clie
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            # the scheduler serves HTTP even without a dashboard: any free port, not 8787
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         ) as cluster,
         Client(cluster) as client,
     ):
