@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,6 +60,18 @@ def test_rerun_skips_finished_tiles_and_overwrite_redoes_them(product):
     assert redo.returncode == 0, redo.stderr
     assert "6 tiles written" in redo.stdout
     assert list(xr.open_zarr(product).band.values) == ["B04"]
+
+
+def test_other_crs_is_resampled_bilinearly(product, tmp_path):
+    out = tmp_path / "utm20.zarr"
+    done = region("--out", str(out), "--crs", "EPSG:32720", "--bands", "B04", "B8A")
+    assert done.returncode == 0, done.stderr
+    ds = xr.open_zarr(out)
+    assert ds.rio.crs.to_epsg() == 32720
+    reflectance = ds.reflectance.values
+    assert np.isfinite(reflectance).mean() > 0.95  # the rotated footprint leaves corners empty
+    native = xr.open_zarr(product).reflectance.sel(band="B04").values
+    assert abs(np.nanmean(reflectance[0]) - np.nanmean(native)) < 0.005
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
