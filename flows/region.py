@@ -15,7 +15,6 @@ import time
 from datetime import date
 from pathlib import Path
 
-from pipeline.store import ProductStore
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from tqdm import tqdm
@@ -27,6 +26,7 @@ from pipeline.errors import UserError
 from pipeline.grid import read_aoi
 from pipeline.models import FUSION_MODELS, RGB_MODELS
 from pipeline.region import RegionRequest, plan_region, run_tiles
+from pipeline.store import ProductStore
 
 DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
 DEMO_DATES = (date(2023, 1, 1), date(2023, 1, 31))
@@ -111,18 +111,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"output:        {out}")
     if args.dry_run:
         return 0
-    store = ProductStore.create(
-        out, plan.grid, request.bands, plan.provenance(), overwrite=args.overwrite
-    )
-    with dask_client(args.scheduler, args.workers) as client, tqdm(
-        total=len(plan.tiles), unit="tile", desc="tiles", initial=0, dynamic_ncols=True
-    ) as bar:
-        def progress(key: str, error: str | None) -> None:
-            bar.update(1)
-            if error:
-                bar.write(f"tile {key} failed: {error}")
+    with dask_client(args.scheduler, args.workers) as client:
+        store = ProductStore.create(
+            out, plan.grid, request.bands, plan.provenance(), overwrite=args.overwrite
+        )
+        with tqdm(total=len(plan.tiles), unit="tile", desc="tiles", dynamic_ncols=True) as bar:
 
-        summary = run_tiles(plan, store, client, overwrite=args.overwrite, on_progress=progress)
+            def progress(key: str, error: str | None) -> None:
+                bar.update(1)
+                if error:
+                    bar.write(f"tile {key} failed: {error}")
+
+            summary = run_tiles(
+                plan, store, client, overwrite=args.overwrite, on_progress=progress
+            )
     store.finalize({"tiles_failed": summary.failed})
     elapsed = time.perf_counter() - started
     print(

@@ -20,7 +20,7 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Clie
     """
     if scheduler:
         try:
-            client = Client(scheduler, timeout="15s")
+            client = Client(scheduler, timeout="10s")
         except (OSError, TimeoutError) as err:
             raise ClusterError(f"cannot reach Dask scheduler {scheduler}: {err}") from None
         with client:

@@ -23,6 +23,7 @@ import xarray as xr
 from rasterio.enums import Resampling
 
 from pipeline.bands import BANDS, SCL_ALIASES
+from pipeline.errors import CatalogError
 from pipeline.grid import INPUT_RESOLUTION
 
 #: BOA_ADD_OFFSET applied by ESA from processing baseline 04.00 on.
@@ -64,15 +65,29 @@ def scene_epsg(items: Sequence[pystac.Item]) -> int | None:
     return codes.pop() if len(codes) == 1 else None
 
 
+def _aliases(key: str) -> tuple[str, ...]:
+    return SCL_ALIASES if key == "SCL" else BANDS[key].aliases
+
+
+def check_assets(items: Sequence[pystac.Item], bands: Sequence[str]) -> None:
+    """Raise CatalogError for the first item lacking an asset for one of ``bands`` or SCL."""
+    for item in items:
+        for key in (*bands, "SCL"):
+            if asset_key(item, _aliases(key)) is None:
+                raise CatalogError(
+                    f"item {item.id} has no asset for {key} "
+                    f"(looked for {', '.join(_aliases(key))})"
+                )
+
+
 def _canonical(item: pystac.Item, keys: Sequence[str]) -> dict:
     """The item as a dict whose assets are renamed to ``keys`` (band names, 'SCL')."""
     doc = item.to_dict(include_self_link=False, transform_hrefs=False)
     assets = {}
     for key in keys:
-        aliases = SCL_ALIASES if key == "SCL" else BANDS[key].aliases
-        found = asset_key(item, aliases)
+        found = asset_key(item, _aliases(key))
         if found is None:
-            raise KeyError(f"item {item.id} has no asset for {key} (tried {', '.join(aliases)})")
+            raise KeyError(f"item {item.id} has no asset for {key}")
         asset = dict(doc["assets"][found])
         asset["href"] = item.assets[found].get_absolute_href()
         assets[key] = asset

@@ -36,7 +36,7 @@ from pipeline.grid import (
     plan_grid,
     project,
 )
-from pipeline.load import load_reflectance, load_scl, scene_epsg
+from pipeline.load import check_assets, load_reflectance, load_scl, scene_epsg
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
@@ -125,6 +125,7 @@ def plan_region(request: RegionRequest) -> Plan:
         request.collection,
         request.max_cloud,
     )
+    check_assets(found.items, REFLECTANCE_BANDS)
     crs = request.crs or default_crs(request.aoi)
     grid = plan_grid(request.aoi, crs, request.tile_size, _lattice_anchor(found.items, crs))
     tiles = grid.tiles_in(project(request.aoi, crs))

@@ -113,6 +113,8 @@ BAD_INPUTS = {
                                        "--end", "2023-01-31"], "cannot reach"),
     "unknown band": (lambda t: ["--bands", "B99"], "unknown band"),
     "tile size off lattice": (lambda t: ["--tile-size", "1000"], "multiple of 24"),
+    "unreachable scheduler": (lambda t: ["--scheduler", "tcp://127.0.0.1:9"],
+                              "cannot reach Dask scheduler"),
 }
 
 

@@ -5,7 +5,8 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from pipeline.load import boa_offset, load_reflectance, load_scl
+from pipeline.errors import CatalogError
+from pipeline.load import boa_offset, check_assets, load_reflectance, load_scl
 from pipeline.models.baselines import block_mean
 from tests.scenes import ORIGIN, write_scene
 
@@ -80,6 +81,7 @@ def test_earth_search_asset_names_and_scl(tmp_path):
 
 
 def test_missing_band_names_the_item(tmp_path):
-    item = scene(tmp_path, "05.11", 2500)
-    with pytest.raises(KeyError, match="no asset for B12"):
-        load_reflectance([item], ["B12"], 32719, BOUNDS)
+    item = scene(tmp_path, "05.11", 2500, scl=np.full((3, 6), 4, np.uint8))
+    check_assets([item], ["B01", "B04"])
+    with pytest.raises(CatalogError, match="item s05.11 has no asset for B12"):
+        check_assets([item], ["B04", "B12"])
