@@ -29,6 +29,17 @@ CloudFilter = Literal["server-query", "server-filter", "client"]
 
 
 @dataclass(frozen=True)
+class Query:
+    """What to search for: place (WGS84), inclusive date range, collection, cloud limit."""
+
+    aoi: BaseGeometry
+    start: date
+    end: date
+    collection: str | None
+    max_cloud: float
+
+
+@dataclass(frozen=True)
 class SearchResult:
     items: list[pystac.Item]
     cloud_filter: CloudFilter  # where the cloud-cover filter ran
@@ -43,18 +54,19 @@ def search(
     max_cloud: float = 100.0,
 ) -> SearchResult:
     """Items of ``collection`` that intersect ``aoi`` (WGS84) between ``start`` and ``end``."""
+    query = Query(aoi, start, end, collection, max_cloud)
     doc = _read_json(stac)
     if doc.get("type") == "FeatureCollection":
         items = list(pystac.ItemCollection.from_dict(doc, preserve_dict=False))
-        result = _filter_locally(items, aoi, start, end, collection, max_cloud)
+        result = _filter_locally(items, query)
     elif _is_search_api(doc):
-        result = _search_api(stac, aoi, start, end, collection, max_cloud)
+        result = _search_api(stac, query)
     else:
         catalog = pystac.read_dict(doc, href=_as_href(stac))
         if not isinstance(catalog, pystac.Catalog):
             raise CatalogError(f"{stac} is not a STAC catalog, collection, API or ItemCollection")
         items = list(catalog.get_items(recursive=True))
-        result = _filter_locally(items, aoi, start, end, collection, max_cloud)
+        result = _filter_locally(items, query)
     if not result.items:
         where = f" in collection {collection}" if collection else ""
         raise NoScenesError(
@@ -96,20 +108,14 @@ def _is_search_api(doc: dict) -> bool:
     return any(c.endswith("/item-search") for c in conforms)
 
 
-def _search_api(
-    url: str,
-    aoi: BaseGeometry,
-    start: date,
-    end: date,
-    collection: str | None,
-    max_cloud: float,
-) -> SearchResult:
+def _search_api(url: str, query: Query) -> SearchResult:
+    max_cloud = query.max_cloud
     try:
         client = pystac_client.Client.open(url)
         kwargs: dict = {
-            "intersects": shapely.geometry.mapping(aoi),
-            "datetime": _datetime_range(start, end),
-            "collections": [collection] if collection else None,
+            "intersects": shapely.geometry.mapping(query.aoi),
+            "datetime": _datetime_range(query.start, query.end),
+            "collections": [query.collection] if query.collection else None,
         }
         cloud_filter: CloudFilter = "client"
         if max_cloud < 100:
@@ -133,24 +139,17 @@ def _search_api(
     return SearchResult(_sorted(items), cloud_filter)
 
 
-def _filter_locally(
-    items: list[pystac.Item],
-    aoi: BaseGeometry,
-    start: date,
-    end: date,
-    collection: str | None,
-    max_cloud: float,
-) -> SearchResult:
-    first, last = _datetime_range_bounds(start, end)
+def _filter_locally(items: list[pystac.Item], query: Query) -> SearchResult:
+    first, last = _datetime_range_bounds(query.start, query.end)
     kept = [
         item
         for item in items
-        if (collection is None or item.collection_id == collection)
+        if (query.collection is None or item.collection_id == query.collection)
         and item.geometry is not None
-        and shape(item.geometry).intersects(aoi)
+        and shape(item.geometry).intersects(query.aoi)
         and item.datetime is not None
         and first <= item.datetime <= last
-        and _cloud_cover(item) <= max_cloud
+        and _cloud_cover(item) <= query.max_cloud
     ]
     return SearchResult(_sorted(kept), "client")
 
