@@ -24,7 +24,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 import pipeline
-from pipeline.bands import REFLECTANCE_BANDS
+from pipeline.bands import BANDS, REFLECTANCE_BANDS
 from pipeline.catalog import search
 from pipeline.composite import median_composite
 from pipeline.grid import (
@@ -36,7 +36,7 @@ from pipeline.grid import (
     plan_grid,
     project,
 )
-from pipeline.load import check_assets, load_reflectance, load_scl, scene_epsg
+from pipeline.load import asset_key, check_assets, load_reflectance, load_scl, scene_epsg
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
@@ -137,10 +137,10 @@ def _lattice_anchor(items: list[pystac.Item], crs: CRS) -> tuple[float, float]:
     if scene_epsg(items) != crs.to_epsg():
         return (0.0, 0.0)
     for item in items:
-        for asset in item.assets.values():
-            transform = asset.extra_fields.get("proj:transform")
-            if transform:
-                return (float(transform[2]), float(transform[5]))
+        key = asset_key(item, BANDS["B02"].aliases)
+        transform = item.assets[key].extra_fields.get("proj:transform") if key else None
+        if transform:
+            return (float(transform[2]), float(transform[5]))
     return (0.0, 0.0)
 
 
