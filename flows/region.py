@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     for key, reason in summary.failed.items():
         print(f"  failed tile {key}: {reason}", file=sys.stderr)
     print(f"product: {out}")
-    print(f'open it: python -c "import xarray as xr; print(xr.open_zarr({out!r}))"')
+    print(f"open it in Python: import xarray as xr; ds = xr.open_zarr({out!r})")
     return 1 if summary.failed else 0
 
 
