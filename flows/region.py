@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from typing import NoReturn
 
 from pyproj import CRS
 from pyproj.exceptions import CRSError
@@ -32,8 +33,15 @@ DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
 DEMO_DATES = (date(2023, 1, 1), date(2023, 1, 31))
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit code 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineErrors(
         prog="python -m flows.region",
         description="Super-resolve the 12 Sentinel-2 L2A bands over an AOI to a 2.5 m Zarr.",
     )
@@ -133,8 +141,9 @@ def run(args: argparse.Namespace) -> int:
     )
     for key, reason in summary.failed.items():
         print(f"  failed tile {key}: {reason}", file=sys.stderr)
-    print(f"product: {out}")
-    print(f"open it in Python: import xarray as xr; ds = xr.open_zarr({out!r})")
+    if summary.done or summary.skipped:
+        print(f"product: {out}")
+        print(f"open it in Python: import xarray as xr; ds = xr.open_zarr({out!r})")
     return 1 if summary.failed else 0
 
 

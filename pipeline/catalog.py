@@ -14,6 +14,7 @@ from typing import Literal
 
 import fsspec
 import pystac
+import pystac.stac_io
 import pystac_client
 import shapely
 from pystac_client.conformance import ConformanceClasses
@@ -58,11 +59,14 @@ def search(
     doc = _read_json(stac)
     if doc.get("type") == "FeatureCollection":
         items = list(pystac.ItemCollection.from_dict(doc, preserve_dict=False))
+        for item in items:  # relative asset hrefs are relative to the file
+            if item.get_self_href() is None:
+                item.set_self_href(_as_href(stac))
         result = _filter_locally(items, query)
     elif _is_search_api(doc):
         result = _search_api(stac, query)
     else:
-        catalog = pystac.read_dict(doc, href=_as_href(stac))
+        catalog = pystac.read_dict(doc, href=_as_href(stac), stac_io=FsspecStacIO())
         if not isinstance(catalog, pystac.Catalog):
             raise CatalogError(f"{stac} is not a STAC catalog, collection, API or ItemCollection")
         items = list(catalog.get_items(recursive=True))
@@ -74,6 +78,14 @@ def search(
             f"between {start} and {end}"
         )
     return result
+
+
+class FsspecStacIO(pystac.stac_io.DefaultStacIO):
+    """Reads catalogs from anything fsspec opens (local, http, s3://, gs://, ...)."""
+
+    def read_text_from_href(self, href: str) -> str:
+        with fsspec.open(href, "rt") as f:
+            return f.read()
 
 
 def _as_href(stac: str) -> str:

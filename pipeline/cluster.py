@@ -26,7 +26,6 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Clie
         with client:
             yield client
         return
-    logging.getLogger("distributed").setLevel(logging.ERROR)
     with (
         LocalCluster(
             n_workers=workers,
@@ -34,6 +33,7 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Clie
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
+            silence_logs=logging.ERROR,  # failed tiles are reported by the flow, once each
             # the scheduler serves HTTP even without a dashboard: any free port, not 8787
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         ) as cluster,

@@ -49,7 +49,7 @@ def median_composite(
         dask="parallelized",
         output_dtypes=[np.float32],
     )
-    count = clear.sum("time").astype("uint8")
+    count = clear.sum("time").clip(max=255).astype("uint8")  # uint8 on disk: cap, never wrap
     return median.rename("reflectance"), count.rename("clear_count")
 
 

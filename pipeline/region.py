@@ -38,7 +38,7 @@ from pipeline.grid import (
 )
 from pipeline.load import asset_key, check_assets, load_reflectance, load_scl, scene_epsg
 from pipeline.models import get_fusion_model, get_rgb_model
-from pipeline.store import ProductStore
+from pipeline.store import RECIPE, ProductStore
 from pipeline.superresolve import SuperResolver
 
 
@@ -94,20 +94,24 @@ class Plan:
     def provenance(self) -> dict:
         """Root attributes that say how the product was made."""
         r = self.request
-        return {
-            "title": "Sentinel-2 L2A super-resolved to 2.5 m",
-            "software": f"s2sr {pipeline.__version__}",
+        recipe = {
             "rgb_model": self.resolver.rgb.name,
             "rgb_model_sha256": self.resolver.rgb.weights_sha256,
             "fusion_model": self.resolver.fusion.name,
             "fusion_model_sha256": self.resolver.fusion.weights_sha256,
             "stac": r.stac,
             "collection": r.collection,
-            "stac_item_ids": [i.id for i in self.items],
             "date_range": [r.start.isoformat(), r.end.isoformat()],
             "max_cloud_cover": r.max_cloud,
-            "aoi": json.dumps(shapely.geometry.mapping(r.aoi)),
             "scl_snow_masked": r.mask_snow,
+        }
+        return {
+            "title": "Sentinel-2 L2A super-resolved to 2.5 m",
+            "software": f"s2sr {pipeline.__version__}",
+            **recipe,
+            RECIPE: recipe,
+            "stac_item_ids": [i.id for i in self.items],
+            "aoi": json.dumps(shapely.geometry.mapping(r.aoi)),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 

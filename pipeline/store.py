@@ -37,6 +37,10 @@ SCALE_FACTOR = 1e-4
 _STORAGE_ERRORS = (OSError, BotoCoreError, ClientError)
 
 
+#: Root attribute holding the settings that decide the pixel values of a product.
+RECIPE = "recipe"
+
+
 @dataclass
 class ProductStore:
     """Handle on the product at ``url``; holds only the URL and options, so it pickles cheaply."""
@@ -57,8 +61,10 @@ class ProductStore:
     ) -> ProductStore:
         """Create the product's metadata, or reuse a product with the same grid and bands.
 
-        Reusing keeps the tile markers so the caller can skip finished tiles. Nothing of an
-        existing product is touched unless it is reused or ``overwrite`` is set.
+        A product is reused only if its ``attrs[RECIPE]`` (the settings that decide pixel
+        values) equals the new one, so tiles made in different ways never mix. Reusing keeps
+        the tile markers so the caller can skip finished tiles. Nothing of an existing product
+        is touched unless it is reused or ``overwrite`` is set.
         """
         store = cls(url, storage_options)
         root_attrs = {**attrs, "Conventions": "CF-1.8", **_grid_attrs(grid, bands)}
@@ -69,6 +75,11 @@ class ProductStore:
                     raise OutputError(
                         f"existing product at {url} has a different grid/bands; "
                         "use --overwrite or another --out"
+                    )
+                if existing.get(RECIPE) != _plain(attrs).get(RECIPE):
+                    raise OutputError(
+                        f"existing product at {url} was made with other settings "
+                        "(catalog, dates, filters or models); use --overwrite or another --out"
                     )
                 # Rewriting the attributes records this run and proves the location writable.
                 store._open_group().update_attributes(_plain(root_attrs))

@@ -63,6 +63,19 @@ def test_item_collection_file(tmp_path, items):
     assert [i.id for i in found.items] == ["item-20"]
 
 
+def test_item_collection_with_relative_hrefs(tmp_path, items):
+    """Asset hrefs relative to the ItemCollection file resolve against its folder."""
+    docs = [i.to_dict(include_self_link=False) for i in items]
+    for doc in docs:
+        for asset in doc["assets"].values():
+            asset["href"] = "data/" + asset["href"].rsplit("/", 1)[1]
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": docs}))
+    found = search(str(path), aoi_of(items), date(2023, 1, 1), date(2023, 1, 15))
+    href = found.items[0].assets["B04"].get_absolute_href()
+    assert href == str(tmp_path / "data" / "item-10_B04.tif")
+
+
 def test_unreachable_and_non_stac(tmp_path, items):
     with pytest.raises(CatalogError, match="not found"):
         search(str(tmp_path / "missing.json"), aoi_of(items), date(2023, 1, 1), date(2023, 2, 1))

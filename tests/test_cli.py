@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,16 +51,18 @@ def test_demo_run_writes_every_tile(product):
     assert ds.clear_count.values.min() >= 1  # the demo has no pixel that is never clear
 
 
-def test_rerun_skips_finished_tiles_and_overwrite_redoes_them(product):
-    before = tree_digest(product / "tiles")
-    again = region("--out", str(product), "--tile-size", "480")
+def test_rerun_skips_finished_tiles_and_overwrite_redoes_them(product, tmp_path):
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(product, copy)
+    before = tree_digest(copy / "tiles")
+    again = region("--out", str(copy), "--tile-size", "480")
     assert again.returncode == 0, again.stderr
     assert "0 tiles written, 6 already finished" in again.stdout
-    assert tree_digest(product / "tiles") == before
-    redo = region("--out", str(product), "--tile-size", "480", "--overwrite", "--bands", "B04")
+    assert tree_digest(copy / "tiles") == before
+    redo = region("--out", str(copy), "--tile-size", "480", "--overwrite", "--bands", "B04")
     assert redo.returncode == 0, redo.stderr
     assert "6 tiles written" in redo.stdout
-    assert list(xr.open_zarr(product).band.values) == ["B04"]
+    assert list(xr.open_zarr(copy).band.values) == ["B04"]
 
 
 def test_other_crs_is_resampled_bilinearly(product, tmp_path):
@@ -113,6 +116,10 @@ BAD_INPUTS = {
                                        "--end", "2023-01-31"], "cannot reach"),
     "unknown band": (lambda t: ["--bands", "B99"], "unknown band"),
     "tile size off lattice": (lambda t: ["--tile-size", "1000"], "multiple of 24"),
+    "other settings, same grid": (lambda t: ["--tile-size", "480", "--max-cloud", "50"],
+                                  "made with other settings"),
+    "bad date": (lambda t: ["--start", "2023-13-01"], "not a date"),
+    "unknown model": (lambda t: ["--rgb-model", "magic"], "invalid choice"),
     "unreachable scheduler": (lambda t: ["--scheduler", "tcp://127.0.0.1:9"],
                               "cannot reach Dask scheduler"),
 }

@@ -106,6 +106,14 @@ def test_region_from_stac_api_and_s3_to_s3(stac_on_s3, s3_server, dask_client):
         assert np.nanmax(error) < MAX_TOLERANCE, band
 
 
+def test_static_catalog_on_s3(s3_server):
+    s3_server.upload_dir(DEMO, "catalogs/demo")
+    found = search("s3://catalogs/demo/catalog.json", read_aoi(str(AOI)), START, END)
+    assert len(found.items) == 3
+    href = found.items[0].assets["B04"].get_absolute_href()
+    assert href.startswith("s3://catalogs/demo/sentinel-2-l2a-demo/") and href.endswith(".tif")
+
+
 def test_wrong_s3_credentials_are_one_line(stac_on_s3, s3_server):
     done = region(
         "--aoi", str(AOI), "--stac", stac_on_s3, "--start", str(START), "--end", str(END),
