@@ -130,9 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 if error:
                     bar.write(f"tile {key} failed: {error}")
 
-            summary = run_tiles(
-                plan, store, client, overwrite=args.overwrite, on_progress=progress
-            )
+            summary = run_tiles(plan, store, client, on_progress=progress)
     store.finalize({"tiles_failed": summary.failed})
     elapsed = time.perf_counter() - started
     print(

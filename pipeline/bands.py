@@ -37,6 +37,8 @@ REFLECTANCE_BANDS: tuple[str, ...] = tuple(BANDS)
 
 #: The bands of the RGB diffusion stage, in the DiffFuSR order (red, green, blue).
 RGB_BANDS: tuple[str, ...] = ("B04", "B03", "B02")
+#: Their positions in REFLECTANCE_BANDS.
+RGB_INDEX: list[int] = [REFLECTANCE_BANDS.index(b) for b in RGB_BANDS]
 
 #: Scene classification layer: asset aliases and the classes masked as not clear.
 SCL_ALIASES: tuple[str, ...] = ("SCL", "scl")

@@ -21,7 +21,7 @@ from pystac_client.conformance import ConformanceClasses
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.errors import CatalogError, NoScenesError
+from pipeline.errors import CatalogError, NoScenesError, reason
 
 #: The embedded demo catalog, used when no ``--stac`` is given.
 DEMO_CATALOG = Path(__file__).resolve().parents[1] / "examples" / "demo" / "catalog.json"
@@ -99,20 +99,15 @@ def _read_json(stac: str) -> dict:
     except FileNotFoundError as err:
         cause = err.__cause__  # fsspec's HTTP filesystem wraps connection failures
         if cause is not None:
-            raise CatalogError(f"cannot reach STAC catalog {stac}: {_reason(cause)}") from None
+            raise CatalogError(f"cannot reach STAC catalog {stac}: {reason(cause)}") from None
         raise CatalogError(f"STAC catalog not found: {stac}") from None
     except json.JSONDecodeError:
         raise CatalogError(f"{stac} does not answer with STAC JSON") from None
     except Exception as err:  # network stacks raise many unrelated types
-        raise CatalogError(f"cannot reach STAC catalog {stac}: {_reason(err)}") from None
+        raise CatalogError(f"cannot reach STAC catalog {stac}: {reason(err)}") from None
     if not isinstance(doc, dict):
         raise CatalogError(f"{stac} does not answer with STAC JSON")
     return doc
-
-
-def _reason(err: Exception) -> str:
-    text = str(err).splitlines()[0] if str(err) else type(err).__name__
-    return text[:200]
 
 
 def _is_search_api(doc: dict) -> bool:
@@ -143,9 +138,9 @@ def _search_api(url: str, query: Query) -> SearchResult:
                 cloud_filter = "server-filter"
         items = list(client.search(**kwargs).items())
     except pystac_client.exceptions.APIError as err:
-        raise CatalogError(f"STAC API {url} refused the search: {_reason(err)}") from None
+        raise CatalogError(f"STAC API {url} refused the search: {reason(err)}") from None
     except Exception as err:  # requests/urllib3 connection errors
-        raise CatalogError(f"cannot search STAC API {url}: {_reason(err)}") from None
+        raise CatalogError(f"cannot search STAC API {url}: {reason(err)}") from None
     if cloud_filter == "client":
         items = [i for i in items if _cloud_cover(i) <= max_cloud]
     return SearchResult(_sorted(items), cloud_filter)

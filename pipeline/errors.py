@@ -1,6 +1,12 @@
 """Errors a user can cause. The CLI prints their message as one line and exits non-zero."""
 
 
+def reason(err: BaseException) -> str:
+    """The first line of an error's own words, without errno numbers or file names."""
+    text = (isinstance(err, OSError) and err.strerror) or str(err) or type(err).__name__
+    return text.strip().splitlines()[0][:200]
+
+
 class UserError(Exception):
     """Base class for problems with the user's input or environment, not bugs in the pipeline."""
 

@@ -32,6 +32,8 @@ SCALE = 4
 LATTICE = 60.0
 #: Tile sizes must be a multiple of this many output pixels (one 60 m pixel).
 TILE_QUANTUM = int(LATTICE / RESOLUTION)
+#: 10 m pixels per lattice cell: blocks and halos are whole multiples of it.
+LATTICE_PIXELS = int(LATTICE / INPUT_RESOLUTION)
 
 _LAEA_EUROPE = box(*CRS.from_epsg(3035).area_of_use.bounds)
 

@@ -9,9 +9,10 @@ whatever the size of the AOI.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from itertools import islice
 
 import dask
 import dask.array as da
@@ -27,6 +28,7 @@ import pipeline
 from pipeline.bands import BANDS, REFLECTANCE_BANDS
 from pipeline.catalog import search
 from pipeline.composite import median_composite
+from pipeline.errors import reason
 from pipeline.grid import (
     INPUT_RESOLUTION,
     SCALE,
@@ -38,6 +40,7 @@ from pipeline.grid import (
 )
 from pipeline.load import asset_key, check_assets, load_reflectance, load_scl, scene_epsg
 from pipeline.models import get_fusion_model, get_rgb_model
+from pipeline.resample import upsample_nearest
 from pipeline.store import RECIPE, ProductStore
 from pipeline.superresolve import SuperResolver
 
@@ -197,14 +200,13 @@ def _write_tile(
     count: np.ndarray,
     item_ids: list[str],
 ) -> dict:
-    count_high = np.repeat(np.repeat(count, SCALE, axis=0), SCALE, axis=1)
     valid = np.isfinite(reflectance).all(axis=0)
     summary = {
         "items": item_ids,
         "valid_fraction": round(float(valid.mean()), 6),
         "mean_clear_count": round(float(count.mean()), 4),
     }
-    store.write_tile(grid, tile, reflectance, count_high, summary)
+    store.write_tile(grid, tile, reflectance, upsample_nearest(count, SCALE), summary)
     return summary
 
 
@@ -212,12 +214,11 @@ def run_tiles(
     plan: Plan,
     store: ProductStore,
     client: Client,
-    overwrite: bool = False,
     on_progress: Callable[[str, str | None], None] | None = None,
 ) -> RunSummary:
     """Compute every unfinished tile on the cluster, a bounded number at a time."""
     summary = RunSummary()
-    finished = set() if overwrite else store.done_tiles()
+    finished = store.done_tiles()
     todo = [t for t in plan.tiles if t.key not in finished]
     summary.skipped = [t.key for t in plan.tiles if t.key in finished]
     in_flight = max(2, 2 * len(client.scheduler_info(n_workers=-1).get("workers", {})))
@@ -231,7 +232,7 @@ def run_tiles(
             keys[future] = tile.key
             futures.add(future)
 
-    submit(_take(pending, in_flight))
+    submit(list(islice(pending, in_flight)))
     for future in futures:
         key = keys.pop(future)
         try:
@@ -239,16 +240,12 @@ def run_tiles(
             summary.done.append(key)
             error = None
         except Exception as err:  # a tile's failure is recorded, the run goes on
-            error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            error = f"{type(err).__name__}: {reason(err)}"
             summary.failed[key] = error
         if on_progress:
             on_progress(key, error)
-        submit(_take(pending, 1))
+        submit(list(islice(pending, 1)))
     return summary
-
-
-def _take(iterator: Iterator[Tile], n: int) -> list[Tile]:
-    return [t for _, t in zip(range(n), iterator, strict=False)]
 
 
 def _human_bytes(n: float) -> str:

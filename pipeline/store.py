@@ -27,7 +27,7 @@ from zarr.abc.store import Store
 from zarr.errors import ZarrUserWarning
 from zarr.storage import FsspecStore, LocalStore
 
-from pipeline.errors import OutputError
+from pipeline.errors import OutputError, reason
 from pipeline.grid import RESOLUTION, OutputGrid, Tile
 
 #: Reflectance is stored as round(reflectance / SCALE_FACTOR) in uint16, 0 meaning no data.
@@ -187,7 +187,7 @@ class ProductStore:
         try:
             yield
         except _STORAGE_ERRORS as err:
-            raise OutputError(f"cannot write {what}{self.url}: {_reason(err)}") from None
+            raise OutputError(f"cannot write {what}{self.url}: {reason(err)}") from None
 
     def _existing_attrs(self) -> dict[str, Any] | None:
         """Root attributes of the product at the URL; None if nothing (or an empty folder) is."""
@@ -308,12 +308,6 @@ def _same_grid(attrs: dict[str, Any], grid: OutputGrid, bands: tuple[str, ...]) 
     except (KeyError, TypeError, CRSError):
         return False
     return same_crs and all(attrs.get(k) == v for k, v in expected.items() if k != "grid_crs_wkt")
-
-
-def _reason(err: BaseException) -> str:
-    """The first line of an error's own words, without errno numbers or file names."""
-    text = (isinstance(err, OSError) and err.strerror) or str(err) or type(err).__name__
-    return text.strip().splitlines()[0][:200]
 
 
 def _json_default(value: object) -> object:

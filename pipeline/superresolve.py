@@ -7,16 +7,14 @@ from dataclasses import dataclass
 import dask.array as da
 import numpy as np
 
-from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS
+from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
 from pipeline.blocks import map_with_halo
-from pipeline.grid import SCALE
+from pipeline.grid import LATTICE_PIXELS, SCALE
 from pipeline.models import FusionModel, RGBModel
-from pipeline.models.baselines import ALIGNMENT
+from pipeline.resample import upsample_nearest
 
 #: Key prefix of the model tasks in a Dask graph.
 TASK_PREFIX = "superresolve"
-
-_RGB_INDEX = [REFLECTANCE_BANDS.index(b) for b in RGB_BANDS]
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class SuperResolver:
     def halo(self) -> int:
         """Context in 10 m pixels, rounded up to whole 60 m pixels so blocks stay aligned."""
         total = self.rgb.halo + self.fusion.halo
-        return -(-total // ALIGNMENT) * ALIGNMENT
+        return -(-total // LATTICE_PIXELS) * LATTICE_PIXELS
 
     def block(self, bands: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         """(12, h, w) at 10 m → (12, 4h, 4w) at 2.5 m; pixels without data in any band stay NaN.
@@ -40,17 +38,16 @@ class SuperResolver:
         """
         valid = np.isfinite(bands).all(axis=0)
         filled = np.where(valid, bands, np.float32(0)).astype(np.float32, copy=False)
-        rgb = self.rgb(filled[_RGB_INDEX], origin)
+        rgb = self.rgb(filled[RGB_INDEX], origin)
         out = self.fusion(filled, rgb, origin)
         if not valid.all():
-            mask = np.repeat(np.repeat(~valid, SCALE, axis=0), SCALE, axis=1)
-            out[:, mask] = np.nan
+            out[:, upsample_nearest(~valid, SCALE)] = np.nan
         return out
 
     def apply(self, bands: da.Array, block_size: int = 240) -> da.Array:
         """Lazily super-resolve a (12, y, x) dask array whose edges lie on the 60 m lattice."""
-        if block_size % ALIGNMENT:
-            raise ValueError(f"block size must be a multiple of {ALIGNMENT} pixels")
+        if block_size % LATTICE_PIXELS:
+            raise ValueError(f"block size must be a multiple of {LATTICE_PIXELS} pixels")
         bands = bands.rechunk((-1, block_size, block_size))
         return map_with_halo(
             bands, self.block, self.halo, SCALE, len(REFLECTANCE_BANDS), np.float32,

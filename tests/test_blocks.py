@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pipeline.blocks import map_with_halo
 from pipeline.models import get_fusion_model, get_rgb_model
-from pipeline.models.baselines import upsample_cubic
+from pipeline.resample import upsample_cubic
 from pipeline.superresolve import SuperResolver
 
 

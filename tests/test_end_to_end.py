@@ -22,7 +22,7 @@ from pipeline.catalog import DEMO_CATALOG, search
 from pipeline.composite import median_composite
 from pipeline.grid import read_aoi
 from pipeline.load import load_reflectance, load_scl
-from pipeline.models.baselines import block_mean
+from pipeline.resample import block_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = DEMO_CATALOG.parent

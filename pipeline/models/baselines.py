@@ -1,83 +1,19 @@
 """Classical baselines behind the model interface: bicubic ×4 and Gram–Schmidt pansharpening.
 
-Every operation here computes each output pixel from a fixed neighbourhood with a fixed order
-of floating-point operations, so a block with a large enough halo reproduces the whole-array
-result bit for bit (the property the halo wrapper relies on for seamless tiles).
+They are built only from :mod:`pipeline.resample`, whose fixed-order arithmetic makes a block
+with a large enough halo reproduce the whole-array result bit for bit.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.bands import GROUPS, REFLECTANCE_BANDS, RGB_BANDS
+from pipeline.bands import GROUPS, REFLECTANCE_BANDS, RGB_INDEX
 from pipeline.grid import SCALE
+from pipeline.resample import block_mean, box_mean, upsample_cubic
 
-#: Keys' cubic convolution parameter (a = −0.5, the classic "bicubic" of image libraries).
-KEYS_A = -0.5
 #: 10 m pixels per native pixel, by native resolution.
 NATIVE_RATIO = {10: 1, 20: 2, 60: 6}
-#: Every block handed to the fusion baselines must be a whole number of 60 m pixels.
-ALIGNMENT = NATIVE_RATIO[60]
-
-_RGB_INDEX = [REFLECTANCE_BANDS.index(b) for b in RGB_BANDS]
-
-
-def _keys(distance: np.ndarray) -> np.ndarray:
-    d = np.abs(distance)
-    a = KEYS_A
-    near = ((a + 2) * d - (a + 3)) * d * d + 1
-    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
-
-
-def upsample_cubic(x: np.ndarray, factor: int) -> np.ndarray:
-    """Bicubic upsampling of (c, h, w) ×factor, pixel centres aligned, edges clamped."""
-    return _upsample_axis(_upsample_axis(x, factor, axis=1), factor, axis=2)
-
-
-def _upsample_axis(x: np.ndarray, factor: int, axis: int) -> np.ndarray:
-    n = x.shape[axis]
-    source = (np.arange(factor) + 0.5) / factor - 0.5  # position of each output phase
-    base = np.floor(source).astype(int)
-    taps = np.arange(-1, 3)
-    weights = _keys(source[:, None] - base[:, None] - taps[None, :]).astype(x.dtype)
-    index = np.clip(np.arange(n)[:, None, None] + base[None, :, None] + taps, 0, n - 1)
-    moved = np.moveaxis(x, axis, -1)
-    out = moved[..., index[..., 0]] * weights[:, 0]
-    for t in range(1, len(taps)):
-        out = out + moved[..., index[..., t]] * weights[:, t]
-    out = out.reshape(*moved.shape[:-1], n * factor)
-    return np.moveaxis(out, -1, axis)
-
-
-def block_mean(x: np.ndarray, ratio: int) -> np.ndarray:
-    """Mean over non-overlapping ratio×ratio blocks of (c, h, w); h and w must divide."""
-    if ratio == 1:
-        return x
-    c, h, w = x.shape
-    if h % ratio or w % ratio:
-        raise ValueError(f"block of {h}×{w} pixels is not a whole number of {ratio}×{ratio} cells")
-    rows = x[:, 0::ratio, :]
-    for dy in range(1, ratio):
-        rows = rows + x[:, dy::ratio, :]
-    total = rows[:, :, 0::ratio]
-    for dx in range(1, ratio):
-        total = total + rows[:, :, dx::ratio]
-    return total / np.asarray(ratio * ratio, dtype=x.dtype)
-
-
-def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a (2r+1)² window of (c, h, w), edges clamped, in a fixed summation order."""
-    size = 2 * radius + 1
-    padded = np.pad(x, ((0, 0), (radius, radius), (radius, radius)), mode="edge")
-    h, w = x.shape[1:]
-    rows = padded[:, 0:h, :]
-    for dy in range(1, size):
-        rows = rows + padded[:, dy : dy + h, :]
-    total = rows[:, :, 0:w]
-    for dx in range(1, size):
-        total = total + rows[:, :, dx : dx + w]
-    return total / np.asarray(size * size, dtype=x.dtype)
 
 
 class Bicubic:
@@ -123,7 +59,7 @@ class GramSchmidt:
                 lost = pan - upsample_cubic(pan_native, SCALE * ratio)[0]
                 gain = _regression_slope(native, pan_native, self.window)
                 out[index] += upsample_cubic(gain, SCALE * ratio) * lost
-        out[_RGB_INDEX] = rgb
+        out[RGB_INDEX] = rgb
         return out
 
 
