@@ -1,0 +1,379 @@
+"""Model weights: files with a recorded sha256, never code run from a download.
+
+A weight source is a local path, any fsspec URL (``s3://``, ``https://``, ``file://``,
+``memory://``...) or a Hugging Face reference ``hf://<org>/<repo>[@<revision>]/<path>``.
+:func:`resolve` turns it into a local file and its sha256; :func:`load_state_dict` reads
+safetensors, or PyTorch checkpoints through the weights-only unpickler, which builds tensors
+and plain containers and refuses anything else. :func:`convert_lightning_checkpoint` writes
+the compact safetensors file of a DiffFuSR training checkpoint's inference weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import threading
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import fsspec
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from pipeline.errors import UserError, reason
+
+#: Where the inference weights of the DiffFuSR SR LightningModule live in its state dict: the
+#: EMA U-Net, the RRDB spatial encoder, the MoCo query encoder and the noise-schedule buffers.
+INFERENCE_PREFIXES = ("ema.", "encoder.", "E.encoder_q.", "diffusion.")
+#: The ``format`` metadata entry of the files :func:`convert_lightning_checkpoint` writes.
+FORMAT = "difffusr-sr"
+#: Schedule buffers the sampler reads; a checkpoint without them is not a DiffFuSR SR model.
+SCHEDULE_KEYS = tuple(
+    f"diffusion.{name}"
+    for name in ("alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+                 "sqrt_recipm1_alphas_cumprod")
+)
+#: ``hf://<org>/<repo>[@<revision>]/<path>``, the hub's own URI form (model repositories).
+HF_REFERENCE = re.compile(r"hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<revision>[^/@]+))?/(?P<path>[^@]+)")
+#: Published Lightning checkpoints store hyper-parameters as ``easydict.EasyDict``. Its pickle
+#: (a new object, dict items, then its ``__dict__``) rebuilds harmlessly as an OrderedDict,
+#: the one allow-listed mapping that both accepts items and has a ``__dict__``.
+EASYDICT = (OrderedDict, "easydict.EasyDict")
+_CHUNK = 1 << 20
+
+
+class WeightsError(UserError):
+    """Weights cannot be found, fetched, verified or read."""
+
+
+@dataclass(frozen=True)
+class LocalWeights:
+    path: Path
+    sha256: str
+
+
+def default_cache_dir() -> Path:
+    """Downloaded weights: ``$S2SR_CACHE/weights``, else the user's cache directory."""
+    root = os.environ.get("S2SR_CACHE") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    ) / "s2sr"
+    return Path(root) / "weights"
+
+
+def resolve(
+    source: str | Path, sha256: str | None = None, cache_dir: str | Path | None = None
+) -> LocalWeights:
+    """A local copy of ``source`` and its sha256, which must equal ``sha256`` when given.
+
+    Remote files are kept in the cache under their sha256, so a pinned file already there is
+    never fetched again, whatever its source.
+    """
+    source = str(source)
+    expected = _check_hex(sha256)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if source.startswith("hf://"):
+        path = _cached(cache, expected, source) or _from_hub(source)
+    else:
+        fs, fs_path = _filesystem(source)
+        if isinstance(fs, LocalFileSystem):
+            path = Path(fs_path)
+            if not path.is_file():
+                raise WeightsError(f"weights not found: {source}")
+        else:
+            path = _cached(cache, expected, source) or _download(fs, fs_path, source, cache)
+    digest = file_sha256(path)
+    if expected and digest != expected:
+        raise WeightsError(f"sha256 mismatch for {source}: expected {expected}, got {digest}")
+    return LocalWeights(path, digest)
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+_DOWNLOADED: dict[tuple[str, Path], Path] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """Streaming sha256, remembered per (file, size, mtime) so a process hashes a file once."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def _check_hex(sha256: str | None) -> str | None:
+    if sha256 is None:
+        return None
+    value = sha256.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise WeightsError(f"not a sha256 (64 hex digits): {sha256!r}")
+    return value
+
+
+def _filesystem(source: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    try:
+        return fsspec.core.url_to_fs(source)
+    except Exception as err:  # unknown protocol, missing fsspec backend, bad options
+        raise WeightsError(f"cannot open weights {source}: {reason(err)}") from None
+
+
+def _suffix(source: str) -> str:
+    return Path(source.split("?")[0]).suffix
+
+
+def _cached(cache: Path, sha256: str | None, source: str) -> Path | None:
+    """A pinned file already in the cache, or this process's earlier download of ``source``."""
+    if sha256:
+        path = cache / f"{sha256}{_suffix(source)}"
+        if path.is_file():
+            return path
+    path = _DOWNLOADED.get((source, cache))
+    return path if path is not None and path.is_file() else None
+
+
+def _download(fs: fsspec.AbstractFileSystem, fs_path: str, source: str, cache: Path) -> Path:
+    """Copy to ``<cache>/<sha256><suffix>`` through a temporary file and a rename."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WeightsError(f"cannot create the weights cache {cache}: {reason(err)}") from None
+    digest = hashlib.sha256()
+    with tempfile.NamedTemporaryFile(dir=cache, suffix=".part", delete=False) as tmp:
+        try:
+            with fs.open(fs_path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    digest.update(chunk)
+                    tmp.write(chunk)
+        except FileNotFoundError:
+            Path(tmp.name).unlink()
+            raise WeightsError(f"weights not found: {source}") from None
+        except Exception as err:  # network stacks raise many unrelated types
+            Path(tmp.name).unlink()
+            raise WeightsError(f"cannot read weights {source}: {reason(err)}") from None
+    path = cache / f"{digest.hexdigest()}{_suffix(source)}"
+    os.replace(tmp.name, path)
+    _DOWNLOADED[source, cache] = path
+    return path
+
+
+def _from_hub(source: str) -> Path:
+    """The file from the Hugging Face hub's own cache, downloading it when online."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    match = HF_REFERENCE.fullmatch(source)
+    if match is None:
+        raise WeightsError(
+            f"malformed Hugging Face reference {source}: "
+            "expected hf://<org>/<repo>[@<revision>]/<path/in/repo>"
+        )
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it as set now.
+    offline = constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in {
+        "1", "ON", "YES", "TRUE"
+    }
+    revision = match["revision"] and unquote(match["revision"])
+    try:
+        return Path(hf_hub_download(match["repo"], match["path"], revision=revision,
+                                    local_files_only=offline))
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError) as err:
+        why = "offline mode (HF_HUB_OFFLINE) is set" if offline else reason(_root_cause(err))
+        raise WeightsError(
+            f"cannot reach the Hugging Face hub for {source}: {why}; the file is not in the "
+            "local hub cache (weights must be downloaded once while online, or given as a "
+            "local path / fsspec URL)"
+        ) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError,
+            GatedRepoError) as err:
+        raise WeightsError(
+            f"{source}: not on the Hugging Face hub or not accessible with your token "
+            f"({type(err).__name__})"
+        ) from None
+    except Exception as err:  # other HTTP answers, malformed repo ids, network stacks
+        raise WeightsError(f"Hugging Face hub error for {source}: {reason(err)}") from None
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    while (inner := err.__cause__ or err.__context__) is not None:
+        err = inner
+    return err
+
+
+def load_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a local weight file.
+
+    safetensors: its header metadata, JSON objects and arrays decoded. A Lightning
+    checkpoint: its ``state_dict`` and ``hyper_parameters`` as plain dicts. A raw state dict
+    saved with ``torch.save``: itself, with empty metadata.
+    """
+    kind = _kind(path)
+    if kind is None:
+        raise WeightsError(f"{path}: not a safetensors file or PyTorch checkpoint")
+    if kind == "safetensors":
+        return _read_safetensors(path)
+    checkpoint = read_checkpoint(path)
+    if "state_dict" in checkpoint:
+        return dict(checkpoint["state_dict"]), checkpoint.get("hyper_parameters") or {}
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return dict(checkpoint), {}
+    raise WeightsError(f"{path}: a PyTorch file without a state dict")
+
+
+_LOAD_LOCK = threading.Lock()  # safe_globals edits torch's process-wide allow-list
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A ``torch.save`` file through the weights-only unpickler, never executing code.
+
+    Non-tensor values (hyper-parameters, loop and callback states) come back as plain dicts.
+    """
+    if _kind(path) != "torch":
+        raise WeightsError(f"{path}: not a PyTorch checkpoint")
+    try:
+        with _LOAD_LOCK, torch.serialization.safe_globals([EASYDICT]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True,
+                                    mmap=zipfile.is_zipfile(path))
+    except Exception as err:  # the unpickler's refusals and corrupt archives alike
+        raise WeightsError(f"{path}: refused to load: {_refusal(err)}") from None
+    if not isinstance(checkpoint, Mapping):
+        raise WeightsError(f"{path}: a PyTorch file without a state dict")
+    return {k: v if k == "state_dict" else _plain(v) for k, v in checkpoint.items()}
+
+
+def _refusal(err: Exception) -> str:
+    """The unpickler's reason, without its advice to load with ``weights_only=False``."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines[1:]:
+        if not line.startswith(("Please file an issue", "Check the documentation")):
+            return line.removeprefix("WeightsUnpickler error:").split(" Please use")[0].strip()
+    return reason(err)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _kind(path: str | Path) -> str | None:
+    """"safetensors" (a header length, then JSON), "torch" (a zip or a pickle), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError as err:
+        raise WeightsError(f"cannot read {path}: {reason(err)}") from None
+    if head[8:] == b"{":
+        return "safetensors"
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return "torch"
+    return None
+
+
+def _read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise WeightsError(f"{path}: unreadable safetensors file: {reason(err)}") from None
+    return tensors, {k: _decode(v) for k, v in metadata.items()}
+
+
+def _decode(value: str) -> Any:
+    """JSON objects and arrays decoded; every other entry stays the string it was written as."""
+    if value.startswith(("{", "[")):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            pass
+    return value
+
+
+def convert_lightning_checkpoint(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    sha256: str | None = None,
+    prefixes: tuple[str, ...] = INFERENCE_PREFIXES,
+) -> LocalWeights:
+    """Write the inference weights of a DiffFuSR SR Lightning checkpoint as safetensors.
+
+    ``src`` is any source :func:`resolve` accepts (pinned by ``sha256`` when given); ``dst`` a
+    local path, written atomically. Keys keep their names, so one loader reads both files. A
+    checkpoint trained without EMA contributes its ``model.`` U-Net under ``ema.``. The header
+    records the network configuration, the source's sha256 and the training step.
+    """
+    if "://" in str(dst):
+        raise WeightsError(f"the converted file must be a local path, not {dst}")
+    source = resolve(src, sha256)
+    checkpoint = read_checkpoint(source.path)
+    state, config = _sr_parts(checkpoint, str(src))
+    unet = "ema" if any(k.startswith("ema.") for k in state) else "model"
+    if unet == "model":
+        state = {("ema." + k[6:] if k.startswith("model.") else k): v for k, v in state.items()}
+    kept = {k: v.contiguous() for k, v in state.items() if k.startswith(prefixes)}
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(config),
+        "unet": unet,
+        "source_sha256": source.sha256,
+        "global_step": str(checkpoint.get("global_step", "")),
+    }
+    dst = Path(dst)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".part")
+        os.close(fd)
+    except OSError as err:
+        raise WeightsError(f"cannot write {dst}: {reason(err)}") from None
+    try:
+        save_file(kept, tmp, metadata=metadata)
+        os.replace(tmp, dst)
+    except Exception as err:  # a full disk, or safetensors refusing a tensor
+        Path(tmp).unlink(missing_ok=True)
+        raise WeightsError(f"cannot write {dst}: {reason(err)}") from None
+    return LocalWeights(dst, file_sha256(dst))
+
+
+def _sr_parts(checkpoint: dict[str, Any], src: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """The state dict and ``lit_model.args`` of a DiffFuSR SR checkpoint, or a clear refusal."""
+    state = checkpoint.get("state_dict")
+    args = _get(checkpoint, "hyper_parameters", "lit_model", "args")
+    if not isinstance(state, Mapping) or not isinstance(args, dict):
+        raise WeightsError(f"{src} is not a Lightning checkpoint of the DiffFuSR SR model "
+                           "(no state_dict or no hyper_parameters.lit_model.args)")
+    needs = {"U-Net (ema./model.)": ("ema.", "model."), "encoder.": ("encoder.",),
+             "E.encoder_q.": ("E.encoder_q.",)}
+    missing = [name for name, starts in needs.items() if not any(k.startswith(starts)
+                                                                 for k in state)]
+    missing += [k for k in SCHEDULE_KEYS if k not in state]
+    if missing:
+        raise WeightsError(f"{src} is not a DiffFuSR SR checkpoint: no {', '.join(missing)}")
+    return dict(state), args
+
+
+def _get(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, Mapping) else None
+    return tree
