@@ -28,7 +28,7 @@ import fsspec
 import torch
 from fsspec.implementations.local import LocalFileSystem
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from pipeline.errors import UserError, reason
 
@@ -348,12 +348,27 @@ def convert_lightning_checkpoint(
     except OSError as err:
         raise WeightsError(f"cannot write {dst}: {reason(err)}") from None
     try:
-        save_file(kept, tmp, metadata=metadata)
+        _save_sorted(kept, tmp, metadata)
         os.replace(tmp, dst)
     except Exception as err:  # a full disk, or safetensors refusing a tensor
         Path(tmp).unlink(missing_ok=True)
         raise WeightsError(f"cannot write {dst}: {reason(err)}") from None
     return LocalWeights(dst, file_sha256(dst))
+
+
+def _save_sorted(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
+    """safetensors with its metadata in sorted order (the library's own order is random), so
+    a checkpoint always converts to the same bytes and the same sha256."""
+    blob = memoryview(save(tensors, metadata=metadata))
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(bytes(blob[8 : 8 + size]))
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # tensor data stays 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        f.write(blob[8 + size :])
 
 
 def _sr_parts(checkpoint: dict[str, Any], src: str) -> tuple[dict[str, torch.Tensor], dict]:
