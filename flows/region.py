@@ -68,6 +68,22 @@ def parser() -> argparse.ArgumentParser:
                    help="worker processes of the local cluster (default: 2)")
     p.add_argument("--rgb-model", default="bicubic", choices=sorted(RGB_MODELS),
                    help="RGB ×4 model (default: bicubic)")
+    diffusion = p.add_argument_group("diffusion RGB model (--rgb-model difffusr)")
+    diffusion.add_argument("--weights", help="weight file: path, fsspec URL or "
+                           "hf://org/repo/file.safetensors (default: the shipped demo weights)")
+    diffusion.add_argument("--weights-sha256", metavar="HEX",
+                           help="refuse weights whose sha256 differs")
+    diffusion.add_argument("--steps", type=int, help="DDIM steps (default: 20)")
+    diffusion.add_argument("--eta", type=float, help="DDIM eta, 0 = deterministic (default: 0)")
+    diffusion.add_argument("--seed", type=int, help="noise seed (default: 0)")
+    diffusion.add_argument("--samples", type=int, help="draws per pixel; N > 1 writes their "
+                           "mean and the per-pixel standard deviation (default: 1)")
+    diffusion.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                           help="autocast precision (default: fp32)")
+    diffusion.add_argument("--device", help="torch device, e.g. cuda or cpu "
+                           "(default: cuda when present)")
+    diffusion.add_argument("--compile", action="store_true", default=None,
+                           help="torch.compile the U-Net")
     p.add_argument("--fusion-model", default="gram-schmidt", choices=sorted(FUSION_MODELS),
                    help="band fusion model (default: gram-schmidt)")
     p.add_argument("--bands", nargs="+", default=list(REFLECTANCE_BANDS), metavar="BAND",
@@ -121,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with dask_client(args.scheduler, args.workers) as client:
         store = ProductStore.create(
-            out, plan.grid, request.bands, plan.provenance(), overwrite=args.overwrite
+            out, plan.grid, request.bands, plan.provenance(),
+            uncertainty=plan.resolver.uncertainty, overwrite=args.overwrite,
         )
         with tqdm(total=len(plan.tiles), unit="tile", desc="tiles", dynamic_ncols=True) as bar:
 
@@ -168,9 +185,28 @@ def _request(args: argparse.Namespace) -> RegionRequest:
         tile_size=_tile_size(args.tile_size),
         bands=bands,
         rgb_model=args.rgb_model,
+        rgb_options=_rgb_options(args),
         fusion_model=args.fusion_model,
         mask_snow=not args.keep_snow,
     )
+
+
+#: CLI options of the diffusion RGB model and the model's own names for them.
+DIFFUSION_OPTIONS = {
+    "weights": "weights", "weights_sha256": "sha256", "steps": "steps", "eta": "eta",
+    "seed": "seed", "samples": "samples", "precision": "precision", "device": "device",
+    "compile": "compile",
+}
+
+
+def _rgb_options(args: argparse.Namespace) -> dict:
+    given = {DIFFUSION_OPTIONS[k]: v for k, v in vars(args).items()
+             if k in DIFFUSION_OPTIONS and v is not None}
+    if given and args.rgb_model != "difffusr":
+        flags = ", ".join("--" + k.replace("_", "-") for k in DIFFUSION_OPTIONS
+                          if getattr(args, k) is not None)
+        raise UserError(f"{flags} apply to --rgb-model difffusr only")
+    return given
 
 
 def _tile_size(size: int) -> int:

@@ -44,6 +44,9 @@ from pipeline.resample import upsample_nearest
 from pipeline.store import RECIPE, ProductStore
 from pipeline.superresolve import SuperResolver
 
+#: RGB model options that do not change pixel values (the weights count by their sha256).
+LOCAL_ONLY = frozenset({"weights", "device", "batch", "compile"})
+
 
 @dataclass(frozen=True)
 class RegionRequest:
@@ -59,6 +62,8 @@ class RegionRequest:
     tile_size: int = 1920
     bands: tuple[str, ...] = REFLECTANCE_BANDS
     rgb_model: str = "bicubic"
+    #: Options of the RGB model (weights, steps, seed, samples...); they are part of the recipe.
+    rgb_options: dict = field(default_factory=dict)
     fusion_model: str = "gram-schmidt"
     mask_snow: bool = True
     block_size: int = 240
@@ -100,6 +105,7 @@ class Plan:
         recipe = {
             "rgb_model": self.resolver.rgb.name,
             "rgb_model_sha256": self.resolver.rgb.weights_sha256,
+            "rgb_model_options": {k: v for k, v in r.rgb_options.items() if k not in LOCAL_ONLY},
             "fusion_model": self.resolver.fusion.name,
             "fusion_model_sha256": self.resolver.fusion.weights_sha256,
             "stac": r.stac,
@@ -122,7 +128,8 @@ class Plan:
 def plan_region(request: RegionRequest) -> Plan:
     """Search the catalog and lay out the grid and tiles; reads no pixel."""
     resolver = SuperResolver(
-        get_rgb_model(request.rgb_model), get_fusion_model(request.fusion_model)
+        get_rgb_model(request.rgb_model, **request.rgb_options),
+        get_fusion_model(request.fusion_model),
     )
     found = search(
         request.stac,
@@ -173,14 +180,18 @@ def tile_task(plan: Plan, store: ProductStore, tile: Tile) -> dask.delayed:
         reflectance = load_reflectance(items, REFLECTANCE_BANDS, epsg, bounds, chunksize=region)
         scl = load_scl(items, epsg, bounds, chunksize=region)
         composite, count = median_composite(reflectance, scl, request.mask_snow)
-        high = resolver.apply(composite.data, request.block_size)
-        high = high[band_index, crop:-crop, crop:-crop]
+        offset = (round(-bounds[3] / INPUT_RESOLUTION), round(bounds[0] / INPUT_RESOLUTION))
+        high = resolver.apply(composite.data, request.block_size, offset)[
+            :, crop:-crop, crop:-crop
+        ]
         count = count.data[resolver.halo : -resolver.halo, resolver.halo : -resolver.halo]
     else:
-        high = da.full((len(band_index), tile.height, tile.width), np.nan, dtype=np.float32)
+        high = da.full((resolver.out_channels, tile.height, tile.width), np.nan, np.float32)
         count = da.zeros((tile.height // SCALE, tile.width // SCALE), dtype=np.uint8)
+    spread = high[len(REFLECTANCE_BANDS) :] if resolver.uncertainty else None
     return dask.delayed(_write_tile)(
-        store, grid, tile, high, count, [i.id for i in items], dask_key_name=f"write-{tile.key}"
+        store, grid, tile, high[band_index], count, [i.id for i in items], spread,
+        dask_key_name=f"write-{tile.key}",
     )
 
 
@@ -199,6 +210,7 @@ def _write_tile(
     reflectance: np.ndarray,
     count: np.ndarray,
     item_ids: list[str],
+    uncertainty: np.ndarray | None,
 ) -> dict:
     valid = np.isfinite(reflectance).all(axis=0)
     summary = {
@@ -206,7 +218,11 @@ def _write_tile(
         "valid_fraction": round(float(valid.mean()), 6),
         "mean_clear_count": round(float(count.mean()), 4),
     }
-    store.write_tile(grid, tile, reflectance, upsample_nearest(count, SCALE), summary)
+    if uncertainty is not None and np.isfinite(uncertainty).any():
+        summary["mean_rgb_uncertainty"] = round(float(np.nanmean(uncertainty)), 6)
+    store.write_tile(
+        grid, tile, reflectance, upsample_nearest(count, SCALE), summary, uncertainty
+    )
     return summary
 
 

@@ -39,6 +39,10 @@ _STORAGE_ERRORS = (OSError, BotoCoreError, ClientError)
 
 #: Root attribute holding the settings that decide the pixel values of a product.
 RECIPE = "recipe"
+#: The per-pixel spread of the RGB model's samples, written when it draws more than one.
+UNCERTAINTY = "rgb_uncertainty"
+UNCERTAINTY_BANDS = ("B04", "B03", "B02")
+UNCERTAINTY_FILL = 65535
 
 
 @dataclass
@@ -56,6 +60,7 @@ class ProductStore:
         bands: tuple[str, ...],
         attrs: dict[str, Any],
         *,
+        uncertainty: bool = False,
         overwrite: bool = False,
         storage_options: dict[str, Any] | None = None,
     ) -> ProductStore:
@@ -64,7 +69,8 @@ class ProductStore:
         A product is reused only if its ``attrs[RECIPE]`` (the settings that decide pixel
         values) equals the new one, so tiles made in different ways never mix. Reusing keeps
         the tile markers so the caller can skip finished tiles. Nothing of an existing product
-        is touched unless it is reused or ``overwrite`` is set.
+        is touched unless it is reused or ``overwrite`` is set. ``uncertainty`` adds the
+        RGB models' per-pixel standard deviation over samples.
         """
         store = cls(url, storage_options)
         root_attrs = {**attrs, "Conventions": "CF-1.8", **_grid_attrs(grid, bands)}
@@ -86,7 +92,7 @@ class ProductStore:
                 return store
             if existing is not None:
                 store._delete()
-            store._create_arrays(grid, bands)
+            store._create_arrays(grid, bands, uncertainty)
             # The grid attributes go last: a product interrupted while being created lacks them.
             store._open_group().update_attributes(_plain(root_attrs))
         return store
@@ -114,8 +120,9 @@ class ProductStore:
         reflectance: np.ndarray,
         clear_count: np.ndarray,
         summary: dict[str, Any],
+        uncertainty: np.ndarray | None = None,
     ) -> None:
-        """Write one tile's window of both arrays (whole shards), then its completion marker."""
+        """Write one tile's window of every array (whole shards), then its completion marker."""
         if tile.y_off % grid.tile_size or tile.x_off % grid.tile_size:
             raise ValueError(f"tile {tile.key} does not start on a shard boundary")
         if reflectance.dtype != np.float32 or reflectance.shape[1:] != (tile.height, tile.width):
@@ -143,6 +150,9 @@ class ProductStore:
             refl[(slice(None), *window)] = encode_reflectance(reflectance)
             count = zarr.open_array(store, path="clear_count", mode="r+")
             count[window] = np.clip(clear_count, 0, 255).astype(np.uint8)
+            if uncertainty is not None:
+                spread = zarr.open_array(store, path=UNCERTAINTY, mode="r+")
+                spread[(slice(None), *window)] = encode_reflectance(uncertainty, UNCERTAINTY_FILL)
             marker = {
                 "tile": tile.key,
                 "bounds": list(grid.tile_bounds(tile)),
@@ -217,7 +227,9 @@ class ProductStore:
             fs.rm(others, recursive=True)
         fs.rm(meta)
 
-    def _create_arrays(self, grid: OutputGrid, bands: tuple[str, ...]) -> None:
+    def _create_arrays(
+        self, grid: OutputGrid, bands: tuple[str, ...], uncertainty: bool
+    ) -> None:
         """Write the metadata and coordinates; the data arrays get no chunk until a tile lands."""
         # "w" also clears what some S3 servers keep of a deleted product: empty prefixes.
         group = zarr.open_group(self._zarr_store(), mode="w", zarr_format=3)
@@ -228,6 +240,10 @@ class ProductStore:
             "y": (grid.y0 - half - RESOLUTION * np.arange(grid.height), axes.get("Y", {})),
             "band": (np.array(bands, dtype=str), {"long_name": "Sentinel-2 band"}),
         }
+        if uncertainty:
+            coords["rgb_band"] = (
+                np.array(UNCERTAINTY_BANDS, dtype=str), {"long_name": "band of the RGB model"}
+            )
         for name, (values, attributes) in coords.items():
             array = group.create_array(
                 name,
@@ -277,15 +293,38 @@ class ProductStore:
             dimension_names=["y", "x"],
             attributes={"long_name": "number of clear observations in the composite", **located},
         )
+        if uncertainty:
+            group.create_array(
+                UNCERTAINTY,
+                shape=(len(UNCERTAINTY_BANDS), grid.height, grid.width),
+                dtype="uint16",
+                shards=(len(UNCERTAINTY_BANDS), n, n),
+                chunks=(1, inner, inner),
+                fill_value=UNCERTAINTY_FILL,
+                dimension_names=["rgb_band", "y", "x"],
+                attributes={
+                    "long_name": "standard deviation of the RGB model's samples (reflectance)",
+                    "units": "1",
+                    "scale_factor": SCALE_FACTOR,
+                    "add_offset": 0.0,
+                    "_FillValue": UNCERTAINTY_FILL,
+                    **located,
+                },
+            )
         fs, path = self._fs()
         fs.makedirs(f"{path}/tiles", exist_ok=True)
 
 
-def encode_reflectance(values: np.ndarray) -> np.ndarray:
-    """Float reflectance → uint16 in units of 1e-4, clipped to [1, 65535]; NaN → 0 (no data)."""
+def encode_reflectance(values: np.ndarray, fill: int = 0) -> np.ndarray:
+    """Float reflectance → uint16 in units of 1e-4; NaN → ``fill``, which no value takes.
+
+    Reflectance uses fill 0 (values clip to [1, 65535]); a standard deviation, for which 0 is
+    a real value, uses fill 65535 (values clip to [0, 65534]).
+    """
     scaled = np.rint(values * np.float32(1 / SCALE_FACTOR))
-    np.clip(scaled, 1, 65535, out=scaled)
-    scaled[np.isnan(values)] = 0
+    low, high = (1, 65535) if fill == 0 else (0, 65534)
+    np.clip(scaled, low, high, out=scaled)
+    scaled[np.isnan(values)] = fill
     return scaled.astype(np.uint16)
 
 

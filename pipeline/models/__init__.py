@@ -7,12 +7,22 @@ from pipeline.models.base import (
     RGB_MODELS,
     FusionModel,
     RGBModel,
+    SamplingRGBModel,
     get_fusion_model,
     get_rgb_model,
 )
 from pipeline.models.baselines import Bicubic, GramSchmidt
 
+
+def _difffusr(**options: object) -> RGBModel:
+    """Imported on demand: torch is heavy and the baselines do not need it."""
+    from pipeline.models.diffusion.rgb import DiffFuSRRGB
+
+    return DiffFuSRRGB(**options)
+
+
 RGB_MODELS["bicubic"] = Bicubic
+RGB_MODELS["difffusr"] = _difffusr
 FUSION_MODELS["gram-schmidt"] = GramSchmidt
 FUSION_MODELS["bicubic"] = partial(GramSchmidt, detail=False)
 
@@ -21,6 +31,7 @@ __all__ = [
     "RGB_MODELS",
     "FusionModel",
     "RGBModel",
+    "SamplingRGBModel",
     "get_fusion_model",
     "get_rgb_model",
 ]

@@ -4,13 +4,14 @@ Two stages, each a small protocol so that baselines and learned models are inter
 the RGB stage takes B04 B03 B02 at 10 m to 2.5 m; the fusion stage takes all 12 bands at 10 m
 (20 m and 60 m bands as read onto the 10 m grid) plus the 2.5 m RGB and returns all 12 bands
 at 2.5 m. ``halo`` is the context, in 10 m pixels, an output pixel depends on; ``origin`` is the
-block's position on the global 10 m grid, for models whose noise must follow the pixel.
+block's position on the global 10 m pixel lattice of the output CRS (row = −y / 10 m,
+col = x / 10 m of its top-left corner), for models whose noise must follow the pixel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,6 +23,19 @@ class RGBModel(Protocol):
 
     def __call__(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         """(3, h, w) reflectance at 10 m → (3, 4h, 4w) at 2.5 m."""
+        ...
+
+
+@runtime_checkable
+class SamplingRGBModel(RGBModel, Protocol):
+    """An RGB model that draws ``samples`` stochastic outputs per block (e.g. diffusion)."""
+
+    samples: int
+
+    def sample(
+        self, rgb: np.ndarray, origin: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, per-pixel standard deviation) over the samples, both (3, 4h, 4w)."""
         ...
 
 
