@@ -10,7 +10,8 @@
 #
 # Idempotent and quiet: output is shown only when a step fails.  When nothing changed since
 # the last run (same pyproject.toml, same mode) it returns in about a second.
-# Environment: PYTHON=/path/to/python3.11+ picks the interpreter used to create .venv.
+# Environment: PYTHON=/path/to/python3.11+ picks the interpreter used to create .venv;
+# TORCH_SPEC picks the PyTorch build (default torch==2.13.0).
 set -euo pipefail
 
 usage() { sed -n '2,13s/^# \{0,1\}//p' "$0"; }
@@ -157,6 +158,14 @@ stamp_ok() {
   "$VENV/bin/python" -c 'import importlib.util as u, sys
 sys.exit(u.find_spec("pipeline") is None or u.find_spec("flows") is None)' >/dev/null 2>&1
 }
+
+# PyTorch first and pinned: left to the resolver, an unpinned torch may pull GBs of CUDA
+# wheels. TORCH_SPEC overrides it (e.g. a CUDA build on a GPU machine).
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
+  say "installing $TORCH_SPEC into .venv"
+  quiet "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q "$TORCH_SPEC"
+fi
 
 if ! stamp_ok; then
   say "installing $TARGET into .venv (a few minutes on a new machine)"
