@@ -32,8 +32,9 @@ Where the default numbers come from:
   multivariate Gaussian to the best per-band gammas between NAIP and Sentinel-2. Its mean and
   covariance below (R, G, B block) are the values in that package's public code; DiffFuSR's
   loader adds +0.02 (red) and +0.01 (green) to that mean and uses the 50th percentile of each
-  marginal, i.e. the mean itself, for every image (``gamma_random`` False). I found these
-  numbers in the public code of both projects, not in a paper's table.
+  marginal, i.e. the mean (up to sampling noise), for every image (``gamma_random`` False).
+  These numbers come from the public code of both projects; no paper table listing them was
+  found.
   ``gamma_random`` True draws one gamma triple per sample from the Gaussian instead.
 
 The reference also truncates the harmonised HR image to 8 bits; here it stays float.

@@ -8,7 +8,10 @@ harmonisation for 8-bit camera images (NAIP-like), without it for Sentinel-2 ref
 * ``FolderSource``: random windows of the GeoTIFF / PNG images under a folder (any fsspec URL).
 * ``SentinelWaldSource``: random windows of a clear-sky Sentinel-2 composite at 10 m, loaded
   through the pipeline's own search, loader and compositing. This is the Wald protocol: the
-  model learns 40 m -> 10 m from these patches and is then applied 10 m -> 2.5 m.
+  model learns 40 m -> 10 m from these patches and is then applied 10 m -> 2.5 m. The 40 m
+  inputs come from the same blind ``degrade`` (harmonisation off), not from one fixed kernel
+  matched to the Sentinel-2 MTF: the blind model's degradation encoder learns from varied
+  kernels, and a matched kernel would need per-band MTF values this project does not carry.
 """
 
 from __future__ import annotations
@@ -230,7 +233,8 @@ class SentinelWaldSource:
 
     def windows(self, n: int, generator: np.random.Generator) -> np.ndarray:
         """Top-left (row, column) of ``n`` random windows of the split, int [n, 2]."""
-        return self._starts[generator.integers(len(self._starts), size=n)]
+        chosen = self._starts[generator.integers(len(self._starts), size=n)]
+        return np.stack(np.divmod(chosen, self.image.shape[2]), axis=1)
 
     def sample(self, n: int, generator: np.random.Generator) -> np.ndarray:
         p = self.patch
@@ -266,14 +270,16 @@ def _snap(
 
 
 def _clear_windows(image: np.ndarray, patch: int, columns: tuple[int, int]) -> np.ndarray:
-    """Top-left corners of every patch x patch window inside ``columns`` with no NaN."""
+    """Flat indices (row * width + column) of the top-left corners of every patch x patch
+    window inside ``columns`` without NaN; flat, to keep large composites cheap."""
     first, last = columns
     bad = ~np.isfinite(image[:, :, first:last]).all(axis=0)
     h, w = bad.shape
     if h < patch or w < patch:
-        return np.empty((0, 2), dtype=np.int64)
+        return np.empty(0, dtype=np.int64)
     table = np.zeros((h + 1, w + 1), dtype=np.int64)
     table[1:, 1:] = bad.cumsum(0).cumsum(1)
     count = table[patch:, patch:] - table[:-patch, patch:] - table[patch:, :-patch]
     count += table[:-patch, :-patch]
-    return np.argwhere(count == 0) + np.array([0, first])
+    rows, cols = np.nonzero(count == 0)
+    return rows * image.shape[2] + cols + first
