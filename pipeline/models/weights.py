@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import tempfile
 import threading
@@ -252,8 +253,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         with _LOAD_LOCK, torch.serialization.safe_globals([EASYDICT]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True,
                                     mmap=zipfile.is_zipfile(path))
-    except Exception as err:  # the unpickler's refusals and corrupt archives alike
+    except pickle.UnpicklingError as err:
         raise WeightsError(f"{path}: refused to load: {_refusal(err)}") from None
+    except Exception as err:  # truncated or corrupt archives
+        why = reason(err).split(". ")[0]
+        raise WeightsError(f"{path}: unreadable PyTorch checkpoint: {why}") from None
     if not isinstance(checkpoint, Mapping):
         raise WeightsError(f"{path}: a PyTorch file without a state dict")
     return {k: v if k == "state_dict" else _plain(v) for k, v in checkpoint.items()}
@@ -261,11 +265,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def _refusal(err: Exception) -> str:
     """The unpickler's reason, without its advice to load with ``weights_only=False``."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    for line in lines[1:]:
-        if not line.startswith(("Please file an issue", "Check the documentation")):
-            return line.removeprefix("WeightsUnpickler error:").split(" Please use")[0].strip()
-    return reason(err)
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        line = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+    else:
+        lines = [line.strip() for line in text.splitlines()[1:]]
+        advice = ("(", "Please", "Check the documentation")
+        line = next((x for x in lines if x and not x.startswith(advice)), reason(err))
+    return line.split(" Please use")[0]
 
 
 def _plain(value: Any) -> Any:
