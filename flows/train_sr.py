@@ -1,0 +1,292 @@
+"""Train the DiffFuSR RGB model (×4) from HR RGB patches; see docs/training.md.
+
+    python -m flows.train_sr --source folder --images s3://bucket/naip/ --out runs/naip
+    python -m flows.train_sr --source sentinel2 --stac https://earth-search.aws.element84.com/v1 \\
+        --collection sentinel-2-c1-l2a --aoi area.geojson --start 2024-06-01 --end 2024-08-31 \\
+        --out runs/s2-wald
+
+``--source sentinel2`` without ``--stac`` trains on the embedded demo catalog. Ctrl-C saves a
+checkpoint after the current step; ``--resume`` continues the run exactly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import date
+from typing import Any, NoReturn
+
+import torch
+from tqdm import tqdm
+
+from flows.region import DEMO_AOI, DEMO_DATES
+from pipeline.catalog import DEMO_CATALOG
+from pipeline.errors import UserError
+from pipeline.grid import read_aoi
+from pipeline.models.diffusion.network import DiffFuSRConfig
+from pipeline.train.degradation import DegradationConfig
+from pipeline.train.sources import FolderSource, PatchSource, SentinelWaldSource
+from pipeline.train.sr import (
+    PRESETS,
+    TrainConfig,
+    TrainingDiverged,
+    check_patch,
+    open_run,
+    parameter_count,
+)
+
+DEFAULTS = TrainConfig()
+#: Options that only one kind of source reads.
+FOLDER_ONLY = ("images", "val_images")
+SENTINEL_ONLY = ("stac", "collection", "aoi", "start", "end")
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit code 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
+    p = _OneLineErrors(
+        prog="python -m flows.train_sr",
+        description="Train the DiffFuSR ×4 RGB diffusion model on HR RGB patches.",
+    )
+    p.add_argument("--out", required=True, help="run directory (checkpoint, log, weights)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint")
+    data = p.add_argument_group("training data")
+    data.add_argument("--source", choices=("folder", "sentinel2"), default="sentinel2",
+                      help="HR RGB from an image folder, or Sentinel-2 at 10 m by the Wald "
+                      "protocol (default: sentinel2)")
+    data.add_argument("--images", help="folder of GeoTIFF/PNG images (path or fsspec URL)")
+    data.add_argument("--val-images", help="held-out image folder for validation "
+                      "(default: --images, which is then not held out)")
+    data.add_argument("--bands", nargs=3, type=int, default=[1, 2, 3], metavar="N",
+                      help="1-based image bands read as R G B (default: 1 2 3)")
+    data.add_argument("--stac", help="STAC API URL, static catalog or ItemCollection "
+                      "(default: the embedded demo catalog)")
+    data.add_argument("--collection", help="collection id, e.g. sentinel-2-c1-l2a")
+    data.add_argument("--aoi", help="GeoJSON training area in WGS84 (default: the demo AOI)")
+    data.add_argument("--start", type=_date, help="first date, YYYY-MM-DD")
+    data.add_argument("--end", type=_date, help="last date, YYYY-MM-DD, inclusive")
+    data.add_argument("--max-cloud", type=float, default=100.0, metavar="PERCENT",
+                      help="skip scenes with more cloud cover than this (default: 100)")
+    data.add_argument("--test-fraction", type=float, default=0.25,
+                      help="eastern share of the composite held out for validation "
+                      "(default: 0.25)")
+    data.add_argument("--harmonize", action=argparse.BooleanOptionalAction,
+                      help="map 8-bit camera values towards Sentinel-2 reflectance "
+                      "(default: on for folders, off for sentinel2)")
+    model = p.add_argument_group("network (a preset, then overrides)")
+    model.add_argument("--preset", choices=sorted(PRESETS), default="small",
+                       help="network sizes (default: small, for CPUs)")
+    model.add_argument("--inner-channel", type=int, help="U-Net base channels (× 32)")
+    model.add_argument("--channel-mults", type=int, nargs="+", metavar="M",
+                       help="U-Net channel multiplier per level")
+    model.add_argument("--res-blocks", type=int, help="U-Net residual blocks per level")
+    model.add_argument("--attn-strides", type=int, nargs="*", metavar="S",
+                       help="U-Net levels (as strides 2^level) with self-attention")
+    model.add_argument("--encoder-blocks", type=int, help="RRDB blocks of the spatial encoder")
+    train = p.add_argument_group("optimisation")
+    train.add_argument("--steps", type=int, default=d.steps, help=f"default: {d.steps}")
+    train.add_argument("--batch-size", type=int, default=d.batch_size,
+                       help=f"default: {d.batch_size}")
+    train.add_argument("--patch", type=int, default=d.patch,
+                       help=f"HR patch edge in pixels (default: {d.patch})")
+    train.add_argument("--pair-window", type=int,
+                       help="HR window the two crops of a pair come from (default: 2 × patch)")
+    train.add_argument("--lr", type=float, default=d.lr, help=f"Adam step size (default: {d.lr})")
+    train.add_argument("--lr-milestones", type=int, nargs="*", default=[], metavar="STEP",
+                       help="steps after which the learning rate is multiplied by --lr-gamma")
+    train.add_argument("--lr-gamma", type=float, default=d.lr_gamma,
+                       help=f"default: {d.lr_gamma}")
+    train.add_argument("--ema-rate", type=float, default=d.ema_rate,
+                       help=f"default: {d.ema_rate}")
+    train.add_argument("--no-ema-warmup", action="store_true",
+                       help="use --ema-rate from the first step")
+    train.add_argument("--contrast-weight", type=float, default=d.contrast_weight,
+                       help=f"InfoNCE loss weight (default: {d.contrast_weight})")
+    train.add_argument("--aux-weight", type=float, default=d.aux_weight,
+                       help=f"encoder reconstruction loss weight (default: {d.aux_weight})")
+    train.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
+    check = p.add_argument_group("validation and checkpoints")
+    check.add_argument("--val-every", type=int, default=d.val_every,
+                       help=f"steps between validations (default: {d.val_every})")
+    check.add_argument("--val-patches", type=int, default=d.val_patches,
+                       help=f"held-out patches (default: {d.val_patches})")
+    check.add_argument("--val-steps", type=int, default=d.val_steps,
+                       help=f"DDIM steps of validation sampling (default: {d.val_steps})")
+    check.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
+                       help=f"steps between checkpoints (default: {d.ckpt_every})")
+    runtime = p.add_argument_group("runtime")
+    runtime.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    runtime.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    return p
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the run keeps its last checkpoint", file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    _check_source_options(args)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    config, cfg = _settings(args)
+    device = _device(args.device)
+    source, validation, data = _sources(args, cfg)
+    trainer = open_run(args.out, config, cfg, source, validation, data, args.resume, device)
+    print(f"run:        {args.out} (step {trainer.step} of {cfg.steps})")
+    print(f"network:    {parameter_count(trainer.net):,} trained parameters, {device}, "
+          f"{torch.get_num_threads()} CPU threads")
+    if args.source == "folder" and not args.val_images:
+        print("validation: on the training images (give --val-images for a held-out set)")
+    with tqdm(total=cfg.steps, initial=trainer.step, unit="step", desc="train",
+              dynamic_ncols=True) as bar, _stop_on_sigint() as stop:
+
+        def report(record: dict[str, float]) -> None:
+            if "loss" in record:
+                bar.update(1)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+            else:
+                bar.write(f"step {record['step']}: PSNR {record['val_psnr']:.2f} dB, "
+                          f"SSIM {record['val_ssim']:.4f} (bicubic {record['bicubic_psnr']:.2f} "
+                          f"dB, {record['bicubic_ssim']:.4f})")
+
+        try:
+            finished = trainer.run(stop, report)
+        except TrainingDiverged as err:
+            print(f"error: {err}; the last checkpoint is kept", file=sys.stderr)
+            return 1
+    if not finished:
+        print(f"interrupted at step {trainer.step}: checkpoint saved; continue with --resume",
+              file=sys.stderr)
+        return 130
+    weights = trainer.export()
+    print(f"weights:    {weights.path} (sha256 {weights.sha256})")
+    print(f"use them:   python -m flows.region --rgb-model difffusr --weights {weights.path}")
+    return 0
+
+
+def _check_source_options(args: argparse.Namespace) -> None:
+    other = SENTINEL_ONLY if args.source == "folder" else FOLDER_ONLY
+    given = ["--" + k.replace("_", "-") for k in other if getattr(args, k) is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} do not apply to --source {args.source}")
+    if args.source == "folder" and not args.images:
+        raise UserError("--source folder needs --images")
+
+
+def _settings(args: argparse.Namespace) -> tuple[DiffFuSRConfig, TrainConfig]:
+    """(network sizes, training settings) from the preset, the overrides and the defaults."""
+    preset = PRESETS[args.preset]
+    unet = {k: getattr(args, k) for k in ("inner_channel", "res_blocks")
+            if getattr(args, k) is not None}
+    unet |= {k: tuple(getattr(args, k)) for k in ("channel_mults", "attn_strides")
+             if getattr(args, k) is not None}
+    harmonize = args.source == "folder" if args.harmonize is None else args.harmonize
+    try:
+        config = replace(preset, unet=replace(preset.unet, **unet),
+                         encoder_blocks=args.encoder_blocks or preset.encoder_blocks)
+        if config.unet.inner_channel < 32 or config.unet.inner_channel % 32:
+            raise ValueError("--inner-channel must be a multiple of 32 (GroupNorm groups)")
+        cfg = TrainConfig(
+            steps=args.steps, batch_size=args.batch_size, patch=args.patch,
+            pair_window=args.pair_window, lr=args.lr, lr_milestones=tuple(args.lr_milestones),
+            lr_gamma=args.lr_gamma, ema_rate=args.ema_rate, ema_warmup=not args.no_ema_warmup,
+            contrast_weight=args.contrast_weight, aux_weight=args.aux_weight, seed=args.seed,
+            degradation=DegradationConfig(harmonize=harmonize), val_every=args.val_every,
+            val_patches=args.val_patches, val_steps=args.val_steps, ckpt_every=args.ckpt_every,
+        )
+        check_patch(config, cfg)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return config, cfg
+
+
+def _device(name: str | None) -> str:
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.empty(0, device=name)
+    except (RuntimeError, ValueError) as err:
+        raise UserError(f"--device {name}: {str(err).splitlines()[0]}") from None
+    return name
+
+
+def _sources(
+    args: argparse.Namespace, cfg: TrainConfig
+) -> tuple[PatchSource, PatchSource, dict[str, Any]]:
+    """(training source of pair windows, validation source of patches, their description)."""
+    if args.source == "folder":
+        source = FolderSource(args.images, cfg.window, bands=args.bands)
+        validation = FolderSource(args.val_images or args.images, cfg.patch, bands=args.bands)
+        return source, validation, {"source": "folder", "images": args.images,
+                                    "val_images": args.val_images, "bands": args.bands}
+    start, end = args.start, args.end
+    if args.stac is None:
+        start, end = start or DEMO_DATES[0], end or DEMO_DATES[1]
+    if start is None or end is None:
+        raise UserError("--start and --end are required with --stac")
+    if start > end:
+        raise UserError(f"--start {start} is after --end {end}")
+    stac, aoi = args.stac or str(DEMO_CATALOG), args.aoi or str(DEMO_AOI)
+    common = {"collection": args.collection, "max_cloud": args.max_cloud,
+              "test_fraction": args.test_fraction}
+    area = read_aoi(aoi)
+    try:
+        source = SentinelWaldSource(stac, area, start, end, patch=cfg.window, split="train",
+                                    **common)
+        validation = SentinelWaldSource(stac, area, start, end, patch=cfg.patch, split="test",
+                                        **common)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return source, validation, {"source": "sentinel2", "stac": stac, "aoi": aoi,
+                                "start": str(start), "end": str(end), **common}
+
+
+@contextmanager
+def _stop_on_sigint() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C asks for a checkpoint after the current step; a second one aborts."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nstopping after this step (Ctrl-C again to abort without saving)",
+              file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
