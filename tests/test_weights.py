@@ -128,6 +128,7 @@ def test_memory_url_is_cached_under_its_sha256(converted, tmp_path):
     assert not list(tmp_path.glob("*.part"))
     fsspec.filesystem("memory").rm(url)
     assert resolve(url, digest, cache_dir=tmp_path).path == local.path  # pinned: no fetch
+    assert resolve(url, cache_dir=tmp_path).path == local.path  # fetched once per process
     with pytest.raises(WeightsError) as err:
         resolve(url, cache_dir=tmp_path / "empty")
     assert one_line(err) == f"weights not found: {url}"
@@ -151,6 +152,14 @@ def test_hub_reference_offline_fails_with_one_line(monkeypatch):
     message = one_line(err)
     assert message.startswith(f"cannot reach the Hugging Face hub for {source}: offline")
     assert "local path / fsspec URL" in message
+
+
+def test_pinned_hub_reference_resolves_offline_from_the_cache(converted, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    digest = sha256_of(converted)
+    (tmp_path / f"{digest}.safetensors").write_bytes(converted.read_bytes())
+    local = resolve("hf://s2sr-tests/absent@v1/sr.safetensors", digest, cache_dir=tmp_path)
+    assert local.path == tmp_path / f"{digest}.safetensors" and local.sha256 == digest
 
 
 def test_malformed_hub_reference(monkeypatch):

@@ -65,10 +65,10 @@ class LocalWeights:
 
 def default_cache_dir() -> Path:
     """Downloaded weights: ``$S2SR_CACHE/weights``, else the user's cache directory."""
-    root = os.environ.get("S2SR_CACHE") or Path(
-        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    ) / "s2sr"
-    return Path(root) / "weights"
+    if root := os.environ.get("S2SR_CACHE"):
+        return Path(root) / "weights"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "s2sr" / "weights"
 
 
 def resolve(
@@ -76,22 +76,19 @@ def resolve(
 ) -> LocalWeights:
     """A local copy of ``source`` and its sha256, which must equal ``sha256`` when given.
 
-    Remote files are kept in the cache under their sha256, so a pinned file already there is
-    never fetched again, whatever its source.
+    Local files are used in place. Remote files are fetched once per process (callers that
+    resolve per block pay no network round trip); fsspec downloads are kept in the cache
+    under their sha256, so a pinned file already there is never fetched again, whatever its
+    source. Hub files stay in the hub's own cache.
     """
     source = str(source)
     expected = _check_hex(sha256)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if source.startswith("hf://"):
-        path = _cached(cache, expected, source) or _from_hub(source)
-    else:
-        fs, fs_path = _filesystem(source)
-        if isinstance(fs, LocalFileSystem):
-            path = Path(fs_path)
-            if not path.is_file():
-                raise WeightsError(f"weights not found: {source}")
-        else:
-            path = _cached(cache, expected, source) or _download(fs, fs_path, source, cache)
+    path = _local_path(source)
+    if path is None:
+        path = _cached(cache, expected, source)
+    if path is None:
+        path = _FETCHED[source, cache] = _fetch(source, cache)
     digest = file_sha256(path)
     if expected and digest != expected:
         raise WeightsError(f"sha256 mismatch for {source}: expected {expected}, got {digest}")
@@ -99,7 +96,7 @@ def resolve(
 
 
 _HASHES: dict[tuple[str, int, int], str] = {}
-_DOWNLOADED: dict[tuple[str, Path], Path] = {}
+_FETCHED: dict[tuple[str, Path], Path] = {}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -131,18 +128,37 @@ def _filesystem(source: str) -> tuple[fsspec.AbstractFileSystem, str]:
         raise WeightsError(f"cannot open weights {source}: {reason(err)}") from None
 
 
+def _local_path(source: str) -> Path | None:
+    """The file a local path or ``file://`` URL names; None for remote sources."""
+    if source.startswith("hf://"):
+        return None
+    fs, path = _filesystem(source)
+    if not isinstance(fs, LocalFileSystem):
+        return None
+    if not Path(path).is_file():
+        raise WeightsError(f"weights not found: {source}")
+    return Path(path)
+
+
 def _suffix(source: str) -> str:
     return Path(source.split("?")[0]).suffix
 
 
 def _cached(cache: Path, sha256: str | None, source: str) -> Path | None:
-    """A pinned file already in the cache, or this process's earlier download of ``source``."""
+    """A pinned file already in the cache, or this process's earlier fetch of ``source``."""
     if sha256:
         path = cache / f"{sha256}{_suffix(source)}"
         if path.is_file():
             return path
-    path = _DOWNLOADED.get((source, cache))
+    path = _FETCHED.get((source, cache))
     return path if path is not None and path.is_file() else None
+
+
+def _fetch(source: str, cache: Path) -> Path:
+    if source.startswith("hf://"):
+        return _from_hub(source)
+    fs, path = _filesystem(source)
+    return _download(fs, path, source, cache)
 
 
 def _download(fs: fsspec.AbstractFileSystem, fs_path: str, source: str, cache: Path) -> Path:
@@ -166,7 +182,6 @@ def _download(fs: fsspec.AbstractFileSystem, fs_path: str, source: str, cache: P
             raise WeightsError(f"cannot read weights {source}: {reason(err)}") from None
     path = cache / f"{digest.hexdigest()}{_suffix(source)}"
     os.replace(tmp.name, path)
-    _DOWNLOADED[source, cache] = path
     return path
 
 
