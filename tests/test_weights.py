@@ -6,13 +6,18 @@ points elsewhere if needed); every file is real, only the hub is kept offline.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import http.server
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import types
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -142,6 +147,48 @@ def test_memory_url_with_wrong_sha256_leaves_no_file(converted, tmp_path):
         resolve(url, "1" * 64, cache_dir=tmp_path)
     assert not list(tmp_path.glob("*.part"))
     fsspec.filesystem("memory").rm(url)
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def http_folder(tmp_path) -> Iterator[tuple[Path, str]]:
+    """A folder served over HTTP on 127.0.0.1, and its URL."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(_QuietFiles, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_url(converted, http_folder, tmp_path):
+    folder, root = http_folder
+    (folder / "sr.safetensors").write_bytes(converted.read_bytes())
+    digest = sha256_of(converted)
+    local = resolve(f"{root}/sr.safetensors", digest, cache_dir=tmp_path / "cache")
+    assert local.path == tmp_path / "cache" / f"{digest}.safetensors"
+    assert load_state_dict(local.path)[0].keys() == load_state_dict(converted)[0].keys()
+    with pytest.raises(WeightsError) as err:
+        resolve(f"{root}/absent.safetensors", cache_dir=tmp_path / "cache")
+    assert one_line(err) == f"weights not found: {root}/absent.safetensors"
+    assert list((tmp_path / "cache").iterdir()) == [local.path]
+
+
+def test_unreachable_url(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/sr.safetensors"
+    with pytest.raises(WeightsError) as err:
+        resolve(url, cache_dir=tmp_path)
+    assert one_line(err).startswith(f"cannot read weights {url}: ")
+    assert not list(tmp_path.iterdir())
 
 
 def test_hub_reference_offline_fails_with_one_line(monkeypatch):

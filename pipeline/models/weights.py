@@ -15,8 +15,8 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import threading
+import uuid
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -101,15 +101,23 @@ _FETCHED: dict[tuple[str, Path], Path] = {}
 
 def file_sha256(path: str | Path) -> str:
     """Streaming sha256, remembered per (file, size, mtime) so a process hashes a file once."""
-    stat = os.stat(path)
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    key = _stat_key(path)
     if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-        _HASHES[key] = digest.hexdigest()
+        _HASHES[key] = _hash(path)
     return _HASHES[key]
+
+
+def _stat_key(path: str | Path) -> tuple[str, int, int]:
+    stat = os.stat(path)
+    return str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def _hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _check_hex(sha256: str | None) -> str | None:
@@ -154,6 +162,11 @@ def _cached(cache: Path, sha256: str | None, source: str) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
+def _part(folder: Path) -> Path:
+    """A new name in ``folder`` for a file that is renamed into place once complete."""
+    return folder / f"{uuid.uuid4().hex}.part"
+
+
 def _fetch(source: str, cache: Path) -> Path:
     if source.startswith("hf://"):
         return _from_hub(source)
@@ -167,21 +180,19 @@ def _download(fs: fsspec.AbstractFileSystem, fs_path: str, source: str, cache: P
         cache.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise WeightsError(f"cannot create the weights cache {cache}: {reason(err)}") from None
-    digest = hashlib.sha256()
-    with tempfile.NamedTemporaryFile(dir=cache, suffix=".part", delete=False) as tmp:
-        try:
-            with fs.open(fs_path, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
-                    tmp.write(chunk)
-        except FileNotFoundError:
-            Path(tmp.name).unlink()
+    tmp = _part(cache)
+    try:
+        fs.get_file(fs_path, str(tmp))  # each filesystem's own transfer (streamed, multipart...)
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        cause = err.__cause__  # fsspec's HTTP filesystem wraps connection failures
+        if isinstance(err, FileNotFoundError) and cause is None:
             raise WeightsError(f"weights not found: {source}") from None
-        except Exception as err:  # network stacks raise many unrelated types
-            Path(tmp.name).unlink()
-            raise WeightsError(f"cannot read weights {source}: {reason(err)}") from None
-    path = cache / f"{digest.hexdigest()}{_suffix(source)}"
-    os.replace(tmp.name, path)
+        raise WeightsError(f"cannot read weights {source}: {reason(cause or err)}") from None
+    digest = _hash(tmp)
+    path = cache / f"{digest}{_suffix(source)}"
+    os.replace(tmp, path)
+    _HASHES[_stat_key(path)] = digest
     return path
 
 
@@ -363,22 +374,18 @@ def convert_lightning_checkpoint(
         "global_step": str(checkpoint.get("global_step", "")),
     }
     dst = Path(dst)
+    tmp = _part(dst.parent)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, suffix=".part")
-        os.close(fd)
-    except OSError as err:
-        raise WeightsError(f"cannot write {dst}: {reason(err)}") from None
-    try:
         _save_sorted(kept, tmp, metadata)
         os.replace(tmp, dst)
     except Exception as err:  # a full disk, or safetensors refusing a tensor
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise WeightsError(f"cannot write {dst}: {reason(err)}") from None
     return LocalWeights(dst, file_sha256(dst))
 
 
-def _save_sorted(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> None:
+def _save_sorted(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """safetensors with its metadata in sorted order (the library's own order is random), so
     a checkpoint always converts to the same bytes and the same sha256."""
     blob = memoryview(save(tensors, metadata=metadata))
