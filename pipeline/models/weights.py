@@ -215,7 +215,7 @@ def _from_hub(source: str) -> Path:
             "expected hf://<org>/<repo>[@<revision>]/<path/in/repo>"
         )
     # huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it as set now.
-    offline = constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in {
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {
         "1", "ON", "YES", "TRUE"
     }
     revision = match["revision"] and unquote(match["revision"])
