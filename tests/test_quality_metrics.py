@@ -56,7 +56,7 @@ def _bicubic(x: np.ndarray) -> np.ndarray:
 
 
 # The spec's worked example recipe (HR 4×256×256 in [0, 0.4], LR = down(HR), SR = bicubic ×4
-# of LR) on the scene above, and two more cases, as computed by opensr-test 1.3.3 with its
+# of LR) on the scene above, and three more cases, as computed by opensr-test 1.3.3 with its
 # default configuration.
 HR = _texture(4, 256, 256)
 LR = _down(HR)
@@ -70,6 +70,15 @@ REFERENCE = {
         "ha_metric": 0.13515079021453857,
         "om_metric": 0.6018372178077698,
         "im_metric": 0.26301196217536926,
+    },
+    "nodata": {
+        "reflectance": 0.0034850279334932566,
+        "spectral": 0.8789592385292053,
+        "spatial": 0.0,
+        "synthesis": 0.005490409675985575,
+        "ha_metric": 0.13632944226264954,
+        "om_metric": 0.5996775031089783,
+        "im_metric": 0.2639930844306946,
     },
     "shifted": {
         "reflectance": 0.03430762514472008,
@@ -94,8 +103,11 @@ REFERENCE = {
 
 def _case(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(lr, sr, hr) of a named reference case."""
-    if name == "bicubic":
-        return LR, _bicubic(LR), HR
+    if name in ("bicubic", "nodata"):
+        hr = HR.copy()
+        if name == "nodata":  # one band missing on a 10×10 patch
+            hr[1, 50:60, 50:60] = np.nan
+        return LR, _bicubic(LR), hr
     hr = CANVAS[:, 4:260, 4:260]
     if name == "shifted":  # 3 and 2 HR pixels off, brighter: harmonisation must undo both
         return _down(hr), 1.1 * CANVAS[:, 7:263, 6:262] + np.float32(0.01), hr
@@ -117,6 +129,7 @@ def test_same_numbers_as_opensr_test(name: str) -> None:
 # reference cases' correctness maps inside the border, as opensr-test 1.3.3 classifies them.
 CLASS_COUNTS = {
     "bicubic": [35787, 3056, 10404, 929],
+    "nodata": [35757, 3102, 10371, 946],
     "shifted": [35206, 14375, 221, 374],
     "noise": [127, 154, 271, 49624],
 }

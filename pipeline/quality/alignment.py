@@ -27,17 +27,15 @@ def align(
     """Move ``moving`` (C, h, w) onto ``reference`` (C', h, w).
 
     Returns the moved float32 image and the length of the shift in pixels (NaN when the
-    registration failed or the shift exceeded ``max_shift``, in which case the image is
-    returned unmoved).
+    registration failed or the shift exceeded ``max_shift``, in which case the shift is zero;
+    the identity warp still runs, spreading NaN pixels to their neighbours as the reference
+    implementation does).
     """
     shift = _shift(moving.mean(axis=0), reference.mean(axis=0))
-    if shift is None:
-        return moving.astype(np.float32), math.nan
-    # The shift is held in float32, as the warp uses it, before its length is judged.
-    matrix = np.array([[1, 0, shift[1]], [0, 1, shift[0]]], dtype=np.float32)
-    length = float(np.linalg.norm(matrix[:, 2]))
-    if length > max_shift:
-        return moving.astype(np.float32), math.nan
+    length = math.nan if shift is None else float(np.linalg.norm(shift))
+    if not length <= max_shift:  # failed or implausible: measure nothing, move nothing
+        shift, length = np.zeros(2, dtype=np.float32), math.nan
+    matrix = np.array([[1, 0, shift[0]], [0, 1, shift[1]]], dtype=np.float32)
     h, w = moving.shape[-2:]
     moved = np.stack(
         [
@@ -54,8 +52,8 @@ def align(
     return moved, length
 
 
-def _shift(moving: np.ndarray, reference: np.ndarray) -> tuple[float, float] | None:
-    """(dy, dx) that moves ``moving`` onto ``reference``, None when it cannot be estimated."""
+def _shift(moving: np.ndarray, reference: np.ndarray) -> np.ndarray | None:
+    """float32 (dx, dy) that moves ``moving`` onto ``reference``; None if it cannot be told."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
@@ -64,7 +62,6 @@ def _shift(moving: np.ndarray, reference: np.ndarray) -> tuple[float, float] | N
             )
     except (ValueError, FloatingPointError, np.linalg.LinAlgError):
         return None
-    dy, dx = (float(v) for v in shift)
-    if not (math.isfinite(dy) and math.isfinite(dx)):
-        return None
-    return dy, dx
+    # Held in float32, as the warp uses it, before its length is judged.
+    shift = np.asarray(shift[::-1], dtype=np.float32)
+    return shift if np.isfinite(shift).all() else None
