@@ -111,7 +111,11 @@ class TrainConfig:
 
 
 def check_patch(config: DiffFuSRConfig, cfg: TrainConfig) -> None:
-    """The U-Net folds and halves the HR patch, so its edge must divide accordingly."""
+    """The U-Net folds and halves the HR patch, so its edge must divide accordingly; the data
+    must be degraded by the network's scale."""
+    if cfg.degradation.scale != config.scale:
+        raise ValueError(f"the degradation scale {cfg.degradation.scale} is not the "
+                         f"network's {config.scale}")
     multiple = config.unet.multiple
     if cfg.patch % multiple:
         raise ValueError(f"patch {cfg.patch} is not a multiple of {multiple}, "
