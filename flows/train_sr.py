@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.catalog import DEMO_CATALOG
-from pipeline.errors import UserError
+from pipeline.errors import UserError, reason
 from pipeline.grid import read_aoi
 from pipeline.models.diffusion.network import DiffFuSRConfig
 from pipeline.train.degradation import DegradationConfig
@@ -88,13 +88,14 @@ def parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("network (a preset, then overrides)")
     model.add_argument("--preset", choices=sorted(PRESETS), default="small",
                        help="network sizes (default: small, for CPUs)")
-    model.add_argument("--inner-channel", type=int, help="U-Net base channels (× 32)")
-    model.add_argument("--channel-mults", type=int, nargs="+", metavar="M",
+    model.add_argument("--inner-channel", type=_positive, help="U-Net base channels (× 32)")
+    model.add_argument("--channel-mults", type=_positive, nargs="+", metavar="M",
                        help="U-Net channel multiplier per level")
-    model.add_argument("--res-blocks", type=int, help="U-Net residual blocks per level")
-    model.add_argument("--attn-strides", type=int, nargs="*", metavar="S",
+    model.add_argument("--res-blocks", type=_positive, help="U-Net residual blocks per level")
+    model.add_argument("--attn-strides", type=_positive, nargs="*", metavar="S",
                        help="U-Net levels (as strides 2^level) with self-attention")
-    model.add_argument("--encoder-blocks", type=int, help="RRDB blocks of the spatial encoder")
+    model.add_argument("--encoder-blocks", type=_positive,
+                       help="RRDB blocks of the spatial encoder")
     train = p.add_argument_group("optimisation")
     train.add_argument("--steps", type=int, default=d.steps, help=f"default: {d.steps}")
     train.add_argument("--batch-size", type=int, default=d.batch_size,
@@ -130,6 +131,16 @@ def parser() -> argparse.ArgumentParser:
     runtime.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     runtime.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
 
 
 def _date(text: str) -> date:
@@ -211,9 +222,9 @@ def _settings(args: argparse.Namespace) -> tuple[DiffFuSRConfig, TrainConfig]:
              if getattr(args, k) is not None}
     harmonize = args.source == "folder" if args.harmonize is None else args.harmonize
     try:
-        config = replace(preset, unet=replace(preset.unet, **unet),
-                         encoder_blocks=args.encoder_blocks or preset.encoder_blocks)
-        if config.unet.inner_channel < 32 or config.unet.inner_channel % 32:
+        blocks = preset.encoder_blocks if args.encoder_blocks is None else args.encoder_blocks
+        config = replace(preset, unet=replace(preset.unet, **unet), encoder_blocks=blocks)
+        if config.unet.inner_channel % 32:
             raise ValueError("--inner-channel must be a multiple of 32 (GroupNorm groups)")
         cfg = TrainConfig(
             steps=args.steps, batch_size=args.batch_size, patch=args.patch,
@@ -234,8 +245,8 @@ def _device(name: str | None) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         torch.empty(0, device=name)
-    except (RuntimeError, ValueError) as err:
-        raise UserError(f"--device {name}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # each backend refuses in its own way
+        raise UserError(f"--device {name}: {reason(err)}") from None
     return name
 
 

@@ -175,6 +175,8 @@ def test_exported_weights_load_into_the_inference_model(trained):
         (["--steps", "many"], "invalid int"),
         (["--source", "folder", "--images", ".", "--stac", "x"], "--stac"),
         (["--inner-channel", "48"], "multiple of 32"),
+        (["--encoder-blocks", "0"], "not a positive integer"),
+        (["--device", "nonsense"], "--device nonsense"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
