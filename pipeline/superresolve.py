@@ -48,6 +48,9 @@ class SuperResolver:
         models' reach see a dark border; the mask then restores NaN on the pixels themselves.
         """
         valid = np.isfinite(bands).all(axis=0)
+        if not valid.any():  # outside the AOI's scenes: nothing for the models to see
+            return np.full((self.out_channels, *(n * SCALE for n in valid.shape)), np.nan,
+                           np.float32)
         filled = np.where(valid, bands, np.float32(0)).astype(np.float32, copy=False)
         if self.uncertainty:
             rgb, spread = self.rgb.sample(filled[RGB_INDEX], origin)
