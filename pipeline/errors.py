@@ -29,3 +29,7 @@ class OutputError(UserError):
 
 class ClusterError(UserError):
     """The Dask scheduler cannot be reached."""
+
+
+class ModelError(UserError):
+    """A model cannot be built from the given name, options or weights."""

@@ -28,7 +28,7 @@ import pipeline
 from pipeline.bands import BANDS, REFLECTANCE_BANDS
 from pipeline.catalog import search
 from pipeline.composite import median_composite
-from pipeline.errors import reason
+from pipeline.errors import ModelError, reason
 from pipeline.grid import (
     INPUT_RESOLUTION,
     SCALE,
@@ -127,10 +127,13 @@ class Plan:
 
 def plan_region(request: RegionRequest) -> Plan:
     """Search the catalog and lay out the grid and tiles; reads no pixel."""
-    resolver = SuperResolver(
-        get_rgb_model(request.rgb_model, **request.rgb_options),
-        get_fusion_model(request.fusion_model),
-    )
+    try:
+        resolver = SuperResolver(
+            get_rgb_model(request.rgb_model, **request.rgb_options),
+            get_fusion_model(request.fusion_model),
+        )
+    except (ValueError, TypeError) as err:
+        raise ModelError(f"cannot build the models: {reason(err)}") from None
     found = search(
         request.stac,
         request.aoi,

@@ -14,6 +14,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "difffusr"
 
 
 def region(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -122,6 +123,18 @@ BAD_INPUTS = {
     "unknown model": (lambda t: ["--rgb-model", "magic"], "invalid choice"),
     "unreachable scheduler": (lambda t: ["--scheduler", "tcp://127.0.0.1:9"],
                               "cannot reach Dask scheduler"),
+    "diffusion option, other model": (lambda t: ["--steps", "5"], "apply to --rgb-model difffusr"),
+    "hub weights offline": (lambda t: ["--rgb-model", "difffusr", "--weights",
+                                       "hf://some-org/some-repo/w.safetensors"],
+                            "cannot reach the Hugging Face hub"),
+    "missing weights": (lambda t: ["--rgb-model", "difffusr", "--weights",
+                                   str(t / "none.safetensors")], "weights not found"),
+    "weights of another model": (lambda t: ["--rgb-model", "difffusr", "--weights",
+                                            str(FIXTURES / "fusion_small.ckpt")],
+                                 "cannot build the models"),
+    "pinned sha256 differs": (lambda t: ["--rgb-model", "difffusr", "--weights-sha256", "0" * 64],
+                              "sha256 mismatch"),
+    "zero samples": (lambda t: ["--rgb-model", "difffusr", "--samples", "0"], "at least 1"),
 }
 
 
@@ -129,7 +142,7 @@ BAD_INPUTS = {
 def test_bad_input_is_one_line_and_damages_nothing(case, product, tmp_path):
     args, message = BAD_INPUTS[case]
     before = tree_digest(product)
-    done = region(*args(tmp_path), "--out", str(product))
+    done = region(*args(tmp_path), "--out", str(product), env={"HF_HUB_OFFLINE": "1"})
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr

@@ -102,7 +102,9 @@ class DiffFuSR(nn.Module):
         own = self.state_dict()
         missing = [k for k in own if k not in state and not k.startswith(ENCODER_HEAD)]
         if missing:
-            raise KeyError(f"weights lack {len(missing)} keys, e.g. {missing[:3]}")
+            raise ValueError(
+                f"the weights lack {len(missing)} keys of this model, e.g. {missing[0]}"
+            )
         wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
         if wrong:
             k = wrong[0]
