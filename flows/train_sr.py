@@ -85,6 +85,11 @@ def parser() -> argparse.ArgumentParser:
     data.add_argument("--harmonize", action=argparse.BooleanOptionalAction,
                       help="map 8-bit camera values towards Sentinel-2 reflectance "
                       "(default: on for folders, off for sentinel2)")
+    data.add_argument("--noise-max", type=float, default=DegradationConfig.noise_max,
+                      metavar="SIGMA", help="largest Gaussian noise σ added to the LR input, "
+                      "in reflectance (default: 25/255, the paper's)")
+    data.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,
+                      help="round the LR input to 8 bits, as the paper does (default: on)")
     model = p.add_argument_group("network (a preset, then overrides)")
     model.add_argument("--preset", choices=sorted(PRESETS), default="small",
                        help="network sizes (default: small, for CPUs)")
@@ -231,7 +236,11 @@ def _settings(args: argparse.Namespace) -> tuple[DiffFuSRConfig, TrainConfig]:
             pair_window=args.pair_window, lr=args.lr, lr_milestones=tuple(args.lr_milestones),
             lr_gamma=args.lr_gamma, ema_rate=args.ema_rate, ema_warmup=not args.no_ema_warmup,
             contrast_weight=args.contrast_weight, aux_weight=args.aux_weight, seed=args.seed,
-            degradation=DegradationConfig(harmonize=harmonize), val_every=args.val_every,
+            degradation=DegradationConfig(
+                harmonize=harmonize, noise_max=args.noise_max,
+                levels=DegradationConfig.levels if args.quantize else None,
+            ),
+            val_every=args.val_every,
             val_patches=args.val_patches, val_steps=args.val_steps, ckpt_every=args.ckpt_every,
         )
         check_patch(config, cfg)

@@ -225,9 +225,9 @@ class ValidationSet:
 
 def validation_set(source: PatchSource, cfg: TrainConfig) -> ValidationSet:
     """``val_patches`` patches under the reference's validation degradation (isotropic blur
-    σ 1.2, no noise), harmonised as the training targets are."""
+    σ 1.2, no noise), harmonised and quantised as the training inputs are."""
     d = cfg.degradation
-    degradation = replace(VALIDATION, scale=d.scale, harmonize=d.harmonize,
+    degradation = replace(VALIDATION, scale=d.scale, harmonize=d.harmonize, levels=d.levels,
                           gamma_mean=d.gamma_mean, gamma_cov=d.gamma_cov)
     rng = step_rng(cfg.seed, VALIDATION_STREAM)
     pairs = degrade(torch.from_numpy(source.sample(cfg.val_patches, rng)), degradation,
