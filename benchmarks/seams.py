@@ -1,9 +1,10 @@
 """Seam score of the RGB stage on a multi-tile run of the demo region.
 
-    python benchmarks/seams.py [--tile-size 480] [--block-size 60] [--rgb-model difffusr]
+    python benchmarks/seams.py [--tile-size 480] [--block-size 240] [--steps 20]
 
-Seam score = mean absolute difference between neighbouring 2.5 m pixels across a tile (or
-block) boundary ÷ the same mean over neighbouring pixels away from any boundary. A seamless
+Seam score = mean absolute difference between neighbouring 2.5 m pixels across a tile
+boundary (or, for DiffFuSR, a boundary between two sampling windows inside a tile) ÷ the same
+mean over all other neighbouring pixels. A seamless
 result scores about 1; a visible seam scores well above 1. Bicubic, exactly seamless by
 construction, is run alongside as the yardstick of what natural variation gives.
 """
@@ -29,21 +30,34 @@ from pipeline.store import ProductStore
 RGB = ["B04", "B03", "B02"]
 
 
-def seam_score(image: np.ndarray, period: int) -> float:
-    """(bands, y, x): gradient across every ``period``-th row/column ÷ gradient elsewhere."""
+def seam_score(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> float:
+    """(bands, y, x): mean |difference| between neighbours across the given boundaries (a
+    boundary b lies between pixels b − 1 and b) ÷ the same between all other neighbours."""
     dx = np.abs(np.diff(image, axis=2))  # dx[..., j] is between columns j and j + 1
     dy = np.abs(np.diff(image, axis=1))
-    on_x = (np.arange(dx.shape[2]) + 1) % period == 0
-    on_y = (np.arange(dy.shape[1]) + 1) % period == 0
+    on_x = np.isin(np.arange(1, image.shape[2]), cols)
+    on_y = np.isin(np.arange(1, image.shape[1]), rows)
     across = np.concatenate([dx[:, :, on_x].ravel(), dy[:, on_y, :].ravel()])
     inside = np.concatenate([dx[:, :, ~on_x].ravel(), dy[:, ~on_y, :].ravel()])
     return float(np.nanmean(across) / np.nanmean(inside))
 
 
-def run(rgb_model: str, tile_size: int, block_size: int, workers: int, out: str) -> dict:
+def window_boundaries(tile_size: int, length: int, halo: int, window: int, overlap: int):
+    """Output pixels where one DiffFuSR window's kept centre meets the next one's, assuming
+    one model block per tile (the tile and its halo), whose first window starts ``halo``
+    10 m pixels before the tile."""
+    core = window - 2 * overlap
+    per_tile = [SCALE * (core * (i + 1) + overlap - halo) for i in range(tile_size // SCALE)]
+    inside = [b for b in per_tile if 0 < b < tile_size]
+    return np.array([t + b for t in range(0, length, tile_size) for b in inside])
+
+
+def run(
+    rgb_model: str, options: dict, tile_size: int, block_size: int, workers: int, out: str
+) -> dict:
     request = RegionRequest(
         aoi=read_aoi(str(DEMO_AOI)), start=DEMO_DATES[0], end=DEMO_DATES[1],
-        stac=str(DEMO_CATALOG), tile_size=tile_size, rgb_model=rgb_model,
+        stac=str(DEMO_CATALOG), tile_size=tile_size, rgb_model=rgb_model, rgb_options=options,
         fusion_model="bicubic", block_size=block_size,
     )
     plan = plan_region(request)
@@ -55,18 +69,28 @@ def run(rgb_model: str, tile_size: int, block_size: int, workers: int, out: str)
     if summary.failed:
         raise SystemExit(f"tiles failed: {summary.failed}")
     image = xr.open_zarr(out)["reflectance"].sel(band=RGB).values.astype(np.float32)
-    return {
+    rows = np.arange(tile_size, image.shape[1], tile_size)
+    cols = np.arange(tile_size, image.shape[2], tile_size)
+    result = {
         "tiles": len(plan.tiles),
         "wall_seconds": round(wall, 1),
-        "tile_seam_score": round(seam_score(image, tile_size), 4),
-        "block_seam_score": round(seam_score(image, block_size * SCALE), 4),
+        "tile_seam_score": round(seam_score(image, rows, cols), 4),
     }
+    rgb = plan.resolver.rgb
+    if hasattr(rgb, "window"):
+        edges = [window_boundaries(tile_size, n, plan.resolver.halo, rgb.window, rgb.overlap)
+                 for n in image.shape[1:]]
+        result["window_seam_score"] = round(seam_score(image, *edges), 4)
+    return result
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tile-size", type=int, default=480)
-    p.add_argument("--block-size", type=int, default=60, help="model block, 10 m pixels")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--block-size", type=int, default=240,
+                   help="model block, 10 m pixels; the window seam score assumes one block "
+                   "per tile (block ≥ tile / 4 + 2 × halo)")
     p.add_argument("--rgb-model", default="difffusr")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default="benchmarks/results/seams.json")
@@ -74,8 +98,9 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in dict.fromkeys([args.rgb_model, "bicubic"]):
-            results[model] = run(model, args.tile_size, args.block_size, args.workers,
-                                 f"{tmp}/{model}.zarr")
+            options = {"steps": args.steps} if model == "difffusr" else {}
+            results[model] = run(model, options, args.tile_size, args.block_size,
+                                 args.workers, f"{tmp}/{model}.zarr")
             print(model, results[model])
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -165,3 +165,20 @@ def test_other_grid_in_the_same_output_is_refused(product):
     assert done.returncode == 2
     assert "different grid" in done.stderr
     assert tree_digest(product) == before
+
+
+def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(tmp_path):
+    out = tmp_path / "difffusr.zarr"
+    done = region("--out", str(out), "--rgb-model", "difffusr", "--steps", "2",
+                  "--samples", "2", "--bands", "B02", "B03", "B04", "B08")
+    assert done.returncode == 0, done.stderr
+    assert "rgb=difffusr" in done.stdout
+    ds = xr.open_zarr(out)
+    assert ds.rgb_uncertainty.dims == ("rgb_band", "y", "x")
+    assert list(ds.rgb_band.values) == ["B04", "B03", "B02"]
+    spread = ds.rgb_uncertainty.values
+    assert np.isfinite(spread).all() and (spread >= 0).all() and spread.mean() > 0
+    assert np.isfinite(ds.reflectance.values).all()
+    recipe = ds.attrs["recipe"]
+    assert recipe["rgb_model"] == "difffusr" and len(recipe["rgb_model_sha256"]) == 64
+    assert recipe["rgb_model_options"] == {"steps": 2, "samples": 2}
