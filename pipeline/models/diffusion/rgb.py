@@ -47,8 +47,9 @@ def config_from_metadata(metadata: dict) -> DiffFuSRConfig:
 
 
 @functools.lru_cache(maxsize=4)
-def load_network(path: str, device: str, compile: bool) -> DiffFuSR:
-    """The network of a local weight file on ``device``, built once per process."""
+def load_network(path: str, device: str, compile: bool, sha256: str | None = None) -> DiffFuSR:
+    """The network of a local weight file on ``device``, built once per process and file
+    version (``sha256`` is part of the cache key, so a replaced file is loaded again)."""
     state, metadata = load_state_dict(path)
     net = DiffFuSR(config_from_metadata(metadata))
     net.load_weights(state)
@@ -105,8 +106,10 @@ class DiffFuSRRGB:
         return self.sha256
 
     def _network(self) -> DiffFuSR:
-        path = resolve(self.weights, self.sha256).path
-        return load_network(str(path), self.device or default_device(), self.compile)
+        local = resolve(self.weights, self.sha256)
+        return load_network(
+            str(local.path), self.device or default_device(), self.compile, local.sha256
+        )
 
     def __call__(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         return self.sample(rgb, origin)[0]
