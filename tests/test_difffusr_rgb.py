@@ -88,3 +88,13 @@ def test_blocks_in_a_dask_graph_are_deterministic_and_carry_the_spread() -> None
                            offset=(1000, -2000)).compute(scheduler="threads")
     assert np.array_equal(first, again)
     assert (first[12:] >= 0).all() and first[12:].mean() > 0
+
+
+def test_windows_of_fill_only_are_not_sampled() -> None:
+    """Zero is the fill of no-data pixels: an all-zero window costs nothing and stays 0."""
+    rgb = _rgb(h=32, w=48)
+    rgb[:, :, 24:] = 0  # the last window (columns 24..40 and beyond) holds fill only
+    model = DiffFuSRRGB(**FAST)
+    out = model(rgb, (0, 0))
+    assert (out[:, :, 4 * 36 :] == 0).all()
+    assert (out[:, :, : 4 * 20] != 0).any()

@@ -124,8 +124,13 @@ class DiffFuSRRGB:
         padded_w = cols[-1] + self.window
         lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
         lr = torch.nn.functional.pad(lr, (0, padded_w - w, 0, padded_h - h), mode="replicate")
-        windows = [(y, x, s) for y in rows for x in cols for s in range(self.samples)]
-        out = torch.zeros((self.samples, 3, padded_h * SCALE, padded_w * SCALE), device=device)
+        # A window holding nothing but zeros, the fill of no-data pixels, is not sampled: its
+        # pixels are no-data in the product anyway. It stays at reflectance 0 (−1 in network
+        # space).
+        windows = [(y, x, s) for y in rows for x in cols for s in range(self.samples)
+                   if lr[..., y : y + self.window, x : x + self.window].any()]
+        out = torch.full((self.samples, 3, padded_h * SCALE, padded_w * SCALE), -1.0,
+                         device=device)
         with torch.inference_mode(), self._autocast(device):
             context, degradation = net.condition(net.normalize(lr))
             for start in range(0, len(windows), self.batch):
