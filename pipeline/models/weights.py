@@ -373,11 +373,18 @@ def convert_lightning_checkpoint(
         "source_sha256": source.sha256,
         "global_step": str(checkpoint.get("global_step", "")),
     }
+    return write_safetensors(kept, dst, metadata)
+
+
+def write_safetensors(
+    tensors: Mapping[str, torch.Tensor], dst: str | Path, metadata: Mapping[str, str]
+) -> LocalWeights:
+    """Write a local safetensors file atomically (a temporary file, then a rename)."""
     dst = Path(dst)
     tmp = _part(dst.parent)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        _save_sorted(kept, tmp, metadata)
+        _save_sorted(tensors, tmp, metadata)
         os.replace(tmp, dst)
     except Exception as err:  # a full disk, or safetensors refusing a tensor
         tmp.unlink(missing_ok=True)
@@ -385,10 +392,12 @@ def convert_lightning_checkpoint(
     return LocalWeights(dst, file_sha256(dst))
 
 
-def _save_sorted(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+def _save_sorted(
+    tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str]
+) -> None:
     """safetensors with its metadata in sorted order (the library's own order is random), so
-    a checkpoint always converts to the same bytes and the same sha256."""
-    blob = memoryview(save(tensors, metadata=metadata))
+    the same tensors and metadata always give the same bytes and the same sha256."""
+    blob = memoryview(save(dict(tensors), metadata=dict(metadata)))
     size = int.from_bytes(blob[:8], "little")
     header = json.loads(bytes(blob[8 : 8 + size]))
     header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
