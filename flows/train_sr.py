@@ -12,50 +12,37 @@ checkpoint after the current step; ``--resume`` continues the run exactly.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
-from datetime import date
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from flows.region import DEMO_AOI, DEMO_DATES
-from pipeline.catalog import DEMO_CATALOG
-from pipeline.errors import UserError, reason
-from pipeline.grid import read_aoi
+from flows._training import (
+    SENTINEL_OPTIONS,
+    OneLineErrors,
+    add_runtime_options,
+    add_sentinel_options,
+    main_wrapper,
+    positive,
+    runtime,
+    sentinel_query,
+    train,
+)
+from pipeline.errors import UserError
 from pipeline.models.diffusion.network import DiffFuSRConfig
 from pipeline.train.degradation import DegradationConfig
 from pipeline.train.sources import FolderSource, PatchSource, SentinelWaldSource
-from pipeline.train.sr import (
-    PRESETS,
-    TrainConfig,
-    TrainingDiverged,
-    check_patch,
-    open_run,
-    parameter_count,
-)
+from pipeline.train.sr import PRESETS, TrainConfig, check_patch, open_run, parameter_count
 
 DEFAULTS = TrainConfig()
 #: Options that only one kind of source reads.
 FOLDER_ONLY = ("images", "val_images")
-SENTINEL_ONLY = ("stac", "collection", "aoi", "start", "end")
-
-
-class _OneLineErrors(argparse.ArgumentParser):
-    """Usage errors as one line on stderr and exit code 2, like every other user error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def parser() -> argparse.ArgumentParser:
     d = DEFAULTS
-    p = _OneLineErrors(
+    p = OneLineErrors(
         prog="python -m flows.train_sr",
         description="Train the DiffFuSR ×4 RGB diffusion model on HR RGB patches.",
     )
@@ -71,17 +58,7 @@ def parser() -> argparse.ArgumentParser:
                       "(default: --images, which is then not held out)")
     data.add_argument("--bands", nargs=3, type=int, default=[1, 2, 3], metavar="N",
                       help="1-based image bands read as R G B (default: 1 2 3)")
-    data.add_argument("--stac", help="STAC API URL, static catalog or ItemCollection "
-                      "(default: the embedded demo catalog)")
-    data.add_argument("--collection", help="collection id, e.g. sentinel-2-c1-l2a")
-    data.add_argument("--aoi", help="GeoJSON training area in WGS84 (default: the demo AOI)")
-    data.add_argument("--start", type=_date, help="first date, YYYY-MM-DD")
-    data.add_argument("--end", type=_date, help="last date, YYYY-MM-DD, inclusive")
-    data.add_argument("--max-cloud", type=float, default=100.0, metavar="PERCENT",
-                      help="skip scenes with more cloud cover than this (default: 100)")
-    data.add_argument("--test-fraction", type=float, default=0.25,
-                      help="eastern share of the composite held out for validation "
-                      "(default: 0.25)")
+    add_sentinel_options(data)
     data.add_argument("--harmonize", action=argparse.BooleanOptionalAction,
                       help="map 8-bit camera values towards Sentinel-2 reflectance "
                       "(default: on for folders, off for sentinel2)")
@@ -93,13 +70,13 @@ def parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("network (a preset, then overrides)")
     model.add_argument("--preset", choices=sorted(PRESETS), default="small",
                        help="network sizes (default: small, for CPUs)")
-    model.add_argument("--inner-channel", type=_positive, help="U-Net base channels (× 32)")
-    model.add_argument("--channel-mults", type=_positive, nargs="+", metavar="M",
+    model.add_argument("--inner-channel", type=positive, help="U-Net base channels (× 32)")
+    model.add_argument("--channel-mults", type=positive, nargs="+", metavar="M",
                        help="U-Net channel multiplier per level")
-    model.add_argument("--res-blocks", type=_positive, help="U-Net residual blocks per level")
-    model.add_argument("--attn-strides", type=_positive, nargs="*", metavar="S",
+    model.add_argument("--res-blocks", type=positive, help="U-Net residual blocks per level")
+    model.add_argument("--attn-strides", type=positive, nargs="*", metavar="S",
                        help="U-Net levels (as strides 2^level) with self-attention")
-    model.add_argument("--encoder-blocks", type=_positive,
+    model.add_argument("--encoder-blocks", type=positive,
                        help="RRDB blocks of the spatial encoder")
     train = p.add_argument_group("optimisation")
     train.add_argument("--steps", type=int, default=d.steps, help=f"default: {d.steps}")
@@ -132,49 +109,18 @@ def parser() -> argparse.ArgumentParser:
                        help=f"DDIM steps of validation sampling (default: {d.val_steps})")
     check.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
                        help=f"steps between checkpoints (default: {d.ckpt_every})")
-    runtime = p.add_argument_group("runtime")
-    runtime.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
-    runtime.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    add_runtime_options(p)
     return p
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
-    return value
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the run keeps its last checkpoint", file=sys.stderr)
-        return 130
+    return main_wrapper(run, parser(), argv)
 
 
 def run(args: argparse.Namespace) -> int:
     _check_source_options(args)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    device = runtime(args)
     config, cfg = _settings(args)
-    device = _device(args.device)
     source, validation, data = _sources(args, cfg)
     trainer = open_run(args.out, config, cfg, source, validation, data, args.resume, device)
     print(f"run:        {args.out} (step {trainer.step} of {cfg.steps})")
@@ -182,35 +128,23 @@ def run(args: argparse.Namespace) -> int:
           f"{torch.get_num_threads()} CPU threads")
     if args.source == "folder" and not args.val_images:
         print("validation: on the training images (give --val-images for a held-out set)")
-    with tqdm(total=cfg.steps, initial=trainer.step, unit="step", desc="train",
-              dynamic_ncols=True) as bar, _stop_on_sigint() as stop:
-
-        def report(record: dict[str, float]) -> None:
-            if "loss" in record:
-                bar.update(1)
-                bar.set_postfix(loss=f"{record['loss']:.4f}")
-            else:
-                bar.write(f"step {record['step']}: PSNR {record['val_psnr']:.2f} dB, "
-                          f"SSIM {record['val_ssim']:.4f} (bicubic {record['bicubic_psnr']:.2f} "
-                          f"dB, {record['bicubic_ssim']:.4f})")
-
-        try:
-            finished = trainer.run(stop, report)
-        except TrainingDiverged as err:
-            print(f"error: {err}; the last checkpoint is kept", file=sys.stderr)
-            return 1
-    if not finished:
-        print(f"interrupted at step {trainer.step}: checkpoint saved; continue with --resume",
-              file=sys.stderr)
-        return 130
+    code = train(trainer, cfg.steps, lambda r: {"loss": f"{r['loss']:.4f}"}, _describe)
+    if code is not None:
+        return code
     weights = trainer.export()
     print(f"weights:    {weights.path} (sha256 {weights.sha256})")
     print(f"use them:   python -m flows.region --rgb-model difffusr --weights {weights.path}")
     return 0
 
 
+def _describe(record: dict[str, float]) -> str:
+    return (f"step {record['step']}: PSNR {record['val_psnr']:.2f} dB, "
+            f"SSIM {record['val_ssim']:.4f} (bicubic {record['bicubic_psnr']:.2f} "
+            f"dB, {record['bicubic_ssim']:.4f})")
+
+
 def _check_source_options(args: argparse.Namespace) -> None:
-    other = SENTINEL_ONLY if args.source == "folder" else FOLDER_ONLY
+    other = SENTINEL_OPTIONS if args.source == "folder" else FOLDER_ONLY
     given = ["--" + k.replace("_", "-") for k in other if getattr(args, k) is not None]
     if given:
         raise UserError(f"{', '.join(given)} do not apply to --source {args.source}")
@@ -249,16 +183,6 @@ def _settings(args: argparse.Namespace) -> tuple[DiffFuSRConfig, TrainConfig]:
     return config, cfg
 
 
-def _device(name: str | None) -> str:
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        torch.empty(0, device=name)
-    except Exception as err:  # each backend refuses in its own way
-        raise UserError(f"--device {name}: {reason(err)}") from None
-    return name
-
-
 def _sources(
     args: argparse.Namespace, cfg: TrainConfig
 ) -> tuple[PatchSource, PatchSource, dict[str, Any]]:
@@ -268,44 +192,18 @@ def _sources(
         validation = FolderSource(args.val_images or args.images, cfg.patch, bands=args.bands)
         return source, validation, {"source": "folder", "images": args.images,
                                     "val_images": args.val_images, "bands": args.bands}
-    start, end = args.start, args.end
-    if args.stac is None:
-        start, end = start or DEMO_DATES[0], end or DEMO_DATES[1]
-    if start is None or end is None:
-        raise UserError("--start and --end are required with --stac")
-    if start > end:
-        raise UserError(f"--start {start} is after --end {end}")
-    stac, aoi = args.stac or str(DEMO_CATALOG), args.aoi or str(DEMO_AOI)
+    query = sentinel_query(args)
     common = {"collection": args.collection, "max_cloud": args.max_cloud,
               "test_fraction": args.test_fraction}
-    area = read_aoi(aoi)
+    dates = (query.start, query.end)
     try:
-        source = SentinelWaldSource(stac, area, start, end, patch=cfg.window, split="train",
-                                    **common)
-        validation = SentinelWaldSource(stac, area, start, end, patch=cfg.patch, split="test",
-                                        **common)
+        source = SentinelWaldSource(query.stac, query.aoi, *dates, patch=cfg.window,
+                                    split="train", **common)
+        validation = SentinelWaldSource(query.stac, query.aoi, *dates, patch=cfg.patch,
+                                        split="test", **common)
     except ValueError as err:
         raise UserError(str(err)) from None
-    return source, validation, {"source": "sentinel2", "stac": stac, "aoi": aoi,
-                                "start": str(start), "end": str(end), **common}
-
-
-@contextmanager
-def _stop_on_sigint() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C asks for a checkpoint after the current step; a second one aborts."""
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        print("\nstopping after this step (Ctrl-C again to abort without saving)",
-              file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield stop.is_set
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    return source, validation, {"source": "sentinel2", **query.describe(), **common}
 
 
 if __name__ == "__main__":

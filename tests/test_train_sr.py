@@ -20,8 +20,9 @@ from pipeline.errors import UserError
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.unet import UNetConfig
 from pipeline.models.weights import load_state_dict
+from pipeline.train.runs import CHECKPOINT, LOG, WEIGHTS
 from pipeline.train.sources import FolderSource
-from pipeline.train.sr import CHECKPOINT, LOG, WEIGHTS, TrainConfig, Trainer, open_run
+from pipeline.train.sr import TrainConfig, Trainer, open_run
 
 #: The smallest network the layout allows: one U-Net level, one RRDB block.
 TINY = DiffFuSRConfig(

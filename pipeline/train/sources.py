@@ -12,12 +12,15 @@ harmonisation for 8-bit camera images (NAIP-like), without it for Sentinel-2 ref
   inputs come from the same blind ``degrade`` (harmonisation off), not from one fixed kernel
   matched to the Sentinel-2 MTF: the blind model's degradation encoder learns from varied
   kernels, and a matched kernel would need per-band MTF values this project does not carry.
+* ``sentinel_composite``: the in-memory composite both Sentinel-2 training sources are cut from
+  (this one, and the 12-band one of ``pipeline.train.fusion``).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from typing import Literal, Protocol
 
@@ -202,28 +205,12 @@ class SentinelWaldSource:
             raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
         self.patch = patch
         self.split = split
-        items = search(stac, aoi, start, end, collection, max_cloud).items
-        check_assets(items, RGB_BANDS)
-        self.epsg = scene_epsg(items) or default_crs(aoi).to_epsg()
-        footprint = project(aoi, f"EPSG:{self.epsg}")
-        self.bounds = _snap(footprint.bounds, _anchor(items, self.epsg))
-        reflectance = load_reflectance(items, RGB_BANDS, self.epsg, self.bounds)
-        scl = load_scl(items, self.epsg, self.bounds)
-        composite, _ = median_composite(reflectance, scl, mask_snow)
-        self.image = np.asarray(composite.values, dtype=np.float32)  # (3, y, x): R, G, B
-        inside = rasterio.features.geometry_mask(
-            [shapely.geometry.mapping(footprint)],
-            out_shape=self.image.shape[1:],
-            transform=Affine(
-                INPUT_RESOLUTION, 0, self.bounds[0], 0, -INPUT_RESOLUTION, self.bounds[3]
-            ),
-            invert=True,
-        )
-        self.image[:, ~inside] = np.nan
+        composite = sentinel_composite(stac, aoi, start, end, RGB_BANDS, collection=collection,
+                                       max_cloud=max_cloud, mask_snow=mask_snow)
+        self.image, self.epsg, self.bounds = composite.image, composite.epsg, composite.bounds
         width = self.image.shape[2]
-        cut = round(width * (1 - test_fraction))
-        self.columns = {"train": (0, cut), "test": (cut, width), "all": (0, width)}[split]
-        self._starts = _clear_windows(self.image, patch, self.columns)
+        self.columns = split_columns(width, round(width * (1 - test_fraction)), split)
+        self._starts = clear_windows(self.image, patch, self.columns)
         if len(self._starts) == 0:
             raise TrainingDataError(
                 f"no cloud-free {patch} px window in the {split} part of the composite "
@@ -242,8 +229,61 @@ class SentinelWaldSource:
         return np.clip(np.stack(patches), 0, 1).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Composite:
+    """A clear-sky median composite held in memory, on a grid of 10 m pixels."""
+
+    image: np.ndarray  # float32 (band, y, x) reflectance; NaN outside the AOI or never clear
+    epsg: int
+    bounds: tuple[float, float, float, float]  # (minx, miny, maxx, maxy) in EPSG:epsg
+
+
+def sentinel_composite(
+    stac: str,
+    aoi: BaseGeometry,
+    start: date,
+    end: date,
+    bands: Sequence[str],
+    *,
+    collection: str | None = None,
+    max_cloud: float = 100.0,
+    mask_snow: bool = True,
+    lattice: float = INPUT_RESOLUTION,
+) -> Composite:
+    """The clear-sky median composite of ``bands`` at 10 m over ``aoi``, computed in memory
+    through the pipeline's own search, loader and compositing.
+
+    The bounds are widened to whole ``lattice`` cells of the scenes' own pixel grid when the
+    scenes share a CRS: with ``lattice`` 60 m, every native 20 m and 60 m pixel then covers
+    whole 2 × 2 or 6 × 6 blocks of the composite (the loader reads them by nearest neighbour
+    in the scenes' CRS), so ``block_mean`` recovers the native grids.
+    """
+    items = search(stac, aoi, start, end, collection, max_cloud).items
+    check_assets(items, bands)
+    epsg = scene_epsg(items) or default_crs(aoi).to_epsg()
+    footprint = project(aoi, f"EPSG:{epsg}")
+    bounds = _snap(footprint.bounds, _anchor(items, epsg), lattice)
+    reflectance = load_reflectance(items, bands, epsg, bounds)
+    composite, _ = median_composite(reflectance, load_scl(items, epsg, bounds), mask_snow)
+    image = np.asarray(composite.values, dtype=np.float32)
+    inside = rasterio.features.geometry_mask(
+        [shapely.geometry.mapping(footprint)],
+        out_shape=image.shape[1:],
+        transform=Affine(INPUT_RESOLUTION, 0, bounds[0], 0, -INPUT_RESOLUTION, bounds[3]),
+        invert=True,
+    )
+    image[:, ~inside] = np.nan
+    return Composite(image, epsg, bounds)
+
+
+def split_columns(width: int, cut: int, split: Split) -> tuple[int, int]:
+    """The columns [first, last) of ``split`` when the image is cut at column ``cut``."""
+    return {"train": (0, cut), "test": (cut, width), "all": (0, width)}[split]
+
+
 def _anchor(items: Sequence, epsg: int) -> tuple[float, float]:
-    """A corner of the scenes' 10 m pixel grid when they are in ``epsg``, else the origin."""
+    """The top-left corner of the scenes' pixel grids (every band's, 10 to 60 m, starts
+    there) when they are in ``epsg``, else the origin."""
     if scene_epsg(items) != epsg:
         return (0.0, 0.0)
     for item in items:
@@ -255,10 +295,9 @@ def _anchor(items: Sequence, epsg: int) -> tuple[float, float]:
 
 
 def _snap(
-    bounds: tuple[float, float, float, float], anchor: tuple[float, float]
+    bounds: tuple[float, float, float, float], anchor: tuple[float, float], r: float
 ) -> tuple[float, float, float, float]:
-    """Widen bounds outward to whole 10 m pixels of the grid through ``anchor``."""
-    r = INPUT_RESOLUTION
+    """Widen bounds outward to whole r × r cells of the grid through ``anchor``."""
     ax, ay = anchor
     minx, miny, maxx, maxy = bounds
     return (
@@ -269,7 +308,7 @@ def _snap(
     )
 
 
-def _clear_windows(image: np.ndarray, patch: int, columns: tuple[int, int]) -> np.ndarray:
+def clear_windows(image: np.ndarray, patch: int, columns: tuple[int, int]) -> np.ndarray:
     """Flat indices (row * width + column) of the top-left corners of every patch x patch
     window inside ``columns`` without NaN; flat, to keep large composites cheap."""
     first, last = columns

@@ -10,10 +10,8 @@ bit for bit. docs/training.md lists each choice against the published settings.
 
 from __future__ import annotations
 
-import json
-import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,7 +20,6 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pipeline.errors import UserError
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.schedule import NoiseSchedule
 from pipeline.models.diffusion.unet import UNetConfig
@@ -30,6 +27,18 @@ from pipeline.models.weights import LocalWeights, convert_lightning_checkpoint
 from pipeline.quality.fusion import fusion_metrics
 from pipeline.resample import upsample_cubic
 from pipeline.train.degradation import VALIDATION, DegradationConfig, degrade
+from pipeline.train.runs import (
+    CHECKPOINT,
+    TRAIN_STREAM,
+    VALIDATION_STREAM,
+    WEIGHTS,
+    Run,
+    TrainingDiverged,
+    open_run_dir,
+    plain,
+    step_rng,
+    torch_generator,
+)
 from pipeline.train.sources import PatchSource, augment
 
 #: Network sizes by name: the paper's, and the reference's own small test configuration.
@@ -40,15 +49,6 @@ PRESETS: dict[str, DiffFuSRConfig] = {
         encoder_blocks=2,
     ),
 }
-CHECKPOINT = "last.ckpt"
-LOG = "log.jsonl"
-WEIGHTS = "weights.safetensors"
-#: Random streams under one seed: training steps, and the fixed validation set.
-TRAIN_STREAM, VALIDATION_STREAM = 0, 1
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss stopped being finite; the last checkpoint stays as it was."""
 
 
 @dataclass(frozen=True)
@@ -135,15 +135,6 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(self.hr.to(device), self.query.to(device), self.key.to(device))
-
-
-def step_rng(seed: int, stream: int, step: int = 0) -> np.random.Generator:
-    return np.random.default_rng([seed, stream, step])
-
-
-def torch_generator(rng: np.random.Generator) -> torch.Generator:
-    """A CPU generator seeded from ``rng``: draws are the same whatever device trains."""
-    return torch.Generator().manual_seed(int(rng.integers(2**63)))
 
 
 def crop_pairs(windows: np.ndarray, patch: int, rng: np.random.Generator) -> np.ndarray:
@@ -249,12 +240,7 @@ def scores(prediction: torch.Tensor, truth: torch.Tensor, scale: int) -> tuple[f
 # --- the run --------------------------------------------------------------------------------
 
 
-def _plain(tree: Any) -> Any:
-    """JSON-shaped copy (tuples become lists), as stored in and read from a checkpoint."""
-    return json.loads(json.dumps(tree))
-
-
-class Trainer:
+class Trainer(Run):
     """A run directory: ``last.ckpt`` (reference layout), ``log.jsonl``, at the end
     ``weights.safetensors``. Use :func:`open_run` to start or resume one."""
 
@@ -268,21 +254,25 @@ class Trainer:
         data: Mapping[str, Any],
         device: torch.device | str = "cpu",
     ) -> None:
-        self.run_dir, self.net, self.cfg = run_dir, net.to(device).train(), cfg
+        super().__init__(run_dir, cfg, TrainConfig.RESUMABLE)
+        self.net, self.cfg = net.to(device).train(), cfg
         self.source, self.validation, self.data = source, validation, dict(data)
         self.device = torch.device(device)
         self.optimizer = torch.optim.Adam(
             [p for p in net.parameters() if p.requires_grad], lr=cfg.learning_rate(0)
         )
-        self.step = 0
 
     @property
     def hyper_parameters(self) -> dict[str, Any]:
-        return _plain({
+        return plain({
             "lit_model": {"args": self.net.config.to_lit_args()},
             "train": asdict(self.cfg),
             "data": self.data,
         })
+
+    @property
+    def validates(self) -> bool:
+        return self.validation is not None
 
     def train_step(self) -> dict[str, float]:
         started = time.perf_counter()
@@ -324,93 +314,18 @@ class Trainer:
             "seconds": time.perf_counter() - started,
         }
 
-    def run(
-        self,
-        stop: Callable[[], bool] = lambda: False,
-        report: Callable[[dict[str, float]], None] = lambda record: None,
-    ) -> bool:
-        """Train up to ``cfg.steps``, logging every step; checkpoint periodically, when
-        ``stop()`` turns true (checked between steps) and at the end. False when stopped."""
-        cfg = self.cfg
-        while self.step < cfg.steps:
-            if stop():
-                self.save()
-                return False
-            record = self.train_step()
-            self._log(record)
-            report(record)
-            last = self.step == cfg.steps
-            if self.validation is not None and (self.step % cfg.val_every == 0 or last):
-                record = self.validate()
-                self._log(record)
-                report(record)
-            if self.step % cfg.ckpt_every == 0 and not last:
-                self.save()
-        self.save()
-        return True
+    def state(self) -> dict[str, Any]:
+        """The reference LightningModule's layout."""
+        return {"state_dict": self.net.state_dict(),
+                "optimizer_states": [self.optimizer.state_dict()]}
 
-    def _log(self, record: Mapping[str, float]) -> None:
-        with open(self.run_dir / LOG, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def checkpoint(self) -> dict[str, Any]:
-        """Plain containers only, so ``torch.load(weights_only=True)`` reads it."""
-        return {
-            "global_step": self.step,
-            "state_dict": self.net.state_dict(),
-            "optimizer_states": [self.optimizer.state_dict()],
-            "hyper_parameters": self.hyper_parameters,
-        }
-
-    def save(self) -> Path:
-        """Write ``last.ckpt`` atomically: a kill mid-write leaves the previous one."""
-        path = self.run_dir / CHECKPOINT
-        tmp = path.with_suffix(".ckpt.part")
-        torch.save(self.checkpoint(), tmp)
-        os.replace(tmp, path)
-        return path
-
-    def restore(self, checkpoint: Mapping[str, Any]) -> None:
-        """Continue from a checkpoint of this run; refuse one made with other settings."""
-        _same_settings(checkpoint["hyper_parameters"], self.hyper_parameters, self.run_dir)
+    def load_state(self, checkpoint: Mapping[str, Any]) -> None:
         self.net.load_state_dict(checkpoint["state_dict"])
         self.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
-        self.step = int(checkpoint["global_step"])
-        self._truncate_log()
-
-    def _truncate_log(self) -> None:
-        """Drop records of steps after the checkpoint: they are about to be done again."""
-        path = self.run_dir / LOG
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= self.step]
-            path.write_text("".join(line + "\n" for line in kept))
 
     def export(self) -> LocalWeights:
         """The compact inference weights of the last checkpoint (EMA U-Net, encoders, schedule)."""
         return convert_lightning_checkpoint(self.run_dir / CHECKPOINT, self.run_dir / WEIGHTS)
-
-
-def _same_settings(old: Mapping[str, Any], new: Mapping[str, Any], run_dir: Path) -> None:
-    for section in ("lit_model", "train", "data"):
-        before, now = _flatten(old.get(section)), _flatten(new.get(section))
-        for key in sorted(before.keys() | now.keys()):
-            if section == "train" and key.split(".")[0] in TrainConfig.RESUMABLE:
-                continue
-            if before.get(key) != now.get(key):
-                raise UserError(
-                    f"{run_dir} was trained with {section} {key} = {before.get(key)!r}, "
-                    f"not {now.get(key)!r}; resume with its settings or choose another --out"
-                )
-
-
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, Mapping):
-        return {prefix.rstrip("."): tree}
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flatten(value, f"{prefix}{key}."))
-    return out
 
 
 def open_run(
@@ -429,24 +344,13 @@ def open_run(
     """
     check_patch(config, cfg)
     run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT
-    if resume and not path.exists():
-        raise UserError(f"nothing to resume: {path} does not exist")
-    if not resume and path.exists():
-        raise UserError(f"{run_dir} already holds a run; pass --resume or choose another --out")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"cannot create the run directory {run_dir}: {err.strerror}") from None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True) if resume else None
+    checkpoint = open_run_dir(run_dir, resume)
     torch.manual_seed(cfg.seed)
     net = DiffFuSR(config, training=True)
     validation = validation_set(validation_source, cfg) if validation_source else None
     trainer = Trainer(run_dir, net, cfg, source, validation, data or {}, device)
     if checkpoint is not None:
         trainer.restore(checkpoint)
-    elif (run_dir / LOG).exists():
-        (run_dir / LOG).unlink()
     return trainer
 
 

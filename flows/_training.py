@@ -1,0 +1,182 @@
+"""What the training commands share: one-line errors, Sentinel-2 data options, the device,
+and the progress-bar loop that turns Ctrl-C into a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from typing import NoReturn
+
+import torch
+from shapely.geometry.base import BaseGeometry
+from tqdm import tqdm
+
+from flows.region import DEMO_AOI, DEMO_DATES
+from pipeline.catalog import DEMO_CATALOG
+from pipeline.errors import UserError, reason
+from pipeline.grid import read_aoi
+from pipeline.train.runs import Run, TrainingDiverged
+
+#: Options of ``add_sentinel_options``, in argparse's attribute names.
+SENTINEL_OPTIONS = ("stac", "collection", "aoi", "start", "end")
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit code 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
+    return value
+
+
+def iso_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def add_sentinel_options(group: argparse._ArgumentGroup) -> None:
+    """The catalog query, as in ``flows.region``; defaults are resolved by :func:`sentinel_query`
+    so a command can tell whether they were given."""
+    group.add_argument("--stac", help="STAC API URL, static catalog or ItemCollection "
+                       "(default: the embedded demo catalog)")
+    group.add_argument("--collection", help="collection id, e.g. sentinel-2-c1-l2a")
+    group.add_argument("--aoi", help="GeoJSON training area in WGS84 (default: the demo AOI)")
+    group.add_argument("--start", type=iso_date, help="first date, YYYY-MM-DD")
+    group.add_argument("--end", type=iso_date, help="last date, YYYY-MM-DD, inclusive")
+    group.add_argument("--max-cloud", type=float, default=100.0, metavar="PERCENT",
+                       help="skip scenes with more cloud cover than this (default: 100)")
+    group.add_argument("--test-fraction", type=float, default=0.25,
+                       help="eastern share of the composite held out for validation "
+                       "(default: 0.25)")
+
+
+@dataclass(frozen=True)
+class SentinelQuery:
+    """The resolved catalog query: without ``--stac``, the demo catalog, AOI and dates."""
+
+    stac: str
+    aoi_path: str
+    aoi: BaseGeometry
+    start: date
+    end: date
+
+    def describe(self) -> dict[str, str]:
+        """As recorded in a checkpoint (a resumed run must match it)."""
+        return {"stac": self.stac, "aoi": self.aoi_path, "start": str(self.start),
+                "end": str(self.end)}
+
+
+def sentinel_query(args: argparse.Namespace) -> SentinelQuery:
+    """Checked before anything is loaded, so a mistake costs no download."""
+    if not 0 < args.test_fraction < 1:
+        raise UserError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
+    start, end = args.start, args.end
+    if args.stac is None:
+        start, end = start or DEMO_DATES[0], end or DEMO_DATES[1]
+    if start is None or end is None:
+        raise UserError("--start and --end are required with --stac")
+    if start > end:
+        raise UserError(f"--start {start} is after --end {end}")
+    aoi = args.aoi or str(DEMO_AOI)
+    return SentinelQuery(args.stac or str(DEMO_CATALOG), aoi, read_aoi(aoi), start, end)
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    runtime = p.add_argument_group("runtime")
+    runtime.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
+    runtime.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+
+
+def runtime(args: argparse.Namespace) -> str:
+    """Apply ``--threads``; the torch device ``--device`` names (checked), or the default."""
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch.empty(0, device=args.device)
+    except Exception as err:  # each backend refuses in its own way
+        raise UserError(f"--device {args.device}: {reason(err)}") from None
+    return args.device
+
+
+def main_wrapper(run: Callable[[argparse.Namespace], int], p: argparse.ArgumentParser,
+                 argv: list[str] | None) -> int:
+    """Exit codes of every training command: user errors 2 (one line), Ctrl-C 130."""
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the run keeps its last checkpoint", file=sys.stderr)
+        return 130
+
+
+def train(
+    trainer: Run,
+    steps: int,
+    postfix: Callable[[dict[str, float]], dict[str, str]],
+    describe: Callable[[dict[str, float]], str],
+) -> int | None:
+    """Run ``trainer`` under a progress bar: step records (those with a ``loss``) update the
+    bar with ``postfix(record)``, validation records are written as ``describe(record)``. None
+    when finished, else the exit code (1 diverged, 130 stopped by Ctrl-C)."""
+    with tqdm(total=steps, initial=trainer.step, unit="step", desc="train",
+              dynamic_ncols=True) as bar, _stop_on_sigint() as stop:
+
+        def report(record: dict[str, float]) -> None:
+            if "loss" in record:
+                bar.update(1)
+                bar.set_postfix(postfix(record))
+            else:
+                bar.write(describe(record))
+
+        try:
+            finished = trainer.run(stop, report)
+        except TrainingDiverged as err:
+            print(f"error: {err}; the last checkpoint is kept", file=sys.stderr)
+            return 1
+    if not finished:
+        print(f"interrupted at step {trainer.step}: checkpoint saved; continue with --resume",
+              file=sys.stderr)
+        return 130
+    return None
+
+
+@contextmanager
+def _stop_on_sigint() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C asks for a checkpoint after the current step; a second one aborts."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nstopping after this step (Ctrl-C again to abort without saving)",
+              file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
