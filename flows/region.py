@@ -80,12 +80,20 @@ def parser() -> argparse.ArgumentParser:
                            "mean and the per-pixel standard deviation (default: 1)")
     diffusion.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                            help="autocast precision (default: fp32)")
-    diffusion.add_argument("--device", help="torch device, e.g. cuda or cpu "
-                           "(default: cuda when present)")
     diffusion.add_argument("--compile", action="store_true", default=None,
                            help="torch.compile the U-Net")
     p.add_argument("--fusion-model", default="gram-schmidt", choices=sorted(FUSION_MODELS),
                    help="band fusion model (default: gram-schmidt)")
+    fusion = p.add_argument_group("learned fusion model (--fusion-model difffusr-fusion)")
+    fusion.add_argument("--fusion-weights", help="fusion weight file: path, fsspec URL or "
+                        "hf://org/repo/file (required: no demo fusion weights ship yet)")
+    fusion.add_argument("--fusion-weights-sha256", metavar="HEX",
+                        help="refuse fusion weights whose sha256 differs")
+    fusion.add_argument("--no-fusion-consistency", action="store_true", default=None,
+                        help="skip the correction that makes every fused band average back "
+                        "to its input over each native pixel (default: corrected)")
+    p.add_argument("--device", help="torch device of the learned models (difffusr, "
+                   "difffusr-fusion), e.g. cuda or cpu (default: cuda when present)")
     p.add_argument("--bands", nargs="+", default=list(REFLECTANCE_BANDS), metavar="BAND",
                    help="bands to write (default: all 12)")
     p.add_argument("--keep-snow", action="store_true",
@@ -187,6 +195,7 @@ def _request(args: argparse.Namespace) -> RegionRequest:
         rgb_model=args.rgb_model,
         rgb_options=_rgb_options(args),
         fusion_model=args.fusion_model,
+        fusion_options=_fusion_options(args),
         mask_snow=not args.keep_snow,
     )
 
@@ -194,19 +203,52 @@ def _request(args: argparse.Namespace) -> RegionRequest:
 #: CLI options of the diffusion RGB model and the model's own names for them.
 DIFFUSION_OPTIONS = {
     "weights": "weights", "weights_sha256": "sha256", "steps": "steps", "eta": "eta",
-    "seed": "seed", "samples": "samples", "precision": "precision", "device": "device",
-    "compile": "compile",
+    "seed": "seed", "samples": "samples", "precision": "precision", "compile": "compile",
 }
+#: CLI options of the learned fusion model and the model's own names for them.
+FUSION_OPTIONS = {"fusion_weights": "weights", "fusion_weights_sha256": "sha256",
+                  "no_fusion_consistency": "consistent"}
+#: The models that run on a torch device (``--device``).
+LEARNED_RGB, LEARNED_FUSION = "difffusr", "difffusr-fusion"
+
+
+def _given(args: argparse.Namespace, options: dict[str, str], stage: str, wanted: str) -> dict:
+    """The options given, under the model's names; refused unless ``--<stage>-model`` is
+    ``wanted``."""
+    given = {options[k]: getattr(args, k) for k in options if getattr(args, k) is not None}
+    if given and getattr(args, f"{stage}_model") != wanted:
+        flags = ", ".join("--" + k.replace("_", "-") for k in options
+                          if getattr(args, k) is not None)
+        raise UserError(f"{flags} apply to --{stage}-model {wanted} only")
+    return given
 
 
 def _rgb_options(args: argparse.Namespace) -> dict:
-    given = {DIFFUSION_OPTIONS[k]: v for k, v in vars(args).items()
-             if k in DIFFUSION_OPTIONS and v is not None}
-    if given and args.rgb_model != "difffusr":
-        flags = ", ".join("--" + k.replace("_", "-") for k in DIFFUSION_OPTIONS
-                          if getattr(args, k) is not None)
-        raise UserError(f"{flags} apply to --rgb-model difffusr only")
+    _check_device(args)
+    given = _given(args, DIFFUSION_OPTIONS, "rgb", LEARNED_RGB)
+    if args.device is not None and args.rgb_model == LEARNED_RGB:
+        given["device"] = args.device
     return given
+
+
+def _fusion_options(args: argparse.Namespace) -> dict:
+    given = _given(args, FUSION_OPTIONS, "fusion", LEARNED_FUSION)
+    if args.fusion_model != LEARNED_FUSION:
+        return given
+    if args.fusion_weights is None:
+        raise UserError(f"--fusion-model {LEARNED_FUSION} needs --fusion-weights "
+                        "(no demo fusion weights ship yet)")
+    given["consistent"] = not args.no_fusion_consistency
+    if args.device is not None:
+        given["device"] = args.device
+    return given
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    learned = args.rgb_model == LEARNED_RGB or args.fusion_model == LEARNED_FUSION
+    if args.device is not None and not learned:
+        raise UserError(f"--device applies to --rgb-model {LEARNED_RGB} or "
+                        f"--fusion-model {LEARNED_FUSION} only")
 
 
 def _tile_size(size: int) -> int:

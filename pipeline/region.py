@@ -44,8 +44,9 @@ from pipeline.resample import upsample_nearest
 from pipeline.store import RECIPE, ProductStore
 from pipeline.superresolve import SuperResolver
 
-#: RGB model options that do not change pixel values (the weights count by their sha256).
-LOCAL_ONLY = frozenset({"weights", "device", "batch", "compile"})
+#: Model options that do not change pixel values (the weights count by their sha256, which
+#: the recipe records whether or not it was pinned).
+LOCAL_ONLY = frozenset({"weights", "sha256", "device", "batch", "compile"})
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class RegionRequest:
     #: Options of the RGB model (weights, steps, seed, samples...); they are part of the recipe.
     rgb_options: dict = field(default_factory=dict)
     fusion_model: str = "gram-schmidt"
+    #: Options of the fusion model (weights, consistent...); they are part of the recipe.
+    fusion_options: dict = field(default_factory=dict)
     mask_snow: bool = True
     block_size: int = 240
 
@@ -105,9 +108,10 @@ class Plan:
         recipe = {
             "rgb_model": self.resolver.rgb.name,
             "rgb_model_sha256": self.resolver.rgb.weights_sha256,
-            "rgb_model_options": {k: v for k, v in r.rgb_options.items() if k not in LOCAL_ONLY},
+            "rgb_model_options": _recorded(r.rgb_options),
             "fusion_model": self.resolver.fusion.name,
             "fusion_model_sha256": self.resolver.fusion.weights_sha256,
+            **_options_entry("fusion_model_options", self._fusion_options()),
             "stac": r.stac,
             "collection": r.collection,
             "date_range": [r.start.isoformat(), r.end.isoformat()],
@@ -124,13 +128,33 @@ class Plan:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
+    def _fusion_options(self) -> dict:
+        """The fusion options given, and the consistency correction whether given or not."""
+        options = dict(self.request.fusion_options)
+        consistent = getattr(self.resolver.fusion, "consistent", None)
+        if consistent is not None:
+            options["consistent"] = consistent
+        return options
+
+
+def _recorded(options: dict) -> dict:
+    """The options that decide pixel values."""
+    return {k: v for k, v in options.items() if k not in LOCAL_ONLY}
+
+
+def _options_entry(key: str, options: dict) -> dict:
+    """``{key: recorded options}``, or nothing for a model without options, so the recipes of
+    products made with the baselines stay what they were before fusion options existed."""
+    recorded = _recorded(options)
+    return {key: recorded} if recorded else {}
+
 
 def plan_region(request: RegionRequest) -> Plan:
     """Search the catalog and lay out the grid and tiles; reads no pixel."""
     try:
         resolver = SuperResolver(
             get_rgb_model(request.rgb_model, **request.rgb_options),
-            get_fusion_model(request.fusion_model),
+            get_fusion_model(request.fusion_model, **request.fusion_options),
         )
     except (ValueError, TypeError) as err:
         raise ModelError(f"cannot build the models: {reason(err)}") from None

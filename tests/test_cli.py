@@ -103,6 +103,24 @@ def far_away(tmp_path):
     return write(tmp_path, "far.geojson", json.dumps({"type": "Polygon", "coordinates": [ring]}))
 
 
+#: A 120 × 120 px corner of the demo (one small tile), so a learned fusion run stays quick.
+SMALL_AOI = json.dumps({"type": "Polygon", "coordinates": [[
+    [-67.645, -47.855], [-67.642, -47.855], [-67.642, -47.853], [-67.645, -47.853],
+    [-67.645, -47.855]]]})
+
+
+def tiny_fusion(tmp_path: Path, seed: int = 0) -> str:
+    """Random weights of a tiny fusion network (4 features, 1 block, growth 2)."""
+    import torch
+
+    from pipeline.models.fusion.network import FusionNetwork
+    from pipeline.models.fusion.weights import save_fusion_network
+
+    torch.manual_seed(seed)
+    path = tmp_path / f"fusion-{seed}.safetensors"
+    return str(save_fusion_network(FusionNetwork(4, 1, 2), path).path)
+
+
 BAD_INPUTS = {
     "malformed GeoJSON": (lambda t: ["--aoi", write(t, "bad.geojson", "{oops")],
                           "not valid JSON"),
@@ -135,6 +153,19 @@ BAD_INPUTS = {
     "pinned sha256 differs": (lambda t: ["--rgb-model", "difffusr", "--weights-sha256", "0" * 64],
                               "sha256 mismatch"),
     "zero samples": (lambda t: ["--rgb-model", "difffusr", "--samples", "0"], "at least 1"),
+    "learned fusion without weights": (lambda t: ["--fusion-model", "difffusr-fusion"],
+                                       "needs --fusion-weights"),
+    "fusion options, other fusion model": (
+        lambda t: ["--fusion-weights", str(t / "w.safetensors"), "--no-fusion-consistency"],
+        "--fusion-weights, --no-fusion-consistency apply to --fusion-model difffusr-fusion"),
+    "device without a learned model": (lambda t: ["--device", "cpu"], "--device applies to"),
+    "fusion weights of another model": (
+        lambda t: ["--fusion-model", "difffusr-fusion", "--fusion-weights",
+                   str(FIXTURES / "sr_small.ckpt")], "not a DiffFuSR fusion checkpoint"),
+    "fusion weights' pinned sha256 differs": (
+        lambda t: ["--fusion-model", "difffusr-fusion", "--fusion-weights",
+                   str(FIXTURES / "fusion_small.ckpt"), "--fusion-weights-sha256", "0" * 64],
+        "sha256 mismatch"),
 }
 
 
@@ -182,3 +213,28 @@ def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(tmp_path):
     recipe = ds.attrs["recipe"]
     assert recipe["rgb_model"] == "difffusr" and len(recipe["rgb_model_sha256"]) == 64
     assert recipe["rgb_model_options"] == {"steps": 2, "samples": 2}
+
+
+def test_learned_fusion_writes_every_band_and_its_weights_decide_the_recipe(tmp_path):
+    aoi = write(tmp_path, "small.geojson", SMALL_AOI)
+    weights = tiny_fusion(tmp_path)
+    out = tmp_path / "fusion.zarr"
+    learned = ["--aoi", aoi, "--out", str(out), "--fusion-model", "difffusr-fusion"]
+    done = region(*learned, "--fusion-weights", weights, "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    assert "fusion=difffusr-fusion (halo 24 px at 10 m)" in done.stdout
+    ds = xr.open_zarr(out)
+    assert ds.reflectance.shape == (12, 120, 120)
+    reflectance = ds.reflectance.values
+    clear = ds.clear_count.values >= 1  # where the composite has a value
+    assert clear.any()
+    assert np.array_equal(np.isfinite(reflectance).all(axis=0), clear)
+    recipe = ds.attrs["recipe"]
+    assert recipe["fusion_model"] == "difffusr-fusion"
+    assert recipe["fusion_model_sha256"] == hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+    assert recipe["fusion_model_options"] == {"consistent": True}
+    before = tree_digest(out)
+    again = region(*learned, "--fusion-weights", tiny_fusion(tmp_path, seed=1))
+    assert again.returncode == 2, again.stderr
+    assert "made with other settings" in again.stderr
+    assert tree_digest(out) == before

@@ -21,10 +21,18 @@ def _difffusr(**options: object) -> RGBModel:
     return DiffFuSRRGB(**options)
 
 
+def _difffusr_fusion(**options: object) -> FusionModel:
+    """Imported on demand, as ``difffusr`` is."""
+    from pipeline.models.fusion.model import DiffFuSRFusion
+
+    return DiffFuSRFusion(**options)
+
+
 RGB_MODELS["bicubic"] = Bicubic
 RGB_MODELS["difffusr"] = _difffusr
 FUSION_MODELS["gram-schmidt"] = GramSchmidt
 FUSION_MODELS["bicubic"] = partial(GramSchmidt, detail=False)
+FUSION_MODELS["difffusr-fusion"] = _difffusr_fusion
 
 __all__ = [
     "FUSION_MODELS",

@@ -11,7 +11,6 @@ the weights' address and the sampling options, so it travels cheaply to Dask wor
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 from dataclasses import dataclass
@@ -22,10 +21,11 @@ import torch
 
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.noise import position_noise
-from pipeline.models.weights import load_state_dict, resolve
+from pipeline.models.resident import PinnedWeights, resident_network
+from pipeline.models.weights import load_state_dict
 
 SCALE = 4
-#: The weights we trained and ship for the demo (see docs/model-card-difffusr-demo.md).
+#: The weights we trained and ship for the demo (model card: data/difffusr-demo.md beside them).
 DEMO_WEIGHTS = "difffusr-demo.safetensors"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -46,25 +46,23 @@ def config_from_metadata(metadata: dict) -> DiffFuSRConfig:
     return DiffFuSRConfig.from_lit_args(args)
 
 
-@functools.lru_cache(maxsize=4)
-def load_network(path: str, device: str, compile: bool, sha256: str | None = None) -> DiffFuSR:
-    """The network of a local weight file on ``device``, built once per process and file
-    version (``sha256`` is part of the cache key, so a replaced file is loaded again)."""
+def _build_network(path: str, compile: bool = False) -> DiffFuSR:
     state, metadata = load_state_dict(path)
     net = DiffFuSR(config_from_metadata(metadata))
     net.load_weights(state)
-    net = net.to(device).eval().requires_grad_(False)
     if compile:
         net.ema = torch.compile(net.ema)
     return net
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+def load_network(path: str, device: str, compile: bool, sha256: str | None = None) -> DiffFuSR:
+    """The network of a local weight file on ``device``, built once per process and file
+    version (``sha256`` is part of the cache key, so a replaced file is loaded again)."""
+    return resident_network(_build_network, path, device, sha256, compile)
 
 
 @dataclass(frozen=True)
-class DiffFuSRRGB:
+class DiffFuSRRGB(PinnedWeights):
     """The RGB stage by DiffFuSR; ``samples`` > 1 averages that many seeds."""
 
     weights: str | None = None
@@ -88,10 +86,7 @@ class DiffFuSRRGB:
             raise ValueError("samples, steps and batch must be at least 1")
         if not 0 <= 2 * self.overlap < self.window:
             raise ValueError("overlap must be less than half the window")
-        source = self.weights or demo_weights_path()
-        local = resolve(source, self.sha256)
-        object.__setattr__(self, "weights", source)
-        object.__setattr__(self, "sha256", local.sha256)
+        self._pin(demo_weights_path())
         multiple = self._network().config.unet.multiple
         if (self.window * SCALE) % multiple:
             step = multiple // math.gcd(multiple, SCALE)
@@ -101,15 +96,8 @@ class DiffFuSRRGB:
     def halo(self) -> int:
         return self.overlap
 
-    @property
-    def weights_sha256(self) -> str:
-        return self.sha256
-
     def _network(self) -> DiffFuSR:
-        local = resolve(self.weights, self.sha256)
-        return load_network(
-            str(local.path), self.device or default_device(), self.compile, local.sha256
-        )
+        return self._resident(_build_network, self.compile)
 
     def __call__(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         return self.sample(rgb, origin)[0]

@@ -1,0 +1,308 @@
+"""Speed of the DiffFuSR fusion networks, and the radiometric consistency of the fusion stage.
+
+    python benchmarks/fusion.py [--weights FILE [--sha256 HEX]] [--configs small paper]
+        [--device cpu cuda] [--tile 48 18] [--repeats 1] [--threads N] [--crop N]
+        [--block-size N] [--out PATH]
+
+Throughput: each group network (10, 20, 60 m) alone on one tile of ``--tile`` 10 m pixels,
+i.e. (4·tile)² output pixels at 2.5 m, from random normalised inputs; then the whole model call
+(native grids, bilinear lifts, the three networks, the consistency correction) on the same
+tile. FLOPs are counted by PyTorch's FlopCounterMode on meta tensors (convolutions at 2 FLOPs
+per multiply-accumulate; attention pooling, activations and resizing not counted).
+
+Consistency: the fusion model on the demo composite (bicubic RGB as the guide), without and
+with the guarantee: per band, the mean and max |mean of the 2.5 m band over a native pixel's
+footprint − the native input value|, next to the Gram–Schmidt and bicubic baselines. With
+``--block-size N`` also the difference between the stage run block by block (N-pixel blocks
+with the halo, as the region flow runs it) and one run over the whole composite, which
+channel attention's pooling over the whole block keeps from being zero. The
+default weights are random (seed 0): they time the same as trained weights, and they are the
+hardest case for consistency, since nothing taught them to keep the input's radiometry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from flows.region import DEMO_AOI, DEMO_DATES
+from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.catalog import DEMO_CATALOG
+from pipeline.composite import median_composite
+from pipeline.grid import SCALE, read_aoi
+from pipeline.load import load_reflectance, load_scl
+from pipeline.models.baselines import Bicubic, GramSchmidt
+from pipeline.models.fusion.model import (
+    FUSED_BANDS,
+    NATIVE_RATIO,
+    DiffFuSRFusion,
+    consistency_error,
+    make_consistent,
+    native_grids,
+)
+from pipeline.models.fusion.network import FUSION_GROUPS, FusionNetwork, FusionRRDBNet
+from pipeline.models.fusion.weights import save_fusion_network
+from pipeline.region import RegionRequest, plan_region
+from pipeline.resample import upsample_cubic
+from pipeline.superresolve import SuperResolver
+
+SEED = 0
+#: (features, blocks, growth): the training preset ``small`` and the paper's sizes.
+CONFIGS = {"small": (16, 1, 8), "paper": (64, 5, 32)}
+DEFAULT_TILES = {"small": 48, "paper": 18}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--weights", help="fusion weight file to time (default: random weights of "
+                   "each --configs size)")
+    p.add_argument("--sha256", help="refuse --weights whose sha256 differs")
+    p.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["small", "paper"],
+                   help="random-weight sizes to time without --weights (default: small paper)")
+    p.add_argument("--device", nargs="+",
+                   default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    p.add_argument("--tile", type=int, nargs="+", help="tile side in 10 m pixels, one per "
+                   "config, a multiple of 6 (default: 48 small, 18 paper; 96 on cuda)")
+    p.add_argument("--repeats", type=int, default=1, help="timed runs after a warm-up (median)")
+    p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
+    p.add_argument("--crop", type=int, default=0, help="consistency on the composite's "
+                   "top-left N×N 10 m pixels, a multiple of 6 (default: 0, the whole demo)")
+    p.add_argument("--block-size", type=int, default=0, help="also measure blocks of N 10 m "
+                   "pixels against one whole-composite run, a multiple of 6 (default: off)")
+    p.add_argument("--out", help="JSON result (default: benchmarks/results/fusion-DEVICE.json)")
+    args = p.parse_args()
+    if any(t <= 0 or t % 6 for t in args.tile or []) or args.crop % 6 or args.block_size % 6:
+        p.error("--tile and --crop must be multiples of 6 (whole 60 m pixels)")
+    return args
+
+
+def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls after one warm-up call."""
+    fn()
+    seconds = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def group_flops(features: int, blocks: int, growth: int, side: int) -> dict[str, int]:
+    """Counted FLOPs of each group network on a side × side output, shapes only."""
+    flops = {}
+    for g in FUSION_GROUPS:
+        with torch.device("meta"):
+            net = FusionRRDBNet(len(RGB_BANDS), len(g.inputs), len(g.outputs),
+                                features, blocks, growth).eval()
+            guide = torch.empty(1, 3, side, side)
+            ms = torch.empty(1, len(g.inputs), side, side)
+        with FlopCounterMode(display=False) as counter, torch.inference_mode():
+            net(guide, ms)
+        flops[g.name] = counter.get_total_flops()
+    return flops
+
+
+def throughput(model: DiffFuSRFusion, tile: int, repeats: int) -> dict[str, Any]:
+    """Output pixels per second of each group network and of the whole model call."""
+    net: FusionNetwork = model._network()
+    device = next(net.parameters()).device
+    side = SCALE * tile
+    generator = torch.Generator().manual_seed(SEED)
+    guide = torch.randn(1, 3, side, side, generator=generator).to(device)
+    groups = {}
+    flops = group_flops(net.features, net.blocks, net.growth, side)
+    with torch.inference_mode():
+        for g in FUSION_GROUPS:
+            ms = torch.randn(1, len(g.inputs), side, side, generator=generator).to(device)
+            seconds = timed(lambda g=g, ms=ms: net.group_forward(g.name, guide, ms), repeats,
+                            device)
+            groups[g.name] = {
+                "seconds": seconds,
+                "output_px_per_s": side * side / seconds,
+                "gflop_per_output_px": flops[g.name] / side / side / 1e9,
+                "achieved_tflop_per_s": flops[g.name] / seconds / 1e12,
+            }
+    rng = np.random.default_rng(SEED)
+    bands = (0.05 + 0.3 * rng.random((12, tile, tile))).astype(np.float32)
+    rgb = upsample_cubic(bands[RGB_INDEX], SCALE)
+    seconds = timed(lambda: model(bands, rgb, (0, 0)), repeats, device)
+    return {"tile": tile, "output_px": side * side, "groups": groups,
+            "model_call": {"seconds": seconds, "output_px_per_s": side * side / seconds}}
+
+
+def demo_composite(crop: int) -> np.ndarray:
+    """The demo's 12-band clear-sky median composite at 10 m on the product's 60 m lattice,
+    no-data filled with 0 as the pipeline fills it for the models."""
+    plan = plan_region(RegionRequest(read_aoi(str(DEMO_AOI)), *DEMO_DATES, str(DEMO_CATALOG)))
+    epsg, bounds = plan.grid.crs.to_epsg(), plan.grid.bounds
+    reflectance = load_reflectance(plan.items, REFLECTANCE_BANDS, epsg, bounds)
+    composite, _ = median_composite(reflectance, load_scl(plan.items, epsg, bounds))
+    image = np.asarray(composite.values, dtype=np.float32)
+    if crop:
+        image = image[:, :crop, :crop]
+    return np.where(np.isfinite(image).all(axis=0), image, np.float32(0))
+
+
+def consistency(model: DiffFuSRFusion, image: np.ndarray) -> dict[str, Any]:
+    """Per band (mean, max) |footprint mean − native input| of the fusion model without and
+    with the guarantee, and of the baselines (RGB bands: the bicubic RGB stage's)."""
+    natives = native_grids(image)
+    rgb = upsample_cubic(image[RGB_INDEX], SCALE)
+    start = time.perf_counter()
+    fused = model.fuse(natives, rgb)  # one network pass serves both rows
+    seconds = time.perf_counter() - start
+    raw = np.empty((12, *rgb.shape[1:]), np.float32)
+    raw[RGB_INDEX] = rgb
+    for band, value in fused.items():
+        raw[REFLECTANCE_BANDS.index(band)] = value
+    corrected = raw.copy()
+    for band in FUSED_BANDS:
+        i = REFLECTANCE_BANDS.index(band)
+        corrected[i] = make_consistent(raw[i], natives[band], SCALE * NATIVE_RATIO[band])
+    rows = {
+        "difffusr-fusion, no guarantee": consistency_error(raw, natives),
+        "difffusr-fusion, guarantee": consistency_error(corrected, natives),
+        "gram-schmidt": consistency_error(GramSchmidt()(image, rgb, (0, 0)), natives),
+        "bicubic": consistency_error(GramSchmidt(detail=False)(image, rgb, (0, 0)), natives),
+    }
+    return {
+        "shape_10m": list(image.shape[1:]),
+        "network_seconds": seconds,
+        "rgb_stage_bicubic": consistency_error(rgb_stack(rgb), natives, RGB_BANDS),
+        "bands": rows,
+    }
+
+
+def blocks_vs_whole(model: DiffFuSRFusion, image: np.ndarray, block: int) -> dict[str, Any]:
+    """Max and mean |blocked − whole| of the fusion stage (bicubic RGB stage), without and
+    with the guarantee."""
+    result: dict[str, Any] = {"block_size": block}
+    for consistent in (False, True):
+        resolver = SuperResolver(Bicubic(), replace(model, consistent=consistent))
+        whole = resolver.block(image, (0, 0))
+        lazy = resolver.apply(da.from_array(image, chunks=(12, block, block)), block)
+        diff = np.abs(lazy.compute(scheduler="single-threaded") - whole)
+        result["halo"] = resolver.halo
+        result["blocks"] = list(lazy.numblocks[1:])
+        result["guarantee" if consistent else "no guarantee"] = {
+            "max_abs": float(diff.max()), "mean_abs": float(diff.mean())}
+    return result
+
+
+def rgb_stack(rgb: np.ndarray) -> np.ndarray:
+    out = np.zeros((12, *rgb.shape[1:]), np.float32)
+    out[RGB_INDEX] = rgb
+    return out
+
+
+def random_model(config: str, folder: Path, device: str) -> DiffFuSRFusion:
+    torch.manual_seed(SEED)
+    path = save_fusion_network(FusionNetwork(*CONFIGS[config]), folder / f"{config}.safetensors")
+    return DiffFuSRFusion(weights=str(path.path), device=device)
+
+
+def print_throughput(label: str, result: dict[str, Any]) -> None:
+    side = SCALE * result["tile"]
+    print(f"\n{label}: tile {result['tile']} px at 10 m ({side}² output px)")
+    head = f"{'group':<22} {'s':>8} {'kpx/s':>9} {'GFLOP/px':>9} {'TFLOP/s':>8}"
+    print(head)
+    print("-" * len(head))
+    for name, r in result["groups"].items():
+        print(f"{name:<22} {r['seconds']:8.3f} {r['output_px_per_s'] / 1e3:9.2f} "
+              f"{r['gflop_per_output_px']:9.5f} {r['achieved_tflop_per_s']:8.4f}")
+    call = result["model_call"]
+    print(f"{'whole model call':<22} {call['seconds']:8.3f} "
+          f"{call['output_px_per_s'] / 1e3:9.2f}")
+
+
+def print_consistency(result: dict[str, Any]) -> None:
+    h, w = result["shape_10m"]
+    print(f"\nconsistency on the demo composite ({h}×{w} px at 10 m): mean / max "
+          "|footprint mean − native input|, reflectance")
+    bands = list(FUSED_BANDS)
+    print(f"{'model':<30} " + " ".join(f"{b:>17}" for b in bands))
+    for name, errors in result["bands"].items():
+        print(f"{name:<30} " + " ".join(
+            f"{errors[b][0]:8.2e}/{errors[b][1]:8.2e}" for b in bands))
+    rgb = result["rgb_stage_bicubic"]
+    print("RGB stage (bicubic; kept as is): " + ", ".join(
+        f"{b} {rgb[b][0]:.2e}/{rgb[b][1]:.2e}" for b in RGB_BANDS))
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU, {torch.backends.cpu.get_cpu_capability()}"
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0]
+    names = ["weights"] if args.weights else args.configs
+    result: dict[str, Any] = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                              "torch": torch.__version__, "runs": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for device in args.device:
+            for i, name in enumerate(names):
+                if args.weights:
+                    model = DiffFuSRFusion(weights=args.weights, sha256=args.sha256,
+                                           device=device)
+                else:
+                    model = random_model(name, Path(folder), device)
+                net = model._network()
+                tile = (args.tile[i] if args.tile and i < len(args.tile)
+                        else 96 if device == "cuda" else DEFAULT_TILES.get(name, 48))
+                label = (f"{name} ({net.features}/{net.blocks}/{net.growth}) on "
+                         f"{machine(torch.device(device))}, threads {torch.get_num_threads()}")
+                run = throughput(model, tile, args.repeats)
+                print_throughput(label, run)
+                result["runs"].append({
+                    "config": name, "device": machine(torch.device(device)),
+                    "sizes": {"features": net.features, "blocks": net.blocks,
+                              "growth": net.growth},
+                    "weights": args.weights or f"random, seed {SEED}",
+                    "sha256": model.weights_sha256, **run,
+                })
+        first = (DiffFuSRFusion(weights=args.weights, sha256=args.sha256, device="cpu")
+                 if args.weights else random_model(names[0], Path(folder), "cpu"))
+        image = demo_composite(args.crop)
+        result["consistency"] = {"config": names[0], **consistency(first, image)}
+        print_consistency(result["consistency"])
+        if args.block_size:
+            blocks = result["blocks_vs_whole"] = blocks_vs_whole(first, image, args.block_size)
+            print(f"\nblocks of {args.block_size} px (halo {blocks['halo']}, "
+                  f"{blocks['blocks'][0]}×{blocks['blocks'][1]} blocks) vs one whole run, "
+                  "|difference| in reflectance:")
+            for key in ("no guarantee", "guarantee"):
+                print(f"  {key:<13} max {blocks[key]['max_abs']:.3g}, "
+                      f"mean {blocks[key]['mean_abs']:.3g}")
+    result["load_average_1min"] = {"start": load_start, "end": os.getloadavg()[0]}
+    out = Path(args.out or f"benchmarks/results/fusion-{'-'.join(args.device)}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nload average {load_start:.2f} → {result['load_average_1min']['end']:.2f}; "
+          f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

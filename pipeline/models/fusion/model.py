@@ -1,0 +1,185 @@
+"""DiffFuSR's learned band fusion as the pipeline's fusion model (paper section III-B).
+
+Per block: each band's native grid is recovered from the 10 m block (the mean of its native
+pixel's 1, 2×2 or 6×6 10 m pixels, as the Gram–Schmidt baseline does), normalised and
+upsampled bilinearly from that grid onto the 2.5 m grid (×4, ×8 or ×24, half-pixel centres),
+as training degrades then upsamples; the guide is the RGB stage's 2.5 m output. Each of the
+three group networks (10, 20, 60 m) predicts its bands; B04 B03 B02 stay the RGB stage's
+output, so the 10 m group contributes B08 only.
+
+With ``consistent`` (the default) each fused band is then corrected so that its mean over
+every native pixel's footprint (4×4, 8×8 or 24×24 output pixels) equals the native input
+value: the difference is added uniformly to the footprint's pixels. The correction is local
+to a footprint, changes no detail inside it, and makes the product radiometrically
+consistent with the input at the input's own resolution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.models.fusion.network import (
+    FUSION_GROUPS,
+    SCALE,
+    FusionNetwork,
+    denormalize,
+    normalize,
+    upsample,
+)
+from pipeline.models.fusion.weights import load_fusion_network
+from pipeline.models.resident import PinnedWeights
+from pipeline.resample import block_mean, upsample_nearest
+
+#: 10 m pixels per native pixel of each band.
+NATIVE_RATIO: dict[str, int] = {b: BANDS[b].resolution // 10 for b in REFLECTANCE_BANDS}
+#: The bands the fusion networks produce in the output (B04 B03 B02 come from the RGB stage).
+FUSED_BANDS: tuple[str, ...] = tuple(b for b in REFLECTANCE_BANDS if b not in RGB_BANDS)
+#: The coarsest native pixel, in 10 m pixels (60 m).
+MAX_RATIO = max(NATIVE_RATIO.values())
+
+
+def receptive_radius(blocks: int) -> int:
+    """How far, in 2.5 m pixels, an output pixel of a group network sees its inputs.
+
+    The longest path is the MS (or RGB) branch, then the fusion trunk and the head: its
+    first conv (3×3), ``blocks`` RRDBs of 3 dense blocks whose longest chain is 5 3×3 convs,
+    the spatial attention's 7×7 conv, the fusion conv, ``blocks`` more RRDBs, and the four
+    3×3 convs of the head. Channel attention pools over the whole input, which no finite
+    radius covers (see :attr:`DiffFuSRFusion.halo`).
+    """
+    rrdb = 3 * 5
+    return 1 + blocks * rrdb + 3 + 1 + blocks * rrdb + 4
+
+
+def fusion_halo(blocks: int) -> int:
+    """The context in 10 m pixels: the network's reach, plus how far the bilinear upsampling
+    of a 60 m band reaches (one native pixel) and the half-footprint of that native pixel."""
+    network = math.ceil(receptive_radius(blocks) / SCALE)
+    return network + MAX_RATIO + MAX_RATIO // 2
+
+
+def _build(path: str) -> FusionNetwork:
+    return load_fusion_network(path)[0]
+
+
+@dataclass(frozen=True)
+class DiffFuSRFusion(PinnedWeights):
+    """The fusion stage by DiffFuSR's three group networks.
+
+    ``weights``: a fusion weight file (ours, written by ``save_fusion_network``, or a
+    reference Lightning checkpoint) as a path, fsspec URL or ``hf://`` reference;
+    ``sha256`` pins it; ``consistent`` applies the mean-preserving correction.
+    """
+
+    weights: str | None = None
+    sha256: str | None = None
+    device: str | None = None
+    consistent: bool = True
+    name: str = "difffusr-fusion"
+
+    def __post_init__(self) -> None:
+        if not self.weights:
+            raise ValueError(
+                "difffusr-fusion needs fusion weights (no demo fusion weights ship yet)"
+            )
+        self._pin()
+        # A file that is not fusion weights is refused here, once; the halo follows its size.
+        object.__setattr__(self, "_halo", fusion_halo(self._network().blocks))
+
+    @property
+    def halo(self) -> int:
+        """Context in 10 m pixels: everything within reach of the convolutions (see
+        :func:`fusion_halo`). Channel attention pools over the whole block, so a block's
+        result still depends slightly on the block's extent: blocks are close to a
+        whole-array run, not bit-identical to it."""
+        return self._halo
+
+    def _network(self) -> FusionNetwork:
+        return self._resident(_build)
+
+    def __call__(
+        self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]
+    ) -> np.ndarray:
+        """(12, h, w) reflectance at 10 m and the (3, 4h, 4w) RGB at 2.5 m → (12, 4h, 4w)."""
+        h, w = bands.shape[1:]
+        if h % MAX_RATIO or w % MAX_RATIO:
+            raise ValueError(f"block of {h}×{w} pixels is not a whole number of 60 m pixels")
+        if rgb.shape != (len(RGB_BANDS), h * SCALE, w * SCALE):
+            raise ValueError(f"RGB of shape {rgb.shape} does not match bands of {h}×{w}")
+        bands = np.asarray(bands, dtype=np.float32)
+        rgb = np.asarray(rgb, dtype=np.float32)
+        natives = native_grids(bands)
+        out = np.empty((len(REFLECTANCE_BANDS), h * SCALE, w * SCALE), np.float32)
+        fused = self.fuse(natives, rgb)
+        for band, value in fused.items():
+            out[REFLECTANCE_BANDS.index(band)] = value
+        out[RGB_INDEX] = rgb
+        if self.consistent:
+            for band in FUSED_BANDS:
+                i = REFLECTANCE_BANDS.index(band)
+                out[i] = make_consistent(out[i], natives[band], SCALE * NATIVE_RATIO[band])
+        return out
+
+    def fuse(self, natives: dict[str, np.ndarray], rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """The networks' 2.5 m prediction of every fused band, from each band's native grid
+        and the 2.5 m RGB, before any consistency correction."""
+        net = self._network()
+        device = next(net.parameters()).device
+        with torch.inference_mode():
+            guide = normalize(torch.from_numpy(rgb)[None].to(device), RGB_BANDS)
+            up = {b: _lift(natives[b], b, device) for b in REFLECTANCE_BANDS}
+            result: dict[str, np.ndarray] = {}
+            for g in FUSION_GROUPS:
+                wanted = [b for b in g.outputs if b in FUSED_BANDS]
+                ms = torch.cat([up[b] for b in g.inputs], 1)
+                pred = denormalize(net.group_forward(g.name, guide, ms), g.outputs)
+                pred = pred[0].float().cpu().numpy()
+                result.update({b: pred[g.outputs.index(b)] for b in wanted})
+        return result
+
+
+def native_grids(bands: np.ndarray) -> dict[str, np.ndarray]:
+    """Each band's native pixels, (h / ratio, w / ratio), from the (12, h, w) 10 m block."""
+    return {
+        b: block_mean(bands[i : i + 1], NATIVE_RATIO[b])[0]
+        for i, b in enumerate(REFLECTANCE_BANDS)
+    }
+
+
+def _lift(native: np.ndarray, band: str, device: torch.device) -> torch.Tensor:
+    """A band's native grid, normalised and bilinearly upsampled onto the 2.5 m grid."""
+    x = normalize(torch.from_numpy(np.ascontiguousarray(native))[None, None].to(device),
+                  (band,))
+    return upsample(x, SCALE * NATIVE_RATIO[band])
+
+
+def make_consistent(high: np.ndarray, native: np.ndarray, footprint: int) -> np.ndarray:
+    """``high`` (H, W) shifted per footprint so that its mean over every ``footprint`` ×
+    ``footprint`` cell equals the native value of that cell (to float32 rounding: the
+    shift is computed in float64)."""
+    mean = block_mean(high[None].astype(np.float64), footprint)[0]
+    shift = upsample_nearest(native.astype(np.float64) - mean, footprint)
+    return (high + shift).astype(np.float32)
+
+
+def consistency_error(
+    high: np.ndarray, natives: dict[str, np.ndarray], bands: tuple[str, ...] = FUSED_BANDS
+) -> dict[str, tuple[float, float]]:
+    """Per band, (mean, max) of |footprint mean of the 2.5 m band − native input value|.
+
+    ``high`` is (12, H, W) in ``REFLECTANCE_BANDS`` order; ``natives`` from
+    :func:`native_grids` of the 10 m input.
+    """
+    errors = {}
+    for band in bands:
+        footprint = SCALE * NATIVE_RATIO[band]
+        mean = block_mean(high[REFLECTANCE_BANDS.index(band)][None].astype(np.float64),
+                          footprint)[0]
+        diff = np.abs(mean - natives[band].astype(np.float64))
+        errors[band] = (float(diff.mean()), float(diff.max()))
+    return errors

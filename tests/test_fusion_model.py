@@ -1,0 +1,200 @@
+"""DiffFuSR's learned fusion as the pipeline's fusion model: bands, consistency, halo, weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+
+from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.models import get_fusion_model
+from pipeline.models.baselines import Bicubic
+from pipeline.models.fusion.model import (
+    FUSED_BANDS,
+    NATIVE_RATIO,
+    DiffFuSRFusion,
+    consistency_error,
+    fusion_halo,
+    native_grids,
+    receptive_radius,
+)
+from pipeline.models.fusion.network import (
+    ChannelAttention,
+    FusionNetwork,
+    FusionRRDBNet,
+    denormalize,
+    normalize,
+)
+from pipeline.models.fusion.weights import save_fusion_network
+from pipeline.models.weights import WeightsError
+from pipeline.superresolve import SuperResolver
+
+FIXTURES = Path(__file__).parent / "fixtures" / "difffusr"
+REFERENCE = str(FIXTURES / "fusion_small.ckpt")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_weights(path: Path, seed: int = 0) -> str:
+    """Random weights of a tiny network (4 features, 1 block, growth 2) saved as ours."""
+    torch.manual_seed(seed)
+    return str(save_fusion_network(FusionNetwork(4, 1, 2), path).path)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> str:
+    return tiny_weights(tmp_path_factory.mktemp("fusion") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def model(weights: str) -> DiffFuSRFusion:
+    return get_fusion_model("difffusr-fusion", weights=weights, device="cpu")
+
+
+def scene(seed: int = 1, n: int = 24, w: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(12, n, w) bands with 60 m structure and 10 m texture, and a (3, 4n, 4w) RGB."""
+    rng = np.random.default_rng(seed)
+    w = w or n
+    coarse = rng.random((12, n // 6, w // 6)).repeat(6, 1).repeat(6, 2)
+    bands = (0.05 + 0.3 * coarse + 0.03 * rng.random((12, n, w))).astype(np.float32)
+    rgb = bands[RGB_INDEX].repeat(4, 1).repeat(4, 2) + 0.01 * rng.random((3, 4 * n, 4 * w))
+    return bands, rgb.astype(np.float32)
+
+
+def test_output_shape_band_order_and_rgb(model: DiffFuSRFusion) -> None:
+    assert model.name == "difffusr-fusion" and len(model.weights_sha256) == 64
+    bands, rgb = scene()
+    out = model(bands, rgb, (0, 0))
+    assert out.shape == (12, 96, 96) and out.dtype == np.float32 and np.isfinite(out).all()
+    assert np.array_equal(out[RGB_INDEX], rgb)  # B04 B03 B02 are the RGB stage's
+    assert np.array_equal(model(bands, rgb, (50, -70)), out)  # no dependence on the origin
+    # Each fused band averages back to its own input band, not to another of its resolution.
+    natives = native_grids(bands)
+    for band in FUSED_BANDS:
+        assert consistency_error(out, natives, (band,))[band][1] <= 1e-6
+        for other in FUSED_BANDS:
+            if other != band and natives[other].shape == natives[band].shape:
+                swapped = consistency_error(out, {band: natives[other]}, (band,))
+                assert swapped[band][0] > 1e-3
+
+
+def test_consistency_is_exact_with_the_guarantee_and_not_without(model) -> None:
+    bands, rgb = scene(2, 36)
+    natives = native_grids(bands)
+    with_ = consistency_error(model(bands, rgb, (0, 0)), natives)
+    loose = dataclasses.replace(model, consistent=False)
+    without = consistency_error(loose(bands, rgb, (0, 0)), natives)
+    assert set(with_) == set(FUSED_BANDS)
+    assert max(e[1] for e in with_.values()) <= 1e-6
+    assert min(e[0] for e in without.values()) > 1e-3
+
+
+def test_the_guarantee_only_shifts_footprint_means(model) -> None:
+    bands, rgb = scene(3)
+    corrected = model(bands, rgb, (0, 0))
+    raw = dataclasses.replace(model, consistent=False)(bands, rgb, (0, 0))
+    for band in FUSED_BANDS:
+        i = REFLECTANCE_BANDS.index(band)
+        ratio = 4 * NATIVE_RATIO[band]
+        shift = (corrected[i] - raw[i]).reshape(96 // ratio, ratio, 96 // ratio, ratio)
+        assert np.ptp(shift, axis=(1, 3)).max() < 1e-6  # one constant per footprint
+
+
+def test_a_constant_scene_stays_constant_with_the_guarantee(model) -> None:
+    values = np.linspace(0.05, 0.4, 12, dtype=np.float32)
+    bands = np.broadcast_to(values[:, None, None], (12, 48, 48)).copy()
+    rgb = bands[RGB_INDEX].repeat(4, 1).repeat(4, 2)
+    out = model(bands, rgb, (0, 0))
+    error = np.abs(out - values[:, None, None])
+    # The convolutions' zero padding disturbs the block's border pixels inside their
+    # footprints; away from it every band is its input value.
+    inner = receptive_radius(1) + 1
+    assert error[:, inner:-inner, inner:-inner].max() < 1e-6
+    assert error.mean() < 1e-3 and error.max() < 0.1
+    raw = dataclasses.replace(model, consistent=False)(bands, rgb, (0, 0))
+    assert np.abs(raw - values[:, None, None])[:, inner:-inner, inner:-inner].max() > 0.01
+
+
+def test_bad_weights_and_blocks_are_refused(weights: str, model) -> None:
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        DiffFuSRFusion(weights=weights, sha256="0" * 64)
+    with pytest.raises(ValueError, match="needs fusion weights"):
+        DiffFuSRFusion()
+    with pytest.raises(WeightsError, match="not a DiffFuSR fusion checkpoint"):
+        DiffFuSRFusion(weights=str(FIXTURES / "sr_small.ckpt"))
+    pinned = DiffFuSRFusion(weights=weights, sha256=model.weights_sha256.upper(), device="cpu")
+    assert pinned == model
+    with pytest.raises(ValueError, match="60 m pixels"):
+        model(np.zeros((12, 20, 24), np.float32), np.zeros((3, 80, 96), np.float32), (0, 0))
+
+
+def test_the_model_travels_as_its_address(model) -> None:
+    blob = pickle.dumps(model)
+    assert len(blob) < 1000
+    bands, rgb = scene(4)
+    assert np.array_equal(pickle.loads(blob)(bands, rgb, (0, 0)), model(bands, rgb, (0, 0)))
+
+
+def test_reference_checkpoint_through_the_model() -> None:
+    """The reference fixture's weights, on constant bands (so native grids and the
+    reference's ×4 upsampling agree): the reference network's forward, band for band."""
+    model = DiffFuSRFusion(weights=REFERENCE, device="cpu", consistent=False)
+    assert model.halo == fusion_halo(2) == 18 + 9
+    values = np.linspace(0.05, 0.4, 12, dtype=np.float32)
+    bands = np.broadcast_to(values[:, None, None], (12, 12, 12)).copy()
+    rng = np.random.default_rng(5)
+    rgb = (0.1 + 0.2 * rng.random((3, 48, 48))).astype(np.float32)
+    out = model(bands, rgb, (0, 0))
+    net = FusionNetwork.from_state_dict(torch.load(REFERENCE, weights_only=True)["state_dict"])
+    with torch.inference_mode():
+        lr = normalize(torch.from_numpy(bands)[None])
+        expected = denormalize(net.eval()(lr, normalize(torch.from_numpy(rgb)[None], RGB_BANDS)))
+    expected = expected[0].numpy()
+    fused = [REFLECTANCE_BANDS.index(b) for b in FUSED_BANDS]
+    np.testing.assert_allclose(out[fused], expected[fused], atol=1e-5)
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_receptive_radius_is_the_networks(blocks: int) -> None:
+    """With channel attention (a global pooling) removed, the gradient of one output pixel
+    reaches exactly ``receptive_radius`` pixels of the inputs."""
+    torch.manual_seed(0)
+    net = FusionRRDBNet(3, 2, 2, features=4, blocks=blocks, growth=2).double().eval()
+    for name, module in list(net.named_children()):
+        if isinstance(module, ChannelAttention):
+            setattr(net, name, torch.nn.Identity())
+    radius = receptive_radius(blocks)
+    n = 2 * radius + 9
+    rgb = torch.randn(1, 3, n, n, dtype=torch.float64, requires_grad=True)
+    ms = torch.randn(1, 2, n, n, dtype=torch.float64, requires_grad=True)
+    c = n // 2
+    net(rgb, ms)[0, :, c, c].sum().backward()
+    reached = (rgb.grad.abs().sum((0, 1)) + ms.grad.abs().sum((0, 1))) > 0
+    rows, cols = torch.nonzero(reached, as_tuple=True)
+    assert [c - rows.min(), rows.max() - c, c - cols.min(), cols.max() - c] == [radius] * 4
+
+
+def test_blocks_are_close_to_the_whole_array_but_not_identical(model) -> None:
+    """Channel attention pools over the whole block, so blocks see slightly different
+    gates than a whole-array run does; everything else is within the halo."""
+    bands, _ = scene(6, 24, 72)
+    resolver = SuperResolver(Bicubic(), model)
+    assert resolver.halo == 24
+    whole = resolver.block(bands, (0, 0))
+    # Three column blocks: the outer two see 48 of the 72 columns, so their gates differ.
+    lazy = resolver.apply(da.from_array(bands, chunks=(12, 24, 24)), block_size=24)
+    assert lazy.numblocks == (1, 1, 3)
+    diff = np.abs(lazy.compute(scheduler="single-threaded") - whole)
+    assert 0 < diff.max() < 1e-3, diff.max()
+    print(f"block vs whole: max {diff.max():.3g}, mean {diff.mean():.3g}")
