@@ -74,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     model.add_argument("--features", type=positive, help="feature channels (a multiple of 4)")
     model.add_argument("--blocks", type=positive, help="RRDB blocks per branch")
     model.add_argument("--growth", type=positive, help="dense-block growth channels")
+    model.add_argument("--residual", action=argparse.BooleanOptionalAction,
+                       help="predict a correction of the bilinear upsampling, not the bands "
+                       "(default: on for small, off for paper, the reference's way)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--steps", type=int, default=d.steps, help=f"default: {d.steps}")
     opt.add_argument("--batch-size", type=int, default=d.batch_size,
@@ -102,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
     trainer = open_fusion_run(args.out, size, cfg, data, description, args.resume, device)
     print(f"run:        {args.out} (step {trainer.step} of {cfg.steps})")
     print(f"networks:   {parameter_count(trainer.net, cfg.selected):,} trained parameters "
-          f"({size.features} features, {size.blocks} blocks, growth {size.growth}), {device}, "
+          f"({size.features} features, {size.blocks} blocks, growth {size.growth}"
+          f"{', residual' if size.residual else ''}), {device}, "
           f"{torch.get_num_threads()} CPU threads")
     print(f"data:       {data.image.shape[2]} × {data.image.shape[1]} px at 10 m, "
           f"validation east of column {data.cut}")
@@ -141,6 +145,7 @@ def _settings(args: argparse.Namespace) -> tuple[NetworkSize, FusionTrainConfig]
         size = NetworkSize(
             features=args.features or preset.features, blocks=args.blocks or preset.blocks,
             growth=args.growth or preset.growth,
+            residual=preset.residual if args.residual is None else args.residual,
         )
         cfg = FusionTrainConfig(
             steps=args.steps, batch_size=args.batch_size, groups=tuple(sorted(set(args.groups))),

@@ -39,7 +39,7 @@ from pipeline.train.sources import TrainingDataError, sentinel_composite
 
 DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
 DATES = (date(2023, 1, 1), date(2023, 1, 31))
-TINY = NetworkSize(features=4, blocks=1, growth=4)
+TINY = NetworkSize(features=4, blocks=1, growth=4, residual=True)
 TINY_ARGS = ["--features", "4", "--blocks", "1", "--growth", "4", "--batch-size", "2",
              "--patch-10m", "16", "--patch-20m", "16", "--val-patches", "2", "--threads", "1"]
 
@@ -203,14 +203,15 @@ def test_a_run_logs_finite_losses_and_ergas_and_checkpoints(trained):
     assert all(v > 0 and math.isfinite(v) for r in val for v in r.values())
     checkpoint = torch.load(trained.run_dir / CHECKPOINT, weights_only=True)
     assert checkpoint["global_step"] == 4 and len(checkpoint["optimizer_states"]) == 3
-    assert checkpoint["hyper_parameters"]["network"] == {"features": 4, "blocks": 1, "growth": 4}
+    assert checkpoint["hyper_parameters"]["network"] == {"features": 4, "blocks": 1, "growth": 4,
+                                                         "residual": True}
 
 
 def test_exported_weights_load_with_load_fusion_network(trained):
     exported = trained.export()
     assert exported.path == trained.run_dir / WEIGHTS
     net, metadata = load_fusion_network(exported.path)
-    assert (net.features, net.blocks, net.growth) == (4, 1, 4)
+    assert (net.features, net.blocks, net.growth, net.residual) == (4, 1, 4, True)
     assert json.loads(metadata["steps"]) == 4
     assert metadata["trained_groups"] == [10, 20, 60]
     assert metadata["data"] == {"aoi": str(DEMO_AOI)}

@@ -178,24 +178,39 @@ GROUPS_BY_NAME: dict[str, FusionGroup] = {g.name: g for g in FUSION_GROUPS}
 
 
 class FusionNetwork(nn.Module):
-    """The three group networks; inputs and outputs are normalised (see :func:`normalize`)."""
+    """The three group networks; inputs and outputs are normalised (see :func:`normalize`).
 
-    def __init__(self, features: int = 64, blocks: int = 5, growth: int = 32) -> None:
+    The reference predicts each band outright. With ``residual`` (ours, not the reference's)
+    every group predicts a correction added to the bilinear upsampling of its own bands,
+    which its MS input already holds, so it starts from bilinear instead of having to learn
+    it: far fewer steps reach a useful model. The layout and key names are the same either
+    way; the weight file records which (see ``weights.py``).
+    """
+
+    def __init__(
+        self, features: int = 64, blocks: int = 5, growth: int = 32, residual: bool = False
+    ) -> None:
         super().__init__()
         self.features, self.blocks, self.growth = features, blocks, growth
+        self.residual = residual
         for g in FUSION_GROUPS:
             net = FusionRRDBNet(len(RGB_BANDS), len(g.inputs), len(g.outputs),
                                 features, blocks, growth)
+            if residual:  # start as bilinear upsampling exactly
+                nn.init.zeros_(net.conv_last.weight)
+                nn.init.zeros_(net.conv_last.bias)
             self.add_module(g.name, net)
 
     @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> FusionNetwork:
+    def from_state_dict(
+        cls, state: Mapping[str, torch.Tensor], residual: bool = False
+    ) -> FusionNetwork:
         """Build with the sizes the weights imply (they are not stored) and load strictly."""
         head = f"{FUSION_GROUPS[0].name}.rgb_rrdb."
         features = int(state[f"{FUSION_GROUPS[0].name}.rgb_conv_first.weight"].shape[0])
         growth = int(state[f"{head}0.{RDB_NAMES[0]}.conv1.weight"].shape[0])
         blocks = len({k[len(head):].split(".", 1)[0] for k in state if k.startswith(head)})
-        net = cls(features, blocks, growth)
+        net = cls(features, blocks, growth, residual)
         net.load_state_dict(state, strict=True)
         return net
 
@@ -204,7 +219,11 @@ class FusionNetwork(nn.Module):
 
     def group_forward(self, name: str, guide: torch.Tensor, ms: torch.Tensor) -> torch.Tensor:
         """One group alone (groups train separately); ``ms`` is already on the guide's grid."""
-        return self.group(name)(guide, ms)
+        out = self.group(name)(guide, ms)
+        if self.residual:
+            g = GROUPS_BY_NAME[name]
+            out = out + ms[:, [g.inputs.index(b) for b in g.outputs]]
+        return out
 
     @staticmethod
     def ms_input(name: str, lr_up: torch.Tensor) -> torch.Tensor:

@@ -30,11 +30,19 @@ def load_fusion_network(path: str | Path) -> tuple[FusionNetwork, dict[str, Any]
     if missing:
         raise WeightsError(f"{path} is not a DiffFuSR fusion checkpoint: no {', '.join(missing)}")
     try:
-        net = FusionNetwork.from_state_dict(state)
+        residual = bool(_sizes(metadata).get("residual", False))
+        net = FusionNetwork.from_state_dict(state, residual)
     except (RuntimeError, KeyError) as err:
         raise WeightsError(f"{path}: fusion weights do not fit the network: "
                            f"{reason(err).splitlines()[0]}") from None
     return net.eval(), metadata
+
+
+def _sizes(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The network settings a file records: ``config`` in our safetensors, ``network`` in our
+    training checkpoints, nothing in a reference checkpoint (whose networks are not residual)."""
+    sizes = metadata.get("config") or metadata.get("network") or {}
+    return json.loads(sizes) if isinstance(sizes, str) else sizes
 
 
 def save_fusion_network(
@@ -44,7 +52,8 @@ def save_fusion_network(
     same bytes, same sha256); ``metadata`` values that are not strings are stored as JSON."""
     entries = {
         "format": FORMAT,
-        "config": {"features": net.features, "blocks": net.blocks, "growth": net.growth},
+        "config": {"features": net.features, "blocks": net.blocks, "growth": net.growth,
+                   "residual": net.residual},
         **(metadata or {}),
     }
     text = {k: v if isinstance(v, str) else json.dumps(v) for k, v in entries.items()}
