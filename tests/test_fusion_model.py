@@ -24,13 +24,14 @@ from pipeline.models.fusion.model import (
     receptive_radius,
 )
 from pipeline.models.fusion.network import (
+    FUSION_GROUPS,
     ChannelAttention,
     FusionNetwork,
     FusionRRDBNet,
     denormalize,
     normalize,
 )
-from pipeline.models.fusion.weights import save_fusion_network
+from pipeline.models.fusion.weights import load_fusion_network, save_fusion_network
 from pipeline.models.weights import WeightsError
 from pipeline.superresolve import SuperResolver
 
@@ -144,6 +145,29 @@ def test_the_model_travels_as_its_address(model) -> None:
     assert len(blob) < 1000
     bands, rgb = scene(4)
     assert np.array_equal(pickle.loads(blob)(bands, rgb, (0, 0)), model(bands, rgb, (0, 0)))
+
+
+def test_a_residual_network_starts_as_bilinear_and_its_file_says_so(tmp_path) -> None:
+    torch.manual_seed(0)
+    net = FusionNetwork(4, 1, 2, residual=True).eval()
+    guide = torch.randn(1, 3, 24, 24)
+    inputs = {g.name: torch.randn(1, len(g.inputs), 24, 24) for g in FUSION_GROUPS}
+    for g in FUSION_GROUPS:  # a new one adds nothing to the upsampled bands
+        own = inputs[g.name][:, [g.inputs.index(b) for b in g.outputs]]
+        assert torch.equal(net.group_forward(g.name, guide, inputs[g.name]), own)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01)
+    loaded, _ = load_fusion_network(save_fusion_network(net, tmp_path / "r.safetensors").path)
+    plain = FusionNetwork.from_state_dict(net.state_dict()).eval()  # the reference's reading
+    assert loaded.residual and not plain.residual
+    for g in FUSION_GROUPS:
+        ms = inputs[g.name]
+        own = ms[:, [g.inputs.index(b) for b in g.outputs]]
+        out = loaded.group_forward(g.name, guide, ms)
+        assert torch.equal(out, net.group_forward(g.name, guide, ms))
+        assert torch.allclose(out, plain.group_forward(g.name, guide, ms) + own)
+        assert not torch.allclose(out, own)
 
 
 def test_reference_checkpoint_through_the_model() -> None:
