@@ -7,10 +7,11 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import pytest
+import torch
 
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.models.diffusion.noise import position_noise
-from pipeline.models.diffusion.rgb import DiffFuSRRGB, _starts
+from pipeline.models.diffusion.rgb import DiffFuSRRGB, _profile, _starts
 from pipeline.superresolve import SuperResolver
 
 WEIGHTS = str(Path(__file__).parent / "fixtures" / "difffusr" / "sr_small.ckpt")
@@ -44,15 +45,14 @@ def test_registered_and_reproducible() -> None:
 
 
 @pytest.mark.parametrize("n", [1, 7, 16, 17, 24, 25, 100])
-def test_window_centres_tile_the_block(n: int) -> None:
-    window, margin = 16, 4
-    starts = _starts(n, window, margin)
-    kept = []
-    for s in starts:
-        top = 0 if s == starts[0] else margin
-        bottom = window if s == starts[-1] else window - margin
-        kept += range(s + top, s + bottom)
-    assert kept == list(range(starts[-1] + window)) and len(kept) >= n
+def test_window_weights_cover_the_block_and_sum_to_one(n: int) -> None:
+    window, overlap = 16, 4
+    starts = _starts(n, window, overlap)
+    total = torch.zeros((starts[-1] + window) * 4)
+    for i, s in enumerate(starts):
+        total[4 * s : 4 * (s + window)] += _profile(i, len(starts), window, overlap)
+    assert len(total) >= 4 * n
+    torch.testing.assert_close(total, torch.ones_like(total))
 
 
 def test_samples_give_mean_and_spread() -> None:

@@ -1,9 +1,11 @@
 """DiffFuSR as the pipeline's RGB model: B04 B03 B02 at 10 m → 2.5 m by conditional diffusion.
 
-A block is cut into fixed-size overlapping windows that are sampled as one batch; each window
-keeps its centre, so memory is bounded whatever the block size and self-attention never spans
-more than a window. The spatial context and the degradation embedding are computed once on
-the whole block, and the initial noise follows the global pixel position (see ``noise``).
+The whole block is sampled as one image, but the U-Net sees it through fixed-size overlapping
+windows, in batches: at every DDIM step each window predicts x0 and the predictions are
+blended where windows overlap, so all windows follow one trajectory and no seam forms between
+them, while memory stays bounded whatever the block size and self-attention never spans more
+than a window. The spatial context and the degradation embedding are computed once on the
+whole block, and the initial noise follows the global pixel position (see ``noise``).
 The network is loaded once per process and kept resident; the model object itself holds only
 the weights' address and the sampling options, so it travels cheaply to Dask workers.
 """
@@ -14,24 +16,20 @@ import contextlib
 import json
 import math
 from dataclasses import dataclass
-from importlib import resources
 
 import numpy as np
 import torch
 
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.noise import position_noise
+from pipeline.models.diffusion.sampler import ddim_sample
 from pipeline.models.resident import PinnedWeights, resident_network
-from pipeline.models.weights import load_state_dict
+from pipeline.models.weights import load_state_dict, shipped_weights
 
 SCALE = 4
-#: The weights we trained and ship for the demo (model card: data/difffusr-demo.md beside them).
-DEMO_WEIGHTS = "difffusr-demo.safetensors"
+#: The weights we trained and ship for the demo (model card: difffusr-demo.md beside them).
+DEMO_WEIGHTS = shipped_weights("difffusr-demo.safetensors")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def demo_weights_path() -> str:
-    return str(resources.files("pipeline.models") / "data" / DEMO_WEIGHTS)
 
 
 def config_from_metadata(metadata: dict) -> DiffFuSRConfig:
@@ -84,9 +82,9 @@ class DiffFuSRRGB(PinnedWeights):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         if self.samples < 1 or self.steps < 1 or self.batch < 1:
             raise ValueError("samples, steps and batch must be at least 1")
-        if not 0 <= 2 * self.overlap < self.window:
-            raise ValueError("overlap must be less than half the window")
-        self._pin(demo_weights_path())
+        if not 0 <= 4 * self.overlap <= self.window:
+            raise ValueError("overlap must be between 0 and a quarter of the window")
+        self._pin(DEMO_WEIGHTS)
         multiple = self._network().config.unet.multiple
         if (self.window * SCALE) % multiple:
             step = multiple // math.gcd(multiple, SCALE)
@@ -108,56 +106,59 @@ class DiffFuSRRGB(PinnedWeights):
         device = next(net.parameters()).device
         _, h, w = rgb.shape
         rows, cols = _starts(h, self.window, self.overlap), _starts(w, self.window, self.overlap)
-        padded_h = rows[-1] + self.window
-        padded_w = cols[-1] + self.window
+        padded = (rows[-1] + self.window, cols[-1] + self.window)
         lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
-        lr = torch.nn.functional.pad(lr, (0, padded_w - w, 0, padded_h - h), mode="replicate")
+        lr = torch.nn.functional.pad(lr, (0, padded[1] - w, 0, padded[0] - h), mode="replicate")
         # A window holding nothing but zeros, the fill of no-data pixels, is not sampled: its
-        # pixels are no-data in the product anyway. It stays at reflectance 0 (−1 in network
+        # pixels are no-data in the product anyway and stay at reflectance 0 (−1 in network
         # space).
-        windows = [(y, x, s) for y in rows for x in cols for s in range(self.samples)
+        windows = [(y, x) for y in rows for x in cols
                    if lr[..., y : y + self.window, x : x + self.window].any()]
-        out = torch.full((self.samples, 3, padded_h * SCALE, padded_w * SCALE), -1.0,
-                         device=device)
         with torch.inference_mode(), self._autocast(device):
             context, degradation = net.condition(net.normalize(lr))
-            for start in range(0, len(windows), self.batch):
-                part = windows[start : start + self.batch]
-                result = self._sample_windows(net, context, degradation, part, origin, device)
-                for (y, x, s), tile in zip(part, result, strict=True):
-                    self._paste(out[s], tile, y, x, rows, cols)
+            blend = _Blend(windows, rows, cols, self.window, self.overlap, device)
+
+            def denoise(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+                return self._denoise(net, context, degradation, blend, x, gamma)
+
+            def noise(stream: int) -> torch.Tensor:
+                return self._noise(stream, origin, padded, device)
+
+            out = ddim_sample(denoise, net.diffusion, noise(0), self.steps, self.eta,
+                              step_noise=lambda k: noise(k + 1))
+            out = torch.where(blend.total > 0, out, -1.0)
         high = net.denormalize(out.float())[:, :, : h * SCALE, : w * SCALE].cpu().numpy()
         std = high.std(axis=0) if self.samples > 1 else np.zeros_like(high[0])
         return high.mean(axis=0), std
 
-    def _sample_windows(self, net, context, degradation, part, origin, device) -> torch.Tensor:
+    def _noise(
+        self, stream: int, origin: tuple[int, int], padded: tuple[int, int], device: torch.device
+    ) -> torch.Tensor:
+        """The block's noise of one stream for every sample [S, 3, 4·H, 4·W], from the global
+        position of each pixel: a window's noise is the same crop in every block."""
+        draws = [position_noise(self.seed + s, stream, 3, origin[0] * SCALE, origin[1] * SCALE,
+                                padded[0] * SCALE, padded[1] * SCALE)
+                 for s in range(self.samples)]
+        return torch.from_numpy(np.stack(draws)).to(device)
+
+    def _denoise(self, net, context, degradation, blend, x, gamma) -> torch.Tensor:
+        """x0 of the whole block: every window's prediction, in batches, blended where windows
+        overlap. Sampling one block-wide x_t this way (rather than each window on its own)
+        keeps overlapping windows on one trajectory, so no seam forms between them."""
         win, hr = self.window, self.window * SCALE
-        ctx = torch.cat([context[:, :, y : y + win, x : x + win] for y, x, _ in part])
-
-        def noise(stream: int) -> torch.Tensor:
-            draws = [
-                position_noise(self.seed + s, stream, 3, (origin[0] + y) * SCALE,
-                               (origin[1] + x) * SCALE, hr, hr)
-                for y, x, s in part
-            ]
-            return torch.from_numpy(np.stack(draws)).to(device)
-
-        return net.sample(
-            ctx, degradation.expand(len(part), -1), noise(0), self.steps, self.eta,
-            step_noise=lambda k: noise(k + 1),
-        )
-
-    def _paste(self, out, tile, y, x, rows, cols) -> None:
-        """Keep a window's centre; the first and last windows also keep their outer margins."""
-        m, win = self.overlap, self.window
-        top = 0 if y == rows[0] else m
-        bottom = win if y == rows[-1] else win - m
-        left = 0 if x == cols[0] else m
-        right = win if x == cols[-1] else win - m
-        s = SCALE
-        out[:, (y + top) * s : (y + bottom) * s, (x + left) * s : (x + right) * s] = tile[
-            :, top * s : bottom * s, left * s : right * s
-        ].to(out.dtype)
+        tiles = [(s, y, x) for s in range(len(x)) for y, x in blend.windows]
+        total = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        for start in range(0, len(tiles), self.batch):
+            part = tiles[start : start + self.batch]
+            crops = torch.stack([x[s, :, y * SCALE : y * SCALE + hr, c * SCALE : c * SCALE + hr]
+                                 for s, y, c in part])
+            ctx = torch.cat([context[:, :, y : y + win, c : c + win] for _, y, c in part])
+            x0 = net.ema(crops, gamma[[s for s, _, _ in part]], ctx,
+                         degradation.expand(len(part), -1)).float()
+            for (s, y, c), pred in zip(part, x0, strict=True):
+                weight = blend.weight(y, c)
+                total[s, :, y * SCALE : y * SCALE + hr, c * SCALE : c * SCALE + hr] += pred * weight
+        return total / blend.total.clamp(min=1e-12)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         dtype = PRECISIONS[self.precision]
@@ -173,3 +174,41 @@ def _starts(n: int, window: int, margin: int) -> list[int]:
     core = window - 2 * margin
     count = max(1, math.ceil((n - 2 * margin) / core))
     return [i * core for i in range(count)]
+
+
+class _Blend:
+    """Weights of overlapping windows on the block's 2.5 m grid: 1 in a window's centre,
+    ramping linearly down across each overlap it shares with a neighbour (a window's own
+    outer edge, on the block's border, keeps weight 1). Neighbours' ramps sum to 1."""
+
+    def __init__(
+        self, windows: list[tuple[int, int]], rows: list[int], cols: list[int], window: int,
+        overlap: int, device: torch.device,
+    ) -> None:
+        self.windows = windows
+        self._rows = {y: _profile(i, len(rows), window, overlap) for i, y in enumerate(rows)}
+        self._cols = {x: _profile(i, len(cols), window, overlap) for i, x in enumerate(cols)}
+        self._device = device
+        total = torch.zeros((rows[-1] + window) * SCALE, (cols[-1] + window) * SCALE,
+                            device=device)
+        hr = window * SCALE
+        for y, x in windows:
+            total[y * SCALE : y * SCALE + hr, x * SCALE : x * SCALE + hr] += self.weight(y, x)
+        self.total = total
+
+    def weight(self, y: int, x: int) -> torch.Tensor:
+        return torch.outer(self._rows[y], self._cols[x]).to(self._device)
+
+
+def _profile(index: int, count: int, window: int, overlap: int) -> torch.Tensor:
+    """One axis of a window's weight, 2.5 m pixels: a ramp over the 2·overlap pixels it
+    shares with the previous window (rising) and with the next (falling), else 1."""
+    weight = torch.ones(window * SCALE)
+    ramp = 2 * overlap * SCALE
+    if ramp:
+        rising = (torch.arange(ramp) + 0.5) / ramp
+        if index > 0:
+            weight[:ramp] = rising
+        if index < count - 1:
+            weight[-ramp:] = rising.flip(0)
+    return weight
