@@ -58,11 +58,11 @@ def build(name: str, device: torch.device) -> tuple[DiffFuSR, str] | None:
     """The model under test and a description of its weights; None if unavailable."""
     if name == "demo":
         try:  # the demo weights and their loader are optional parts of the package
-            from pipeline.models.diffusion.rgb import demo_weights_path, load_network
+            from pipeline.models.diffusion.rgb import DEMO_WEIGHTS, load_network
         except ImportError as exc:
             print(f"demo: cannot load the RGB model module ({exc}); skipped")
             return None
-        path = demo_weights_path()
+        path = DEMO_WEIGHTS
         if not Path(path).is_file():
             print("demo: the package ships no demo weights; skipped")
             return None

@@ -21,6 +21,7 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -61,6 +62,12 @@ class WeightsError(UserError):
 class LocalWeights:
     path: Path
     sha256: str
+
+
+def shipped_weights(name: str) -> str:
+    """The path of a weight file that ships inside the package (``pipeline/models/data``,
+    each with its model card beside it)."""
+    return str(resources.files("pipeline.models") / "data" / name)
 
 
 def default_cache_dir() -> Path:
