@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from skimage.exposure import match_histograms
 
 from pipeline.quality.alignment import align
+from pipeline.quality.spectral import spectral_angle
 
 #: Class codes of the correctness map.
 IMPROVEMENT, OMISSION, HALLUCINATION = 0, 1, 2
@@ -90,7 +91,7 @@ def opensr_metrics(
     sr_dn = _resize(sr_c, 1 / scale)
 
     reflectance = _nanmean(np.abs(lr_c - sr_dn), axis=0)
-    spectral = _spectral_angle(lr_c, sr_dn)
+    spectral = spectral_angle(lr_c, sr_dn)
     rgb = list(rgb_bands)
     _, spatial = align(lr_c[rgb], sr_dn[rgb])
 
@@ -155,13 +156,6 @@ def _correctness(lr_up: np.ndarray, sr_h: np.ndarray, hr: np.ndarray) -> np.ndar
         )
         weights = np.exp(-scores / np.float32(TEMPERATURE))
         return weights / weights.sum(axis=0)
-
-
-def _spectral_angle(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Per-pixel angle in degrees between the spectra of x and y (SAD)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cosine = (x * y).sum(axis=0) / (np.linalg.norm(x, axis=0) * np.linalg.norm(y, axis=0))
-    return np.rad2deg(np.arccos(np.clip(cosine, -1, 1)))
 
 
 def _resize(x: np.ndarray, factor: float) -> np.ndarray:
