@@ -40,8 +40,9 @@ from pipeline.grid import (
 )
 from pipeline.load import asset_key, check_assets, load_reflectance, load_scl, scene_epsg
 from pipeline.models import get_fusion_model, get_rgb_model
+from pipeline.quality.layers import risk_rule, tile_quality
 from pipeline.resample import upsample_nearest
-from pipeline.store import RECIPE, ProductStore
+from pipeline.store import QUALITY_LAYERS, RECIPE, ProductStore
 from pipeline.superresolve import SuperResolver
 
 #: Model options that do not change pixel values (the weights count by their sha256, which
@@ -83,9 +84,11 @@ class Plan:
 
     @property
     def output_bytes(self) -> int:
-        """Uncompressed size of the tiles' reflectance (uint16) and clear count (uint8)."""
+        """Uncompressed size of the tiles' reflectance (uint16), clear count (uint8) and
+        quality layers."""
         pixels = sum(t.height * t.width for t in self.tiles)
-        return pixels * (2 * len(self.request.bands) + 1)
+        layers = sum(np.dtype(layer.dtype).itemsize for layer in QUALITY_LAYERS.values())
+        return pixels * (2 * len(self.request.bands) + 1 + layers)
 
     def describe(self) -> str:
         g = self.grid
@@ -117,6 +120,7 @@ class Plan:
             "date_range": [r.start.isoformat(), r.end.isoformat()],
             "max_cloud_cover": r.max_cloud,
             "scl_snow_masked": r.mask_snow,
+            "hallucination_risk_rule": risk_rule(),
         }
         return {
             "title": "Sentinel-2 L2A super-resolved to 2.5 m",
@@ -211,14 +215,18 @@ def tile_task(plan: Plan, store: ProductStore, tile: Tile) -> dask.delayed:
         high = resolver.apply(composite.data, request.block_size, offset)[
             :, crop:-crop, crop:-crop
         ]
-        count = count.data[resolver.halo : -resolver.halo, resolver.halo : -resolver.halo]
+        inside = (slice(resolver.halo, -resolver.halo),) * 2
+        count = count.data[inside]
+        composite = composite.data[(slice(None), *inside)]
     else:
         high = da.full((resolver.out_channels, tile.height, tile.width), np.nan, np.float32)
-        count = da.zeros((tile.height // SCALE, tile.width // SCALE), dtype=np.uint8)
+        low = (tile.height // SCALE, tile.width // SCALE)
+        count = da.zeros(low, dtype=np.uint8)
+        composite = da.full((len(REFLECTANCE_BANDS), *low), np.nan, np.float32)
     spread = high[len(REFLECTANCE_BANDS) :] if resolver.uncertainty else None
     return dask.delayed(_write_tile)(
-        store, grid, tile, high[band_index], count, [i.id for i in items], spread,
-        dask_key_name=f"write-{tile.key}",
+        store, grid, tile, request.bands, high[band_index], count, composite, spread,
+        [i.id for i in items], dask_key_name=f"write-{tile.key}",
     )
 
 
@@ -234,21 +242,31 @@ def _write_tile(
     store: ProductStore,
     grid: OutputGrid,
     tile: Tile,
+    bands: tuple[str, ...],
     reflectance: np.ndarray,
     count: np.ndarray,
-    item_ids: list[str],
+    composite: np.ndarray,
     uncertainty: np.ndarray | None,
+    item_ids: list[str],
 ) -> dict:
+    """Compute the tile's quality layers and summary, write everything, return the summary.
+
+    ``composite`` is the tile's 12-band 10 m input without the halo, which the quality layers
+    compare the result with.
+    """
     valid = np.isfinite(reflectance).all(axis=0)
+    quality = tile_quality(composite, reflectance, bands, uncertainty)
     summary = {
         "items": item_ids,
         "valid_fraction": round(float(valid.mean()), 6),
         "mean_clear_count": round(float(count.mean()), 4),
+        **quality.summary(),
     }
     if uncertainty is not None and np.isfinite(uncertainty).any():
         summary["mean_rgb_uncertainty"] = round(float(np.nanmean(uncertainty)), 6)
     store.write_tile(
-        grid, tile, reflectance, upsample_nearest(count, SCALE), summary, uncertainty
+        grid, tile, reflectance, upsample_nearest(count, SCALE), summary, uncertainty,
+        quality.on_output_grid(),
     )
     return summary
 

@@ -29,6 +29,13 @@ from zarr.storage import FsspecStore, LocalStore
 
 from pipeline.errors import OutputError, reason
 from pipeline.grid import RESOLUTION, OutputGrid, Tile
+from pipeline.quality.layers import (
+    INCONSISTENT,
+    RISK_FILL,
+    SPECTRAL_DISTORTION,
+    UNCERTAIN,
+    risk_rule,
+)
 
 #: Reflectance is stored as round(reflectance / SCALE_FACTOR) in uint16, 0 meaning no data.
 SCALE_FACTOR = 1e-4
@@ -43,6 +50,42 @@ RECIPE = "recipe"
 UNCERTAINTY = "rgb_uncertainty"
 UNCERTAINTY_BANDS = ("B04", "B03", "B02")
 UNCERTAINTY_FILL = 65535
+
+
+@dataclass(frozen=True)
+class Layer:
+    """How a per-pixel (y, x) layer is stored: integer type, fill value, scale (None: as is)."""
+
+    dtype: str
+    fill: int
+    scale: float | None
+    attributes: dict[str, Any]
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        if self.scale is None:
+            return values.astype(self.dtype)
+        return encode_scaled(values, self.scale, self.fill)
+
+
+#: The quality layers of pipeline.quality.layers, in every product (docs/output-format.md).
+QUALITY_LAYERS: dict[str, Layer] = {
+    "consistency": Layer("uint16", 65535, SCALE_FACTOR, {
+        "long_name": "mean absolute difference between the input and the result averaged "
+                     "back over each band's native pixel (reflectance)",
+        "units": "1",
+    }),
+    "spectral_angle": Layer("uint16", 65535, 0.01, {
+        "long_name": "spectral angle between the input and the result averaged back over "
+                     "each band's native pixel",
+        "units": "degree",
+    }),
+    "hallucination_risk": Layer("uint8", RISK_FILL, None, {
+        "long_name": "hallucination risk flags (0: no reason for concern)",
+        "flag_masks": [INCONSISTENT, SPECTRAL_DISTORTION, UNCERTAIN],
+        "flag_meanings": "inconsistent_reflectance spectral_distortion uncertain_rgb",
+        **{f"rule_{k}": v for k, v in risk_rule().items()},
+    }),
+}
 
 
 @dataclass
@@ -121,8 +164,13 @@ class ProductStore:
         clear_count: np.ndarray,
         summary: dict[str, Any],
         uncertainty: np.ndarray | None = None,
+        quality: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """Write one tile's window of every array (whole shards), then its completion marker."""
+        """Write one tile's window of every array (whole shards), then its completion marker.
+
+        ``quality`` maps names of ``QUALITY_LAYERS`` to (tile.height, tile.width) arrays: float
+        with NaN for no data, or the flag's integers; layers left out keep their fill value.
+        """
         if tile.y_off % grid.tile_size or tile.x_off % grid.tile_size:
             raise ValueError(f"tile {tile.key} does not start on a shard boundary")
         if reflectance.dtype != np.float32 or reflectance.shape[1:] != (tile.height, tile.width):
@@ -135,6 +183,13 @@ class ProductStore:
                 f"tile {tile.key}: clear_count must be integer ({tile.height}, {tile.width}), "
                 f"got {clear_count.dtype} {clear_count.shape}"
             )
+        for name, values in (quality or {}).items():
+            if name not in QUALITY_LAYERS or values.shape != (tile.height, tile.width):
+                raise ValueError(
+                    f"tile {tile.key}: quality layer {name!r} must be one of "
+                    f"{', '.join(QUALITY_LAYERS)} of shape ({tile.height}, {tile.width}), "
+                    f"got {values.shape}"
+                )
         window = (
             slice(tile.y_off, tile.y_off + tile.height),
             slice(tile.x_off, tile.x_off + tile.width),
@@ -153,6 +208,9 @@ class ProductStore:
             if uncertainty is not None:
                 spread = zarr.open_array(store, path=UNCERTAINTY, mode="r+")
                 spread[(slice(None), *window)] = encode_reflectance(uncertainty, UNCERTAINTY_FILL)
+            for name, values in (quality or {}).items():
+                layer = zarr.open_array(store, path=name, mode="r+")
+                layer[window] = QUALITY_LAYERS[name].encode(values)
             marker = {
                 "tile": tile.key,
                 "bounds": list(grid.tile_bounds(tile)),
@@ -311,6 +369,17 @@ class ProductStore:
                     **located,
                 },
             )
+        for name, layer in QUALITY_LAYERS.items():
+            group.create_array(
+                name,
+                shape=(grid.height, grid.width),
+                dtype=layer.dtype,
+                shards=(n, n),
+                chunks=(inner, inner),
+                fill_value=layer.fill,
+                dimension_names=["y", "x"],
+                attributes={**layer.attributes, **_scaling(layer), **located},
+            )
         fs, path = self._fs()
         fs.makedirs(f"{path}/tiles", exist_ok=True)
 
@@ -321,11 +390,24 @@ def encode_reflectance(values: np.ndarray, fill: int = 0) -> np.ndarray:
     Reflectance uses fill 0 (values clip to [1, 65535]); a standard deviation, for which 0 is
     a real value, uses fill 65535 (values clip to [0, 65534]).
     """
-    scaled = np.rint(values * np.float32(1 / SCALE_FACTOR))
+    return encode_scaled(values, SCALE_FACTOR, fill)
+
+
+def encode_scaled(values: np.ndarray, scale: float, fill: int) -> np.ndarray:
+    """Float values → uint16 in units of ``scale``; NaN → ``fill`` (0 or 65535), which no
+    value takes."""
+    scaled = np.rint(values * np.float32(1 / scale))
     low, high = (1, 65535) if fill == 0 else (0, 65534)
     np.clip(scaled, low, high, out=scaled)
     scaled[np.isnan(values)] = fill
     return scaled.astype(np.uint16)
+
+
+def _scaling(layer: Layer) -> dict[str, Any]:
+    """The CF attributes by which readers decode the stored integers."""
+    if layer.scale is None:
+        return {"_FillValue": layer.fill}
+    return {"scale_factor": layer.scale, "add_offset": 0.0, "_FillValue": layer.fill}
 
 
 def _grid_attrs(grid: OutputGrid, bands: tuple[str, ...]) -> dict[str, Any]:

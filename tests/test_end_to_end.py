@@ -5,12 +5,14 @@ a rustac STAC API; the CLI runs against the session's multi-process Dask cluster
 the product to S3, which is then reopened and checked against the composite.
 """
 
+import json
 import os
 import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pystac
 import pytest
@@ -19,10 +21,9 @@ import xarray as xr
 
 from pipeline.bands import BANDS, REFLECTANCE_BANDS
 from pipeline.catalog import DEMO_CATALOG, search
-from pipeline.composite import median_composite
 from pipeline.grid import read_aoi
-from pipeline.load import load_reflectance, load_scl
 from pipeline.resample import block_mean
+from tests.test_quality_layers import check_quality_layers, composite_under
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = DEMO_CATALOG.parent
@@ -87,13 +88,9 @@ def test_region_from_stac_api_and_s3_to_s3(stac_on_s3, s3_server, dask_client):
     assert len(ds.attrs["stac_item_ids"]) == 3
 
     # The composite, computed here from the same COGs on S3 through the same STAC API.
-    bounds = (grid[2], grid[5] - height * 2.5, grid[2] + width * 2.5, grid[5])
-    items = search(stac_on_s3, read_aoi(str(AOI)), START, END).items
-    reflectance = load_reflectance(items, REFLECTANCE_BANDS, 32719, bounds)
-    composite, count = median_composite(reflectance, load_scl(items, 32719, bounds))
-    composite = composite.compute().values
+    composite, count = composite_under(ds, stac_on_s3)
     result = ds.reflectance.values.astype(np.float32)
-    np.testing.assert_array_equal(ds.clear_count.values[::4, ::4], count.values)
+    np.testing.assert_array_equal(ds.clear_count.values[::4, ::4], count)
 
     # Averaged back over each band's native pixel footprint, the 2.5 m result is the input.
     for i, band in enumerate(REFLECTANCE_BANDS):
@@ -104,6 +101,15 @@ def test_region_from_stac_api_and_s3_to_s3(stac_on_s3, s3_server, dask_client):
         error = np.abs(back - native)
         assert np.nanmean(error) < MEAN_TOLERANCE, band
         assert np.nanmax(error) < MAX_TOLERANCE, band
+
+    # The quality layers say the same, tile by tile, and the baselines are never flagged.
+    check_quality_layers(ds, composite, result)
+    fs = fsspec.filesystem("s3")
+    for marker in fs.glob("products/demo.zarr/tiles/*.json"):
+        summary = json.loads(fs.cat_file(marker))["summary"]
+        assert 0 < summary["mean_consistency"] < MEAN_TOLERANCE
+        assert 0 < summary["mean_spectral_angle"] < 1
+        assert summary["hallucination_risk_fraction"] == 0
 
 
 def test_static_catalog_on_s3(s3_server):

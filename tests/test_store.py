@@ -21,6 +21,7 @@ from pyproj import CRS
 
 from pipeline.errors import OutputError
 from pipeline.grid import OutputGrid, Tile
+from pipeline.quality.layers import INCONSISTENT, RISK_FILL, UNCERTAIN
 from pipeline.store import ProductStore, encode_reflectance
 
 # rioxarray and odc-geo still multiply Affine objects with `*`.
@@ -179,6 +180,49 @@ def test_write_tile_checks_its_inputs(tmp_path):
         store.write_tile(GRID, tile(0, 0), reflectance[:2], count, {})
     with pytest.raises(ValueError, match="shard boundary"):
         store.write_tile(GRID, Tile(0, 0, 0, 48, 96, 96), reflectance, count, {})
+    assert store.done_tiles() == set()
+
+
+def quality_sample() -> dict[str, np.ndarray]:
+    """Quality layers with the no-data hole of ``sample`` and one flagged pixel."""
+    consistency = np.full((96, 96), 0.0123, np.float32)
+    angle = np.full((96, 96), 1.234, np.float32)
+    flag = np.zeros((96, 96), np.uint8)
+    flag[50, 50] = INCONSISTENT | UNCERTAIN
+    for layer, hole in ((consistency, np.nan), (angle, np.nan), (flag, RISK_FILL)):
+        layer[:10, :10] = hole
+    return {"consistency": consistency, "spectral_angle": angle, "hallucination_risk": flag}
+
+
+def test_quality_layers_round_trip_with_their_fill_values(tmp_path):
+    store = ProductStore.create(str(tmp_path / "out.zarr"), GRID, BANDS, {})
+    store.write_tile(GRID, tile(0, 0), *sample(0), {}, quality=quality_sample())
+    store.finalize({})
+    ds = xr.open_zarr(store.url)
+    here = {"y": slice(0, 96), "x": slice(0, 96)}
+    consistency, angle, flag = (
+        ds[n].isel(here).values for n in ("consistency", "spectral_angle", "hallucination_risk")
+    )
+    assert np.isnan(consistency[:10, :10]).all() and np.isnan(angle[:10, :10]).all()
+    assert np.isnan(flag[:10, :10]).all()
+    assert consistency[50, 50] == pytest.approx(0.0123) and angle[50, 50] == pytest.approx(1.23)
+    assert flag[50, 50] == 5 and np.nansum(flag) == 5
+    raw = xr.open_zarr(store.url, mask_and_scale=False)
+    assert raw.consistency.dtype == np.uint16 and raw.hallucination_risk.dtype == np.uint8
+    assert raw.consistency.values[50, 50] == 123 and raw.spectral_angle.values[50, 50] == 123
+    elsewhere = {"y": slice(96, 192), "x": slice(96, 192)}  # a tile never written
+    assert np.isnan(ds.consistency.isel(elsewhere).values).all()
+    assert (raw.hallucination_risk.isel(elsewhere).values == RISK_FILL).all()
+
+
+def test_quality_layers_are_checked(tmp_path):
+    store = ProductStore.create(str(tmp_path / "out.zarr"), GRID, BANDS, {})
+    layers = quality_sample()
+    with pytest.raises(ValueError, match="quality layer 'consistency'"):
+        store.write_tile(GRID, tile(0, 0), *sample(0), {},
+                         quality={**layers, "consistency": layers["consistency"][:95]})
+    with pytest.raises(ValueError, match="quality layer 'noise'"):
+        store.write_tile(GRID, tile(0, 0), *sample(0), {}, quality={"noise": layers["consistency"]})
     assert store.done_tiles() == set()
 
 

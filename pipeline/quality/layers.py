@@ -1,0 +1,168 @@
+"""Per-pixel quality layers of a product tile, from arrays the region flow already holds.
+
+No model is called again: the layers compare the super-resolved tile, averaged back, with the
+10 m composite it was made from, and read the RGB model's spread over samples when there is
+one. Each band is averaged back over its own native pixel (10, 20 or 60 m, as the models see
+it: the mean of the 10 m composite over that footprint), because that is all the information
+the input holds about it; comparing a 60 m band at 10 m would count the upsampling's own
+smoothness as an error. The rule that turns the layers into a hallucination-risk flag, and its
+thresholds, are the module constants below (documented in docs/quality.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.grid import INPUT_RESOLUTION, SCALE
+from pipeline.quality.spectral import spectral_angle
+from pipeline.resample import block_mean, upsample_nearest
+
+#: Flag a pixel whose bands, averaged back over their native pixels, differ from the input by
+#: more than this on average (reflectance).
+CONSISTENCY_LIMIT = 0.01
+#: Flag a pixel whose averaged-back spectrum turns away from the input's by more than this
+#: (degrees).
+SPECTRAL_ANGLE_LIMIT = 5.0
+#: Flag a pixel whose RGB spread over samples exceeds this fraction of the input's RGB
+#: reflectance (only with ``--samples N``, N > 1).
+RELATIVE_UNCERTAINTY_LIMIT = 0.1
+#: Reflectance under which the relative uncertainty is taken against this value instead, so
+#: that a tiny spread over water or shadow is not a large ratio.
+DARK_REFLECTANCE = 0.02
+
+#: Bits of the hallucination-risk flag; 0 is "no reason for concern".
+INCONSISTENT, SPECTRAL_DISTORTION, UNCERTAIN = 1, 2, 4
+#: Flag value of pixels without data.
+RISK_FILL = 255
+
+
+def risk_rule() -> dict[str, float]:
+    """The thresholds of the flag, as recorded in the product's recipe and attributes."""
+    return {
+        "consistency_limit": CONSISTENCY_LIMIT,
+        "spectral_angle_limit": SPECTRAL_ANGLE_LIMIT,
+        "relative_uncertainty_limit": RELATIVE_UNCERTAINTY_LIMIT,
+        "dark_reflectance": DARK_REFLECTANCE,
+    }
+
+
+@dataclass(frozen=True)
+class QualityLayers:
+    """One tile's layers; NaN (or ``RISK_FILL``) where the tile has no data."""
+
+    consistency: np.ndarray  # (h, w) at 10 m, reflectance
+    spectral_angle: np.ndarray  # (h, w) at 10 m, degrees
+    hallucination_risk: np.ndarray  # (4h, 4w) at 2.5 m, uint8 bits
+
+    def on_output_grid(self) -> dict[str, np.ndarray]:
+        """Every layer on the 2.5 m grid, as the product stores them."""
+        return {
+            "consistency": upsample_nearest(self.consistency, SCALE),
+            "spectral_angle": upsample_nearest(self.spectral_angle, SCALE),
+            "hallucination_risk": self.hallucination_risk,
+        }
+
+    def summary(self) -> dict[str, float | None]:
+        """Tile means of the layers and the fraction of pixels with data that are flagged."""
+        valid = self.hallucination_risk != RISK_FILL
+        if not valid.any():
+            return dict.fromkeys(
+                ("mean_consistency", "mean_spectral_angle", "hallucination_risk_fraction")
+            )
+        return {
+            "mean_consistency": round(_nanmean(self.consistency), 6),
+            "mean_spectral_angle": round(_nanmean(self.spectral_angle), 4),
+            "hallucination_risk_fraction": round(
+                float(np.count_nonzero(self.hallucination_risk[valid]) / valid.sum()), 6
+            ),
+        }
+
+
+def tile_quality(
+    composite: np.ndarray,
+    high: np.ndarray,
+    bands: tuple[str, ...],
+    uncertainty: np.ndarray | None = None,
+) -> QualityLayers:
+    """The quality layers of one tile (without its halo).
+
+    ``composite`` is the 12-band 10 m input (REFLECTANCE_BANDS order, NaN = no data), ``high``
+    the product's ``bands`` at 2.5 m, ``uncertainty`` the RGB models' (B04, B03, B02) standard
+    deviation over samples at 2.5 m, or None.
+    """
+    reference, back = averaged_back(composite[_indices(bands)], high, bands)
+    consistency = np.abs(back - reference).mean(axis=0).astype(np.float32)
+    angle = spectral_angle(reference, back).astype(np.float32)
+    relative = None
+    if uncertainty is not None:
+        relative = relative_uncertainty(uncertainty, composite[RGB_INDEX])
+    return QualityLayers(consistency, angle, risk_flag(consistency, angle, relative))
+
+
+def averaged_back(
+    composite: np.ndarray, high: np.ndarray, bands: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(input, output) at 10 m, each band the mean over its native pixel, float64.
+
+    Only the 10 m pixels with data enter a native pixel's mean, in both; pixels without data
+    (in the input or the output) are NaN in both.
+    """
+    low = block_mean(high, SCALE).astype(np.float64)  # 16× smaller before widening
+    composite = composite.astype(np.float64)
+    valid = np.isfinite(composite).all(axis=0) & np.isfinite(low).all(axis=0)
+    reference, back = np.empty_like(composite), np.empty_like(low)
+    for i, band in enumerate(bands):
+        ratio = _native_ratio(band)
+        reference[i] = _native_mean(composite[i], valid, ratio)
+        back[i] = _native_mean(low[i], valid, ratio)
+    return reference, back
+
+
+def relative_uncertainty(uncertainty: np.ndarray, rgb_input: np.ndarray) -> np.ndarray:
+    """Mean RGB spread at 2.5 m over the input's mean RGB reflectance at 10 m (floored)."""
+    level = np.maximum(rgb_input.mean(axis=0), DARK_REFLECTANCE)
+    return uncertainty.mean(axis=0) / upsample_nearest(level, SCALE)
+
+
+def risk_flag(
+    consistency: np.ndarray, angle: np.ndarray, relative: np.ndarray | None = None
+) -> np.ndarray:
+    """The hallucination-risk bits at 2.5 m from the 10 m layers and the 2.5 m uncertainty.
+
+    A bit is set where its layer exceeds its limit (NaN exceeds nothing); pixels where the
+    consistency is NaN have no data and get ``RISK_FILL``.
+    """
+    low = np.zeros(consistency.shape, np.uint8)
+    with np.errstate(invalid="ignore"):
+        low[consistency > CONSISTENCY_LIMIT] |= INCONSISTENT
+        low[angle > SPECTRAL_ANGLE_LIMIT] |= SPECTRAL_DISTORTION
+        flag = upsample_nearest(low, SCALE)
+        if relative is not None:
+            flag[relative > RELATIVE_UNCERTAINTY_LIMIT] |= UNCERTAIN
+    flag[upsample_nearest(np.isnan(consistency), SCALE)] = RISK_FILL
+    return flag
+
+
+def _native_mean(x: np.ndarray, valid: np.ndarray, ratio: int) -> np.ndarray:
+    """Mean of x's valid pixels over each ratio×ratio block, back on x's grid; NaN off ``valid``."""
+    total = block_mean(np.where(valid, x, 0.0)[None], ratio)[0]
+    share = block_mean(valid.astype(np.float64)[None], ratio)[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = upsample_nearest(total / share, ratio)
+    return np.where(valid, mean, np.nan)
+
+
+def _native_ratio(band: str) -> int:
+    return round(BANDS[band].resolution / INPUT_RESOLUTION)
+
+
+def _indices(bands: tuple[str, ...]) -> list[int]:
+    return [REFLECTANCE_BANDS.index(b) for b in bands]
+
+
+def _nanmean(x: np.ndarray) -> float:
+    finite = x[np.isfinite(x)]
+    return float(finite.mean()) if finite.size else float("nan")
