@@ -108,6 +108,15 @@ def test_no_data_gets_the_fill_and_its_neighbours_keep_their_values():
     assert summary["hallucination_risk_fraction"] == 0.0
 
 
+def test_a_tile_without_data_is_all_fill_and_its_summary_null():
+    """What the flow computes for a tile that no scene covers."""
+    low = np.full((12, SIDE, SIDE), np.nan, np.float32)
+    quality = tile_quality(low, sharp(low), REFLECTANCE_BANDS)
+    assert (quality.hallucination_risk == RISK_FILL).all()
+    assert set(quality.summary().values()) == {None}
+    assert json.dumps(quality.summary(), allow_nan=False)  # null, never NaN
+
+
 def test_the_risk_rule_on_a_constructed_case():
     over, under = 2 * CONSISTENCY_LIMIT, CONSISTENCY_LIMIT / 2
     consistency = np.array([[under, over], [under, np.nan]])

@@ -73,8 +73,8 @@ class QualityLayers:
                 ("mean_consistency", "mean_spectral_angle", "hallucination_risk_fraction")
             )
         return {
-            "mean_consistency": round(_nanmean(self.consistency), 6),
-            "mean_spectral_angle": round(_nanmean(self.spectral_angle), 4),
+            "mean_consistency": _rounded_mean(self.consistency, 6),
+            "mean_spectral_angle": _rounded_mean(self.spectral_angle, 4),
             "hallucination_risk_fraction": round(
                 float(np.count_nonzero(self.hallucination_risk[valid]) / valid.sum()), 6
             ),
@@ -163,6 +163,7 @@ def _indices(bands: tuple[str, ...]) -> list[int]:
     return [REFLECTANCE_BANDS.index(b) for b in bands]
 
 
-def _nanmean(x: np.ndarray) -> float:
+def _rounded_mean(x: np.ndarray, digits: int) -> float | None:
+    """Mean of the finite values; None (JSON null, never NaN) when there is none."""
     finite = x[np.isfinite(x)]
-    return float(finite.mean()) if finite.size else float("nan")
+    return round(float(finite.mean()), digits) if finite.size else None
