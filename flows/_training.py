@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import NoReturn
 
 import torch
@@ -78,9 +79,15 @@ class SentinelQuery:
     end: date
 
     def describe(self) -> dict[str, str]:
-        """As recorded in a checkpoint (a resumed run must match it)."""
-        return {"stac": self.stac, "aoi": self.aoi_path, "start": str(self.start),
-                "end": str(self.end)}
+        """As recorded in a checkpoint (a resumed run must match it) and in the weights; the
+        embedded demo files are named ``demo``, not by where this checkout happens to lie."""
+        return {"stac": _portable(self.stac, DEMO_CATALOG),
+                "aoi": _portable(self.aoi_path, DEMO_AOI),
+                "start": str(self.start), "end": str(self.end)}
+
+
+def _portable(path: str, demo: Path) -> str:
+    return "demo" if Path(path).resolve() == Path(demo).resolve() else path
 
 
 def sentinel_query(args: argparse.Namespace) -> SentinelQuery:

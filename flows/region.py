@@ -86,7 +86,7 @@ def parser() -> argparse.ArgumentParser:
                    help="band fusion model (default: gram-schmidt)")
     fusion = p.add_argument_group("learned fusion model (--fusion-model difffusr-fusion)")
     fusion.add_argument("--fusion-weights", help="fusion weight file: path, fsspec URL or "
-                        "hf://org/repo/file (required: no demo fusion weights ship yet)")
+                        "hf://org/repo/file (default: the shipped demo weights)")
     fusion.add_argument("--fusion-weights-sha256", metavar="HEX",
                         help="refuse fusion weights whose sha256 differs")
     fusion.add_argument("--no-fusion-consistency", action="store_true", default=None,
@@ -235,9 +235,6 @@ def _fusion_options(args: argparse.Namespace) -> dict:
     given = _given(args, FUSION_OPTIONS, "fusion", LEARNED_FUSION)
     if args.fusion_model != LEARNED_FUSION:
         return given
-    if args.fusion_weights is None:
-        raise UserError(f"--fusion-model {LEARNED_FUSION} needs --fusion-weights "
-                        "(no demo fusion weights ship yet)")
     given["consistent"] = not args.no_fusion_consistency
     if args.device is not None:
         given["device"] = args.device

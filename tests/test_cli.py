@@ -13,6 +13,8 @@ import pytest
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
+from pipeline.models.fusion.model import DEMO_WEIGHTS as FUSION_DEMO_WEIGHTS
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "difffusr"
 
@@ -153,8 +155,6 @@ BAD_INPUTS = {
     "pinned sha256 differs": (lambda t: ["--rgb-model", "difffusr", "--weights-sha256", "0" * 64],
                               "sha256 mismatch"),
     "zero samples": (lambda t: ["--rgb-model", "difffusr", "--samples", "0"], "at least 1"),
-    "learned fusion without weights": (lambda t: ["--fusion-model", "difffusr-fusion"],
-                                       "needs --fusion-weights"),
     "fusion options, other fusion model": (
         lambda t: ["--fusion-weights", str(t / "w.safetensors"), "--no-fusion-consistency"],
         "--fusion-weights, --no-fusion-consistency apply to --fusion-model difffusr-fusion"),
@@ -216,11 +216,12 @@ def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(tmp_path):
 
 
 def test_learned_fusion_writes_every_band_and_its_weights_decide_the_recipe(tmp_path):
+    """Without --fusion-weights the shipped demo weights are used."""
     aoi = write(tmp_path, "small.geojson", SMALL_AOI)
-    weights = tiny_fusion(tmp_path)
+    weights = FUSION_DEMO_WEIGHTS
     out = tmp_path / "fusion.zarr"
     learned = ["--aoi", aoi, "--out", str(out), "--fusion-model", "difffusr-fusion"]
-    done = region(*learned, "--fusion-weights", weights, "--workers", "1")
+    done = region(*learned, "--workers", "1")
     assert done.returncode == 0, done.stderr
     assert "fusion=difffusr-fusion (halo 24 px at 10 m)" in done.stdout
     ds = xr.open_zarr(out)

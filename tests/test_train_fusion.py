@@ -296,3 +296,4 @@ def test_cli_trains_on_the_demo_catalog_and_resumes(tmp_path, capsys):
     assert [r["step"] for r in records(run) if "loss" in r] == [1, 2]
     data = torch.load(run / CHECKPOINT, weights_only=True)["hyper_parameters"]["data"]
     assert data["start"] == "2023-01-01" and data["epsg"] == 32719
+    assert data["stac"] == data["aoi"] == "demo"  # not this checkout's paths

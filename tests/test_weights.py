@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -31,9 +32,11 @@ from pipeline.models.weights import (
     INFERENCE_PREFIXES,
     WeightsError,
     convert_lightning_checkpoint,
+    file_sha256,
     load_state_dict,
     read_checkpoint,
     resolve,
+    shipped_weights,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -354,3 +357,12 @@ def test_converted_header_is_valid_json_with_sorted_metadata(converted):
     header = json.loads(converted.read_bytes()[8 : 8 + size])
     assert list(header["__metadata__"]) == sorted(header["__metadata__"])
     assert (8 + size) % 8 == 0
+
+
+@pytest.mark.parametrize("name", ["difffusr-demo", "difffusr-fusion-demo"])
+def test_shipped_weights_are_the_ones_their_model_card_describes(name):
+    """A retrained file must come with its updated card: the card's sha256 is the file's."""
+    weights = Path(shipped_weights(f"{name}.safetensors"))
+    card = weights.with_suffix(".md").read_text()
+    stated = re.findall(r"sha256 `([0-9a-f]{64})`", card)
+    assert stated == [file_sha256(weights)]

@@ -33,6 +33,7 @@ from pipeline.models.fusion.network import (
 )
 from pipeline.models.fusion.weights import load_fusion_network
 from pipeline.models.resident import PinnedWeights
+from pipeline.models.weights import shipped_weights
 from pipeline.resample import block_mean, upsample_nearest
 
 #: 10 m pixels per native pixel of each band.
@@ -41,6 +42,8 @@ NATIVE_RATIO: dict[str, int] = {b: BANDS[b].resolution // 10 for b in REFLECTANC
 FUSED_BANDS: tuple[str, ...] = tuple(b for b in REFLECTANCE_BANDS if b not in RGB_BANDS)
 #: The coarsest native pixel, in 10 m pixels (60 m).
 MAX_RATIO = max(NATIVE_RATIO.values())
+#: The weights we trained and ship for the demo (model card: difffusr-fusion-demo.md beside them).
+DEMO_WEIGHTS = shipped_weights("difffusr-fusion-demo.safetensors")
 
 
 def receptive_radius(blocks: int) -> int:
@@ -72,7 +75,8 @@ class DiffFuSRFusion(PinnedWeights):
     """The fusion stage by DiffFuSR's three group networks.
 
     ``weights``: a fusion weight file (ours, written by ``save_fusion_network``, or a
-    reference Lightning checkpoint) as a path, fsspec URL or ``hf://`` reference;
+    reference Lightning checkpoint) as a path, fsspec URL or ``hf://`` reference, by
+    default the shipped demo weights;
     ``sha256`` pins it; ``consistent`` applies the mean-preserving correction.
     """
 
@@ -83,11 +87,7 @@ class DiffFuSRFusion(PinnedWeights):
     name: str = "difffusr-fusion"
 
     def __post_init__(self) -> None:
-        if not self.weights:
-            raise ValueError(
-                "difffusr-fusion needs fusion weights (no demo fusion weights ship yet)"
-            )
-        self._pin()
+        self._pin(DEMO_WEIGHTS)
         # A file that is not fusion weights is refused here, once; the halo follows its size.
         object.__setattr__(self, "_halo", fusion_halo(self._network().blocks))
 
