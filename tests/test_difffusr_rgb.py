@@ -11,7 +11,7 @@ import torch
 
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.models.diffusion.noise import position_noise
-from pipeline.models.diffusion.rgb import DiffFuSRRGB, _profile, _starts
+from pipeline.models.diffusion.rgb import DiffFuSRRGB, _lattice, _profile
 from pipeline.superresolve import SuperResolver
 
 WEIGHTS = str(Path(__file__).parent / "fixtures" / "difffusr" / "sr_small.ckpt")
@@ -44,14 +44,17 @@ def test_registered_and_reproducible() -> None:
     assert not np.array_equal(first, model(rgb, (100, 201)))  # the noise follows the pixel
 
 
+@pytest.mark.parametrize("origin", [0, 5, -13, 1000])
 @pytest.mark.parametrize("n", [1, 7, 16, 17, 24, 25, 100])
-def test_window_weights_cover_the_block_and_sum_to_one(n: int) -> None:
+def test_lattice_windows_cover_the_block_with_weights_summing_to_one(n: int, origin: int) -> None:
     window, overlap = 16, 4
-    starts = _starts(n, window, overlap)
-    total = torch.zeros((starts[-1] + window) * 4)
+    starts = _lattice(origin, n, window, overlap)
+    assert starts[0] <= 0 < starts[0] + window and starts[-1] < n <= starts[-1] + window
+    assert all((origin + s + overlap) % (window - 2 * overlap) == 0 for s in starts)
+    total = torch.zeros((starts[-1] - starts[0] + window) * 4)
     for i, s in enumerate(starts):
-        total[4 * s : 4 * (s + window)] += _profile(i, len(starts), window, overlap)
-    assert len(total) >= 4 * n
+        at = 4 * (s - starts[0])
+        total[at : at + 4 * window] += _profile(i, len(starts), window, overlap)
     torch.testing.assert_close(total, torch.ones_like(total))
 
 
@@ -98,3 +101,17 @@ def test_windows_of_fill_only_are_not_sampled() -> None:
     out = model(rgb, (0, 0))
     assert (out[:, :, 4 * 36 :] == 0).all()
     assert (out[:, :, : 4 * 20] != 0).any()
+
+
+def test_neighbouring_blocks_agree_where_their_tiles_meet() -> None:
+    """Two blocks, each a tile plus the model's halo, sample the pixels around their shared
+    tile edge alike: the windows there are the same in both (lattice, conditioning, noise)."""
+    model = DiffFuSRRGB(**FAST)
+    assert model.halo == FAST["window"]
+    rgb = _rgb(h=24, w=64)  # tiles of 32 columns, meeting at column 32; halo 16
+    left, right = model(rgb[:, :, :48], (7, 0)), model(rgb[:, :, 16:], (7, 16))
+    other_seed = DiffFuSRRGB(**{**FAST, "seed": 1})(rgb[:, :, :48], (7, 0))
+    near = slice(4 * 24, 4 * 40)  # 8 columns either side of the edge
+    gap = np.abs(left[:, :, near] - right[:, :, 4 * 8 : 4 * 24])
+    assert gap.mean() < 0.02 * np.abs(left - other_seed)[:, :, near].mean()
+    assert gap.max() < 0.05

@@ -4,8 +4,10 @@ The whole block is sampled as one image, but the U-Net sees it through fixed-siz
 windows, in batches: at every DDIM step each window predicts x0 and the predictions are
 blended where windows overlap, so all windows follow one trajectory and no seam forms between
 them, while memory stays bounded whatever the block size and self-attention never spans more
-than a window. The spatial context and the degradation embedding are computed once on the
-whole block, and the initial noise follows the global pixel position (see ``noise``).
+than a window. The windows lie on one lattice for the whole output grid, each is conditioned
+on its own LR pixels, and the noise follows the global pixel position (see ``noise``), so a
+window near a tile edge is sampled alike in the blocks of both tiles: tiles join without
+seams, given a halo of one window.
 The network is loaded once per process and kept resident; the model object itself holds only
 the weights' address and the sampling options, so it travels cheaply to Dask workers.
 """
@@ -92,7 +94,9 @@ class DiffFuSRRGB(PinnedWeights):
 
     @property
     def halo(self) -> int:
-        return self.overlap
+        """A whole window: the windows that reach a tile then lie wholly inside the block of
+        that tile and of its neighbour, conditioned and noised alike in both."""
+        return self.window
 
     def _network(self) -> DiffFuSR:
         return self._resident(_build_network, self.compile)
@@ -105,31 +109,51 @@ class DiffFuSRRGB(PinnedWeights):
         net = self._network()
         device = next(net.parameters()).device
         _, h, w = rgb.shape
-        rows, cols = _starts(h, self.window, self.overlap), _starts(w, self.window, self.overlap)
+        rows = _lattice(origin[0], h, self.window, self.overlap)
+        cols = _lattice(origin[1], w, self.window, self.overlap)
+        top, left = -rows[0], -cols[0]
+        rows, cols = [r + top for r in rows], [c + left for c in cols]
         padded = (rows[-1] + self.window, cols[-1] + self.window)
         lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
-        lr = torch.nn.functional.pad(lr, (0, padded[1] - w, 0, padded[0] - h), mode="replicate")
+        lr = torch.nn.functional.pad(
+            lr, (left, padded[1] - w - left, top, padded[0] - h - top), mode="replicate")
         # A window holding nothing but zeros, the fill of no-data pixels, is not sampled: its
         # pixels are no-data in the product anyway and stay at reflectance 0 (−1 in network
         # space).
         windows = [(y, x) for y in rows for x in cols
                    if lr[..., y : y + self.window, x : x + self.window].any()]
+        corner = (origin[0] - top, origin[1] - left)
         with torch.inference_mode(), self._autocast(device):
-            context, degradation = net.condition(net.normalize(lr))
             blend = _Blend(windows, rows, cols, self.window, self.overlap, device)
+            context, degradation = self._condition(net, lr, windows)
 
             def denoise(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
                 return self._denoise(net, context, degradation, blend, x, gamma)
 
             def noise(stream: int) -> torch.Tensor:
-                return self._noise(stream, origin, padded, device)
+                return self._noise(stream, corner, padded, device)
 
             out = ddim_sample(denoise, net.diffusion, noise(0), self.steps, self.eta,
                               step_noise=lambda k: noise(k + 1))
             out = torch.where(blend.total > 0, out, -1.0)
-        high = net.denormalize(out.float())[:, :, : h * SCALE, : w * SCALE].cpu().numpy()
+        out = out[:, :, top * SCALE : (top + h) * SCALE, left * SCALE : (left + w) * SCALE]
+        high = net.denormalize(out.float()).cpu().numpy()
         std = high.std(axis=0) if self.samples > 1 else np.zeros_like(high[0])
         return high.mean(axis=0), std
+
+    def _condition(
+        self, net: DiffFuSR, lr: torch.Tensor, windows: list[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spatial context [N, 64, win, win] and degradation embedding [N, 256] of each
+        window, from the window's own LR pixels: a window on the global lattice is then
+        conditioned alike in every block that holds it, which is what joins tiles."""
+        win = self.window
+        parts = [net.condition(net.normalize(torch.cat(
+            [lr[..., y : y + win, x : x + win] for y, x in windows[i : i + self.batch]])))
+            for i in range(0, len(windows), self.batch)]
+        if not parts:
+            return torch.empty(0), torch.empty(0)
+        return torch.cat([c for c, _ in parts]), torch.cat([e for _, e in parts])
 
     def _noise(
         self, stream: int, origin: tuple[int, int], padded: tuple[int, int], device: torch.device
@@ -145,17 +169,18 @@ class DiffFuSRRGB(PinnedWeights):
         """x0 of the whole block: every window's prediction, in batches, blended where windows
         overlap. Sampling one block-wide x_t this way (rather than each window on its own)
         keeps overlapping windows on one trajectory, so no seam forms between them."""
-        win, hr = self.window, self.window * SCALE
-        tiles = [(s, y, x) for s in range(len(x)) for y, x in blend.windows]
+        hr = self.window * SCALE
+        tiles = [(s, i) for s in range(len(x)) for i in range(len(blend.windows))]
         total = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         for start in range(0, len(tiles), self.batch):
             part = tiles[start : start + self.batch]
+            where = [blend.windows[i] for _, i in part]
             crops = torch.stack([x[s, :, y * SCALE : y * SCALE + hr, c * SCALE : c * SCALE + hr]
-                                 for s, y, c in part])
-            ctx = torch.cat([context[:, :, y : y + win, c : c + win] for _, y, c in part])
-            x0 = net.ema(crops, gamma[[s for s, _, _ in part]], ctx,
-                         degradation.expand(len(part), -1)).float()
-            for (s, y, c), pred in zip(part, x0, strict=True):
+                                 for (s, _), (y, c) in zip(part, where, strict=True)])
+            index = [i for _, i in part]
+            x0 = net.ema(crops, gamma[[s for s, _ in part]], context[index],
+                         degradation[index]).float()
+            for (s, _), (y, c), pred in zip(part, where, x0, strict=True):
                 weight = blend.weight(y, c)
                 total[s, :, y * SCALE : y * SCALE + hr, c * SCALE : c * SCALE + hr] += pred * weight
         return total / blend.total.clamp(min=1e-12)
@@ -169,11 +194,14 @@ class DiffFuSRRGB(PinnedWeights):
         return torch.autocast(device.type, dtype=dtype)
 
 
-def _starts(n: int, window: int, margin: int) -> list[int]:
-    """Window starts whose centres (plus the outer margins) tile [0, n) without gaps."""
-    core = window - 2 * margin
-    count = max(1, math.ceil((n - 2 * margin) / core))
-    return [i * core for i in range(count)]
+def _lattice(origin: int, n: int, window: int, overlap: int) -> list[int]:
+    """Starts, relative to the block, of the windows of the global lattice (one every
+    window − 2·overlap pixels, from global pixel −overlap) that touch the block's n pixels
+    from global pixel ``origin``; the first may start before the block, the last end after."""
+    stride = window - 2 * overlap
+    first = (origin + overlap - window) // stride + 1
+    last = (origin + n - 1 + overlap) // stride
+    return [k * stride - overlap - origin for k in range(first, last + 1)]
 
 
 class _Blend:
