@@ -23,7 +23,7 @@ import xarray as xr
 from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
-from pipeline.grid import SCALE, read_aoi
+from pipeline.grid import INPUT_RESOLUTION, SCALE, read_aoi
 from pipeline.region import RegionRequest, plan_region, run_tiles
 from pipeline.store import ProductStore
 
@@ -42,14 +42,14 @@ def seam_score(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> float:
     return float(np.nanmean(across) / np.nanmean(inside))
 
 
-def window_boundaries(tile_size: int, length: int, halo: int, window: int, overlap: int):
-    """Output pixels where one DiffFuSR window's kept centre meets the next one's, assuming
-    one model block per tile (the tile and its halo), whose first window starts ``halo``
-    10 m pixels before the tile."""
-    core = window - 2 * overlap
-    per_tile = [SCALE * (core * (i + 1) + overlap - halo) for i in range(tile_size // SCALE)]
-    inside = [b for b in per_tile if 0 < b < tile_size]
-    return np.array([t + b for t in range(0, length, tile_size) for b in inside])
+def window_boundaries(origin: int, length: int, window: int, overlap: int) -> np.ndarray:
+    """Output pixels (of ``length``) at the middle of each strip that two DiffFuSR windows
+    share: the windows lie on a global lattice of the 10 m grid, one every window − 2·overlap
+    pixels, and ``origin`` is the global 10 m index of the product's first pixel."""
+    stride = window - 2 * overlap
+    first, last = -(-origin // stride), (origin + length // SCALE) // stride
+    edges = [SCALE * (k * stride - origin) for k in range(first, last + 1)]
+    return np.array([e for e in edges if 0 < e < length])
 
 
 def run(
@@ -78,8 +78,10 @@ def run(
     }
     rgb = plan.resolver.rgb
     if hasattr(rgb, "window"):
-        edges = [window_boundaries(tile_size, n, plan.resolver.halo, rgb.window, rgb.overlap)
-                 for n in image.shape[1:]]
+        grid = plan.grid
+        origin = (round(-grid.y0 / INPUT_RESOLUTION), round(grid.x0 / INPUT_RESOLUTION))
+        edges = [window_boundaries(o, n, rgb.window, rgb.overlap)
+                 for o, n in zip(origin, image.shape[1:], strict=True)]
         result["window_seam_score"] = round(seam_score(image, *edges), 4)
     return result
 
@@ -88,9 +90,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tile-size", type=int, default=480)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--block-size", type=int, default=240,
-                   help="model block, 10 m pixels; the window seam score assumes one block "
-                   "per tile (block ≥ tile / 4 + 2 × halo)")
+    p.add_argument("--block-size", type=int, default=240, help="model block, 10 m pixels")
     p.add_argument("--rgb-model", default="difffusr")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default="benchmarks/results/seams.json")
