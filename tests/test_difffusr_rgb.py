@@ -115,3 +115,10 @@ def test_neighbouring_blocks_agree_where_their_tiles_meet() -> None:
     gap = np.abs(left[:, :, near] - right[:, :, 4 * 8 : 4 * 24])
     assert gap.mean() < 0.02 * np.abs(left - other_seed)[:, :, near].mean()
     assert gap.max() < 0.05
+
+
+def test_the_window_defaults_to_the_one_the_weights_were_trained_on() -> None:
+    """The shipped demo model learnt on 16-pixel LR patches; on 64-pixel windows its output
+    drifts far off in brightness, so its file records the window to use."""
+    assert DiffFuSRRGB(device="cpu").window == 16
+    assert DiffFuSRRGB(weights=WEIGHTS, device="cpu").window == 64  # the reference records none

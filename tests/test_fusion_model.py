@@ -15,6 +15,7 @@ from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
 from pipeline.models import get_fusion_model
 from pipeline.models.baselines import Bicubic
 from pipeline.models.fusion.model import (
+    DEMO_WEIGHTS,
     FUSED_BANDS,
     NATIVE_RATIO,
     DiffFuSRFusion,
@@ -32,7 +33,7 @@ from pipeline.models.fusion.network import (
     normalize,
 )
 from pipeline.models.fusion.weights import load_fusion_network, save_fusion_network
-from pipeline.models.weights import WeightsError
+from pipeline.models.weights import WeightsError, file_sha256
 from pipeline.superresolve import SuperResolver
 
 FIXTURES = Path(__file__).parent / "fixtures" / "difffusr"
@@ -130,8 +131,8 @@ def test_a_constant_scene_stays_constant_with_the_guarantee(model) -> None:
 def test_bad_weights_and_blocks_are_refused(weights: str, model) -> None:
     with pytest.raises(WeightsError, match="sha256 mismatch"):
         DiffFuSRFusion(weights=weights, sha256="0" * 64)
-    with pytest.raises(ValueError, match="needs fusion weights"):
-        DiffFuSRFusion()
+    shipped = DiffFuSRFusion(device="cpu")  # without weights: the demo weights
+    assert shipped.weights == DEMO_WEIGHTS and shipped.weights_sha256 == file_sha256(DEMO_WEIGHTS)
     with pytest.raises(WeightsError, match="not a DiffFuSR fusion checkpoint"):
         DiffFuSRFusion(weights=str(FIXTURES / "sr_small.ckpt"))
     pinned = DiffFuSRFusion(weights=weights, sha256=model.weights_sha256.upper(), device="cpu")

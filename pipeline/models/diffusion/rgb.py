@@ -18,9 +18,11 @@ import contextlib
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.noise import position_noise
@@ -32,6 +34,18 @@ SCALE = 4
 #: The weights we trained and ship for the demo (model card: difffusr-demo.md beside them).
 DEMO_WEIGHTS = shipped_weights("difffusr-demo.safetensors")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: LR window of weights that do not record theirs: the paper's training patch (256 HR px).
+DEFAULT_WINDOW = 64
+
+
+def trained_window(path: str | Path) -> int | None:
+    """The LR window the weights were trained on, if their file records it (ours do). A
+    model sampled on much larger windows than it learnt on can drift far off in brightness."""
+    if Path(path).suffix != ".safetensors":
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        window = (f.metadata() or {}).get("window")
+    return int(window) if window else None
 
 
 def config_from_metadata(metadata: dict) -> DiffFuSRConfig:
@@ -71,8 +85,8 @@ class DiffFuSRRGB(PinnedWeights):
     eta: float = 0.0
     seed: int = 0
     samples: int = 1
-    window: int = 64
-    overlap: int = 8
+    window: int | None = None
+    overlap: int | None = None
     batch: int = 8
     device: str | None = None
     precision: str = "fp32"
@@ -84,9 +98,13 @@ class DiffFuSRRGB(PinnedWeights):
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         if self.samples < 1 or self.steps < 1 or self.batch < 1:
             raise ValueError("samples, steps and batch must be at least 1")
+        local = self._pin(DEMO_WEIGHTS)
+        if self.window is None:
+            object.__setattr__(self, "window", trained_window(local.path) or DEFAULT_WINDOW)
+        if self.overlap is None:
+            object.__setattr__(self, "overlap", self.window // 8)
         if not 0 <= 4 * self.overlap <= self.window:
             raise ValueError("overlap must be between 0 and a quarter of the window")
-        self._pin(DEMO_WEIGHTS)
         multiple = self._network().config.unet.multiple
         if (self.window * SCALE) % multiple:
             step = multiple // math.gcd(multiple, SCALE)
