@@ -157,6 +157,7 @@ def test_exported_weights_load_into_the_inference_model(trained):
     state, metadata = load_state_dict(exported.path)
     assert metadata["format"] == "difffusr-sr"
     assert DiffFuSRConfig.from_lit_args(metadata["config"]) == TINY
+    assert metadata["window"] == "8"  # the LR side of the 32-pixel training patches
     net = DiffFuSR(TINY)
     net.load_weights(state)
     weights = trained.net.state_dict()
