@@ -200,7 +200,8 @@ def test_other_grid_in_the_same_output_is_refused(product):
 
 def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(tmp_path):
     out = tmp_path / "difffusr.zarr"
-    done = region("--out", str(out), "--rgb-model", "difffusr", "--steps", "2",
+    aoi = write(tmp_path, "small.geojson", SMALL_AOI)
+    done = region("--aoi", aoi, "--out", str(out), "--rgb-model", "difffusr", "--steps", "2",
                   "--samples", "2", "--bands", "B02", "B03", "B04", "B08")
     assert done.returncode == 0, done.stderr
     assert "rgb=difffusr" in done.stdout
