@@ -37,8 +37,6 @@ from pipeline.errors import UserError, reason
 #: Where the inference weights of the DiffFuSR SR LightningModule live in its state dict: the
 #: EMA U-Net, the RRDB spatial encoder, the MoCo query encoder and the noise-schedule buffers.
 INFERENCE_PREFIXES = ("ema.", "encoder.", "E.encoder_q.", "diffusion.")
-#: LR → HR factor of the DiffFuSR SR model.
-SR_SCALE = 4
 #: The ``format`` metadata entry of the files :func:`convert_lightning_checkpoint` writes.
 FORMAT = "difffusr-sr"
 #: Schedule buffers the sampler reads; a checkpoint without them is not a DiffFuSR SR model.
@@ -384,7 +382,7 @@ def convert_lightning_checkpoint(
     }
     patch = (checkpoint.get("hyper_parameters") or {}).get("train", {}).get("patch")
     if patch:  # ours record it: the LR window the model learnt on is the one to sample with
-        metadata["window"] = str(int(patch) // SR_SCALE)
+        metadata["window"] = str(int(patch) // int(config["scale"]))
     return write_safetensors(kept, dst, metadata)
 
 

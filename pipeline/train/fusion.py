@@ -240,7 +240,7 @@ class GroupBatch:
 
     def baseline(self, group: FusionGroup) -> torch.Tensor:
         """The bilinear upsampling of the degraded output bands (what the net must beat)."""
-        return self.ms[:, [group.inputs.index(b) for b in group.outputs]]
+        return self.ms[:, group.own_inputs]
 
     def network_inputs(self, group: FusionGroup) -> tuple[torch.Tensor, torch.Tensor]:
         """(guide, MS) normalised as the network reads them."""

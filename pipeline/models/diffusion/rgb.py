@@ -198,9 +198,9 @@ class DiffFuSRRGB(PinnedWeights):
             index = [i for _, i in part]
             x0 = net.ema(crops, gamma[[s for s, _ in part]], context[index],
                          degradation[index]).float()
-            for (s, _), (y, c), pred in zip(part, where, x0, strict=True):
-                weight = blend.weight(y, c)
-                total[s, :, y * SCALE : y * SCALE + hr, c * SCALE : c * SCALE + hr] += pred * weight
+            for (s, i), (y, c), pred in zip(part, where, x0, strict=True):
+                total[s, :, y * SCALE : y * SCALE + hr, c * SCALE : c * SCALE + hr] += (
+                    pred * blend.weights[i])
         return total / blend.total.clamp(min=1e-12)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
@@ -232,18 +232,15 @@ class _Blend:
         overlap: int, device: torch.device,
     ) -> None:
         self.windows = windows
-        self._rows = {y: _profile(i, len(rows), window, overlap) for i, y in enumerate(rows)}
-        self._cols = {x: _profile(i, len(cols), window, overlap) for i, x in enumerate(cols)}
-        self._device = device
-        total = torch.zeros((rows[-1] + window) * SCALE, (cols[-1] + window) * SCALE,
-                            device=device)
+        by_row = {y: _profile(i, len(rows), window, overlap) for i, y in enumerate(rows)}
+        by_col = {x: _profile(i, len(cols), window, overlap) for i, x in enumerate(cols)}
+        #: Each window's weight, made once: the sampler applies it at every step.
+        self.weights = [torch.outer(by_row[y], by_col[x]).to(device) for y, x in windows]
+        self.total = torch.zeros((rows[-1] + window) * SCALE, (cols[-1] + window) * SCALE,
+                                 device=device)
         hr = window * SCALE
-        for y, x in windows:
-            total[y * SCALE : y * SCALE + hr, x * SCALE : x * SCALE + hr] += self.weight(y, x)
-        self.total = total
-
-    def weight(self, y: int, x: int) -> torch.Tensor:
-        return torch.outer(self._rows[y], self._cols[x]).to(self._device)
+        for (y, x), weight in zip(windows, self.weights, strict=True):
+            self.total[y * SCALE : y * SCALE + hr, x * SCALE : x * SCALE + hr] += weight
 
 
 def _profile(index: int, count: int, window: int, overlap: int) -> torch.Tensor:

@@ -158,6 +158,11 @@ class FusionGroup:
     inputs: tuple[str, ...]  # LR bands of its MS input, in channel order
 
     @property
+    def own_inputs(self) -> list[int]:
+        """Channels of the MS input that hold the group's own output bands, in output order."""
+        return [self.inputs.index(b) for b in self.outputs]
+
+    @property
     def ratio_10m(self) -> int:
         """Native pixel size relative to 10 m (1, 2, 6)."""
         return self.resolution // 10
@@ -221,8 +226,7 @@ class FusionNetwork(nn.Module):
         """One group alone (groups train separately); ``ms`` is already on the guide's grid."""
         out = self.group(name)(guide, ms)
         if self.residual:
-            g = GROUPS_BY_NAME[name]
-            out = out + ms[:, [g.inputs.index(b) for b in g.outputs]]
+            out = out + ms[:, GROUPS_BY_NAME[name].own_inputs]
         return out
 
     @staticmethod
