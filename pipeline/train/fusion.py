@@ -146,6 +146,13 @@ class FusionTrainConfig:
 # --- data -----------------------------------------------------------------------------------
 
 
+def held_out_cut(width: int, test_fraction: float) -> int:
+    """The column, on the 60 m lattice, east of which the last ``test_fraction`` of a
+    ``width``-pixel composite is held out: training and every evaluation of its weights must
+    cut at the same place, or the test pixels overlap what the weights learnt from."""
+    return LATTICE_PIXELS * round(width / LATTICE_PIXELS * (1 - test_fraction))
+
+
 class FusionWaldData:
     """The 12-band composite at 10 m and, per group, where its clear windows lie.
 
@@ -165,7 +172,7 @@ class FusionWaldData:
             raise ValueError(f"the composite must be 12 bands of whole 60 m cells, not "
                              f"{bands} × {height} × {width} px")
         self.image = image
-        self.cut = LATTICE_PIXELS * round(width / LATTICE_PIXELS * (1 - test_fraction))
+        self.cut = held_out_cut(width, test_fraction)
         self._starts: dict[tuple[int, Split], np.ndarray] = {}
         for g in cfg.selected:
             grid = block_mean(image, g.ratio_10m)  # NaN where any of its 10 m pixels is

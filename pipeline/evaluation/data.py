@@ -1,0 +1,149 @@
+"""The images a benchmark scores: clear 10 m patches of all 12 bands, and which bands are real.
+
+They are cut from the clear-sky composite of a STAC AOI (the pipeline's own search, loader
+and compositing, on the 60 m lattice) or from local 12-band GeoTIFFs. Every patch is a whole
+number of 240 m cells starting on the 60 m lattice, so that it degrades ×4 onto whole 60 m
+pixels and every band's native grid can be recovered from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+import pystac
+import rasterio
+from rasterio.errors import RasterioIOError
+from shapely.geometry.base import BaseGeometry
+
+from pipeline.bands import BANDS, REFLECTANCE_BANDS
+from pipeline.catalog import search
+from pipeline.errors import UserError, reason
+from pipeline.grid import LATTICE, LATTICE_PIXELS, SCALE
+from pipeline.load import asset_key
+from pipeline.train.fusion import held_out_cut
+from pipeline.train.sources import default_scale, sentinel_composite
+
+#: A patch side must be a multiple of this (10 m pixels): whole 60 m pixels after ×4.
+PATCH_MULTIPLE = SCALE * LATTICE_PIXELS
+#: The STAC asset flag of synthetic bands (the demo catalog sets it).
+SYNTHETIC_FLAG = "demo:synthetic"
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One evaluation image: 12 bands of 10 m reflectance, (12, P, P), no NaN."""
+
+    name: str
+    origin: tuple[int, int]  # (row, column) of its top-left pixel in its scene, 10 m pixels
+    bands: np.ndarray
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    """The patches of every scene, and 'real' or 'synthetic' per band."""
+
+    patches: list[Patch]
+    labels: dict[str, str]
+    source: str
+
+
+def check_patch(patch: int) -> None:
+    """Refuse a patch side the Wald protocol of both stages cannot use."""
+    if patch < PATCH_MULTIPLE or patch % PATCH_MULTIPLE:
+        raise UserError(f"--patch must be a positive multiple of {PATCH_MULTIPLE}, got {patch}")
+
+
+def check_held_out(held_out: float) -> None:
+    if not 0 <= held_out < 1:
+        raise UserError(f"--held-out must be at least 0 and below 1, got {held_out}")
+
+
+def stac_patches(
+    stac: str, aoi: BaseGeometry, start: date, end: date, *, patch: int, held_out: float,
+    collection: str | None = None, max_cloud: float = 100.0, label: str | None = None,
+) -> EvaluationSet:
+    """Patches of the AOI's clear-sky composite east of the held-out cut (all of it at 0);
+    ``label`` names the catalog in the description (default: ``stac`` itself)."""
+    items = search(stac, aoi, start, end, collection, max_cloud).items
+    composite = sentinel_composite(stac, aoi, start, end, REFLECTANCE_BANDS,
+                                   collection=collection, max_cloud=max_cloud, lattice=LATTICE)
+    patches = cut_patches(composite.image, patch, held_out, "aoi")
+    if not patches:
+        raise UserError(f"no clear {patch} px patch in the composite's "
+                        f"{_part(held_out)} ({composite.image.shape[1]} × "
+                        f"{composite.image.shape[2]} px at 10 m); use a smaller --patch, a "
+                        "larger AOI or more dates")
+    return EvaluationSet(patches, band_labels(items),
+                         f"{label or stac} over the AOI, {start} to {end}: {len(items)} "
+                         f"items; scored: the {_part(held_out)}")
+
+
+def scene_patches(paths: Sequence[str], *, patch: int, held_out: float) -> EvaluationSet:
+    """Patches of local GeoTIFFs that hold the 12 bands at 10 m in product order (20 m and
+    60 m bands repeated over 2 × 2 and 6 × 6 pixels from the file's top-left corner, the way
+    the pipeline loads them). Their bands are taken as real."""
+    patches = []
+    for path in paths:
+        patches += cut_patches(read_scene(path), patch, held_out, path)
+    if not patches:
+        raise UserError(f"no clear {patch} px patch in the {_part(held_out)} of the scenes; "
+                        "use a smaller --patch")
+    return EvaluationSet(patches, dict.fromkeys(REFLECTANCE_BANDS, "real"),
+                         f"{len(paths)} local scene(s); scored: the {_part(held_out)}")
+
+
+def read_scene(path: str) -> np.ndarray:
+    """float32 (12, H, W) reflectance of a 12-band GeoTIFF; no-data as NaN; H and W cropped to
+    whole 60 m cells."""
+    try:
+        with rasterio.open(path) as ds:
+            if ds.count != len(REFLECTANCE_BANDS):
+                raise UserError(f"{path} has {ds.count} band(s), not the 12 L2A bands "
+                                f"{' '.join(REFLECTANCE_BANDS)}")
+            data = ds.read(masked=True)
+            scale = default_scale(ds.dtypes[0])
+    except RasterioIOError as err:
+        raise UserError(f"cannot read scene {path}: {reason(err)}") from None
+    image = np.ma.filled(data.astype(np.float32) * np.float32(scale), np.nan)
+    rows, cols = (n // LATTICE_PIXELS * LATTICE_PIXELS for n in image.shape[1:])
+    return image[:, :rows, :cols]
+
+
+def cut_patches(image: np.ndarray, patch: int, held_out: float, scene: str) -> list[Patch]:
+    """Non-overlapping, wholly clear ``patch`` × ``patch`` windows on the 60 m lattice, in
+    raster order, of the columns east of the held-out cut of ``image`` (12, H, W)."""
+    first_column = held_out_cut(image.shape[2], held_out) if held_out else 0
+    clear = np.isfinite(image).all(axis=0)
+    clear[:, :first_column] = False
+    rows, cols = np.flatnonzero(clear.any(axis=1)), np.flatnonzero(clear.any(axis=0))
+    if not len(rows):
+        return []
+    top, left = (math.ceil(int(first[0]) / LATTICE_PIXELS) * LATTICE_PIXELS
+                 for first in (rows, cols))
+    found = []
+    for y in range(top, int(rows[-1]) + 2 - patch, patch):
+        for x in range(left, int(cols[-1]) + 2 - patch, patch):
+            if clear[y : y + patch, x : x + patch].all():
+                found.append(Patch(f"{scene} r{y} c{x}", (y, x),
+                                   image[:, y : y + patch, x : x + patch]))
+    return found
+
+
+def band_labels(items: Sequence[pystac.Item]) -> dict[str, str]:
+    """'synthetic' for a band whose asset carries ``demo:synthetic`` in any item, else 'real':
+    a score on a synthetic band says little about real imagery."""
+    labels = {}
+    for band in REFLECTANCE_BANDS:
+        keys = [(item, asset_key(item, BANDS[band].aliases)) for item in items]
+        synthetic = any(item.assets[key].extra_fields.get(SYNTHETIC_FLAG)
+                        for item, key in keys if key)
+        labels[band] = "synthetic" if synthetic else "real"
+    return labels
+
+
+def _part(held_out: float) -> str:
+    return f"eastern {held_out:g} of the columns" if held_out else "whole area"

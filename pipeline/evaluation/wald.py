@@ -1,0 +1,46 @@
+"""The Wald protocol's inputs: a 10 m reference made 4 times coarser, as each stage's test wants.
+
+The models then bring it back to 10 m, where the reference is the truth; that this carries
+over to 10 m → 2.5 m is the protocol's assumption.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from pipeline.bands import REFLECTANCE_BANDS
+from pipeline.grid import SCALE
+from pipeline.models.fusion.model import NATIVE_RATIO, native_grids
+from pipeline.resample import upsample_nearest
+from pipeline.train import degradation
+from pipeline.train.fusion import BLUR_SIGMA
+from pipeline.train.fusion import degrade as sensor_degrade
+
+#: The RGB model's test degradation: the reference's validation one (isotropic Gaussian σ 1.2,
+#: bicubic ÷4, no noise), kept in float and not harmonised, as Sentinel-2 is reflectance.
+RGB_DEGRADATION = replace(degradation.VALIDATION, harmonize=False, levels=None)
+
+
+def rgb_input(hr: np.ndarray) -> np.ndarray:
+    """(3, P, P) or (n, 3, P, P) 10 m RGB → the same at 40 m. Nothing in the degradation is
+    random (no noise, one fixed kernel), so the generator's seed does not matter."""
+    batch = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32))
+    single = batch.ndim == 3
+    low = degradation.degrade(batch[None] if single else batch, RGB_DEGRADATION,
+                              torch.Generator().manual_seed(0)).lr.numpy()
+    return low[0] if single else low
+
+
+def fusion_input(bands: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """(12, P, P) at 10 m → (12, P/4, P/4): every band degraded ×4 from its native grid (the
+    sensor-like blur and mean fusion training uses) and repeated onto the 40 m grid, as a
+    10 m block repeats its 20 m and 60 m bands. With the real 10 m RGB as the guide, each
+    group then keeps its own ratio to the guide (×4, ×8, ×24), one scale up."""
+    low = np.empty((len(REFLECTANCE_BANDS), *(n // SCALE for n in bands.shape[1:])), np.float32)
+    for i, (band, native) in enumerate(native_grids(bands).items()):
+        degraded = sensor_degrade(torch.from_numpy(native)[None, None], SCALE, sigma)[0].numpy()
+        low[i] = upsample_nearest(degraded, NATIVE_RATIO[band])[0]
+    return low
