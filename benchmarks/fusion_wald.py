@@ -4,7 +4,7 @@
         [--blur-sigma 0.39] [--threads 1] [--out benchmarks/results/fusion-wald-demo.json]
 
 The data is the demo's 12-band clear-sky composite at 10 m on the 60 m lattice, cut as fusion
-training cuts it (``FusionWaldData``): only the eastern ``--test-fraction`` of its columns,
+training cuts it (``held_out_cut``): only the eastern ``--test-fraction`` of its columns,
 never sampled in training, is scored, cropped to whole 240 m cells (24 px at 10 m) of clear
 pixels. In the demo B02 B03 B04 B08 B11 B12 are real Sentinel-2 and B01 B05 B06 B07 B8A B09
 are synthetic (derived from the real ones); every table says which is which, as the demo
@@ -40,30 +40,21 @@ import numpy as np
 import torch
 
 from flows.region import DEMO_AOI, DEMO_DATES
-from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
 from pipeline.catalog import DEMO_CATALOG, search
+from pipeline.evaluation.benchmark import WALD_ERGAS_RATIO
+from pipeline.evaluation.data import PATCH_MULTIPLE, band_labels
+from pipeline.evaluation.report import cell
+from pipeline.evaluation.scores import FUSION_METRICS, SCORED, SSIM_WINDOW, fusion_scores
+from pipeline.evaluation.wald import fusion_input
 from pipeline.grid import LATTICE, LATTICE_PIXELS, SCALE, read_aoi
-from pipeline.load import asset_key
 from pipeline.models import FusionModel, get_fusion_model, get_rgb_model
-from pipeline.models.fusion.model import DEMO_WEIGHTS, FUSED_BANDS, NATIVE_RATIO, native_grids
-from pipeline.quality.fusion import SSIM_SIGMA, fusion_metrics
-from pipeline.resample import block_mean, upsample_nearest
-from pipeline.train.fusion import (
-    BLUR_SIGMA,
-    GROUPS,
-    FusionTrainConfig,
-    FusionWaldData,
-    degrade,
-)
+from pipeline.models.fusion.model import DEMO_WEIGHTS, FUSED_BANDS, native_grids
+from pipeline.train.fusion import BLUR_SIGMA, held_out_cut
 from pipeline.train.sources import sentinel_composite
 
-METRICS = ("r2", "cross_correlation", "ssim", "psnr", "mse", "ergas")
 #: The strip's side must be whole 60 m cells of the 4× coarser grid the Wald input lives on.
-STRIP_MULTIPLE = SCALE * LATTICE_PIXELS
-#: Side of scikit-image's Gaussian SSIM window for σ = SSIM_SIGMA (truncated at 3.5 σ).
-SSIM_WINDOW = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1
-#: Each group's scored bands: the fused ones (the 10 m group's B04 B03 B02 are the guide).
-SCORED = {r: tuple(b for b in g.outputs if b in FUSED_BANDS) for r, g in GROUPS.items()}
+STRIP_MULTIPLE = PATCH_MULTIPLE
 #: Column headings of the tables.
 HEADINGS = {"r2": "R²", "cross_correlation": "CC", "ssim": "SSIM", "psnr": "PSNR dB",
             "mse": "MSE", "ergas": "ERGAS"}
@@ -107,23 +98,10 @@ def default_weights() -> str | None:
     return DEMO_WEIGHTS if Path(DEMO_WEIGHTS).is_file() else None
 
 
-def band_labels() -> dict[str, str]:
-    """'real' or 'synthetic' per band, as the demo catalog labels its assets: the scores of
-    synthetic bands say little about real imagery."""
-    items = search(str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES).items
-    labels = {}
-    for band in REFLECTANCE_BANDS:
-        keys = [(item, asset_key(item, BANDS[band].aliases)) for item in items]
-        synthetic = any(item.assets[key].extra_fields.get("demo:synthetic")
-                        for item, key in keys if key)
-        labels[band] = "synthetic" if synthetic else "real"
-    return labels
-
-
 def held_out_strip(image: np.ndarray, test_fraction: float) -> tuple[np.ndarray, dict[str, int]]:
     """The clear part of the columns training never sees, on the 60 m lattice, in whole
     ``STRIP_MULTIPLE`` pixels, and where it lies in the composite."""
-    cut = FusionWaldData(image, FusionTrainConfig(), test_fraction).cut
+    cut = held_out_cut(image.shape[2], test_fraction)
     clear = np.isfinite(image[:, :, cut:]).all(axis=0)
     rows, cols = np.flatnonzero(clear.any(axis=1)), np.flatnonzero(clear.any(axis=0)) + cut
     if not len(rows):
@@ -140,53 +118,6 @@ def held_out_strip(image: np.ndarray, test_fraction: float) -> tuple[np.ndarray,
                    "composite_width": image.shape[2],
                    "native_grids": {f"{r} m": [height // (r // 10), width // (r // 10)]
                                     for r in SCORED}}
-
-
-def wald_input(strip: np.ndarray, sigma: float) -> np.ndarray:
-    """Every band degraded ×4 from its native grid and repeated onto the 40 m grid, as a
-    10 m block repeats its 20 m and 60 m bands."""
-    low = np.empty((len(REFLECTANCE_BANDS), *(n // SCALE for n in strip.shape[1:])), np.float32)
-    for i, (band, native) in enumerate(native_grids(strip).items()):
-        degraded = degrade(torch.from_numpy(native)[None, None], SCALE, sigma)[0].numpy()
-        low[i] = upsample_nearest(degraded, NATIVE_RATIO[band])[0]
-    return low
-
-
-def metrics(pred: np.ndarray, truth: np.ndarray, ratio: float) -> dict[str, Any]:
-    """``fusion_metrics`` (data range 1) as plain numbers. A grid narrower than SSIM's window
-    (the strip's 60 m grid) is repeated first, which leaves every other metric as it is, and
-    its SSIM is reported as NaN rather than a number the window cannot give."""
-    narrow = min(truth.shape[1:]) < SSIM_WINDOW
-    if narrow:
-        repeat = math.ceil(SSIM_WINDOW / min(truth.shape[1:]))
-        pred, truth = upsample_nearest(pred, repeat), upsample_nearest(truth, repeat)
-    result = fusion_metrics(pred, truth, ratio=ratio, data_range=1.0)
-    mean = {m: result.mean[m] for m in METRICS}
-    per_band = {m: [float(v) for v in result.bands[m]] for m in METRICS}
-    if narrow:
-        mean["ssim"], per_band["ssim"] = math.nan, [math.nan] * len(pred)
-    return {"mean": mean, "per_band": per_band}
-
-
-def score(output: np.ndarray, natives: dict[str, np.ndarray], per_10m: int,
-          ergas_ratio: dict[int, float], labels: dict[str, str]) -> dict[str, Any]:
-    """Per group (and its real bands alone, when it mixes both), the output averaged onto
-    each band's native grid against that grid; ``per_10m`` output pixels per 10 m pixel."""
-    scores = {}
-    for resolution, bands in SCORED.items():
-        index = [REFLECTANCE_BANDS.index(b) for b in bands]
-        pred = block_mean(output[index], per_10m * NATIVE_RATIO[bands[0]])
-        truth = np.stack([natives[b] for b in bands])
-        subsets = {f"{resolution} m group": bands}
-        real = tuple(b for b in bands if labels[b] == "real")
-        if real and real != bands:
-            subsets[f"{resolution} m group, real bands only"] = real
-        for name, subset in subsets.items():
-            keep = [bands.index(b) for b in subset]
-            ratio = ergas_ratio[resolution]
-            scores[name] = {"bands": list(subset), "ergas_ratio": ratio,
-                            **metrics(pred[keep], truth[keep], ratio)}
-    return scores
 
 
 def fusion_models(weights: str | None) -> dict[str, FusionModel]:
@@ -222,9 +153,8 @@ def wald(models: dict[str, FusionModel], strip: np.ndarray, sigma: float,
     """Reduced resolution: the truth is the strip's own native grids, which the models never
     see. Every band lost a factor 4, so ERGAS's h/l is 1/4 in every group."""
     natives = native_grids(strip)
-    ergas_ratio = dict.fromkeys(SCORED, 1 / SCALE)
-    return run_protocol("wald", models, wald_input(strip, sigma), strip[RGB_INDEX], (0, 0),
-                        lambda out: score(out, natives, 1, ergas_ratio, labels))
+    return run_protocol("wald", models, fusion_input(strip, sigma), strip[RGB_INDEX], (0, 0),
+                        lambda out: fusion_scores(out, natives, 1, WALD_ERGAS_RATIO, labels))
 
 
 def no_reference(models: dict[str, FusionModel], strip: np.ndarray, origin: tuple[int, int],
@@ -235,7 +165,7 @@ def no_reference(models: dict[str, FusionModel], strip: np.ndarray, origin: tupl
     ergas_ratio = {r: 10 / (SCALE * r) for r in SCORED}
     rgb = get_rgb_model("bicubic")(strip[RGB_INDEX], origin)
     return run_protocol("no reference", models, strip, rgb, origin,
-                        lambda out: score(out, natives, SCALE, ergas_ratio, labels))
+                        lambda out: fusion_scores(out, natives, SCALE, ergas_ratio, labels))
 
 
 def strict_json(value: Any) -> Any:
@@ -249,15 +179,6 @@ def strict_json(value: Any) -> Any:
     return value
 
 
-def cell(metric: str, value: float) -> str:
-    """A table cell: PSNR in dB to 0.01, MSE in scientific notation (reflectance² is tiny)."""
-    if math.isnan(value):
-        return "n/a"
-    if metric == "mse":
-        return f"{value:.3e}"
-    return f"{value:.2f}" if metric == "psnr" else f"{value:.4f}"
-
-
 def print_tables(protocol: str, rows: dict[str, Any], labels: dict[str, str]) -> None:
     """One model × metric table per group, then the PSNR of every band."""
     title, description = PROTOCOLS[protocol]
@@ -265,11 +186,11 @@ def print_tables(protocol: str, rows: dict[str, Any], labels: dict[str, str]) ->
     for group, first in next(iter(rows.values()))["groups"].items():
         bands = ", ".join(f"{b} ({labels[b]})" for b in first["bands"])
         print(f"\n{title}, {group}: {bands}; ERGAS h/l = 1/{round(1 / first['ergas_ratio'])}\n")
-        print("| model | " + " | ".join(HEADINGS[m] for m in METRICS) + " |")
-        print("|---|" + "---:|" * len(METRICS))
+        print("| model | " + " | ".join(HEADINGS[m] for m in FUSION_METRICS) + " |")
+        print("|---|" + "---:|" * len(FUSION_METRICS))
         for label, row in rows.items():
             values = row["groups"][group]["mean"]
-            print(f"| {label} | " + " | ".join(cell(m, values[m]) for m in METRICS) + " |")
+            print(f"| {label} | " + " | ".join(cell(m, values[m]) for m in FUSION_METRICS) + " |")
     print(f"\n{title}, PSNR dB per band\n")
     print("| model | " + " | ".join(FUSED_BANDS) + " |")
     print("|---|" + "---:|" * len(FUSED_BANDS))
@@ -296,7 +217,7 @@ def main() -> None:
     if not weights:
         print(f"no --weights and no {Path(DEMO_WEIGHTS).name} in the package: "
               "skipping the learned rows")
-    labels = band_labels()
+    labels = band_labels(search(str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES).items)
     composite = sentinel_composite(str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES,
                                    REFLECTANCE_BANDS, lattice=LATTICE)
     strip, where = held_out_strip(composite.image, args.test_fraction)

@@ -6,8 +6,10 @@ The real 10 m B04 B03 B02 composite of the held-out eastern strip (never sampled
 ``SentinelWaldSource(split="test")``) is the truth. Each non-overlapping clear window is
 degraded to 40 m the way the reference validates (isotropic Gaussian σ 1.2, bicubic ÷4, no
 noise; kept in float rather than rounded to 8 bits), super-resolved ×4 by each model and
-scored against the truth: PSNR and SSIM (data range 1), and the OpenSR-test metrics.
-Prints a markdown table (mean ± std over windows) and writes a JSON.
+scored against the truth: PSNR and SSIM (data range 1), and the OpenSR-test metrics
+(``pipeline.evaluation``, as ``python -m flows.benchmark`` scores them). Prints a markdown
+table (mean ± std over windows) and writes a JSON. The flow does the same on any AOI, with
+the fusion stage and figures; this script keeps the windows of the model card's table.
 """
 
 from __future__ import annotations
@@ -15,23 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.catalog import DEMO_CATALOG
+from pipeline.evaluation.scores import RGB_METRICS, rgb_scores
+from pipeline.evaluation.wald import rgb_input
 from pipeline.grid import SCALE, read_aoi
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
-from pipeline.quality import fusion_metrics, opensr_metrics
 from pipeline.resample import upsample_cubic
-from pipeline.train.degradation import VALIDATION, degrade
 from pipeline.train.sources import SentinelWaldSource
-
-METRICS = ("psnr", "ssim", "reflectance", "spectral", "spatial", "synthesis",
-           "improvement", "omission", "hallucination")
 
 
 def test_windows(source: SentinelWaldSource, patch: int) -> list[np.ndarray]:
@@ -45,13 +42,6 @@ def test_windows(source: SentinelWaldSource, patch: int) -> list[np.ndarray]:
             if np.isfinite(window).all():
                 found.append(window)
     return found
-
-
-def score(lr: np.ndarray, sr: np.ndarray, hr: np.ndarray) -> dict[str, float]:
-    fusion = fusion_metrics(sr, hr, ratio=1 / SCALE, data_range=1.0).mean
-    opensr = asdict(opensr_metrics(lr, sr, hr))
-    opensr.pop("maps", None)
-    return {"psnr": fusion["psnr"], "ssim": fusion["ssim"], **opensr}
 
 
 def main() -> None:
@@ -69,9 +59,7 @@ def main() -> None:
         split="test", test_fraction=args.test_fraction,
     )
     truths = test_windows(source, args.patch)
-    hr = torch.from_numpy(np.stack(truths))
-    config = replace(VALIDATION, harmonize=False, levels=None)
-    lows = degrade(hr, config, torch.Generator().manual_seed(0)).lr.numpy()
+    lows = rgb_input(np.stack(truths))
     lr_size = args.patch // SCALE
     model = DiffFuSRRGB(weights=args.weights, steps=args.steps, samples=args.samples,
                         window=lr_size, overlap=0)
@@ -86,17 +74,17 @@ def main() -> None:
             started = time.perf_counter()
             sr = run(lr, (0, i * lr_size))
             seconds[name] += time.perf_counter() - started
-            rows[name].append(score(lr, sr, truth))
+            rows[name].append(rgb_scores(lr, sr, truth)[0])
     table = {
         name: {m: (float(np.nanmean([r[m] for r in rs])), float(np.nanstd([r[m] for r in rs])))
-               for m in METRICS}
+               for m in RGB_METRICS}
         for name, rs in rows.items()
     }
     print(f"{len(truths)} held-out windows of {args.patch} px at 10 m "
           f"(LR {lr_size} px at 40 m), DiffFuSR {args.steps} steps, weights sha256 "
           f"{model.weights_sha256[:12]}…")
-    print("| model | " + " | ".join(METRICS) + " |")
-    print("|---|" + "---|" * len(METRICS))
+    print("| model | " + " | ".join(RGB_METRICS) + " |")
+    print("|---|" + "---|" * len(RGB_METRICS))
     for name, values in table.items():
         cells = [f"{mean:.4f} ± {std:.4f}" for mean, std in values.values()]
         print(f"| {name} | " + " | ".join(cells) + " |")
