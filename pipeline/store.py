@@ -44,6 +44,11 @@ SCALE_FACTOR = 1e-4
 _STORAGE_ERRORS = (OSError, BotoCoreError, ClientError)
 
 
+#: Folder of the completion markers (not a Zarr node): tiles at its top, overview shards below.
+MARKERS = "tiles"
+#: Markers read per request when gathering them all.
+_MARKER_BATCH = 1000
+
 #: Root attribute holding the settings that decide the pixel values of a product.
 RECIPE = "recipe"
 #: The per-pixel spread of the RGB model's samples, written when it draws more than one.
@@ -143,7 +148,7 @@ class ProductStore:
     def done_tiles(self) -> set[str]:
         """Keys of the tiles whose marker exists, from one listing."""
         fs, path = self._fs()
-        tiles = f"{path}/tiles"
+        tiles = f"{path}/{MARKERS}"
         fs.invalidate_cache(tiles)  # other processes write markers; never trust a cached listing
         try:
             names = fs.ls(tiles, detail=False)
@@ -153,7 +158,7 @@ class ProductStore:
 
     def is_done(self, tile: Tile) -> bool:
         fs, path = self._fs()
-        fs.invalidate_cache(f"{path}/tiles")
+        fs.invalidate_cache(f"{path}/{MARKERS}")
         return fs.exists(self._marker(path, tile))
 
     def write_tile(
@@ -195,7 +200,7 @@ class ProductStore:
             slice(tile.x_off, tile.x_off + tile.width),
         )
         with self._storage_errors(f"tile {tile.key} to "):
-            store = self._zarr_store()
+            store = self.zarr_store()
             refl = zarr.open_array(store, path="reflectance", mode="r+")
             if reflectance.shape[0] != refl.shape[0]:
                 raise ValueError(
@@ -217,10 +222,7 @@ class ProductStore:
                 "summary": summary,
                 "written": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            fs, path = self._fs()
-            fs.pipe_file(
-                self._marker(path, tile), json.dumps(marker, default=_json_default).encode()
-            )
+            self.put_json(f"{MARKERS}/{tile.key}.json", marker)
 
     def finalize(self, attrs: dict[str, Any]) -> None:
         """Merge ``attrs`` into the root attributes and consolidate metadata for fast opening."""
@@ -229,25 +231,49 @@ class ProductStore:
             with warnings.catch_warnings():
                 # "tiles/ is not a Zarr node" and "consolidated metadata is not in the v3 spec".
                 warnings.simplefilter("ignore", ZarrUserWarning)
-                zarr.consolidate_metadata(self._zarr_store())
+                zarr.consolidate_metadata(self.zarr_store())
+
+    def markers(self, under: str = "") -> Iterator[dict[str, Any]]:
+        """The completion markers in ``tiles/<under>``, read in batches so that hundreds of
+        thousands of them stream through without being held at once."""
+        fs, path = self._fs()
+        folder = posixpath.join(path, MARKERS, under)
+        fs.invalidate_cache(folder)
+        try:
+            names = sorted(n for n in fs.ls(folder, detail=False) if n.endswith(".json"))
+        except FileNotFoundError:
+            return
+        for start in range(0, len(names), _MARKER_BATCH):
+            batch = fs.cat(names[start : start + _MARKER_BATCH])
+            for name in names[start : start + _MARKER_BATCH]:
+                yield json.loads(batch[name])
+
+    def put_json(self, relative: str, doc: dict[str, Any], indent: int | None = None) -> None:
+        """Write a JSON document (marker, STAC file) at ``relative`` inside the product."""
+        fs, path = self._fs()
+        target = f"{path}/{relative}"
+        if isinstance(fs, LocalFileSystem):  # object stores have no folders to make
+            fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        fs.pipe_file(target, json.dumps(doc, default=_json_default, indent=indent).encode())
+
+    def zarr_store(self) -> Store:
+        """The product as a zarr store, for readers and writers of whole groups and arrays."""
+        fs, path = self._fs()
+        if isinstance(fs, LocalFileSystem):
+            return LocalStore(path)
+        return FsspecStore.from_url(self.url, storage_options=self.storage_options)
 
     # -- helpers ---------------------------------------------------------------------------
 
     def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
         return fsspec.core.url_to_fs(self.url, **(self.storage_options or {}))
 
-    def _zarr_store(self) -> Store:
-        fs, path = self._fs()
-        if isinstance(fs, LocalFileSystem):
-            return LocalStore(path)
-        return FsspecStore.from_url(self.url, storage_options=self.storage_options)
-
     def _open_group(self) -> zarr.Group:
-        return zarr.open_group(self._zarr_store(), mode="r+")
+        return zarr.open_group(self.zarr_store(), mode="r+")
 
     @staticmethod
     def _marker(path: str, tile: Tile) -> str:
-        return f"{path}/tiles/{tile.key}.json"
+        return f"{path}/{MARKERS}/{tile.key}.json"
 
     @contextmanager
     def _storage_errors(self, what: str = "") -> Iterator[None]:
@@ -290,7 +316,7 @@ class ProductStore:
     ) -> None:
         """Write the metadata and coordinates; the data arrays get no chunk until a tile lands."""
         # "w" also clears what some S3 servers keep of a deleted product: empty prefixes.
-        group = zarr.open_group(self._zarr_store(), mode="w", zarr_format=3)
+        group = zarr.open_group(self.zarr_store(), mode="w", zarr_format=3)
         axes = {a["axis"]: a for a in grid.crs.cs_to_cf()}
         half = RESOLUTION / 2
         coords = {
@@ -381,7 +407,7 @@ class ProductStore:
                 attributes={**layer.attributes, **_scaling(layer), **located},
             )
         fs, path = self._fs()
-        fs.makedirs(f"{path}/tiles", exist_ok=True)
+        fs.makedirs(f"{path}/{MARKERS}", exist_ok=True)
 
 
 def encode_reflectance(values: np.ndarray, fill: int = 0) -> np.ndarray:

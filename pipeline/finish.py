@@ -1,0 +1,48 @@
+"""The end of a region run: overviews, product-level quality summary, consolidated metadata
+and the STAC files, in that order, while the Dask cluster is still up."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from distributed import Client
+
+from pipeline.overviews import build_overviews, multiscales_attrs
+from pipeline.product_stac import ProductFacts, QualitySummary, date_range, write_stac
+from pipeline.region import Plan, RunSummary
+from pipeline.store import ProductStore
+
+
+def finish_product(plan: Plan, store: ProductStore, client: Client, summary: RunSummary) -> None:
+    """Bring the product's derived parts up to date with its tiles, then consolidate.
+
+    Each step redoes only what changed: overview shards whose tiles were rewritten, and the
+    small metadata (summary, attributes, STAC) every time. Overview shards that fail are
+    recorded in ``overviews_failed`` and rebuilt by the next run.
+    """
+    quality = QualitySummary(len(plan.tiles), len(summary.failed))
+    written: dict[str, str] = {}
+    for marker in store.markers():  # one pass: marker versions for overviews, summaries
+        written[marker["tile"]] = marker["written"]
+        quality.add(marker)
+    failed = build_overviews(store, plan.grid, client, written)
+    product_quality = quality.as_dict()
+    store.finalize({
+        "tiles_failed": summary.failed,
+        "overviews_failed": failed,
+        "quality_summary": product_quality,
+        **multiscales_attrs(plan.grid),
+    })
+    request = plan.request
+    start, end = date_range(request.start, request.end)
+    facts = ProductFacts(
+        name=PurePosixPath(store.url.rstrip("/")).stem,
+        grid=plan.grid,
+        bands=request.bands,
+        start=start,
+        end=end,
+        provenance=plan.provenance(),
+        source_items=plan.items,
+        uncertainty=plan.resolver.uncertainty,
+    )
+    write_stac(store, facts, product_quality)

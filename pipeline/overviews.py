@@ -1,0 +1,266 @@
+"""Factor-2 overviews (a pyramid) of every data array, so a continental product can be browsed.
+
+Level k is the group ``overviews/<k>``, with the same variables, coordinates and grid mapping as
+the product itself at 2.5 m × 2^k; level 0 is the product. Each level is built from the one
+below it, one output shard per Dask task (a task reads at most 2 × 2 shards of the level below,
+one band at a time), so no band is ever held whole. A marker per overview shard records which
+version of its sources it was built from; a re-run rebuilds only the shards whose sources
+changed, up the pyramid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+import numpy as np
+import zarr
+from distributed import Client, Future, as_completed
+
+from pipeline.errors import reason
+from pipeline.grid import RESOLUTION, OutputGrid
+from pipeline.store import MARKERS, ProductStore
+
+#: Group holding the levels, ``overviews/1`` … ``overviews/N``.
+OVERVIEWS = "overviews"
+#: The flag's bits are combined, every other variable averaged over its pixels with data.
+BITWISE_OR = "bitwise_or"
+AVERAGE = "average"
+RESAMPLING = {"hallucination_risk": BITWISE_OR}
+#: The zarr-conventions multiscales convention that the root attribute ``multiscales`` follows.
+MULTISCALES_CONVENTION = {
+    "uuid": "d35379db-88df-4056-af3a-620245f8e347",
+    "name": "multiscales",
+    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/multiscales/refs/tags/"
+                  "v0.1/schema.json",
+    "spec_url": "https://github.com/zarr-conventions/multiscales/blob/v0.1/README.md",
+    "description": "multiscale layout of zarr datasets",
+}
+
+
+def level_count(grid: OutputGrid) -> int:
+    """Levels needed for the coarsest one to fit in one inner chunk (a quarter tile a side), so
+    a whole-product view is a single read."""
+    side, chunk = max(grid.height, grid.width), grid.tile_size // 4
+    return max(0, math.ceil(math.log2(side / chunk))) if side > chunk else 0
+
+
+def level_shape(grid: OutputGrid, level: int) -> tuple[int, int]:
+    return (math.ceil(grid.height / 2**level), math.ceil(grid.width / 2**level))
+
+
+def level_path(level: int) -> str:
+    """The group of a level: the root for level 0."""
+    return f"{OVERVIEWS}/{level}" if level else ""
+
+
+def level_transform(grid: OutputGrid, level: int) -> list[float]:
+    """Affine (a, b, c, d, e, f) of a level: the product's corner, pixels 2^level times larger."""
+    size = RESOLUTION * 2**level
+    return [size, 0.0, grid.x0, 0.0, -size, grid.y0]
+
+
+def reduce_2x2(values: np.ndarray, nodata: int, method: str) -> np.ndarray:
+    """Each 2 × 2 block of the last two axes to one pixel, leaving ``nodata`` pixels out.
+
+    A block with no valid pixel (an odd edge counts as missing pixels) stays ``nodata``; the
+    average is rounded to the stored integer type.
+    """
+    *lead, h, w = values.shape
+    padded = np.full((*lead, h + h % 2, w + w % 2), nodata, values.dtype)
+    padded[..., :h, :w] = values
+    blocks = padded.reshape(*lead, (h + 1) // 2, 2, (w + 1) // 2, 2)
+    valid = blocks != nodata
+    kept = np.where(valid, blocks, 0)
+    count = valid.sum(axis=(-3, -1))
+    if method == BITWISE_OR:
+        out = np.bitwise_or.reduce(kept, axis=(-3, -1))
+    else:
+        out = np.rint(kept.sum(axis=(-3, -1), dtype=np.float64) / np.maximum(count, 1))
+    out = out.astype(values.dtype)
+    out[count == 0] = nodata
+    return out
+
+
+def build_overviews(
+    store: ProductStore, grid: OutputGrid, client: Client, tiles: dict[str, str]
+) -> dict[str, str]:
+    """Build or update every level on the cluster; return the shards that failed (key: error).
+
+    ``tiles`` maps the key of every finished tile to the time its marker was written: the
+    version of level 0 that the levels above are checked against.
+    """
+    levels = level_count(grid)
+    _create_levels(store, grid, levels)
+    failed: dict[str, str] = {}
+    sources = tiles
+    for level in range(1, levels + 1):
+        wanted = _parents(sources)
+        built = {m["tile"]: m["sources"] for m in store.markers(f"{OVERVIEWS}/{level}")}
+        todo = [(key, sig) for key, sig in wanted.items() if built.get(key) != sig]
+        errors = _run_shards(store, client, level, todo)
+        failed.update({f"{level}/{key}": error for key, error in errors.items()})
+        # A failed shard keeps its old data and marker: the level above is built on that.
+        sources = {k: built[k] if k in errors else sig for k, sig in wanted.items()
+                   if k not in errors or k in built}
+    return failed
+
+
+def multiscales_attrs(grid: OutputGrid) -> dict[str, Any]:
+    """Root attributes describing the pyramid (zarr-conventions multiscales v0.1)."""
+    layout = []
+    for level in range(level_count(grid) + 1):
+        entry: dict[str, Any] = {"asset": level_path(level) or "."}
+        if level:
+            entry["derived_from"] = level_path(level - 1) or "."
+            entry["transform"] = {"scale": [2.0, 2.0], "translation": [0.0, 0.0]}
+        else:
+            entry["transform"] = {"scale": [1.0, 1.0], "translation": [0.0, 0.0]}
+        entry["proj:shape"] = list(level_shape(grid, level))
+        entry["proj:transform"] = level_transform(grid, level)
+        layout.append(entry)
+    return {
+        "zarr_conventions": [MULTISCALES_CONVENTION],
+        "multiscales": {"layout": layout, "resampling_method": AVERAGE,
+                        "variable_resampling": RESAMPLING},
+    }
+
+
+def build_shard(store: ProductStore, level: int, row: int, col: int, signature: str) -> str:
+    """Compute one shard of ``level`` from the level below, then write its marker."""
+    root = store.zarr_store()
+    below = zarr.open_group(root, path=level_path(level - 1), mode="r", use_consolidated=False)
+    for name in _variables(below):
+        source = below[name]
+        target = zarr.open_array(root, path=f"{level_path(level)}/{name}", mode="r+")
+        n = target.shards[-1]
+        window = (slice(row * n, min((row + 1) * n, target.shape[-2])),
+                  slice(col * n, min((col + 1) * n, target.shape[-1])))
+        wide = (slice(2 * window[0].start, 2 * window[0].stop),
+                slice(2 * window[1].start, 2 * window[1].stop))
+        method = RESAMPLING.get(name, AVERAGE)
+        out = np.empty((*source.shape[:-2], window[0].stop - window[0].start,
+                        window[1].stop - window[1].start), source.dtype)
+        for lead in np.ndindex(source.shape[:-2]):  # one band at a time bounds the memory
+            out[lead] = reduce_2x2(source[(*lead, *wide)], source.fill_value, method)
+        target[(..., *window)] = out
+    store.put_json(_marker(level, f"{row}_{col}"), {
+        "tile": f"{row}_{col}",
+        "sources": signature,
+        "written": datetime.now(UTC).isoformat(timespec="seconds"),
+    })
+    return signature
+
+
+def _marker(level: int, key: str) -> str:
+    return f"{MARKERS}/{OVERVIEWS}/{level}/{key}.json"
+
+
+def _parents(sources: dict[str, str]) -> dict[str, str]:
+    """Signature of each shard one level up: a hash of its (up to 4) sources' signatures."""
+    children: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for key, sig in sources.items():
+        row, col = map(int, key.split("_"))
+        children[f"{row // 2}_{col // 2}"].append((key, sig))
+    return {
+        key: hashlib.sha256(json.dumps(sorted(parts)).encode()).hexdigest()[:16]
+        for key, parts in children.items()
+    }
+
+
+def _run_shards(
+    store: ProductStore, client: Client, level: int, todo: Iterable[tuple[str, str]]
+) -> dict[str, str]:
+    """Build the shards on the cluster, a bounded number in flight; return the failures."""
+    in_flight = max(2, 4 * len(client.scheduler_info(n_workers=-1).get("workers", {})))
+    pending = iter(todo)
+    keys: dict[Future, str] = {}
+    futures = as_completed()
+    errors: dict[str, str] = {}
+
+    def submit(batch: list[tuple[str, str]]) -> None:
+        for key, sig in batch:
+            row, col = map(int, key.split("_"))
+            future = client.submit(build_shard, store, level, row, col, sig,
+                                   key=f"overview-{level}-{key}-{sig}")
+            keys[future] = key
+            futures.add(future)
+
+    submit(list(islice(pending, in_flight)))
+    for future in futures:
+        key = keys.pop(future)
+        try:
+            future.result()
+        except Exception as err:  # a shard's failure is reported, the others go on
+            errors[key] = f"{type(err).__name__}: {reason(err)}"
+        submit(list(islice(pending, 1)))
+    return errors
+
+
+def _variables(group: zarr.Group) -> list[str]:
+    """The data arrays of a level: those on the (y, x) grid, not the coordinates."""
+    return sorted(
+        name for name, array in group.arrays()
+        if array.ndim >= 2 and tuple(array.metadata.dimension_names[-2:]) == ("y", "x")
+    )
+
+
+def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
+    """Create the metadata of missing levels like level 0's: same variables, attributes,
+    sharding and compression, coordinates and grid mapping of the level's pixel size."""
+    zs = store.zarr_store()
+    root = zarr.open_group(zs, mode="r+", use_consolidated=False)
+    for level in range(1, levels + 1):
+        path = level_path(level)
+        try:
+            zarr.open_group(zs, path=path, mode="r", use_consolidated=False)
+            continue
+        except FileNotFoundError:
+            pass
+        height, width = level_shape(grid, level)
+        size = RESOLUTION * 2**level
+        group = zarr.open_group(zs, path=path, mode="w", zarr_format=3,
+                                attributes={"overview_level": level, "pixel_size": size})
+        for name, values in (
+            ("x", grid.x0 + size / 2 + size * np.arange(width)),
+            ("y", grid.y0 - size / 2 - size * np.arange(height)),
+        ):
+            _like(group, root[name], values.shape, values.shape)[:] = values
+        for name in ("band", "rgb_band"):
+            if name in root:
+                _like(group, root[name], root[name].shape, root[name].shape)[:] = root[name][:]
+        crs = dict(root["spatial_ref"].attrs)
+        crs["GeoTransform"] = f"{grid.x0} {size} 0.0 {grid.y0} 0.0 {-size}"
+        group.create_array("spatial_ref", shape=(), dtype="int64", fill_value=0, attributes=crs)
+        for name in _variables(root):
+            source = root[name]
+            array = _like(group, source, (*source.shape[:-2], height, width), source.chunks,
+                          source.shards)
+            array.update_attributes({"resampling_method": RESAMPLING.get(name, AVERAGE)})
+
+
+def _like(
+    group: zarr.Group,
+    source: zarr.Array,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    shards: tuple[int, ...] | None = None,
+) -> zarr.Array:
+    """A new array in ``group`` with the name, type, fill, codecs and attributes of ``source``."""
+    return group.create_array(
+        source.basename,
+        shape=shape,
+        dtype=source.dtype,
+        chunks=chunks,
+        shards=shards,
+        fill_value=source.fill_value,
+        compressors=source.compressors,
+        dimension_names=source.metadata.dimension_names,
+        attributes=dict(source.attrs),
+    )

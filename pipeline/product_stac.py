@@ -1,0 +1,262 @@
+"""The product's STAC Collection and Item, and its product-level quality summary.
+
+Both files live inside the product, in ``stac/``, with relative links and asset hrefs, so the
+product can be copied or moved (locally or between buckets) as one folder and its metadata
+still points at it. The quality summary aggregates the tile markers' summaries; it goes into
+the Item and into the Zarr root attributes.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time
+from typing import Any
+
+import numpy as np
+import pystac
+import shapely
+from pyproj import Transformer
+from pystac.extensions.eo import Band as EOBand
+from pystac.extensions.eo import EOExtension
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+from shapely.geometry import box, mapping
+
+from pipeline.bands import BANDS
+from pipeline.grid import RESOLUTION, OutputGrid
+from pipeline.overviews import level_count, level_path, level_shape, level_transform
+from pipeline.store import (
+    QUALITY_LAYERS,
+    SCALE_FACTOR,
+    UNCERTAINTY,
+    UNCERTAINTY_BANDS,
+    UNCERTAINTY_FILL,
+    ProductStore,
+)
+
+#: Where the STAC files go, relative to the product root.
+STAC_DIR = "stac"
+ZARR_MEDIA_TYPE = "application/vnd+zarr"
+#: Prefix of the product's own Item properties (recipe, quality summary, source items).
+PREFIX = "s2sr"
+
+
+@dataclass
+class QualitySummary:
+    """Product-level aggregate of the tile summaries, fed one marker at a time.
+
+    Fractions and means are weighted by pixels: ``valid_fraction`` and ``mean_clear_count``
+    over all pixels of the finished tiles, the quality means over their pixels with data.
+    """
+
+    tiles_planned: int
+    tiles_failed: int
+    tiles_done: int = 0
+    _sums: dict[str, float] = field(default_factory=dict)
+    _weights: dict[str, float] = field(default_factory=dict)
+
+    def add(self, marker: dict[str, Any]) -> None:
+        minx, miny, maxx, maxy = marker["bounds"]
+        pixels = (maxx - minx) * (maxy - miny) / RESOLUTION**2
+        summary = marker.get("summary", {})
+        valid = pixels * summary.get("valid_fraction", 0.0)
+        self.tiles_done += 1
+        for name, weight in (
+            ("valid_fraction", pixels), ("mean_clear_count", pixels),
+            ("mean_consistency", valid), ("mean_spectral_angle", valid),
+            ("hallucination_risk_fraction", valid), ("mean_rgb_uncertainty", valid),
+        ):
+            if summary.get(name) is not None and weight > 0:
+                self._sums[name] = self._sums.get(name, 0.0) + weight * summary[name]
+                self._weights[name] = self._weights.get(name, 0.0) + weight
+
+    def as_dict(self) -> dict[str, Any]:
+        means = {name: round(total / self._weights[name], 6) for name, total in self._sums.items()}
+        return {
+            "tiles_planned": self.tiles_planned,
+            "tiles_done": self.tiles_done,
+            "tiles_failed": self.tiles_failed,
+            **means,
+        }
+
+
+@dataclass(frozen=True)
+class ProductFacts:
+    """What the STAC files say about a product, gathered from the run's plan."""
+
+    name: str
+    grid: OutputGrid
+    bands: tuple[str, ...]
+    start: datetime
+    end: datetime
+    provenance: dict[str, Any]
+    source_items: list[pystac.Item]
+    uncertainty: bool
+
+
+def write_stac(store: ProductStore, facts: ProductFacts, quality: dict[str, Any]) -> None:
+    """Write ``stac/collection.json`` and ``stac/item.json`` inside the product."""
+    item = product_item(facts, quality)
+    collection = product_collection(facts, item)
+    for name, stac_object in (("item", item), ("collection", collection)):
+        doc = stac_object.to_dict(include_self_link=False, transform_hrefs=False)
+        store.put_json(f"{STAC_DIR}/{name}.json", doc, indent=2)
+
+
+def footprint(grid: OutputGrid) -> shapely.Polygon:
+    """The product grid's outline in WGS84, densified so that its curved edges stay inside."""
+    minx, miny, maxx, maxy = grid.bounds
+    outline = shapely.segmentize(box(*grid.bounds), max(maxx - minx, maxy - miny) / 16)
+    to_wgs84 = Transformer.from_crs(grid.crs, 4326, always_xy=True)
+    return shapely.transform(outline, lambda xy: np.column_stack(to_wgs84.transform(*xy.T)))
+
+
+def product_item(facts: ProductFacts, quality: dict[str, Any]) -> pystac.Item:
+    grid, recipe = facts.grid, facts.provenance["recipe"]
+    outline = footprint(grid)
+    item = pystac.Item(
+        id=facts.name,
+        geometry=mapping(outline),
+        bbox=list(outline.bounds),
+        datetime=None,
+        start_datetime=facts.start,
+        end_datetime=facts.end,
+        properties={
+            "title": facts.provenance["title"],
+            "created": facts.provenance["created"],
+            "constellation": "sentinel-2",
+            "instruments": ["msi"],
+            "gsd": RESOLUTION,
+            f"{PREFIX}:software": facts.provenance["software"],
+            f"{PREFIX}:recipe": recipe,
+            f"{PREFIX}:quality": quality,
+            f"{PREFIX}:source_item_ids": [i.id for i in facts.source_items],
+        },
+    )
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    proj.apply(code=f"EPSG:{grid.crs.to_epsg()}", shape=[grid.height, grid.width],
+               transform=list(grid.transform), bbox=list(grid.bounds))
+    EOExtension.add_to(item)
+    RasterExtension.add_to(item)
+    item.add_asset("zarr", _zarr_asset(facts))
+    for name, asset in _layer_assets(facts).items():
+        item.add_asset(name, asset)
+    for level in range(1, level_count(grid) + 1):
+        item.add_asset(f"overview_{level}", _overview_asset(grid, level))
+    for source in facts.source_items:
+        href = source.get_self_href()
+        if href:
+            item.add_link(pystac.Link("derived_from", href, pystac.MediaType.JSON, source.id))
+    item.add_link(pystac.Link("collection", "./collection.json", pystac.MediaType.JSON))
+    item.add_link(pystac.Link("parent", "./collection.json", pystac.MediaType.JSON))
+    item.add_link(pystac.Link("root", "./collection.json", pystac.MediaType.JSON))
+    item.collection_id = facts.name
+    return item
+
+
+def product_collection(facts: ProductFacts, item: pystac.Item) -> pystac.Collection:
+    collection = pystac.Collection(
+        id=facts.name,
+        title=facts.provenance["title"],
+        description=(
+            "Sentinel-2 L2A clear-sky median composite, all bands super-resolved to 2.5 m "
+            f"({facts.provenance['recipe']['rgb_model']} RGB model, "
+            f"{facts.provenance['recipe']['fusion_model']} fusion), with per-pixel quality "
+            "layers and overviews, in one Zarr product."
+        ),
+        extent=pystac.Extent(
+            pystac.SpatialExtent([item.bbox]),
+            pystac.TemporalExtent([[facts.start, facts.end]]),
+        ),
+        license="other",
+        providers=[
+            pystac.Provider("European Space Agency (Copernicus Sentinel-2)",
+                            roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.LICENSOR]),
+            pystac.Provider(facts.provenance["software"], roles=[pystac.ProviderRole.PROCESSOR]),
+        ],
+        summaries=pystac.Summaries({
+            "constellation": ["sentinel-2"],
+            "instruments": ["msi"],
+            "gsd": [RESOLUTION],
+            "proj:code": [f"EPSG:{facts.grid.crs.to_epsg()}"],
+            "eo:bands": [b.to_dict() for b in _eo_bands(facts.bands)],
+        }),
+        stac_extensions=[EOExtension.get_schema_uri(), ProjectionExtension.get_schema_uri()],
+    )
+    collection.clear_links()
+    collection.add_link(pystac.Link("root", "./collection.json", pystac.MediaType.JSON))
+    collection.add_link(pystac.Link("item", "./item.json", pystac.MediaType.GEOJSON, item.id))
+    collection.add_asset("zarr", _zarr_asset(facts))
+    return collection
+
+
+def _zarr_asset(facts: ProductFacts) -> pystac.Asset:
+    asset = pystac.Asset(
+        "..", title=f"{facts.provenance['title']} (Zarr v3, consolidated metadata)",
+        media_type=ZARR_MEDIA_TYPE, roles=["data"],
+        extra_fields={"description": "surface reflectance as the variable 'reflectance' "
+                      "(band, y, x); quality layers, clear count and overviews alongside"},
+    )
+    EOExtension.ext(asset).bands = _eo_bands(facts.bands)
+    RasterExtension.ext(asset).bands = [
+        RasterBand.create(nodata=0, data_type=DataType.UINT16, scale=SCALE_FACTOR, offset=0.0,
+                          spatial_resolution=RESOLUTION, unit="1")
+        for _ in facts.bands
+    ]
+    return asset
+
+
+def _eo_bands(bands: tuple[str, ...]) -> list[EOBand]:
+    return [
+        EOBand.create(name=b, common_name=BANDS[b].common_name,
+                      center_wavelength=BANDS[b].wavelength_um,
+                      description=f"Sentinel-2 {b} at 2.5 m (native {BANDS[b].resolution} m)")
+        for b in bands
+    ]
+
+
+def _layer_assets(facts: ProductFacts) -> dict[str, pystac.Asset]:
+    """The per-pixel quality layers and the clear count, each an array of the Zarr."""
+    layers = {
+        "clear_count": RasterBand.create(data_type=DataType.UINT8,
+                                         spatial_resolution=RESOLUTION),
+        **{
+            name: RasterBand.create(
+                nodata=layer.fill, data_type=DataType(layer.dtype), scale=layer.scale,
+                offset=0.0 if layer.scale else None, spatial_resolution=RESOLUTION,
+                unit=layer.attributes.get("units"),
+            )
+            for name, layer in QUALITY_LAYERS.items()
+        },
+    }
+    if facts.uncertainty:
+        layers[UNCERTAINTY] = RasterBand.create(
+            nodata=UNCERTAINTY_FILL, data_type=DataType.UINT16, scale=SCALE_FACTOR, offset=0.0,
+            spatial_resolution=RESOLUTION, unit="1",
+        )
+    assets = {}
+    for name, band in layers.items():
+        asset = pystac.Asset(posixpath.join("..", name), title=name, media_type=ZARR_MEDIA_TYPE,
+                             roles=["quality"] if name != "clear_count" else ["metadata"])
+        count = len(UNCERTAINTY_BANDS) if name == UNCERTAINTY else 1
+        RasterExtension.ext(asset).bands = [band] * count
+        assets[name] = asset
+    return assets
+
+
+def _overview_asset(grid: OutputGrid, level: int) -> pystac.Asset:
+    asset = pystac.Asset(
+        posixpath.join("..", level_path(level)), title=f"overview level {level} "
+        f"({RESOLUTION * 2**level:g} m)", media_type=ZARR_MEDIA_TYPE, roles=["overview"],
+    )
+    proj = ProjectionExtension.ext(asset)
+    proj.shape = list(level_shape(grid, level))
+    proj.transform = level_transform(grid, level)
+    return asset
+
+
+def date_range(start: Any, end: Any) -> tuple[datetime, datetime]:
+    """The run's dates as the first and last instant of the range (UTC)."""
+    return (datetime.combine(start, time.min, UTC),
+            datetime.combine(end, time(23, 59, 59), UTC))
