@@ -47,10 +47,8 @@ DASK_DOCUMENTS = [doc for _, doc in DOCUMENTS if doc["apiVersion"] == DASK_API]
 JOBS = [doc for doc in DASK_DOCUMENTS if doc["kind"] == "DaskJob"]
 
 
-def _name(item: tuple[Path, dict[str, Any]] | dict[str, Any]) -> str:
-    path, doc = item if isinstance(item, tuple) else (None, item)
-    where = f"{path.relative_to(ROOT)}:" if path else ""
-    return f"{where}{doc['kind']}/{doc['metadata']['name']}"
+def _name(doc: dict[str, Any]) -> str:
+    return f"{doc['kind']}/{doc['metadata']['name']}"
 
 
 # --- schemas -------------------------------------------------------------------------------
@@ -135,9 +133,12 @@ def check(doc: dict[str, Any]) -> None:
         check_kubernetes(doc)
 
 
-@pytest.mark.parametrize("item", DOCUMENTS, ids=_name)
-def test_manifest_is_valid(item: tuple[Path, dict[str, Any]]) -> None:
-    check(item[1])
+@pytest.mark.parametrize(
+    "doc", [doc for _, doc in DOCUMENTS],
+    ids=[f"{path.relative_to(ROOT)}:{_name(doc)}" for path, doc in DOCUMENTS],
+)
+def test_manifest_is_valid(doc: dict[str, Any]) -> None:
+    check(doc)
 
 
 def test_every_kind_is_covered() -> None:
