@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import zarr
 from distributed import Client, Future, as_completed
+from zarr.errors import ZarrUserWarning
 
 from pipeline.errors import reason
 from pipeline.grid import RESOLUTION, OutputGrid
@@ -205,8 +207,11 @@ def _run_shards(
 
 def _variables(group: zarr.Group) -> list[str]:
     """The data arrays of a level: those on the (y, x) grid, not the coordinates."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZarrUserWarning)  # the root's tiles/ is not a node
+        arrays = list(group.arrays())
     return sorted(
-        name for name, array in group.arrays()
+        name for name, array in arrays
         if array.ndim >= 2 and tuple(array.metadata.dimension_names[-2:]) == ("y", "x")
     )
 
