@@ -1,0 +1,116 @@
+"""docs/analyst.ipynb, executed against a fresh demo product: no cell may fail, and what it
+shows must describe that product."""
+
+import base64
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+import xarray as xr
+from nbclient import NotebookClient
+from PIL import Image
+
+from pipeline.quality.layers import CONSISTENCY_LIMIT
+from tests.test_cli import region
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "analyst.ipynb"
+
+#: Appended to the notebook when it runs here: the kernel's interpreter and the figures table.
+REPORT = (
+    "import json, sys\n"
+    "print(json.dumps({'python': sys.executable, 'metrics': metrics.to_dict()}))"
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> tuple[Path, nbformat.NotebookNode, dict]:
+    """The demo product in two tiles, the executed notebook and its report."""
+    product = tmp_path_factory.mktemp("notebook") / "demo.zarr"
+    done = region("--out", str(product), "--tile-size", "960")
+    assert done.returncode == 0, done.stderr
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(REPORT))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("S2SR_PRODUCT", str(product))
+        client = NotebookClient(
+            notebook, timeout=300, kernel_name="python3",
+            resources={"metadata": {"path": str(NOTEBOOK.parent)}},
+        )
+        client.execute()  # raises CellExecutionError on the first cell that fails
+    report = json.loads(_outputs(notebook.cells[-1])[0]["text"])
+    return product, notebook, report
+
+
+def _outputs(cell: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return cell.get("outputs", [])
+
+
+def _texts(notebook: nbformat.NotebookNode) -> list[str]:
+    """Every printed or displayed text of the notebook, cell by cell."""
+    return [
+        out.get("text") or out.get("data", {}).get("text/plain", "")
+        for cell in notebook.cells for out in _outputs(cell)
+    ]
+
+
+def test_the_committed_notebook_has_no_outputs():
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(notebook)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def test_it_runs_in_this_environment(run):
+    _, _, report = run
+    assert report["python"] == sys.executable
+
+
+def test_it_rebuilds_the_input_the_product_was_made_from(run):
+    _, notebook, _ = run
+    assert any("clear count as in the product: True" in t for t in _texts(notebook))
+
+
+def test_it_draws_the_images_and_the_layers(run):
+    _, notebook, _ = run
+    images = [
+        Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"])))
+        for cell in notebook.cells for out in _outputs(cell) if "image/png" in out.get("data", {})
+    ]
+    assert len(images) == 2  # true and false colour; the quality layers
+    for image in images:
+        pixels = np.asarray(image.convert("L"), dtype=float)
+        assert image.width > 800 and pixels.std() > 10  # drawn, not blank
+
+
+def test_the_tile_table_has_every_tile(run):
+    _, notebook, _ = run
+    table = next(t for t in _texts(notebook) if "mean_consistency" in t)
+    keys = set(re.findall(r"^(\d+_\d+)\s", table, re.MULTILINE))  # pandas may wrap the table
+    assert sorted(keys) == ["0_0", "0_1"]
+
+
+def test_the_figures_describe_the_product(run):
+    product, _, report = run
+    metrics = report["metrics"]
+    assert set(metrics) >= {
+        "consistency: mean", "consistency: 99.9 %", "consistency: max",
+        "spectral angle (°): mean", "flagged fraction", "OpenSR-test reflectance",
+        "OpenSR-test spectral (°)", "OpenSR-test spatial (10 m px)",
+        "recomputed - stored consistency: max |Δ|", "recomputed - stored spectral_angle: max |Δ|",
+    }
+    ds = xr.open_zarr(product)
+    assert metrics["consistency: mean"] == pytest.approx(float(ds.consistency.mean()), rel=1e-6)
+    assert metrics["consistency: max"] == pytest.approx(float(ds.consistency.max()), rel=1e-6)
+    # The baselines on the demo are never flagged, and both consistency scores see that.
+    assert metrics["flagged fraction"] == 0
+    assert 0 < metrics["consistency: max"] < CONSISTENCY_LIMIT
+    assert 0 < metrics["OpenSR-test reflectance"] < CONSISTENCY_LIMIT
+    # The layers computed again from the rebuilt input are the stored ones, up to the rounding
+    # of the stored reflectance and layers.
+    assert metrics["recomputed - stored consistency: max |Δ|"] < 1e-4
+    assert metrics["recomputed - stored spectral_angle: max |Δ|"] < 0.02
