@@ -1,10 +1,14 @@
-"""Benchmark the region flow on the demo AOI: wall time, model share, worker memory, task count.
+"""Benchmark the region flow on the demo AOI: wall time, model share, worker memory, task count;
+on GPUs also throughput in km² per GPU-hour and GPU utilisation.
 
     python benchmarks/region.py [--workers 2] [--tile-size 480] [--json PATH]
+    python benchmarks/region.py --gpus 1 --rgb-model difffusr --fusion-model difffusr-fusion
 
 Pipeline efficiency is the time spent inside the model function divided by the workers' total
 busy time and by their wall-clock capacity (wall time × workers). Peak RSS is each worker
-process's high-water mark (getrusage), which includes the interpreter and libraries.
+process's high-water mark (getrusage), which includes the interpreter and libraries. The flow
+runs ``--repeat`` times into fresh products on the same cluster: the first run includes loading
+the models onto the workers, later ones show the steady state.
 """
 
 from __future__ import annotations
@@ -15,16 +19,19 @@ import json
 import platform
 import resource
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from distributed import get_task_stream, get_worker
+from distributed import Client, get_task_stream, get_worker
 
 from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
-from pipeline.grid import read_aoi
-from pipeline.region import RegionRequest, plan_region, run_tiles
+from pipeline.grid import RESOLUTION, read_aoi
+from pipeline.region import Plan, RegionRequest, plan_region, run_tiles
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
 
@@ -49,38 +56,44 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--tile-size", type=int, default=480)
-    p.add_argument("--rgb-model", default="bicubic")
-    p.add_argument("--fusion-model", default="gram-schmidt")
-    p.add_argument("--json", default="benchmarks/results/region.json")
-    args = p.parse_args()
+@contextmanager
+def gpu_utilisation(gpus: int, every: float = 0.1) -> Iterator[list[float]]:
+    """Samples of each GPU's utilisation (percent of time a kernel ran), taken by NVML while
+    the block runs; empty without GPUs."""
+    samples: list[float] = []
+    if not gpus:
+        yield samples
+        return
+    import pynvml
 
-    request = RegionRequest(
-        aoi=read_aoi(str(DEMO_AOI)),
-        start=DEMO_DATES[0],
-        end=DEMO_DATES[1],
-        stac=str(DEMO_CATALOG),
-        tile_size=args.tile_size,
-        rgb_model=args.rgb_model,
-        fusion_model=args.fusion_model,
-    )
+    pynvml.nvmlInit()
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(gpus)]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every):
+            samples.extend(pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+        pynvml.nvmlShutdown()
+
+
+def measure(plan: Plan, client: Client, workers: int, gpus: int, out: str) -> dict:
+    """One run of every tile of ``plan`` into a new product at ``out``."""
+    store = ProductStore.create(out, plan.grid, plan.request.bands, {},
+                                uncertainty=plan.resolver.uncertainty)
+    before = len(client.get_events(MODEL_EVENT))  # earlier runs' events are in the log too
     started = time.perf_counter()
-    plan = plan_region(request)
-    timed = TimedResolver(plan.resolver.rgb, plan.resolver.fusion)
-    plan = dataclasses.replace(plan, resolver=timed)
-    planned = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, dask_client(None, args.workers) as client:
-        store = ProductStore.create(f"{tmp}/bench.zarr", plan.grid, request.bands, {})
-        client.run(lambda: None)  # workers are up before the clock starts
-        run_started = time.perf_counter()
-        with get_task_stream(client) as stream:
-            summary = run_tiles(plan, store, client)
-        wall = time.perf_counter() - run_started
-        rss = client.run(_peak_rss_mb)
-        model = sum(seconds for _, seconds in client.get_events(MODEL_EVENT))
+    with get_task_stream(client) as stream, gpu_utilisation(gpus) as utilisation:
+        summary = run_tiles(plan, store, client)
+    wall = time.perf_counter() - started
+    model = sum(seconds for _, seconds in client.get_events(MODEL_EVENT)[before:])
     durations: dict[str, float] = {}
     for task in stream.data:
         prefix = task["key"][0] if isinstance(task["key"], tuple) else task["key"]
@@ -89,22 +102,76 @@ def main() -> None:
         durations[prefix] = durations.get(prefix, 0.0) + busy
     busy_total = sum(durations.values())
     out_pixels = sum(t.height * t.width for t in plan.tiles)
+    km2 = out_pixels * RESOLUTION**2 / 1e6
     result = {
-        "aoi": str(DEMO_AOI.name),
-        "machine": f"{platform.machine()}, {args.workers} worker processes x 1 thread",
-        "models": {"rgb": args.rgb_model, "fusion": args.fusion_model},
-        "tiles": len(plan.tiles),
-        "tile_size": args.tile_size,
         "failed_tiles": len(summary.failed),
-        "output_pixels_per_band": out_pixels,
-        "plan_seconds": round(planned - started, 3),
         "run_wall_seconds": round(wall, 3),
         "output_megapixels_per_second": round(out_pixels / wall / 1e6, 3),
         "tasks": len(stream.data),
         "task_seconds_by_prefix": {k: round(v, 3) for k, v in sorted(durations.items())},
         "model_seconds": round(model, 3),
         "model_share_of_busy_time": round(model / busy_total, 4) if busy_total else None,
-        "model_share_of_worker_capacity": round(model / (wall * args.workers), 4),
+        "model_share_of_worker_capacity": round(model / (wall * workers), 4),
+    }
+    if gpus:
+        result["km2_per_gpu_hour"] = round(km2 / (wall / 3600 * gpus), 1)
+        result["gpu_utilisation_percent_mean"] = (
+            round(sum(utilisation) / len(utilisation), 1) if utilisation else None
+        )
+        result["gpu_utilisation_samples"] = len(utilisation)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workers", type=int, help="worker processes (default: 2, or one per GPU)")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs of a local dask-cuda cluster")
+    p.add_argument("--tile-size", type=int, default=480)
+    p.add_argument("--rgb-model", default="bicubic")
+    p.add_argument("--fusion-model", default="gram-schmidt")
+    p.add_argument("--steps", type=int, help="DDIM steps of difffusr (default: its own, 20)")
+    p.add_argument("--batch", type=int, help="windows per difffusr network call")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="difffusr autocast")
+    p.add_argument("--repeat", type=int, default=1, help="runs on the same cluster")
+    p.add_argument("--json", default="benchmarks/results/region.json")
+    args = p.parse_args()
+
+    rgb_options = {k: v for k in ("steps", "batch", "precision") if (v := getattr(args, k))}
+    request = RegionRequest(
+        aoi=read_aoi(str(DEMO_AOI)),
+        start=DEMO_DATES[0],
+        end=DEMO_DATES[1],
+        stac=str(DEMO_CATALOG),
+        tile_size=args.tile_size,
+        rgb_model=args.rgb_model,
+        rgb_options=rgb_options,
+        fusion_model=args.fusion_model,
+    )
+    started = time.perf_counter()
+    plan = plan_region(request)
+    timed = TimedResolver(plan.resolver.rgb, plan.resolver.fusion)
+    plan = dataclasses.replace(plan, resolver=timed)
+    planned = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp, \
+            dask_client(None, args.workers, args.gpus) as client:
+        workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        client.run(lambda: None)  # workers are up before the clock starts
+        runs = [measure(plan, client, workers, args.gpus, f"{tmp}/bench-{i}.zarr")
+                for i in range(args.repeat)]
+        rss = client.run(_peak_rss_mb)
+    out_pixels = sum(t.height * t.width for t in plan.tiles)
+    kind = f"{args.gpus} GPU worker(s)" if args.gpus else "worker processes x 1 thread"
+    result = {
+        "aoi": str(DEMO_AOI.name),
+        "machine": f"{platform.machine()}, {workers} {kind}",
+        "models": {"rgb": args.rgb_model, "fusion": args.fusion_model,
+                   "rgb_options": rgb_options},
+        "tiles": len(plan.tiles),
+        "tile_size": args.tile_size,
+        "output_pixels_per_band": out_pixels,
+        "output_km2": round(out_pixels * RESOLUTION**2 / 1e6, 3),
+        "plan_seconds": round(planned - started, 3),
+        "runs": runs,
         "peak_rss_mb_per_worker": {k: round(v, 1) for k, v in rss.items()},
     }
     print(json.dumps(result, indent=2))

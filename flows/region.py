@@ -10,6 +10,7 @@ With no arguments it runs on the embedded demo catalog and writes under ./output
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from datetime import date
@@ -22,8 +23,9 @@ from tqdm import tqdm
 
 from pipeline.bands import REFLECTANCE_BANDS, validate_bands
 from pipeline.catalog import DEMO_CATALOG
-from pipeline.cluster import dask_client
+from pipeline.cluster import SCHEDULER_ENV, cuda_devices, dask_client
 from pipeline.errors import UserError
+from pipeline.finish import finish_product
 from pipeline.grid import read_aoi
 from pipeline.models import FUSION_MODELS, RGB_MODELS
 from pipeline.region import RegionRequest, plan_region, run_tiles
@@ -62,10 +64,11 @@ def parser() -> argparse.ArgumentParser:
                    "inside LAEA Europe's area, else the UTM zone of the AOI centroid)")
     p.add_argument("--tile-size", type=int, default=1920,
                    help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920)")
-    p.add_argument("--scheduler", help="address of an existing Dask scheduler "
-                   "(default: start a local cluster)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="worker processes of the local cluster (default: 2)")
+    p.add_argument("--scheduler", default=os.environ.get(SCHEDULER_ENV),
+                   help="address of an existing Dask scheduler (default: $"
+                   f"{SCHEDULER_ENV} if set, else start a local cluster)")
+    p.add_argument("--workers", type=int, help="worker processes of the local cluster "
+                   "(default: 2 on CPUs; one per GPU when a learned model runs on CUDA)")
     p.add_argument("--rgb-model", default="bicubic", choices=sorted(RGB_MODELS),
                    help="RGB ×4 model (default: bicubic)")
     diffusion = p.add_argument_group("diffusion RGB model (--rgb-model difffusr)")
@@ -78,6 +81,8 @@ def parser() -> argparse.ArgumentParser:
     diffusion.add_argument("--seed", type=int, help="noise seed (default: 0)")
     diffusion.add_argument("--samples", type=int, help="draws per pixel; N > 1 writes their "
                            "mean and the per-pixel standard deviation (default: 1)")
+    diffusion.add_argument("--batch", type=int, help="windows per network call "
+                           "(default: 8 on CPU, 128 on GPU)")
     diffusion.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                            help="autocast precision (default: fp32)")
     diffusion.add_argument("--compile", action="store_true", default=None,
@@ -143,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"output:        {out}")
     if args.dry_run:
         return 0
-    with dask_client(args.scheduler, args.workers) as client:
+    with dask_client(args.scheduler, args.workers, _local_gpus(args)) as client:
         store = ProductStore.create(
             out, plan.grid, request.bands, plan.provenance(),
             uncertainty=plan.resolver.uncertainty, overwrite=args.overwrite,
@@ -156,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
                     bar.write(f"tile {key} failed: {error}")
 
             summary = run_tiles(plan, store, client, on_progress=progress)
-    store.finalize({"tiles_failed": summary.failed})
+        finish_product(plan, store, client, summary)
     elapsed = time.perf_counter() - started
     print(
         f"{len(summary.done)} tiles written, {len(summary.skipped)} already finished, "
@@ -203,7 +208,8 @@ def _request(args: argparse.Namespace) -> RegionRequest:
 #: CLI options of the diffusion RGB model and the model's own names for them.
 DIFFUSION_OPTIONS = {
     "weights": "weights", "weights_sha256": "sha256", "steps": "steps", "eta": "eta",
-    "seed": "seed", "samples": "samples", "precision": "precision", "compile": "compile",
+    "seed": "seed", "samples": "samples", "batch": "batch", "precision": "precision",
+    "compile": "compile",
 }
 #: CLI options of the learned fusion model and the model's own names for them.
 FUSION_OPTIONS = {"fusion_weights": "weights", "fusion_weights_sha256": "sha256",
@@ -246,6 +252,14 @@ def _check_device(args: argparse.Namespace) -> None:
     if args.device is not None and not learned:
         raise UserError(f"--device applies to --rgb-model {LEARNED_RGB} or "
                         f"--fusion-model {LEARNED_FUSION} only")
+
+
+def _local_gpus(args: argparse.Namespace) -> int:
+    """GPUs for a local cluster: only a learned model uses them, and not with --device cpu."""
+    learned = args.rgb_model == LEARNED_RGB or args.fusion_model == LEARNED_FUSION
+    if args.scheduler or not learned or (args.device or "").startswith("cpu"):
+        return 0
+    return cuda_devices()
 
 
 def _tile_size(size: int) -> int:

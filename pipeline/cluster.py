@@ -1,8 +1,15 @@
-"""Dask clusters: a local one with worker processes, or an existing scheduler by address."""
+"""Dask clusters: a local one (CPU worker processes, or one dask-cuda worker per GPU), or an
+existing scheduler by address.
+
+GPU workers advertise a ``GPU`` resource of 1; the model tasks ask for it (see
+:data:`GPU_RESOURCE`), so that one GPU never runs two model tasks at once while the worker's
+other threads load, composite and write tiles beside it.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,13 +17,40 @@ from distributed import Client, LocalCluster
 
 from pipeline.errors import ClusterError
 
+#: The worker resource that the GPU stages claim, one per task; ``dask cuda worker`` needs
+#: ``--resources GPU=1`` to offer it.
+GPU_RESOURCE = "GPU"
+
+#: The scheduler address the Dask Kubernetes operator gives a DaskJob's runner.
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+
+_QUIET = {
+    "host": "127.0.0.1",
+    "dashboard_address": None,
+    "silence_logs": logging.ERROR,  # failed tiles are reported by the flow, once each
+    # the scheduler serves HTTP even without a dashboard: any free port, not 8787
+    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+}
+
+
+def cuda_devices() -> int:
+    """How many CUDA devices this process sees (0 without a CUDA build of torch)."""
+    import torch  # only asked when a learned model may use a GPU: torch is slow to import
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
 
 @contextmanager
-def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Client]:
-    """A client of ``scheduler`` or, without one, of a local cluster of ``workers`` processes.
+def dask_client(
+    scheduler: str | None = None, workers: int | None = None, gpus: int = 0
+) -> Iterator[Client]:
+    """A client of ``scheduler`` or, without one, of a local cluster.
 
-    Local workers run one thread each: the model stages use whole cores through NumPy, and a
-    process per core keeps the GIL out of the way.
+    With ``gpus`` > 0 the local cluster is a dask-cuda one: one worker per GPU (``workers``
+    of them at most), each pinned to its device and offering one ``GPU`` resource, with a
+    thread per CPU core it can share for the stages around the models. Otherwise it has
+    ``workers`` (default 2) processes of one thread each: the model stages use whole cores
+    through NumPy, and a process per core keeps the GIL out of the way.
     """
     if scheduler:
         try:
@@ -26,17 +60,32 @@ def dask_client(scheduler: str | None = None, workers: int = 2) -> Iterator[Clie
         with client:
             yield client
         return
-    with (
-        LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,  # failed tiles are reported by the flow, once each
-            # the scheduler serves HTTP even without a dashboard: any free port, not 8787
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with _local_cluster(workers, gpus) as cluster, Client(cluster) as client:
         yield client
+
+
+def _local_cluster(workers: int | None, gpus: int) -> LocalCluster:
+    if gpus <= 0:
+        return LocalCluster(
+            n_workers=workers or 2, threads_per_worker=1, processes=True, **_QUIET
+        )
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        raise ClusterError(
+            "a GPU is present but dask-cuda is not installed: pip install 's2sr[gpu]', "
+            "or run on the CPU with --device cpu"
+        ) from None
+    count = min(gpus, workers) if workers else gpus
+    return LocalCUDACluster(
+        CUDA_VISIBLE_DEVICES=list(range(count)),
+        threads_per_worker=max(2, (os.cpu_count() or 2) // count),
+        resources={GPU_RESOURCE: 1},
+        **_QUIET,
+    )
+
+
+def has_gpu_workers(client: Client) -> bool:
+    """Whether any worker of the cluster offers the ``GPU`` resource."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return any(GPU_RESOURCE in (w.get("resources") or {}) for w in workers.values())

@@ -8,18 +8,22 @@ whatever the size of the AOI.
 
 from __future__ import annotations
 
+import heapq
 import json
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from itertools import islice
 
 import dask
 import dask.array as da
 import numpy as np
 import pystac
 import shapely
-from distributed import Client, Future, as_completed
+from distributed import Client, Future, wait
+from distributed.comm.core import CommClosedError
+from distributed.scheduler import KilledWorker
 from pyproj import CRS, Transformer
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
@@ -27,6 +31,7 @@ from shapely.geometry.base import BaseGeometry
 import pipeline
 from pipeline.bands import BANDS, REFLECTANCE_BANDS
 from pipeline.catalog import search
+from pipeline.cluster import GPU_RESOURCE, has_gpu_workers
 from pipeline.composite import median_composite
 from pipeline.errors import ModelError, reason
 from pipeline.grid import (
@@ -196,8 +201,11 @@ class RunSummary:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def tile_task(plan: Plan, store: ProductStore, tile: Tile) -> dask.delayed:
-    """The lazy graph of one tile, ending in the write of its shard and marker."""
+def tile_task(
+    plan: Plan, store: ProductStore, tile: Tile, resources: dict[str, float] | None = None
+) -> dask.delayed:
+    """The lazy graph of one tile, ending in the write of its shard and marker; its model
+    tasks claim ``resources`` on the workers."""
     grid, request, resolver = plan.grid, plan.request, plan.resolver
     halo_m = resolver.halo * INPUT_RESOLUTION
     bounds = grid.tile_bounds(tile, halo=halo_m)
@@ -212,7 +220,7 @@ def tile_task(plan: Plan, store: ProductStore, tile: Tile) -> dask.delayed:
         scl = load_scl(items, epsg, bounds, chunksize=region)
         composite, count = median_composite(reflectance, scl, request.mask_snow)
         offset = (round(-bounds[3] / INPUT_RESOLUTION), round(bounds[0] / INPUT_RESOLUTION))
-        high = resolver.apply(composite.data, request.block_size, offset)[
+        high = resolver.apply(composite.data, request.block_size, offset, resources)[
             :, crop:-crop, crop:-crop
         ]
         inside = (slice(resolver.halo, -resolver.halo),) * 2
@@ -271,41 +279,85 @@ def _write_tile(
     return summary
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and after what delay, a tile that failed for a passing reason is tried again.
+
+    The delay doubles from ``first_delay`` seconds; only :data:`TRANSIENT` errors are retried,
+    since a bad model option or a corrupt file fails the same way every time.
+    """
+
+    attempts: int = 3
+    first_delay: float = 2.0
+
+    def again(self, error: BaseException, attempt: int) -> bool:
+        return attempt < self.attempts and isinstance(error, TRANSIENT)
+
+    def delay(self, attempt: int) -> float:
+        return self.first_delay * 2 ** (attempt - 1)
+
+
+#: Errors that may pass on a second try: reads and connections (OSError covers rasterio's
+#: read errors and the network's), time-outs, and workers lost under a task.
+TRANSIENT = (OSError, TimeoutError, KilledWorker, CommClosedError)
+
+
 def run_tiles(
     plan: Plan,
     store: ProductStore,
     client: Client,
     on_progress: Callable[[str, str | None], None] | None = None,
+    retry: RetryPolicy = RetryPolicy(),
 ) -> RunSummary:
-    """Compute every unfinished tile on the cluster, a bounded number at a time."""
+    """Compute every unfinished tile on the cluster, a bounded number at a time.
+
+    A tile that fails for a reason that may pass (a read error, a lost worker) is submitted
+    again after a growing delay; one that still fails, or fails for any other reason, is
+    recorded with its reason and the run goes on.
+    """
     summary = RunSummary()
     finished = store.done_tiles()
-    todo = [t for t in plan.tiles if t.key not in finished]
+    todo = deque(t for t in plan.tiles if t.key not in finished)
     summary.skipped = [t.key for t in plan.tiles if t.key in finished]
+    gpu = has_gpu_workers(client)
+    resources = {GPU_RESOURCE: 1} if gpu else None
     in_flight = max(2, 2 * len(client.scheduler_info(n_workers=-1).get("workers", {})))
-    pending = iter(todo)
-    keys: dict[Future, str] = {}
-    futures = as_completed()
+    running: dict[Future, tuple[Tile, int]] = {}
+    delayed: list[tuple[float, int, Tile, int]] = []  # (due time, order, tile, attempt)
 
-    def submit(tiles: list[Tile]) -> None:
-        for tile in tiles:
-            future = client.compute(tile_task(plan, store, tile))
-            keys[future] = tile.key
-            futures.add(future)
+    def submit(tile: Tile, attempt: int) -> None:
+        graph = tile_task(plan, store, tile, resources)
+        # fusing tasks would drop the model tasks' resource claims
+        running[client.compute(graph, optimize_graph=not gpu)] = (tile, attempt)
 
-    submit(list(islice(pending, in_flight)))
-    for future in futures:
-        key = keys.pop(future)
+    while todo or delayed or running:
+        while len(running) < in_flight and (delayed and delayed[0][0] <= time.monotonic()):
+            _, _, tile, attempt = heapq.heappop(delayed)
+            submit(tile, attempt)
+        while len(running) < in_flight and todo:
+            submit(todo.popleft(), 1)
+        wait_for = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
+        if not running:
+            time.sleep(wait_for or 0.0)
+            continue
         try:
-            future.result()
-            summary.done.append(key)
-            error = None
-        except Exception as err:  # a tile's failure is recorded, the run goes on
-            error = f"{type(err).__name__}: {reason(err)}"
-            summary.failed[key] = error
-        if on_progress:
-            on_progress(key, error)
-        submit(list(islice(pending, 1)))
+            done = wait(list(running), timeout=wait_for, return_when="FIRST_COMPLETED").done
+        except TimeoutError:
+            continue
+        for future in done:
+            tile, attempt = running.pop(future)
+            error = future.exception()
+            if error is not None and retry.again(error, attempt):
+                heapq.heappush(delayed, (time.monotonic() + retry.delay(attempt), attempt,
+                                         tile, attempt + 1))
+                continue
+            message = None if error is None else f"{type(error).__name__}: {reason(error)}"
+            if message is None:
+                summary.done.append(tile.key)
+            else:
+                summary.failed[tile.key] = message
+            if on_progress:
+                on_progress(tile.key, message)
     return summary
 
 

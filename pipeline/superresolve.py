@@ -62,19 +62,24 @@ class SuperResolver:
         return out
 
     def apply(
-        self, bands: da.Array, block_size: int = 240, offset: tuple[int, int] = (0, 0)
+        self,
+        bands: da.Array,
+        block_size: int = 240,
+        offset: tuple[int, int] = (0, 0),
+        resources: dict[str, float] | None = None,
     ) -> da.Array:
         """Lazily super-resolve a (12, y, x) dask array whose edges lie on the 60 m lattice.
 
         ``offset`` is the array's top-left pixel on the global 10 m lattice, which the models
-        receive as block origins (see :mod:`pipeline.models.base`).
+        receive as block origins (see :mod:`pipeline.models.base`). ``resources`` are the
+        worker resources each model call claims (see :func:`pipeline.blocks.map_with_halo`).
         """
         if block_size % LATTICE_PIXELS:
             raise ValueError(f"block size must be a multiple of {LATTICE_PIXELS} pixels")
         bands = bands.rechunk((-1, block_size, block_size))
         return map_with_halo(
             bands, partial(self._block_at, offset), self.halo, SCALE, self.out_channels,
-            np.float32, token=TASK_PREFIX,
+            np.float32, token=TASK_PREFIX, resources=resources,
         )
 
     def _block_at(

@@ -36,6 +36,8 @@ DEMO_WEIGHTS = shipped_weights("difffusr-demo.safetensors")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: LR window of weights that do not record theirs: the paper's training patch (256 HR px).
 DEFAULT_WINDOW = 64
+#: Windows per network call by default, on a CPU and on a GPU (``batch`` overrides both).
+CPU_BATCH, GPU_BATCH = 8, 128
 
 
 def trained_window(path: str | Path) -> int | None:
@@ -87,7 +89,7 @@ class DiffFuSRRGB(PinnedWeights):
     samples: int = 1
     window: int | None = None
     overlap: int | None = None
-    batch: int = 8
+    batch: int | None = None
     device: str | None = None
     precision: str = "fp32"
     compile: bool = False
@@ -96,7 +98,7 @@ class DiffFuSRRGB(PinnedWeights):
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
-        if self.samples < 1 or self.steps < 1 or self.batch < 1:
+        if self.samples < 1 or self.steps < 1 or (self.batch is not None and self.batch < 1):
             raise ValueError("samples, steps and batch must be at least 1")
         local = self._pin(DEMO_WEIGHTS)
         if self.window is None:
@@ -159,16 +161,21 @@ class DiffFuSRRGB(PinnedWeights):
         std = high.std(axis=0) if self.samples > 1 else np.zeros_like(high[0])
         return high.mean(axis=0), std
 
+    def _batch(self, device: torch.device) -> int:
+        """Windows per network call: few on a CPU, where bigger batches gain nothing, many on
+        a GPU, which small batches leave idle."""
+        return self.batch or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
+
     def _condition(
         self, net: DiffFuSR, lr: torch.Tensor, windows: list[tuple[int, int]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Spatial context [N, 64, win, win] and degradation embedding [N, 256] of each
         window, from the window's own LR pixels: a window on the global lattice is then
         conditioned alike in every block that holds it, which is what joins tiles."""
-        win = self.window
+        win, batch = self.window, self._batch(lr.device)
         parts = [net.condition(net.normalize(torch.cat(
-            [lr[..., y : y + win, x : x + win] for y, x in windows[i : i + self.batch]])))
-            for i in range(0, len(windows), self.batch)]
+            [lr[..., y : y + win, x : x + win] for y, x in windows[i : i + batch]])))
+            for i in range(0, len(windows), batch)]
         if not parts:
             return torch.empty(0), torch.empty(0)
         return torch.cat([c for c, _ in parts]), torch.cat([e for _, e in parts])
@@ -190,8 +197,9 @@ class DiffFuSRRGB(PinnedWeights):
         hr = self.window * SCALE
         tiles = [(s, i) for s in range(len(x)) for i in range(len(blend.windows))]
         total = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
-        for start in range(0, len(tiles), self.batch):
-            part = tiles[start : start + self.batch]
+        batch = self._batch(x.device)
+        for start in range(0, len(tiles), batch):
+            part = tiles[start : start + batch]
             where = [blend.windows[i] for _, i in part]
             crops = torch.stack([x[s, :, y * SCALE : y * SCALE + hr, c * SCALE : c * SCALE + hr]
                                  for (s, _), (y, c) in zip(part, where, strict=True)])
