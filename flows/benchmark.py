@@ -100,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     check_patch(args.patch)
+    if not args.rgb_models and not args.fusion_models:
+        raise UserError("no model to benchmark: give --rgb-models or --fusion-models")
     device = runtime(args)
     data, out = _data(args)
     rgb = {name: _build(get_rgb_model, name, _rgb_options(args, name, device))
            for name in args.rgb_models}
     fusion = {name: _build(get_fusion_model, name, _fusion_options(args, name, device))
               for name in args.fusion_models}
-    if not rgb and not fusion:
-        raise UserError("no model to benchmark: give --rgb-models or --fusion-models")
     with tqdm(total=len(data.patches) * (len(rgb) + len(fusion)), unit="run",
               desc="benchmark", dynamic_ncols=True) as bar:
         result = run_benchmark(data, rgb, fusion, bar.update)
