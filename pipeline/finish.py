@@ -7,7 +7,7 @@ from pathlib import PurePosixPath
 
 from distributed import Client
 
-from pipeline.overviews import build_overviews, multiscales_attrs
+from pipeline.overviews import build_overviews, level_count, level_path, multiscales_attrs
 from pipeline.product_stac import ProductFacts, QualitySummary, date_range, write_stac
 from pipeline.region import Plan, RunSummary
 from pipeline.store import ProductStore
@@ -32,7 +32,7 @@ def finish_product(plan: Plan, store: ProductStore, client: Client, summary: Run
         "overviews_failed": failed,
         "quality_summary": product_quality,
         **multiscales_attrs(plan.grid),
-    })
+    }, groups=[level_path(k) for k in range(1, level_count(plan.grid) + 1)])
     request = plan.request
     start, end = date_range(request.start, request.end)
     facts = ProductFacts(

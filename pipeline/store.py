@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import posixpath
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -224,13 +224,16 @@ class ProductStore:
             }
             self.put_json(f"{MARKERS}/{tile.key}.json", marker)
 
-    def finalize(self, attrs: dict[str, Any]) -> None:
-        """Merge ``attrs`` into the root attributes and consolidate metadata for fast opening."""
+    def finalize(self, attrs: dict[str, Any], groups: Iterable[str] = ()) -> None:
+        """Merge ``attrs`` into the root attributes and consolidate metadata for fast opening:
+        of ``groups`` (paths of subgroups that readers open on their own), then of the root."""
         with self._storage_errors():
             self._open_group().update_attributes(_plain(attrs))
             with warnings.catch_warnings():
                 # "tiles/ is not a Zarr node" and "consolidated metadata is not in the v3 spec".
                 warnings.simplefilter("ignore", ZarrUserWarning)
+                for path in groups:
+                    zarr.consolidate_metadata(self.zarr_store(), path=path)
                 zarr.consolidate_metadata(self.zarr_store())
 
     def markers(self, under: str = "") -> Iterator[dict[str, Any]]:
