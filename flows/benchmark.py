@@ -38,6 +38,8 @@ from pipeline.evaluation.data import (
 )
 from pipeline.evaluation.figures import write_figures
 from pipeline.evaluation.report import markdown, summarize, write_csv
+from pipeline.evaluation.wald import FUSION_INPUT, RGB_INPUT
+from pipeline.grid import SCALE
 from pipeline.models import FUSION_MODELS, RGB_MODELS, get_fusion_model, get_rgb_model
 
 #: The models benchmarked by default: every registered one that needs no download (the
@@ -114,10 +116,9 @@ def run(args: argparse.Namespace) -> int:
     summaries = summarize(result.scores)
     settings = {
         "data": data.source,
-        "patch": f"{args.patch} px at 10 m (input {args.patch // 4} px at 40 m)",
-        "RGB input": "isotropic Gaussian σ 1.2 px, bicubic ÷4, no noise",
-        "fusion input": "each band degraded ×4 from its native grid (Gaussian σ 0.39 × 4 "
-                        "native px, 4 × 4 mean); guide: the real 10 m RGB",
+        "patch": f"{args.patch} px at 10 m (input {args.patch // SCALE} px at 40 m)",
+        "RGB input": RGB_INPUT,
+        "fusion input": FUSION_INPUT,
         **{f"model {name}": _describe(model) for name, model in {**rgb, **fusion}.items()},
     }
     report = markdown(result, summaries, data.labels, settings)

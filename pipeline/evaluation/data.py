@@ -57,11 +57,6 @@ def check_patch(patch: int) -> None:
         raise UserError(f"--patch must be a positive multiple of {PATCH_MULTIPLE}, got {patch}")
 
 
-def check_held_out(held_out: float) -> None:
-    if not 0 <= held_out < 1:
-        raise UserError(f"--held-out must be at least 0 and below 1, got {held_out}")
-
-
 def stac_patches(
     stac: str, aoi: BaseGeometry, start: date, end: date, *, patch: int, held_out: float,
     collection: str | None = None, max_cloud: float = 100.0, label: str | None = None,

@@ -22,6 +22,11 @@ from pipeline.train.fusion import degrade as sensor_degrade
 #: The RGB model's test degradation: the reference's validation one (isotropic Gaussian σ 1.2,
 #: bicubic ÷4, no noise), kept in float and not harmonised, as Sentinel-2 is reflectance.
 RGB_DEGRADATION = replace(degradation.VALIDATION, harmonize=False, levels=None)
+#: The two inputs in words, for reports.
+RGB_INPUT = (f"B04 B03 B02, isotropic Gaussian σ {RGB_DEGRADATION.sigma_range[0]} px, "
+             f"bicubic ÷{SCALE}, no noise")
+FUSION_INPUT = (f"every band degraded ×{SCALE} from its native grid (Gaussian σ {BLUR_SIGMA} × "
+                f"{SCALE} native px, {SCALE} × {SCALE} mean); guide: the real 10 m RGB")
 
 
 def rgb_input(hr: np.ndarray) -> np.ndarray:
