@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     request = _request(args)
     out = args.out or _default_out(args.aoi, request.start, request.end)
     started = time.perf_counter()
-    plan = plan_region(request)
+    plan = plan_region(request, estimate=args.dry_run)
     print(plan.describe())
     print(f"output:        {out}")
     if args.dry_run:

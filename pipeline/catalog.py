@@ -7,6 +7,7 @@ extension, and on the client otherwise; the result says which one ran.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -44,6 +45,9 @@ class Query:
 class SearchResult:
     items: list[pystac.Item]
     cloud_filter: CloudFilter  # where the cloud-cover filter ran
+    #: How many items match in all, when only some were fetched (``limit``) and the catalog
+    #: says (an API's ``numberMatched``, before a client-side cloud filter); else None.
+    matched: int | None = None
 
 
 def search(
@@ -53,24 +57,35 @@ def search(
     end: date,
     collection: str | None = None,
     max_cloud: float = 100.0,
+    limit: int | None = None,
 ) -> SearchResult:
-    """Items of ``collection`` that intersect ``aoi`` (WGS84) between ``start`` and ``end``."""
+    """Items of ``collection`` that intersect ``aoi`` (WGS84) between ``start`` and ``end``.
+
+    With ``limit``, at most that many items are fetched (a plan's estimate over a continent
+    must not page through a hundred thousand items), none found is no error, and the result
+    says how many match in all when the catalog knows.
+    """
     query = Query(aoi, start, end, collection, max_cloud)
     doc = _read_json(stac)
+    api = _is_search_api(doc)
     if doc.get("type") == "FeatureCollection":
         items = list(pystac.ItemCollection.from_dict(doc, preserve_dict=False))
         for item in items:  # relative asset hrefs are relative to the file
             if item.get_self_href() is None:
                 item.set_self_href(_as_href(stac))
         result = _filter_locally(items, query)
-    elif _is_search_api(doc):
-        result = _search_api(stac, query)
+    elif api:
+        result = _search_api(stac, query, limit)
     else:
         catalog = pystac.read_dict(doc, href=_as_href(stac), stac_io=FsspecStacIO())
         if not isinstance(catalog, pystac.Catalog):
             raise CatalogError(f"{stac} is not a STAC catalog, collection, API or ItemCollection")
         items = list(catalog.get_items(recursive=True))
         result = _filter_locally(items, query)
+    if limit is not None:
+        # searched locally, every match is at hand; an API counts them or does not
+        matched = result.matched if api else len(result.items)
+        return SearchResult(result.items[:limit], result.cloud_filter, matched)
     if not result.items:
         where = f" in collection {collection}" if collection else ""
         raise NoScenesError(
@@ -115,7 +130,7 @@ def _is_search_api(doc: dict) -> bool:
     return any(c.endswith("/item-search") for c in conforms)
 
 
-def _search_api(url: str, query: Query) -> SearchResult:
+def _search_api(url: str, query: Query, limit: int | None = None) -> SearchResult:
     max_cloud = query.max_cloud
     try:
         client = pystac_client.Client.open(url)
@@ -136,14 +151,18 @@ def _search_api(url: str, query: Query) -> SearchResult:
                 }
                 kwargs["filter_lang"] = "cql2-json"
                 cloud_filter = "server-filter"
-        items = list(client.search(**kwargs).items())
+        found = client.search(**kwargs, max_items=limit)
+        items = list(found.items())
+        with warnings.catch_warnings():  # an API that does not count says so with a warning
+            warnings.simplefilter("ignore")
+            matched = found.matched() if limit is not None else None
     except pystac_client.exceptions.APIError as err:
         raise CatalogError(f"STAC API {url} refused the search: {reason(err)}") from None
     except Exception as err:  # requests/urllib3 connection errors
         raise CatalogError(f"cannot search STAC API {url}: {reason(err)}") from None
     if cloud_filter == "client":
         items = [i for i in items if _cloud_cover(i) <= max_cloud]
-    return SearchResult(_sorted(items), cloud_filter)
+    return SearchResult(_sorted(items), cloud_filter, matched)
 
 
 def _filter_locally(items: list[pystac.Item], query: Query) -> SearchResult:

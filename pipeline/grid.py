@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 import shapely
-import shapely.prepared
 from pyproj import CRS, Transformer
 from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
@@ -82,8 +81,10 @@ def aoi_from_geojson(doc: object, name: str = "AOI") -> BaseGeometry:
 
 
 def default_crs(aoi: BaseGeometry) -> CRS:
-    """EPSG:3035 (LAEA Europe) for AOIs inside its area of use, else the centroid's UTM zone."""
-    if _LAEA_EUROPE.contains(aoi):
+    """EPSG:3035 (LAEA Europe) for AOIs centred in its area of use, else the centroid's UTM
+    zone: an AOI of all Europe reaches past that area (to the Urals), and no UTM zone could
+    hold it."""
+    if _LAEA_EUROPE.contains(aoi.centroid):
         return CRS.from_epsg(3035)
     lon, lat = aoi.centroid.x, aoi.centroid.y
     zone = min(int((lon + 180) // 6) + 1, 60)
@@ -163,9 +164,25 @@ class OutputGrid:
                 yield Tile(row, col, y, x, min(n, self.height - y), min(n, self.width - x))
 
     def tiles_in(self, footprint: BaseGeometry) -> list[Tile]:
-        """Tiles that intersect ``footprint`` (a polygon in the grid's CRS), not just its bbox."""
-        prepared = shapely.prepared.prep(footprint)
-        return [t for t in self.all_tiles() if prepared.intersects(box(*self.tile_bounds(t)))]
+        """Tiles that intersect ``footprint`` (a polygon in the grid's CRS), not just its bbox.
+
+        Tested a row of tiles at a time with shapely's vectorised predicates, so that the
+        million tiles of a continent's bounding box take seconds.
+        """
+        shapely.prepare(footprint)
+        n = self.tile_size
+        cols = np.arange(math.ceil(self.width / n))
+        left = self.x0 + cols * n * RESOLUTION
+        right = np.minimum(left + n * RESOLUTION, self.x0 + self.width * RESOLUTION)
+        tiles = []
+        for row in range(math.ceil(self.height / n)):
+            top = self.y0 - row * n * RESOLUTION
+            bottom = max(top - n * RESOLUTION, self.y0 - self.height * RESOLUTION)
+            hits = shapely.intersects(footprint, shapely.box(left, bottom, right, top))
+            height = min(n, self.height - row * n)
+            tiles += [Tile(row, int(c), row * n, int(c) * n, height, min(n, self.width - c * n))
+                      for c in cols[hits]]
+        return tiles
 
 
 def plan_grid(

@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import partial
 
-import dask
 import dask.array as da
 import numpy as np
 import pystac
@@ -86,6 +86,10 @@ class Plan:
     grid: OutputGrid
     tiles: list[Tile]
     resolver: SuperResolver
+    #: Whether only a sample of the items was fetched (a dry run) ...
+    estimate: bool = False
+    #: ... and then how many match in all, if the catalog says.
+    matched: int | None = None
 
     @property
     def output_bytes(self) -> int:
@@ -99,7 +103,7 @@ class Plan:
         g = self.grid
         return "\n".join(
             [
-                f"items found:   {len(self.items)} (cloud filter: {self.cloud_filter})",
+                self._items_line(),
                 f"output grid:   {g.crs.to_string()}, {g.width} x {g.height} px at 2.5 m, "
                 f"origin ({g.x0}, {g.y0})",
                 f"tiles:         {len(self.tiles)} of {g.tile_size} px intersect the AOI",
@@ -109,6 +113,13 @@ class Plan:
                 f"output size:   {_human_bytes(self.output_bytes)} uncompressed",
             ]
         )
+
+    def _items_line(self) -> str:
+        if not self.estimate:
+            return f"items found:   {len(self.items)} (cloud filter: {self.cloud_filter})"
+        count = "unknown (the API does not count)" if self.matched is None else self.matched
+        return (f"items matched: {count} (estimate: the catalog's count, items not "
+                f"fetched; cloud filter: {self.cloud_filter})")
 
     def provenance(self) -> dict:
         """Root attributes that say how the product was made."""
@@ -158,8 +169,12 @@ def _options_entry(key: str, options: dict) -> dict:
     return {key: recorded} if recorded else {}
 
 
-def plan_region(request: RegionRequest) -> Plan:
-    """Search the catalog and lay out the grid and tiles; reads no pixel."""
+def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
+    """Search the catalog and lay out the grid and tiles; reads no pixel.
+
+    With ``estimate`` (a dry run) only one item is fetched, for the grid's lattice, and the
+    catalog's count of matches stands for the rest, so a continent plans in seconds.
+    """
     try:
         resolver = SuperResolver(
             get_rgb_model(request.rgb_model, **request.rgb_options),
@@ -174,12 +189,14 @@ def plan_region(request: RegionRequest) -> Plan:
         request.end,
         request.collection,
         request.max_cloud,
+        limit=1 if estimate else None,
     )
     check_assets(found.items, REFLECTANCE_BANDS)
     crs = request.crs or default_crs(request.aoi)
     grid = plan_grid(request.aoi, crs, request.tile_size, _lattice_anchor(found.items, crs))
     tiles = grid.tiles_in(project(request.aoi, crs))
-    return Plan(request, found.items, found.cloud_filter, grid, tiles, resolver)
+    return Plan(request, found.items, found.cloud_filter, grid, tiles, resolver, estimate,
+                found.matched)
 
 
 def _lattice_anchor(items: list[pystac.Item], crs: CRS) -> tuple[float, float]:
@@ -203,7 +220,7 @@ class RunSummary:
 
 def tile_task(
     plan: Plan, store: ProductStore, tile: Tile, resources: dict[str, float] | None = None
-) -> dask.delayed:
+) -> da.Array:
     """The lazy graph of one tile, ending in the write of its shard and marker; its model
     tasks claim ``resources`` on the workers."""
     grid, request, resolver = plan.grid, plan.request, plan.resolver
@@ -231,10 +248,15 @@ def tile_task(
         low = (tile.height // SCALE, tile.width // SCALE)
         count = da.zeros(low, dtype=np.uint8)
         composite = da.full((len(REFLECTANCE_BANDS), *low), np.nan, np.float32)
-    spread = high[len(REFLECTANCE_BANDS) :] if resolver.uncertainty else None
-    return dask.delayed(_write_tile)(
-        store, grid, tile, request.bands, high[band_index], count, composite, spread,
-        [i.id for i in items], dask_key_name=f"write-{tile.key}",
+    arrays = [high[band_index], "abc", count, "de", composite, "fgh"]
+    if resolver.uncertainty:
+        arrays += [high[len(REFLECTANCE_BANDS) :], "ijk"]
+    # one task that receives every array whole; unlike a delayed call, it leaves the graph
+    # unoptimised, so the model tasks keep their resource claims
+    return da.blockwise(
+        partial(_write_tile, store, grid, tile, request.bands, [i.id for i in items]), "",
+        *arrays, concatenate=True, dtype=object, meta=np.empty((), object),
+        name=f"write-{tile.key}",
     )
 
 
@@ -251,11 +273,11 @@ def _write_tile(
     grid: OutputGrid,
     tile: Tile,
     bands: tuple[str, ...],
+    item_ids: list[str],
     reflectance: np.ndarray,
     count: np.ndarray,
     composite: np.ndarray,
-    uncertainty: np.ndarray | None,
-    item_ids: list[str],
+    uncertainty: np.ndarray | None = None,
 ) -> dict:
     """Compute the tile's quality layers and summary, write everything, return the summary.
 

@@ -84,3 +84,16 @@ def test_cql2_filter_when_query_is_not_offered(pgstac_api, scenes, monkeypatch):
     assert found.cloud_filter == "server-filter"
     assert [i.id for i in found.items] == ["api-10", "api-20"]
 
+
+
+@pytest.mark.parametrize("server", ["rustac_api", "pgstac_api"])
+def test_an_estimate_fetches_one_item_and_takes_the_apis_count(request, scenes, server):
+    url = serve(request.getfixturevalue(server), f"estimate-{server}", scenes)
+    aoi = shape(scenes[0].geometry).buffer(-1e-5)
+    found = search(url, aoi, date(2023, 1, 1), date(2023, 1, 31), f"estimate-{server}",
+                   limit=1)
+    assert len(found.items) == 1
+    assert found.matched is None  # neither API counts its matches unless configured to
+    nothing = search(url, aoi, date(2024, 1, 1), date(2024, 1, 31), f"estimate-{server}",
+                     limit=1)
+    assert nothing.items == [] and nothing.matched is None

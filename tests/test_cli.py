@@ -84,9 +84,21 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     out = tmp_path / "never.zarr"
     done = region("--out", str(out), "--dry-run", "--tile-size", "240")
     assert done.returncode == 0, done.stderr
-    assert "items found:   3" in done.stdout
+    assert "items matched: 3 (estimate" in done.stdout
     assert "tiles:         15 of 240 px" in done.stdout
     assert "output size:" in done.stdout
+    assert not out.exists()
+
+
+def test_dry_run_over_europe_counts_tiles_in_the_polygon_not_its_box(tmp_path):
+    out = tmp_path / "never.zarr"
+    done = region("--aoi", str(ROOT / "examples" / "europe.geojson"), "--out", str(out),
+                  "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "output grid:   EPSG:3035, 1913592 x 1786632 px" in done.stdout
+    # a fifth of the ~930 000 tiles of the bounding box would be sea or Asia
+    assert "tiles:         445194 of 1920 px" in done.stdout
+    assert "output size:   49.2 TB" in done.stdout
     assert not out.exists()
 
 

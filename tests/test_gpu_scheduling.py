@@ -1,0 +1,78 @@
+"""The scheduling of the model stage on GPU clusters, shown on CPU workers that offer the same
+``GPU`` resource a dask-cuda worker offers (no GPU is needed to check the scheduling)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from distributed import Client, LocalCluster, get_worker
+
+from flows.region import DEMO_AOI, DEMO_DATES
+from pipeline.catalog import DEMO_CATALOG
+from pipeline.cluster import GPU_RESOURCE, has_gpu_workers
+from pipeline.grid import read_aoi
+from pipeline.region import RegionRequest, plan_region, run_tiles
+from pipeline.store import ProductStore
+from pipeline.superresolve import SuperResolver
+
+MODEL_CALL = "test-model-call"
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggedResolver(SuperResolver):
+    """Records when each model call starts and stops on its worker, to see overlaps."""
+
+    def block(self, bands, origin):
+        started = time.monotonic()
+        time.sleep(0.2)  # long enough for a second thread to start a call if it may
+        out = super().block(bands, origin)
+        get_worker().log_event(MODEL_CALL, (get_worker().address, started, time.monotonic()))
+        return out
+
+
+def cluster(gpu: bool) -> LocalCluster:
+    """One worker with two threads: two tiles' model calls can overlap unless a resource
+    forbids it."""
+    return LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+        dashboard_address=None, resources={GPU_RESOURCE: 1} if gpu else None,
+    )
+
+
+def run(tmp_path: Path, gpu: bool) -> tuple[Path, list[tuple[str, float, float]]]:
+    request = RegionRequest(
+        aoi=read_aoi(str(DEMO_AOI)), start=DEMO_DATES[0], end=DEMO_DATES[1],
+        stac=str(DEMO_CATALOG), tile_size=480,
+    )
+    plan = plan_region(request)
+    plan = dataclasses.replace(plan, resolver=LoggedResolver(plan.resolver.rgb,
+                                                             plan.resolver.fusion))
+    out = tmp_path / f"{'gpu' if gpu else 'cpu'}.zarr"
+    with cluster(gpu) as local, Client(local) as client:
+        assert has_gpu_workers(client) is gpu
+        store = ProductStore.create(str(out), plan.grid, request.bands, {})
+        summary = run_tiles(plan, store, client)
+        assert not summary.failed and len(summary.done) == len(plan.tiles) > 2
+        calls = [event for _, event in client.get_events(MODEL_CALL)]
+    return out, calls
+
+
+def overlaps(calls: list[tuple[str, float, float]]) -> int:
+    spans = sorted((start, stop) for _, start, stop in calls)
+    return sum(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
+
+
+@pytest.mark.slow
+def test_model_calls_claim_the_gpu_and_change_no_pixel(tmp_path):
+    gpu_out, gpu_calls = run(tmp_path, gpu=True)
+    cpu_out, cpu_calls = run(tmp_path, gpu=False)
+    assert overlaps(gpu_calls) == 0, "two model calls ran at once on one GPU worker"
+    assert overlaps(cpu_calls) > 0, "without the resource the two threads should overlap"
+    with xr.open_zarr(gpu_out) as a, xr.open_zarr(cpu_out) as b:
+        for name in ("reflectance", "clear_count", "consistency", "hallucination_risk"):
+            np.testing.assert_array_equal(a[name].values, b[name].values)
