@@ -81,7 +81,7 @@ def test_it_draws_the_images_and_the_layers(run):
         Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"])))
         for cell in notebook.cells for out in _outputs(cell) if "image/png" in out.get("data", {})
     ]
-    assert len(images) == 2  # true and false colour; the quality layers
+    assert len(images) == 3  # true colour, false colour, the quality layers
     for image in images:
         pixels = np.asarray(image.convert("L"), dtype=float)
         assert image.width > 800 and pixels.std() > 10  # drawn, not blank
