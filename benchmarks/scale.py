@@ -1,0 +1,299 @@
+"""Benchmark how the region flow scales with the AOI: worker memory, pipeline efficiency, halo
+redundancy and scheduler graph size at 1x, 4x and 16x the demo AOI, and the speed-up from one
+worker to two.
+
+    python -m benchmarks.scale [--sizes 1 4 16] [--tile-size 480] [--scaling-size 4] [--json PATH]
+
+Real data covers only the demo scene, so the larger AOIs lie over a synthetic mosaic: a static
+STAC catalog, written to a temporary folder, of k x k copies of the demo items, each copy moved
+east and south by whole scene extents (rounded down to the 60 m lattice, so neighbouring copies
+overlap by a few 10 m pixels, as real Sentinel-2 tiles do). The GeoTIFFs are copied with a
+moved geotransform, so the pixels move with the items' geometry, bbox and ``proj:transform``;
+the loader reads the same real demo pixels at every copy's place. Each size runs on a fresh
+local cluster, so each worker's peak RSS (a process high-water mark) belongs to that size alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pystac
+import rasterio
+import shapely
+from affine import Affine
+from distributed import Client, get_worker
+from distributed.scheduler import Scheduler
+from pyproj import CRS, Transformer
+from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+
+from benchmarks.region import TimedResolver, _peak_rss_mb, measure
+from flows.region import DEMO_AOI, DEMO_DATES
+from pipeline.bands import BANDS
+from pipeline.catalog import DEMO_CATALOG
+from pipeline.cluster import dask_client
+from pipeline.grid import INPUT_RESOLUTION, LATTICE_PIXELS, SCALE, project, read_aoi
+from pipeline.load import asset_key, scene_epsg
+from pipeline.region import Plan, RegionRequest, plan_region, tile_task
+from pipeline.store import ProductStore
+
+DATA = "synthetic mosaic of copies of the real demo scene"
+PIXELS_EVENT = "benchmark-model-input-pixels"
+LATTICE_M = LATTICE_PIXELS * INPUT_RESOLUTION
+
+
+@dataclasses.dataclass(frozen=True)
+class CountingResolver(TimedResolver):
+    """The timed resolver, also reporting each model call's input pixels (block plus the halo
+    it was handed), so that the block-level halo is counted as the models really see it."""
+
+    def block(self, bands, origin):
+        get_worker().log_event(PIXELS_EVENT, int(bands.shape[1] * bands.shape[2]))
+        return super().block(bands, origin)
+
+
+def scene_step(items: list[pystac.Item]) -> tuple[float, float]:
+    """How far (east, south) in metres one copy sits from the next: the 10 m scene extent,
+    rounded down to the 60 m lattice so the copies' pixels stay on the lattice of the grid."""
+    asset = items[0].assets[asset_key(items[0], BANDS["B02"].aliases)].extra_fields
+    rows, cols = asset["proj:shape"]
+    res = asset["proj:transform"][0]
+    return (cols * res // LATTICE_M * LATTICE_M, rows * res // LATTICE_M * LATTICE_M)
+
+
+def _moved(geometry: BaseGeometry, epsg: int, dx: float, dy: float) -> BaseGeometry:
+    """A WGS84 geometry moved by (dx, dy) metres in the scene's CRS."""
+    to_utm = Transformer.from_crs(4326, epsg, always_xy=True)
+    to_wgs84 = Transformer.from_crs(epsg, 4326, always_xy=True)
+    utm = shapely.transform(geometry, to_utm.transform, interleaved=False)
+    utm = shapely.transform(utm, lambda xy: xy + (dx, dy))
+    return shapely.transform(utm, to_wgs84.transform, interleaved=False)
+
+
+def mosaic_catalog(k: int, folder: Path) -> Path:
+    """Write a static catalog of k x k copies of the demo items; return its catalog.json."""
+    demo = list(pystac.read_file(str(DEMO_CATALOG)).get_items(recursive=True))
+    epsg = scene_epsg(demo)
+    step_x, step_y = scene_step(demo)
+    catalog = pystac.Catalog(f"s2sr-scale-{k}x{k}", f"{DATA}, {k} x {k} copies")
+    sources: dict[str, Path] = {}
+    for row in range(k):
+        for col in range(k):
+            dx, dy = col * step_x, -row * step_y
+            for item in demo:
+                copy = item.clone()
+                copy.id = f"{item.id}_r{row}c{col}"
+                copy.clear_links()
+                copy.collection_id = None
+                copy.geometry = mapping(_moved(shape(item.geometry), epsg, dx, dy))
+                copy.bbox = list(shape(copy.geometry).bounds)
+                for asset in copy.assets.values():
+                    t = asset.extra_fields.get("proj:transform")
+                    if t:
+                        asset.extra_fields["proj:transform"] = [
+                            t[0], t[1], t[2] + dx, t[3], t[4], t[5] + dy]
+                sources[copy.id] = Path(item.get_self_href()).parent
+                catalog.add_item(copy)
+    catalog.normalize_hrefs(str(folder))
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    for item in catalog.get_items():
+        row, col = (int(n) for n in item.id.rsplit("_r", 1)[1].split("c"))
+        target = Path(item.get_self_href()).parent
+        for asset in item.assets.values():
+            name = Path(asset.href).name
+            shutil.copyfile(sources[item.id] / name, target / name)
+            # only the geotransform tag changes; the pixels keep their tiled layout
+            with rasterio.open(target / name, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as raster:
+                raster.transform = Affine.translation(col * step_x, -row * step_y) * \
+                    raster.transform
+    return folder / "catalog.json"
+
+
+def mosaic_aoi(k: int, epsg: int, step: tuple[float, float]) -> BaseGeometry:
+    """The demo AOI's bounding box in the scene's CRS, stretched over k x k copies (WGS84)."""
+    minx, miny, maxx, maxy = project(read_aoi(str(DEMO_AOI)), CRS.from_epsg(epsg)).bounds
+    stretched = box(minx, miny - (k - 1) * step[1], maxx + (k - 1) * step[0], maxy)
+    to_wgs84 = Transformer.from_crs(epsg, 4326, always_xy=True)
+    return shapely.transform(shapely.segmentize(stretched, 100.0), to_wgs84.transform,
+                             interleaved=False)
+
+
+def _held_tasks(dask_scheduler: Scheduler) -> int:
+    return len(dask_scheduler.tasks)
+
+
+@contextmanager
+def scheduler_tasks(client: Client, every: float = 0.25) -> Iterator[list[int]]:
+    """Samples of how many tasks the scheduler holds, taken while the block runs."""
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(every):
+            samples.append(client.run_on_scheduler(_held_tasks))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+def graph_sizes(plan: Plan, url: str) -> list[int]:
+    """Tasks in each tile's graph, as submitted (before Dask's optimisation fuses them)."""
+    store = ProductStore.create(url, plan.grid, plan.request.bands, {})
+    return [len(tile_task(plan, store, tile).__dask_graph__()) for tile in plan.tiles]
+
+
+def halo_pixels(plan: Plan) -> tuple[int, int]:
+    """(10 m pixels inside the tiles, 10 m pixels the tiles load with their halo)."""
+    halo_m = plan.resolver.halo * INPUT_RESOLUTION
+    inside = sum(int(t.height // SCALE * (t.width // SCALE)) for t in plan.tiles)
+    loaded = 0
+    for tile in plan.tiles:
+        minx, miny, maxx, maxy = plan.grid.tile_bounds(tile, halo=halo_m)
+        loaded += round((maxx - minx) / INPUT_RESOLUTION) * round((maxy - miny) / INPUT_RESOLUTION)
+    return inside, loaded
+
+
+def run_size(plan: Plan, workers: int, tmp: str) -> dict:
+    """One run of ``plan`` on a fresh local cluster of ``workers`` processes."""
+    with dask_client(None, workers) as client:
+        # workers up and the pipeline imported before the clock starts
+        client.run(importlib.import_module, "pipeline.region")
+        with scheduler_tasks(client) as held:
+            run = measure(plan, client, workers, 0, f"{tmp}/run-{workers}.zarr")
+        rss = client.run(_peak_rss_mb)
+        model_pixels = sum(n for _, n in client.get_events(PIXELS_EVENT))
+    return {
+        "workers": workers,
+        **run,
+        "tasks_per_tile_run": round(run["tasks"] / len(plan.tiles), 1),
+        "scheduler_tasks_peak_sampled": max(held, default=None),
+        "peak_rss_mb_per_worker": sorted(round(v, 1) for v in rss.values()),
+        "model_input_pixels_10m": model_pixels,
+    }
+
+
+def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, dict]:
+    """Plan the AOI over a mosaic of ``size`` copies, count its graphs and halo, and run it on
+    ``args.workers`` workers."""
+    k = math.isqrt(size)
+    folder = Path(tmp) / f"mosaic-{k}x{k}"
+    stac = mosaic_catalog(k, folder)
+    items = list(pystac.read_file(str(stac)).get_items())
+    epsg = scene_epsg(items)
+    request = RegionRequest(
+        aoi=mosaic_aoi(k, epsg, scene_step(items)), start=DEMO_DATES[0], end=DEMO_DATES[1],
+        stac=str(stac), crs=CRS.from_epsg(epsg), tile_size=args.tile_size,
+    )
+    started = time.perf_counter()
+    plan = plan_region(request)
+    plan = dataclasses.replace(plan, resolver=CountingResolver(plan.resolver.rgb,
+                                                               plan.resolver.fusion))
+    planned = time.perf_counter()
+    sizes = graph_sizes(plan, str(folder / "graph.zarr"))
+    graphed = time.perf_counter()
+    run = run_size(plan, args.workers, str(folder))
+    inside, loaded = halo_pixels(plan)
+    cap = max(2, 2 * args.workers)  # run_tiles keeps 2 tiles per worker in flight
+    result = {
+        "size": size,
+        "copies": f"{k} x {k}",
+        "items": len(plan.items),
+        "tiles": len(plan.tiles),
+        "output_megapixels_per_band": round(sum(t.height * t.width for t in plan.tiles) / 1e6, 3),
+        "plan_seconds": round(planned - started, 3),
+        "graph_build_seconds": round(graphed - planned, 3),
+        "graph_tasks_per_tile": {"min": min(sizes), "max": max(sizes)},
+        "tiles_in_flight_cap": cap,
+        "scheduler_tasks_bound": cap * max(sizes),
+        "halo_px_10m": plan.resolver.halo,
+        "input_pixels_10m_inside_tiles": inside,
+        "input_pixels_10m_loaded": loaded,
+        "load_redundancy": round(loaded / inside, 3),
+        "model_redundancy": round(run["model_input_pixels_10m"] / inside, 3),
+        "block_halo_redundancy": round(run["model_input_pixels_10m"] / loaded, 3),
+        "run": run,
+    }
+    return plan, result
+
+
+def summary_line(r: dict) -> str:
+    run = r["run"]
+    rss = " / ".join(f"{v:.0f}" for v in run["peak_rss_mb_per_worker"])
+    return (
+        f"{r['size']:>3}x  {r['tiles']:>4} tiles  wall {run['run_wall_seconds']:7.1f} s  "
+        f"RSS/worker {rss} MB  model/wall {run['model_share_of_worker_capacity']:.2f}  "
+        f"model/busy {run['model_share_of_busy_time']:.2f}  "
+        f"halo load {r['load_redundancy']:.2f} model {r['model_redundancy']:.2f}  "
+        f"graph/tile {r['graph_tasks_per_tile']['max']}  "
+        f"bound {r['scheduler_tasks_bound']}  sampled {run['scheduler_tasks_peak_sampled']}"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16],
+                   help="AOI sizes in demo scenes, each a square number")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--tile-size", type=int, default=480)
+    p.add_argument("--scaling-size", type=int, default=4,
+                   help="AOI size (one of --sizes) also run on 1 worker; 0 to skip")
+    p.add_argument("--json", default="benchmarks/results/scale.json")
+    args = p.parse_args()
+    if any(math.isqrt(s) ** 2 != s for s in args.sizes):
+        p.error("--sizes must be square numbers (1, 4, 9, 16...)")
+    if args.scaling_size and args.scaling_size not in args.sizes:
+        p.error("--scaling-size must be one of --sizes")
+
+    results, scaling = [], None
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            plan, result = measure_size(size, args, tmp)
+            results.append(result)
+            print(summary_line(result), flush=True)
+            if size == args.scaling_size and args.workers != 1:
+                one = run_size(plan, 1, f"{tmp}/mosaic-{math.isqrt(size)}x{math.isqrt(size)}")
+                many = result["run"]["run_wall_seconds"]
+                scaling = {
+                    "size": size,
+                    "wall_seconds": {"1": one["run_wall_seconds"], str(args.workers): many},
+                    "speedup": round(one["run_wall_seconds"] / many, 3),
+                    "run_1_worker": one,
+                }
+                print(f"{size:>3}x  1 -> {args.workers} workers: {one['run_wall_seconds']:.1f} s"
+                      f" -> {many:.1f} s, speed-up {scaling['speedup']:.2f}", flush=True)
+    report = {
+        "data": DATA,
+        "machine": {"platform": platform.platform(), "machine": platform.machine(),
+                    "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "models": {"rgb": "bicubic", "fusion": "gram-schmidt"},
+        "tile_size": args.tile_size,
+        "workers": args.workers,
+        "sizes": results,
+        "scaling": scaling,
+    }
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
