@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pystac
 import rasterio
 import shapely
@@ -60,7 +61,7 @@ class CountingResolver(TimedResolver):
     """The timed resolver, also reporting each model call's input pixels (block plus the halo
     it was handed), so that the block-level halo is counted as the models really see it."""
 
-    def block(self, bands, origin):
+    def block(self, bands: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         get_worker().log_event(PIXELS_EVENT, int(bands.shape[1] * bands.shape[2]))
         return super().block(bands, origin)
 
@@ -89,7 +90,7 @@ def mosaic_catalog(k: int, folder: Path) -> Path:
     epsg = scene_epsg(demo)
     step_x, step_y = scene_step(demo)
     catalog = pystac.Catalog(f"s2sr-scale-{k}x{k}", f"{DATA}, {k} x {k} copies")
-    sources: dict[str, Path] = {}
+    moves: dict[str, tuple[Path, float, float]] = {}  # copy id: (source folder, dx, dy)
     for row in range(k):
         for col in range(k):
             dx, dy = col * step_x, -row * step_y
@@ -105,20 +106,19 @@ def mosaic_catalog(k: int, folder: Path) -> Path:
                     if t:
                         asset.extra_fields["proj:transform"] = [
                             t[0], t[1], t[2] + dx, t[3], t[4], t[5] + dy]
-                sources[copy.id] = Path(item.get_self_href()).parent
+                moves[copy.id] = (Path(item.get_self_href()).parent, dx, dy)
                 catalog.add_item(copy)
     catalog.normalize_hrefs(str(folder))
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
     for item in catalog.get_items():
-        row, col = (int(n) for n in item.id.rsplit("_r", 1)[1].split("c"))
+        source, dx, dy = moves[item.id]
         target = Path(item.get_self_href()).parent
         for asset in item.assets.values():
             name = Path(asset.href).name
-            shutil.copyfile(sources[item.id] / name, target / name)
+            shutil.copyfile(source / name, target / name)
             # only the geotransform tag changes; the pixels keep their tiled layout
             with rasterio.open(target / name, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as raster:
-                raster.transform = Affine.translation(col * step_x, -row * step_y) * \
-                    raster.transform
+                raster.transform = Affine.translation(dx, dy) * raster.transform
     return folder / "catalog.json"
 
 
