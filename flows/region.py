@@ -158,9 +158,12 @@ def run(args: argparse.Namespace) -> int:
             def progress(key: str, error: str | None) -> None:
                 bar.update(1)
                 if error:
-                    bar.write(f"tile {key} failed: {error}")
+                    bar.write(f"tile {key} failed: {error}", file=sys.stderr)
 
-            summary = run_tiles(plan, store, client, on_progress=progress)
+            def retrying(key: str, error: str, delay: float) -> None:
+                bar.write(f"tile {key} failed: {error}; retrying in {delay:g} s", file=sys.stderr)
+
+            summary = run_tiles(plan, store, client, on_progress=progress, on_retry=retrying)
         finish_product(plan, store, client, summary)
     elapsed = time.perf_counter() - started
     print(

@@ -313,7 +313,7 @@ class RetryPolicy:
     first_delay: float = 2.0
 
     def again(self, error: BaseException, attempt: int) -> bool:
-        return attempt < self.attempts and isinstance(error, TRANSIENT)
+        return attempt < self.attempts and _may_pass(error)
 
     def delay(self, attempt: int) -> float:
         return self.first_delay * 2 ** (attempt - 1)
@@ -324,18 +324,32 @@ class RetryPolicy:
 TRANSIENT = (OSError, TimeoutError, KilledWorker, CommClosedError)
 
 
+def _may_pass(error: BaseException) -> bool:
+    """Whether ``error`` or one of its causes is :data:`TRANSIENT`, by type or, since stackstac
+    wraps read errors in a RuntimeError that reaches the client as text, by name."""
+    names = {t.__name__ for t in TRANSIENT} | {"RasterioIOError", "CPLE_HttpResponseError"}
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, TRANSIENT) or any(name in str(seen) for name in names):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def run_tiles(
     plan: Plan,
     store: ProductStore,
     client: Client,
     on_progress: Callable[[str, str | None], None] | None = None,
     retry: RetryPolicy = RetryPolicy(),
+    on_retry: Callable[[str, str, float], None] | None = None,
 ) -> RunSummary:
     """Compute every unfinished tile on the cluster, a bounded number at a time.
 
     A tile that fails for a reason that may pass (a read error, a lost worker) is submitted
     again after a growing delay; one that still fails, or fails for any other reason, is
-    recorded with its reason and the run goes on.
+    recorded with its reason and the run goes on. ``on_progress(tile key, error or None)``
+    follows each tile that is finished with; ``on_retry(tile key, error, delay)`` each retry.
     """
     summary = RunSummary()
     finished = store.done_tiles()
@@ -369,11 +383,13 @@ def run_tiles(
         for future in done:
             tile, attempt = running.pop(future)
             error = future.exception()
-            if error is not None and retry.again(error, attempt):
-                heapq.heappush(delayed, (time.monotonic() + retry.delay(attempt), attempt,
-                                         tile, attempt + 1))
-                continue
             message = None if error is None else f"{type(error).__name__}: {reason(error)}"
+            if error is not None and retry.again(error, attempt):
+                delay = retry.delay(attempt)
+                heapq.heappush(delayed, (time.monotonic() + delay, attempt, tile, attempt + 1))
+                if on_retry:
+                    on_retry(tile.key, message, delay)
+                continue
             if message is None:
                 summary.done.append(tile.key)
             else:
