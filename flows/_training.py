@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 from shapely.geometry.base import BaseGeometry
@@ -26,13 +25,6 @@ from pipeline.train.runs import Run, TrainingDiverged
 
 #: Options of ``add_sentinel_options``, in argparse's attribute names.
 SENTINEL_OPTIONS = ("stac", "collection", "aoi", "start", "end")
-
-
-class OneLineErrors(argparse.ArgumentParser):
-    """Usage errors as one line on stderr and exit code 2, like every other user error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see --help)\n")
 
 
 def positive(text: str) -> int:
@@ -126,18 +118,6 @@ def runtime(args: argparse.Namespace) -> str:
     return args.device
 
 
-def main_wrapper(run: Callable[[argparse.Namespace], int], p: argparse.ArgumentParser,
-                 argv: list[str] | None) -> int:
-    """Exit codes of every training command: user errors 2 (one line), Ctrl-C 130."""
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; the run keeps its last checkpoint", file=sys.stderr)
-        return 130
 
 
 def train(

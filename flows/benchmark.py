@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from flows._cli import OneLineErrors, run_command
 from flows._training import (
-    OneLineErrors,
     add_runtime_options,
     add_sentinel_options,
     positive,
@@ -89,15 +89,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
+    return run_command(run, parser(), argv, "nothing was written")
 
 
 def run(args: argparse.Namespace) -> int:

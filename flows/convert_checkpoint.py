@@ -11,21 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import NoReturn
 
+from flows._cli import OneLineErrors
 from pipeline.errors import UserError
 from pipeline.models.weights import convert_lightning_checkpoint
 
 
-class _OneLineErrors(argparse.ArgumentParser):
-    """Usage errors as one line on stderr and exit code 2, like every other user error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _OneLineErrors(
+    p = OneLineErrors(
         prog="python -m flows.convert_checkpoint",
         description="Write the EMA inference weights of a DiffFuSR SR Lightning checkpoint as "
         "a compact safetensors file (network configuration in its header).",

@@ -15,12 +15,12 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
-from typing import NoReturn
 
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from tqdm import tqdm
 
+from flows._cli import OneLineErrors, run_command
 from pipeline.bands import REFLECTANCE_BANDS, validate_bands
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import SCHEDULER_ENV, cuda_devices, dask_client
@@ -35,15 +35,8 @@ DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
 DEMO_DATES = (date(2023, 1, 1), date(2023, 1, 31))
 
 
-class _OneLineErrors(argparse.ArgumentParser):
-    """Usage errors as one line on stderr and exit code 2, like every other user error."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see --help)\n")
-
-
 def parser() -> argparse.ArgumentParser:
-    p = _OneLineErrors(
+    p = OneLineErrors(
         prog="python -m flows.region",
         description="Super-resolve the 12 Sentinel-2 L2A bands over an AOI to a 2.5 m Zarr.",
     )
@@ -128,15 +121,7 @@ def _crs(text: str) -> CRS:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished tiles are kept; re-run to complete the rest", file=sys.stderr)
-        return 130
+    return run_command(run, parser(), argv, "finished tiles are kept; re-run to complete the rest")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,11 +18,10 @@ from typing import Any
 
 import torch
 
+from flows._cli import OneLineErrors, run_command
 from flows._training import (
-    OneLineErrors,
     add_runtime_options,
     add_sentinel_options,
-    main_wrapper,
     positive,
     runtime,
     sentinel_query,
@@ -95,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return main_wrapper(run, parser(), argv)
+    return run_command(run, parser(), argv, "the run keeps its last checkpoint")
 
 
 def run(args: argparse.Namespace) -> int:
