@@ -46,9 +46,9 @@ class TimedResolver(SuperResolver):
     """
 
     def block(self, bands, origin):
-        started = time.perf_counter()
+        started = time.time()
         out = super().block(bands, origin)
-        get_worker().log_event(MODEL_EVENT, time.perf_counter() - started)
+        get_worker().log_event(MODEL_EVENT, (get_worker().address, started, time.time()))
         return out
 
 
@@ -84,6 +84,20 @@ def gpu_utilisation(gpus: int, every: float = 0.1) -> Iterator[list[float]]:
         pynvml.nvmlShutdown()
 
 
+def most_at_once(calls: list[tuple[str, float, float]]) -> int:
+    """The most model calls that ran at the same time on one worker (1 on a GPU worker)."""
+    most = 0
+    for worker in {w for w, _, _ in calls}:
+        # a call's stop sorts before another's start at the same instant
+        edges = sorted(edge for w, start, stop in calls if w == worker
+                       for edge in ((start, 1), (stop, -1)))
+        running = 0
+        for _, step in edges:
+            running += step
+            most = max(most, running)
+    return most
+
+
 def measure(plan: Plan, client: Client, workers: int, gpus: int, out: str) -> dict:
     """One run of every tile of ``plan`` into a new product at ``out``."""
     store = ProductStore.create(out, plan.grid, plan.request.bands, {},
@@ -93,7 +107,8 @@ def measure(plan: Plan, client: Client, workers: int, gpus: int, out: str) -> di
     with get_task_stream(client) as stream, gpu_utilisation(gpus) as utilisation:
         summary = run_tiles(plan, store, client)
     wall = time.perf_counter() - started
-    model = sum(seconds for _, seconds in client.get_events(MODEL_EVENT)[before:])
+    calls = [event for _, event in client.get_events(MODEL_EVENT)[before:]]
+    model = sum(stop - start for _, start, stop in calls)
     durations: dict[str, float] = {}
     for task in stream.data:
         prefix = task["key"][0] if isinstance(task["key"], tuple) else task["key"]
@@ -112,6 +127,7 @@ def measure(plan: Plan, client: Client, workers: int, gpus: int, out: str) -> di
         "model_seconds": round(model, 3),
         "model_share_of_busy_time": round(model / busy_total, 4) if busy_total else None,
         "model_share_of_worker_capacity": round(model / (wall * workers), 4),
+        "most_model_calls_at_once_on_a_worker": most_at_once(calls),
     }
     if gpus:
         result["km2_per_gpu_hour"] = round(km2 / (wall / 3600 * gpus), 1)
@@ -127,6 +143,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, help="worker processes (default: 2, or one per GPU)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs of a local dask-cuda cluster")
     p.add_argument("--tile-size", type=int, default=480)
+    p.add_argument("--block-size", type=int, default=240, help="model block edge, 10 m px")
     p.add_argument("--rgb-model", default="bicubic")
     p.add_argument("--fusion-model", default="gram-schmidt")
     p.add_argument("--steps", type=int, help="DDIM steps of difffusr (default: its own, 20)")
@@ -143,6 +160,7 @@ def main() -> None:
         end=DEMO_DATES[1],
         stac=str(DEMO_CATALOG),
         tile_size=args.tile_size,
+        block_size=args.block_size,
         rgb_model=args.rgb_model,
         rgb_options=rgb_options,
         fusion_model=args.fusion_model,
@@ -168,6 +186,7 @@ def main() -> None:
                    "rgb_options": rgb_options},
         "tiles": len(plan.tiles),
         "tile_size": args.tile_size,
+        "block_size": args.block_size,
         "output_pixels_per_band": out_pixels,
         "output_km2": round(out_pixels * RESOLUTION**2 / 1e6, 3),
         "plan_seconds": round(planned - started, 3),

@@ -180,8 +180,8 @@ class OutputGrid:
             bottom = max(top - n * RESOLUTION, self.y0 - self.height * RESOLUTION)
             hits = shapely.intersects(footprint, shapely.box(left, bottom, right, top))
             height = min(n, self.height - row * n)
-            tiles += [Tile(row, int(c), row * n, int(c) * n, height, min(n, self.width - c * n))
-                      for c in cols[hits]]
+            tiles += [Tile(row, c, row * n, c * n, height, min(n, self.width - c * n))
+                      for c in cols[hits].tolist()]
         return tiles
 
 

@@ -76,3 +76,29 @@ def test_model_calls_claim_the_gpu_and_change_no_pixel(tmp_path):
     with xr.open_zarr(gpu_out) as a, xr.open_zarr(cpu_out) as b:
         for name in ("reflectance", "clear_count", "consistency", "hallucination_risk"):
             np.testing.assert_array_equal(a[name].values, b[name].values)
+
+
+def _cuda_cluster_available() -> bool:
+    try:
+        import dask_cuda  # noqa: F401
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_cluster_available(), reason="needs a CUDA device and dask-cuda")
+def test_the_learned_models_on_a_local_cuda_cluster_agree_with_the_cpu(tmp_path):
+    """The CLI's own dask-cuda cluster: one worker per GPU, the model tasks claiming it."""
+    from tests.test_cli import SMALL_AOI, region, write
+
+    aoi = write(tmp_path, "small.geojson", SMALL_AOI)
+    learned = ("--aoi", aoi, "--rgb-model", "difffusr", "--steps", "4",
+               "--fusion-model", "difffusr-fusion")
+    gpu = region(*learned, "--out", str(tmp_path / "gpu.zarr"))
+    cpu = region(*learned, "--out", str(tmp_path / "cpu.zarr"), "--device", "cpu")
+    assert gpu.returncode == 0 and cpu.returncode == 0, gpu.stderr + cpu.stderr
+    with xr.open_zarr(tmp_path / "gpu.zarr") as a, xr.open_zarr(tmp_path / "cpu.zarr") as b:
+        # the same computation in another order of float operations
+        np.testing.assert_allclose(a.reflectance.values, b.reflectance.values, atol=2e-3)
+        assert np.abs(a.reflectance.values - b.reflectance.values).mean() < 1e-4

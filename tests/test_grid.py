@@ -1,5 +1,6 @@
 """AOI reading and validation, default CRS, the 60 m-aligned grid and its tiles."""
 
+import dataclasses
 import json
 
 import pytest
@@ -98,3 +99,11 @@ def test_tiles_follow_the_polygon_not_its_bbox():
 def test_tile_size_must_follow_the_lattice():
     with pytest.raises(ValueError, match="multiple of 24"):
         plan_grid(box(10, 50, 10.1, 50.1), CRS.from_epsg(3035), tile_size=1000)
+
+
+def test_tiles_are_plain_integers():
+    """Tile keys and sizes go into JSON and Zarr attributes."""
+    aoi = box(10, 50, 10.2, 50.1)
+    grid = plan_grid(aoi, CRS.from_epsg(3035), tile_size=480)
+    tiles = grid.tiles_in(project(aoi, grid.crs))
+    assert tiles and all(type(v) is int for t in tiles for v in dataclasses.astuple(t))
