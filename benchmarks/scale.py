@@ -48,7 +48,7 @@ from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
 from pipeline.grid import INPUT_RESOLUTION, LATTICE_PIXELS, SCALE, project, read_aoi
 from pipeline.load import asset_key, scene_epsg
-from pipeline.region import Plan, RegionRequest, plan_region, tile_task
+from pipeline.region import Plan, RegionRequest, items_over, plan_region, tile_task
 from pipeline.store import ProductStore
 
 DATA = "synthetic mosaic of copies of the real demo scene"
@@ -160,6 +160,13 @@ def graph_sizes(plan: Plan, url: str) -> list[int]:
     return [len(tile_task(plan, store, tile).__dask_graph__()) for tile in plan.tiles]
 
 
+def items_per_tile(plan: Plan) -> list[int]:
+    """Scenes each tile reads: a tile's memory and graph grow with them, not with the AOI."""
+    halo_m = plan.resolver.halo * INPUT_RESOLUTION
+    return [len(items_over(plan.items, plan.grid.tile_bounds(t, halo=halo_m), plan.grid.crs))
+            for t in plan.tiles]
+
+
 def halo_pixels(plan: Plan) -> tuple[int, int]:
     """(10 m pixels inside the tiles, 10 m pixels the tiles load with their halo)."""
     halo_m = plan.resolver.halo * INPUT_RESOLUTION
@@ -211,6 +218,7 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
     graphed = time.perf_counter()
     run = run_size(plan, args.workers, str(folder))
     inside, loaded = halo_pixels(plan)
+    scenes = items_per_tile(plan)
     cap = max(2, 2 * args.workers)  # run_tiles keeps 2 tiles per worker in flight
     result = {
         "size": size,
@@ -221,6 +229,8 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
         "plan_seconds": round(planned - started, 3),
         "graph_build_seconds": round(graphed - planned, 3),
         "graph_tasks_per_tile": {"min": min(sizes), "max": max(sizes)},
+        "items_per_tile": {"min": min(scenes), "max": max(scenes),
+                           "mean": round(sum(scenes) / len(scenes), 2)},
         "tiles_in_flight_cap": cap,
         "scheduler_tasks_bound": cap * max(sizes),
         "halo_px_10m": plan.resolver.halo,
@@ -243,6 +253,7 @@ def summary_line(r: dict) -> str:
         f"model/busy {run['model_share_of_busy_time']:.2f}  "
         f"halo load {r['load_redundancy']:.2f} model {r['model_redundancy']:.2f}  "
         f"graph/tile {r['graph_tasks_per_tile']['max']}  "
+        f"items/tile {r['items_per_tile']['max']}  "
         f"bound {r['scheduler_tasks_bound']}  sampled {run['scheduler_tasks_peak_sampled']}"
     )
 

@@ -226,7 +226,7 @@ def tile_task(
     grid, request, resolver = plan.grid, plan.request, plan.resolver
     halo_m = resolver.halo * INPUT_RESOLUTION
     bounds = grid.tile_bounds(tile, halo=halo_m)
-    items = _items_over(plan.items, bounds, grid.crs)
+    items = items_over(plan.items, bounds, grid.crs)
     epsg = grid.crs.to_epsg()
     band_index = [REFLECTANCE_BANDS.index(b) for b in request.bands]
     crop = resolver.halo * SCALE
@@ -260,9 +260,10 @@ def tile_task(
     )
 
 
-def _items_over(
+def items_over(
     items: list[pystac.Item], bounds: tuple[float, float, float, float], crs: CRS
 ) -> list[pystac.Item]:
+    """The items whose footprint touches ``bounds`` (in ``crs``)."""
     to_wgs84 = Transformer.from_crs(crs, 4326, always_xy=True)
     footprint = box(*to_wgs84.transform_bounds(*bounds, densify_pts=21))
     return [i for i in items if i.geometry and shape(i.geometry).intersects(footprint)]
