@@ -21,7 +21,7 @@ import resource
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -57,22 +57,14 @@ def _peak_rss_mb() -> float:
 
 
 @contextmanager
-def gpu_utilisation(gpus: int, every: float = 0.1) -> Iterator[list[float]]:
-    """Samples of each GPU's utilisation (percent of time a kernel ran), taken by NVML while
-    the block runs; empty without GPUs."""
+def sampling(read: Callable[[], list[float]], every: float) -> Iterator[list[float]]:
+    """What ``read()`` returns, gathered every ``every`` seconds while the block runs."""
     samples: list[float] = []
-    if not gpus:
-        yield samples
-        return
-    import pynvml
-
-    pynvml.nvmlInit()
-    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(gpus)]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(every):
-            samples.extend(pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles)
+            samples.extend(read())
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -81,6 +73,24 @@ def gpu_utilisation(gpus: int, every: float = 0.1) -> Iterator[list[float]]:
     finally:
         stop.set()
         thread.join()
+
+
+@contextmanager
+def gpu_utilisation(gpus: int, every: float = 0.1) -> Iterator[list[float]]:
+    """Samples of each GPU's utilisation (percent of time a kernel ran), taken by NVML while
+    the block runs; empty without GPUs."""
+    if not gpus:
+        yield []
+        return
+    import pynvml
+
+    pynvml.nvmlInit()
+    handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(gpus)]
+    try:
+        with sampling(lambda: [pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles],
+                      every) as samples:
+            yield samples
+    finally:
         pynvml.nvmlShutdown()
 
 

@@ -24,10 +24,8 @@ import os
 import platform
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +39,7 @@ from pyproj import CRS, Transformer
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from benchmarks.region import TimedResolver, _peak_rss_mb, measure
+from benchmarks.region import TimedResolver, _peak_rss_mb, measure, sampling
 from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.bands import BANDS
 from pipeline.catalog import DEMO_CATALOG
@@ -135,23 +133,9 @@ def _held_tasks(dask_scheduler: Scheduler) -> int:
     return len(dask_scheduler.tasks)
 
 
-@contextmanager
-def scheduler_tasks(client: Client, every: float = 0.25) -> Iterator[list[int]]:
+def scheduler_tasks(client: Client, every: float = 0.25) -> AbstractContextManager[list[float]]:
     """Samples of how many tasks the scheduler holds, taken while the block runs."""
-    samples: list[int] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(every):
-            samples.append(client.run_on_scheduler(_held_tasks))
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield samples
-    finally:
-        stop.set()
-        thread.join()
+    return sampling(lambda: [client.run_on_scheduler(_held_tasks)], every)
 
 
 def graph_sizes(plan: Plan, url: str) -> list[int]:
