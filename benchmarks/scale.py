@@ -29,6 +29,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pystac
 import rasterio
 import shapely
@@ -138,6 +139,22 @@ def scheduler_tasks(client: Client, every: float = 0.25) -> AbstractContextManag
     return sampling(lambda: [client.run_on_scheduler(_held_tasks)], every)
 
 
+def _rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def worker_rss(client: Client, every: float = 1.0) -> AbstractContextManager[list[float]]:
+    """Samples of the largest worker's resident memory now, taken while the block runs: where
+    the peak comes from (a plateau reached early, or growth with every tile)."""
+    return sampling(lambda: [max(client.run(_rss_mb).values())], every)
+
+
+def by_quarter(samples: list[float]) -> list[float | None]:
+    """The highest sample in each quarter of the run (samples are evenly spaced in time)."""
+    quarters = np.array_split(np.asarray(samples, dtype=float), 4)
+    return [round(float(q.max()), 1) if q.size else None for q in quarters]
+
+
 def graph_sizes(plan: Plan, url: str) -> list[int]:
     """Tasks in each tile's graph, as submitted (before Dask's optimisation fuses them)."""
     store = ProductStore.create(url, plan.grid, plan.request.bands, {})
@@ -167,7 +184,7 @@ def run_size(plan: Plan, workers: int, tmp: str) -> dict:
     with dask_client(None, workers) as client:
         # workers up and the pipeline imported before the clock starts
         client.run(importlib.import_module, "pipeline.region")
-        with scheduler_tasks(client) as held:
+        with scheduler_tasks(client) as held, worker_rss(client) as resident:
             run = measure(plan, client, workers, 0, f"{tmp}/run-{workers}.zarr")
         rss = client.run(_peak_rss_mb)
         model_pixels = sum(n for _, n in client.get_events(PIXELS_EVENT))
@@ -177,6 +194,7 @@ def run_size(plan: Plan, workers: int, tmp: str) -> dict:
         "tasks_per_tile_run": round(run["tasks"] / len(plan.tiles), 1),
         "scheduler_tasks_peak_sampled": max(held, default=None),
         "peak_rss_mb_per_worker": sorted(round(v, 1) for v in rss.values()),
+        "rss_mb_largest_worker_by_quarter_of_run": by_quarter(resident),
         "model_input_pixels_10m": model_pixels,
     }
 
@@ -231,9 +249,12 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
 def summary_line(r: dict) -> str:
     run = r["run"]
     rss = " / ".join(f"{v:.0f}" for v in run["peak_rss_mb_per_worker"])
+    quarters = " ".join(f"{v:.0f}" if v else "-"
+                        for v in run["rss_mb_largest_worker_by_quarter_of_run"])
     return (
         f"{r['size']:>3}x  {r['tiles']:>4} tiles  wall {run['run_wall_seconds']:7.1f} s  "
-        f"RSS/worker {rss} MB  model/wall {run['model_share_of_worker_capacity']:.2f}  "
+        f"RSS/worker {rss} MB (by quarter {quarters})  "
+        f"model/wall {run['model_share_of_worker_capacity']:.2f}  "
         f"model/busy {run['model_share_of_busy_time']:.2f}  "
         f"halo load {r['load_redundancy']:.2f} model {r['model_redundancy']:.2f}  "
         f"graph/tile {r['graph_tasks_per_tile']['max']}  "

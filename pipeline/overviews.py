@@ -2,8 +2,8 @@
 
 Level k is the group ``overviews/<k>``, with the same variables, coordinates and grid mapping as
 the product itself at 2.5 m × 2^k; level 0 is the product. Each level is built from the one
-below it, one output shard per Dask task (a task reads at most 2 × 2 shards of the level below,
-one band at a time), so no band is ever held whole. A marker per overview shard records which
+below it, one output shard per Dask task (a task reads the 2 × 2 shards of the level below, one at
+a time), so no band is ever held whole. A marker per overview shard records which
 version of its sources it was built from; a re-run rebuilds only the shards whose sources
 changed, up the pyramid.
 """
@@ -135,23 +135,27 @@ def multiscales_attrs(grid: OutputGrid) -> dict[str, Any]:
 
 
 def build_shard(store: ProductStore, level: int, row: int, col: int, signature: str) -> str:
-    """Compute one shard of ``level`` from the level below, then write its marker."""
+    """Compute one shard of ``level`` from the level below, then write its marker.
+
+    The level below is read one whole shard at a time: a whole shard is one request to object
+    storage (a band of it is one per inner chunk), and the memory stays within two shards.
+    """
     root = store.zarr_store()
     below = zarr.open_group(root, path=level_path(level - 1), mode="r", use_consolidated=False)
     for name in _variables(below):
         source = below[name]
         target = zarr.open_array(root, path=f"{level_path(level)}/{name}", mode="r+")
         n = target.shards[-1]
-        window = (slice(row * n, min((row + 1) * n, target.shape[-2])),
-                  slice(col * n, min((col + 1) * n, target.shape[-1])))
-        wide = (slice(2 * window[0].start, 2 * window[0].stop),
-                slice(2 * window[1].start, 2 * window[1].stop))
+        rows = range(row * n, min((row + 1) * n, target.shape[-2]))
+        cols = range(col * n, min((col + 1) * n, target.shape[-1]))
         method = RESAMPLING.get(name, AVERAGE)
-        out = np.empty((*source.shape[:-2], window[0].stop - window[0].start,
-                        window[1].stop - window[1].start), source.dtype)
-        for lead in np.ndindex(source.shape[:-2]):  # one band at a time bounds the memory
-            out[lead] = reduce_2x2(source[(*lead, *wide)], source.fill_value, method)
-        target[(..., *window)] = out
+        out = np.empty((*source.shape[:-2], len(rows), len(cols)), source.dtype)
+        for y in range(2 * rows.start, min(2 * rows.stop, source.shape[-2]), n):
+            for x in range(2 * cols.start, min(2 * cols.stop, source.shape[-1]), n):
+                part = reduce_2x2(source[..., y:y + n, x:x + n], source.fill_value, method)
+                top, left = y // 2 - rows.start, x // 2 - cols.start
+                out[..., top:top + part.shape[-2], left:left + part.shape[-1]] = part
+        target[..., rows.start:rows.stop, cols.start:cols.stop] = out
     store.put_json(_marker(level, f"{row}_{col}"), {
         "tile": f"{row}_{col}",
         "sources": signature,
