@@ -184,9 +184,13 @@ def main() -> None:
             dask_client(None, args.workers, args.gpus) as client:
         workers = len(client.scheduler_info(n_workers=-1)["workers"])
         client.run(lambda: None)  # workers are up before the clock starts
-        runs = [measure(plan, client, workers, args.gpus, f"{tmp}/bench-{i}.zarr")
-                for i in range(args.repeat)]
-        rss = client.run(_peak_rss_mb)
+        runs = []
+        for i in range(args.repeat):
+            run = measure(plan, client, workers, args.gpus, f"{tmp}/bench-{i}.zarr")
+            # after each run: whether the same work, repeated, still raises the high-water mark
+            rss = client.run(_peak_rss_mb)
+            runs.append({**run, "peak_rss_mb_per_worker_so_far": sorted(
+                round(v, 1) for v in rss.values())})
     out_pixels = sum(t.height * t.width for t in plan.tiles)
     kind = f"{args.gpus} GPU worker(s)" if args.gpus else "worker processes x 1 thread"
     result = {

@@ -1,4 +1,5 @@
-"""Shared fixtures: real servers on 127.0.0.1 started by the test session itself.
+"""Shared fixtures: real servers on 127.0.0.1 started by the test session itself, and the
+products that several test modules read.
 
 Fixtures (all session-scoped, started lazily the first time a test asks for them):
 
@@ -20,6 +21,8 @@ Fixtures (all session-scoped, started lazily the first time a test asks for them
     ``collections=[id]``.  Fails (never skips) when PostgreSQL/PostGIS are missing.
 ``pgstac_server`` -> :class:`tests.servers.PgstacServer`
     The server behind ``pgstac_api``.
+``demo_product``, ``diffusion_product`` -> :class:`pathlib.Path`
+    Products made by the region command (see :mod:`tests.products`), for tests that read them.
 
 Asset hrefs given to the STAC fixtures must be absolute (``file:///``, ``s3://``,
 ``http://``).  ``bash scripts/bootstrap.sh --test`` installs everything these need.
@@ -28,10 +31,12 @@ Asset hrefs given to the STAC fixtures must be absolute (``file:///``, ``s3://``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.products import make_demo_product, make_diffusion_product
 from tests.servers import (
     PgstacServer,
     RustacServer,
@@ -138,3 +143,16 @@ def pgstac_api(pgstac_server: PgstacServer) -> StacApiFactory:
         return pgstac_server.url
 
     return load
+
+
+@pytest.fixture(scope="session")
+def demo_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The embedded demo made by the region command (baselines, 6 tiles); read it, never
+    change it: copy it first."""
+    return make_demo_product(tmp_path_factory.mktemp("demo-product"))
+
+
+@pytest.fixture(scope="session")
+def diffusion_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small corner of the demo with the diffusion RGB drawn twice (uncertainty layer)."""
+    return make_diffusion_product(tmp_path_factory.mktemp("diffusion-product"))

@@ -3,8 +3,6 @@
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +11,10 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from pipeline.models.fusion.model import DEMO_WEIGHTS as FUSION_DEMO_WEIGHTS
+from tests.products import DEMO_TILES, DEMO_TILING, SMALL_AOI, region, write
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "difffusr"
-
-
-def region(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.region", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def tree_digest(path: Path) -> dict[str, str]:
@@ -30,41 +24,31 @@ def tree_digest(path: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def product(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "demo.zarr"
-    done = region("--out", str(out), "--tile-size", "480", "--workers", "2")
-    assert done.returncode == 0, done.stderr
-    assert f"product: {out}" in done.stdout
-    assert "xr.open_zarr" in done.stdout
-    return out
-
-
-def test_demo_run_writes_every_tile(product):
-    ds = xr.open_zarr(product)
-    markers = sorted(p.stem for p in (product / "tiles").glob("*.json"))
-    assert len(markers) == 6  # 1056 x 648 px in 480 px tiles, all intersecting the AOI
+def test_demo_run_writes_every_tile(demo_product):
+    ds = xr.open_zarr(demo_product)
+    markers = sorted(p.stem for p in (demo_product / "tiles").glob("*.json"))
+    assert len(markers) == DEMO_TILES
     assert list(ds.band.values) == ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08",
                                     "B8A", "B09", "B11", "B12"]
     assert np.isfinite(ds.reflectance.values).all()
     assert ds.clear_count.values.min() >= 1  # the demo has no pixel that is never clear
 
 
-def test_rerun_skips_finished_tiles_and_overwrite_redoes_them(product, tmp_path):
+def test_rerun_skips_finished_tiles_and_overwrite_redoes_them(demo_product, tmp_path):
     copy = tmp_path / "copy.zarr"
-    shutil.copytree(product, copy)
+    shutil.copytree(demo_product, copy)
     before = tree_digest(copy / "tiles")
-    again = region("--out", str(copy), "--tile-size", "480")
+    again = region("--out", str(copy), *DEMO_TILING)
     assert again.returncode == 0, again.stderr
-    assert "0 tiles written, 6 already finished" in again.stdout
+    assert f"0 tiles written, {DEMO_TILES} already finished" in again.stdout
     assert tree_digest(copy / "tiles") == before
-    redo = region("--out", str(copy), "--tile-size", "480", "--overwrite", "--bands", "B04")
+    redo = region("--out", str(copy), *DEMO_TILING, "--overwrite", "--bands", "B04")
     assert redo.returncode == 0, redo.stderr
-    assert "6 tiles written" in redo.stdout
+    assert f"{DEMO_TILES} tiles written" in redo.stdout
     assert list(xr.open_zarr(copy).band.values) == ["B04"]
 
 
-def test_other_crs_is_resampled_bilinearly(product, tmp_path):
+def test_other_crs_is_resampled_bilinearly(demo_product, tmp_path):
     out = tmp_path / "utm20.zarr"
     done = region("--out", str(out), "--crs", "EPSG:32720", "--bands", "B04", "B8A")
     assert done.returncode == 0, done.stderr
@@ -72,7 +56,7 @@ def test_other_crs_is_resampled_bilinearly(product, tmp_path):
     assert ds.rio.crs.to_epsg() == 32720
     reflectance = ds.reflectance.values
     assert np.isfinite(reflectance).mean() > 0.95  # the rotated footprint leaves corners empty
-    native = xr.open_zarr(product).reflectance.sel(band="B04").values
+    native = xr.open_zarr(demo_product).reflectance.sel(band="B04").values
     assert abs(np.nanmean(reflectance[0]) - np.nanmean(native)) < 0.005
 
 
@@ -98,12 +82,6 @@ def test_dry_run_over_europe_counts_tiles_in_the_polygon_not_its_box(tmp_path):
     assert not out.exists()
 
 
-def write(tmp_path: Path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
-
-
 def point(tmp_path):
     return write(tmp_path, "p.geojson", json.dumps({"type": "Point", "coordinates": [1, 2]}))
 
@@ -111,12 +89,6 @@ def point(tmp_path):
 def far_away(tmp_path):
     ring = [[10, 50], [10.1, 50], [10.1, 50.1], [10, 50.1], [10, 50]]
     return write(tmp_path, "far.geojson", json.dumps({"type": "Polygon", "coordinates": [ring]}))
-
-
-#: A 120 × 120 px corner of the demo (one small tile), so a learned fusion run stays quick.
-SMALL_AOI = json.dumps({"type": "Polygon", "coordinates": [[
-    [-67.645, -47.855], [-67.642, -47.855], [-67.642, -47.853], [-67.645, -47.853],
-    [-67.645, -47.855]]]})
 
 
 def tiny_fusion(tmp_path: Path, seed: int = 0) -> str:
@@ -145,7 +117,7 @@ BAD_INPUTS = {
                                        "--end", "2023-01-31"], "cannot reach"),
     "unknown band": (lambda t: ["--bands", "B99"], "unknown band"),
     "tile size off lattice": (lambda t: ["--tile-size", "1000"], "multiple of 24"),
-    "other settings, same grid": (lambda t: ["--tile-size", "480", "--max-cloud", "50"],
+    "other settings, same grid": (lambda t: [*DEMO_TILING, "--max-cloud", "50"],
                                   "made with other settings"),
     "bad date": (lambda t: ["--start", "2023-13-01"], "not a date"),
     "unknown model": (lambda t: ["--rgb-model", "magic"], "invalid choice"),
@@ -197,12 +169,12 @@ def region_in_process(argv: list[str], capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_is_one_line_and_damages_nothing(case, product, tmp_path, capsys,
+def test_bad_input_is_one_line_and_damages_nothing(case, demo_product, tmp_path, capsys,
                                                    monkeypatch):
     args, message = BAD_INPUTS[case]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    argv = [*args(tmp_path), "--out", str(product)]
-    before = tree_digest(product)
+    argv = [*args(tmp_path), "--out", str(demo_product)]
+    before = tree_digest(demo_product)
     if case in OWN_PROCESS:
         done = region(*argv)
         code, stderr = done.returncode, done.stderr
@@ -212,7 +184,7 @@ def test_bad_input_is_one_line_and_damages_nothing(case, product, tmp_path, caps
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], stderr
     assert "Traceback" not in stderr
-    assert tree_digest(product) == before
+    assert tree_digest(demo_product) == before
 
 
 def test_unwritable_output(tmp_path):
@@ -224,22 +196,16 @@ def test_unwritable_output(tmp_path):
     assert "cannot write" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_other_grid_in_the_same_output_is_refused(product):
-    before = tree_digest(product)
-    done = region("--out", str(product), "--tile-size", "960")
+def test_other_grid_in_the_same_output_is_refused(demo_product):
+    before = tree_digest(demo_product)
+    done = region("--out", str(demo_product), "--tile-size", "960")
     assert done.returncode == 2
     assert "different grid" in done.stderr
-    assert tree_digest(product) == before
+    assert tree_digest(demo_product) == before
 
 
-def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(tmp_path):
-    out = tmp_path / "difffusr.zarr"
-    aoi = write(tmp_path, "small.geojson", SMALL_AOI)
-    done = region("--aoi", aoi, "--out", str(out), "--rgb-model", "difffusr", "--steps", "2",
-                  "--samples", "2", "--bands", "B02", "B03", "B04", "B08")
-    assert done.returncode == 0, done.stderr
-    assert "rgb=difffusr" in done.stdout
-    ds = xr.open_zarr(out)
+def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(diffusion_product):
+    ds = xr.open_zarr(diffusion_product)
     assert ds.rgb_uncertainty.dims == ("rgb_band", "y", "x")
     assert list(ds.rgb_band.values) == ["B04", "B03", "B02"]
     spread = ds.rgb_uncertainty.values
@@ -247,7 +213,7 @@ def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(tmp_path):
     assert np.isfinite(ds.reflectance.values).all()
     recipe = ds.attrs["recipe"]
     assert recipe["rgb_model"] == "difffusr" and len(recipe["rgb_model_sha256"]) == 64
-    assert recipe["rgb_model_options"] == {"steps": 2, "samples": 2}
+    assert recipe["rgb_model_options"] == {"steps": 1, "samples": 2}
 
 
 def test_learned_fusion_writes_every_band_and_its_weights_decide_the_recipe(tmp_path):

@@ -28,7 +28,6 @@ from pipeline.quality.layers import (
     tile_quality,
 )
 from pipeline.resample import upsample_nearest
-from tests.test_cli import SMALL_AOI, region, write
 
 #: 10 m pixels of the synthetic tiles: two 60 m pixels on a side.
 SIDE = 12
@@ -191,13 +190,9 @@ def check_quality_layers(ds: xr.Dataset, composite: np.ndarray, result: np.ndarr
     assert (ds.hallucination_risk.values == 0).all()  # no pixel flagged, none without data
 
 
-def test_diffusion_samples_add_the_uncertainty_to_the_flag(tmp_path):
+def test_diffusion_samples_add_the_uncertainty_to_the_flag(diffusion_product):
     """A real run with --samples 2: the stored flag is the rule applied to its inputs."""
-    out = tmp_path / "samples.zarr"
-    aoi = write(tmp_path, "small.geojson", SMALL_AOI)
-    done = region("--aoi", aoi, "--out", str(out), "--rgb-model", "difffusr", "--steps", "1",
-                  "--samples", "2", "--workers", "1")
-    assert done.returncode == 0, done.stderr
+    out = diffusion_product
     ds = xr.open_zarr(out)
     low, _ = composite_under(ds, str(DEMO_CATALOG))
     result = ds.reflectance.values.astype(np.float32)
