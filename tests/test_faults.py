@@ -59,9 +59,15 @@ def assert_same_pixels(out: str, reference: dict[str, np.ndarray]) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(s3_server) -> dict[str, np.ndarray]:
+def faults_bucket(s3_server) -> str:
     s3_server.create_bucket("faults")
-    out = "s3://faults/uninterrupted.zarr"
+    return "s3://faults"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, np.ndarray]:
+    """The pixels of an uninterrupted run (on local disk: where they are stored changes none)."""
+    out = str(tmp_path_factory.mktemp("faults") / "uninterrupted.zarr")
     done = subprocess.run(flow("--out", out), cwd=ROOT, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr
@@ -69,8 +75,8 @@ def reference(s3_server) -> dict[str, np.ndarray]:
     return pixels(out)
 
 
-def test_a_killed_flow_resumes_with_the_missing_tiles_only(s3_server, reference):
-    out = "s3://faults/killed-flow.zarr"
+def test_a_killed_flow_resumes_with_the_missing_tiles_only(s3_server, faults_bucket, reference):
+    out = f"{faults_bucket}/killed-flow.zarr"
     # its own session, so that the kill takes the local cluster's processes too, as the end
     # of a pod would
     running = subprocess.Popen(flow("--out", out), cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -93,8 +99,8 @@ def test_a_killed_flow_resumes_with_the_missing_tiles_only(s3_server, reference)
     assert_same_pixels(out, reference)
 
 
-def test_a_killed_worker_costs_nothing(s3_server, dask_client, reference):
-    out = "s3://faults/killed-worker.zarr"
+def test_a_killed_worker_costs_nothing(s3_server, faults_bucket, dask_client, reference):
+    out = f"{faults_bucket}/killed-worker.zarr"
     running = subprocess.Popen(
         flow("--out", out, "--scheduler", dask_client.scheduler.address),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
