@@ -4,12 +4,12 @@ worker to two.
 
     python -m benchmarks.scale [--sizes 1 4 16] [--tile-size 480] [--scaling-size 4] [--json PATH]
 
-Real data covers only the demo scene, so the larger AOIs lie over a synthetic mosaic: a static
-STAC catalog, written to a temporary folder, of k x k copies of the demo items, each copy moved
-east and south by whole scene extents (rounded down to the 60 m lattice, so neighbouring copies
-overlap by a few 10 m pixels, as real Sentinel-2 tiles do). The GeoTIFFs are copied with a
-moved geotransform, so the pixels move with the items' geometry, bbox and ``proj:transform``;
-the loader reads the same real demo pixels at every copy's place. Each size runs on a fresh
+Real data covers only the demo scene, so the larger AOIs lie over synthetic granules: a static
+STAC catalog, written to a temporary folder, of one item per demo date whose rasters hold k x k
+copies of that date's real demo pixels, each copy one scene extent east or south of the last
+(rounded down to the 60 m lattice, so neighbouring copies overlap by a pixel or two). Like real
+Sentinel-2 granules (110 km a side), one granule per date covers the whole AOI, so every tile
+reads the same number of scenes at every size and only the AOI grows. Each size runs on a fresh
 local cluster, so each worker's peak RSS (a process high-water mark) belongs to that size alone.
 """
 
@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import tempfile
 import time
 from contextlib import AbstractContextManager
@@ -33,7 +32,6 @@ import psutil
 import pystac
 import rasterio
 import shapely
-from affine import Affine
 from distributed import Client, get_worker
 from distributed.scheduler import Scheduler
 from pyproj import CRS, Transformer
@@ -50,7 +48,7 @@ from pipeline.load import asset_key, scene_epsg
 from pipeline.region import Plan, RegionRequest, items_over, plan_region, tile_task
 from pipeline.store import ProductStore
 
-DATA = "synthetic mosaic of copies of the real demo scene"
+DATA = "synthetic granules: the real demo scene repeated k x k times per date"
 PIXELS_EVENT = "benchmark-model-input-pixels"
 LATTICE_M = LATTICE_PIXELS * INPUT_RESOLUTION
 
@@ -83,42 +81,62 @@ def _moved(geometry: BaseGeometry, epsg: int, dx: float, dy: float) -> BaseGeome
     return shapely.transform(utm, to_wgs84.transform, interleaved=False)
 
 
+def demo_items() -> list[pystac.Item]:
+    return list(pystac.read_file(str(DEMO_CATALOG)).get_items(recursive=True))
+
+
 def mosaic_catalog(k: int, folder: Path) -> Path:
-    """Write a static catalog of k x k copies of the demo items; return its catalog.json."""
-    demo = list(pystac.read_file(str(DEMO_CATALOG)).get_items(recursive=True))
+    """Write a static catalog of one granule per demo date, each holding k x k copies of that
+    date's demo scene; return its catalog.json."""
+    demo = demo_items()
     epsg = scene_epsg(demo)
     step_x, step_y = scene_step(demo)
+    moves = [(col * step_x, -row * step_y) for row in range(k) for col in range(k)]
     catalog = pystac.Catalog(f"s2sr-scale-{k}x{k}", f"{DATA}, {k} x {k} copies")
-    moves: dict[str, tuple[Path, float, float]] = {}  # copy id: (source folder, dx, dy)
-    for row in range(k):
-        for col in range(k):
-            dx, dy = col * step_x, -row * step_y
-            for item in demo:
-                copy = item.clone()
-                copy.id = f"{item.id}_r{row}c{col}"
-                copy.clear_links()
-                copy.collection_id = None
-                copy.geometry = mapping(_moved(shape(item.geometry), epsg, dx, dy))
-                copy.bbox = list(shape(copy.geometry).bounds)
-                for asset in copy.assets.values():
-                    t = asset.extra_fields.get("proj:transform")
-                    if t:
-                        asset.extra_fields["proj:transform"] = [
-                            t[0], t[1], t[2] + dx, t[3], t[4], t[5] + dy]
-                moves[copy.id] = (Path(item.get_self_href()).parent, dx, dy)
-                catalog.add_item(copy)
+    sources: dict[str, Path] = {}
+    for item in demo:
+        granule = item.clone()
+        granule.id = f"{item.id}_{k}x{k}"
+        granule.clear_links()
+        granule.collection_id = None
+        footprint = shapely.union_all([_moved(shape(item.geometry), epsg, dx, dy)
+                                       for dx, dy in moves]).convex_hull  # closes seams
+        granule.geometry = mapping(footprint)
+        granule.bbox = list(footprint.bounds)
+        for asset in granule.assets.values():
+            rows, cols = asset.extra_fields["proj:shape"]
+            res = asset.extra_fields["proj:transform"][0]
+            asset.extra_fields["proj:shape"] = [rows + (k - 1) * round(step_y / res),
+                                                cols + (k - 1) * round(step_x / res)]
+        sources[granule.id] = Path(item.get_self_href()).parent
+        catalog.add_item(granule)
     catalog.normalize_hrefs(str(folder))
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
-    for item in catalog.get_items():
-        source, dx, dy = moves[item.id]
-        target = Path(item.get_self_href()).parent
-        for asset in item.assets.values():
+    for granule in catalog.get_items():
+        target = Path(granule.get_self_href()).parent
+        for asset in granule.assets.values():
             name = Path(asset.href).name
-            shutil.copyfile(source / name, target / name)
-            # only the geotransform tag changes; the pixels keep their tiled layout
-            with rasterio.open(target / name, "r+", IGNORE_COG_LAYOUT_BREAK="YES") as raster:
-                raster.transform = Affine.translation(dx, dy) * raster.transform
+            stitch(sources[granule.id] / name, target / name, k, (step_x, step_y))
     return folder / "catalog.json"
+
+
+def stitch(source: Path, target: Path, k: int, step: tuple[float, float]) -> None:
+    """Write ``source``'s pixels k x k times into one raster, each copy ``step`` metres east and
+    south of the last; where copies overlap, a copy's valid pixels win over nodata."""
+    with rasterio.open(source) as raster:
+        profile, pixels, res = raster.profile, raster.read(1), raster.res[0]
+    step_cols, step_rows = round(step[0] / res), round(step[1] / res)
+    rows, cols = pixels.shape
+    nodata = profile["nodata"] or 0
+    out = np.full(((k - 1) * step_rows + rows, (k - 1) * step_cols + cols), nodata, pixels.dtype)
+    for row in range(k):
+        for col in range(k):
+            top, left = row * step_rows, col * step_cols
+            window = out[top:top + rows, left:left + cols]
+            np.copyto(window, pixels, where=pixels != nodata)
+    profile.update(height=out.shape[0], width=out.shape[1])
+    with rasterio.open(target, "w", **profile) as raster:
+        raster.write(out, 1)
 
 
 def mosaic_aoi(k: int, epsg: int, step: tuple[float, float]) -> BaseGeometry:
@@ -205,10 +223,10 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
     k = math.isqrt(size)
     folder = Path(tmp) / f"mosaic-{k}x{k}"
     stac = mosaic_catalog(k, folder)
-    items = list(pystac.read_file(str(stac)).get_items())
-    epsg = scene_epsg(items)
+    demo = demo_items()
+    epsg = scene_epsg(demo)
     request = RegionRequest(
-        aoi=mosaic_aoi(k, epsg, scene_step(items)), start=DEMO_DATES[0], end=DEMO_DATES[1],
+        aoi=mosaic_aoi(k, epsg, scene_step(demo)), start=DEMO_DATES[0], end=DEMO_DATES[1],
         stac=str(stac), crs=CRS.from_epsg(epsg), tile_size=args.tile_size,
     )
     started = time.perf_counter()
