@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 from distributed import Client, LocalCluster
 
 from pipeline.errors import ClusterError
@@ -64,7 +65,20 @@ def dask_client(
         yield client
 
 
+#: Dask's statistical profiler samples every worker thread's stack every 10 ms and keeps the
+#: last 1000 one-second profiles for the dashboard. A local cluster serves no dashboard, and
+#: the kept profiles grow a worker's memory with every second of work (180 tiles in 2.3
+#: minutes: +20 MB with them, +6 MB without), so its workers run without it.
+_NO_PROFILER = {"distributed.worker.profile.enabled": False}
+
+
 def _local_cluster(workers: int | None, gpus: int) -> LocalCluster:
+    # a nanny hands the configuration it was created under to its worker process
+    with dask.config.set(_NO_PROFILER):
+        return _new_local_cluster(workers, gpus)
+
+
+def _new_local_cluster(workers: int | None, gpus: int) -> LocalCluster:
     if gpus <= 0:
         return LocalCluster(
             n_workers=workers or 2, threads_per_worker=1, processes=True, **_QUIET
