@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import platform
 import resource
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 from distributed import Client, get_task_stream, get_worker
 
 from flows.region import DEMO_AOI, DEMO_DATES
@@ -54,6 +56,16 @@ class TimedResolver(SuperResolver):
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_mb() -> float:
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _settled_rss_mb() -> float:
+    """Resident memory now, after a garbage collection: what the process keeps between runs."""
+    gc.collect()
+    return _rss_mb()
 
 
 @contextmanager
@@ -189,8 +201,12 @@ def main() -> None:
             run = measure(plan, client, workers, args.gpus, f"{tmp}/bench-{i}.zarr")
             # after each run: whether the same work, repeated, still raises the high-water mark
             rss = client.run(_peak_rss_mb)
-            runs.append({**run, "peak_rss_mb_per_worker_so_far": sorted(
-                round(v, 1) for v in rss.values())})
+            settled = client.run(_settled_rss_mb)
+            runs.append({
+                **run,
+                "peak_rss_mb_per_worker_so_far": sorted(round(v, 1) for v in rss.values()),
+                "rss_mb_per_worker_after_run": sorted(round(v, 1) for v in settled.values()),
+            })
     out_pixels = sum(t.height * t.width for t in plan.tiles)
     kind = f"{args.gpus} GPU worker(s)" if args.gpus else "worker processes x 1 thread"
     result = {

@@ -28,7 +28,6 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pystac
 import rasterio
 import shapely
@@ -38,7 +37,7 @@ from pyproj import CRS, Transformer
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from benchmarks.region import TimedResolver, _peak_rss_mb, measure, sampling
+from benchmarks.region import TimedResolver, _peak_rss_mb, _rss_mb, measure, sampling
 from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.bands import BANDS
 from pipeline.catalog import DEMO_CATALOG
@@ -155,10 +154,6 @@ def _held_tasks(dask_scheduler: Scheduler) -> int:
 def scheduler_tasks(client: Client, every: float = 0.25) -> AbstractContextManager[list[float]]:
     """Samples of how many tasks the scheduler holds, taken while the block runs."""
     return sampling(lambda: [client.run_on_scheduler(_held_tasks)], every)
-
-
-def _rss_mb() -> float:
-    return psutil.Process().memory_info().rss / 2**20
 
 
 def worker_rss(client: Client, every: float = 1.0) -> AbstractContextManager[list[float]]:
