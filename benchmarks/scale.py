@@ -84,10 +84,9 @@ def demo_items() -> list[pystac.Item]:
     return list(pystac.read_file(str(DEMO_CATALOG)).get_items(recursive=True))
 
 
-def mosaic_catalog(k: int, folder: Path) -> Path:
+def mosaic_catalog(demo: list[pystac.Item], k: int, folder: Path) -> Path:
     """Write a static catalog of one granule per demo date, each holding k x k copies of that
     date's demo scene; return its catalog.json."""
-    demo = demo_items()
     epsg = scene_epsg(demo)
     step_x, step_y = scene_step(demo)
     moves = [(col * step_x, -row * step_y) for row in range(k) for col in range(k)]
@@ -102,26 +101,24 @@ def mosaic_catalog(k: int, folder: Path) -> Path:
                                        for dx, dy in moves]).convex_hull  # closes seams
         granule.geometry = mapping(footprint)
         granule.bbox = list(footprint.bounds)
-        for asset in granule.assets.values():
-            rows, cols = asset.extra_fields["proj:shape"]
-            res = asset.extra_fields["proj:transform"][0]
-            asset.extra_fields["proj:shape"] = [rows + (k - 1) * round(step_y / res),
-                                                cols + (k - 1) * round(step_x / res)]
         sources[granule.id] = Path(item.get_self_href()).parent
         catalog.add_item(granule)
     catalog.normalize_hrefs(str(folder))
-    catalog.save(pystac.CatalogType.SELF_CONTAINED)
     for granule in catalog.get_items():
         target = Path(granule.get_self_href()).parent
+        target.mkdir(parents=True)
         for asset in granule.assets.values():
             name = Path(asset.href).name
-            stitch(sources[granule.id] / name, target / name, k, (step_x, step_y))
+            asset.extra_fields["proj:shape"] = list(
+                stitch(sources[granule.id] / name, target / name, k, (step_x, step_y)))
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
     return folder / "catalog.json"
 
 
-def stitch(source: Path, target: Path, k: int, step: tuple[float, float]) -> None:
+def stitch(source: Path, target: Path, k: int, step: tuple[float, float]) -> tuple[int, int]:
     """Write ``source``'s pixels k x k times into one raster, each copy ``step`` metres east and
-    south of the last; where copies overlap, a copy's valid pixels win over nodata."""
+    south of the last; where copies overlap, a copy's valid pixels win over nodata. Returns the
+    raster's (rows, columns)."""
     with rasterio.open(source) as raster:
         profile, pixels, res = raster.profile, raster.read(1), raster.res[0]
     step_cols, step_rows = round(step[0] / res), round(step[1] / res)
@@ -136,6 +133,7 @@ def stitch(source: Path, target: Path, k: int, step: tuple[float, float]) -> Non
     profile.update(height=out.shape[0], width=out.shape[1])
     with rasterio.open(target, "w", **profile) as raster:
         raster.write(out, 1)
+    return out.shape
 
 
 def mosaic_aoi(k: int, epsg: int, step: tuple[float, float]) -> BaseGeometry:
@@ -217,8 +215,8 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
     ``args.workers`` workers."""
     k = math.isqrt(size)
     folder = Path(tmp) / f"mosaic-{k}x{k}"
-    stac = mosaic_catalog(k, folder)
     demo = demo_items()
+    stac = mosaic_catalog(demo, k, folder)
     epsg = scene_epsg(demo)
     request = RegionRequest(
         aoi=mosaic_aoi(k, epsg, scene_step(demo)), start=DEMO_DATES[0], end=DEMO_DATES[1],
