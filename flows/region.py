@@ -80,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
                            help="autocast precision (default: fp32)")
     diffusion.add_argument("--compile", action="store_true", default=None,
                            help="torch.compile the U-Net")
+    diffusion.add_argument("--no-rgb-consistency", action="store_true", default=None,
+                           help="skip the correction that makes B04 B03 B02 average back to "
+                           "the input over each 10 m pixel (default: corrected)")
     p.add_argument("--fusion-model", default="gram-schmidt", choices=sorted(FUSION_MODELS),
                    help="band fusion model (default: gram-schmidt)")
     fusion = p.add_argument_group("learned fusion model (--fusion-model difffusr-fusion)")
@@ -197,7 +200,7 @@ def _request(args: argparse.Namespace) -> RegionRequest:
 DIFFUSION_OPTIONS = {
     "weights": "weights", "weights_sha256": "sha256", "steps": "steps", "eta": "eta",
     "seed": "seed", "samples": "samples", "batch": "batch", "precision": "precision",
-    "compile": "compile",
+    "compile": "compile", "no_rgb_consistency": "consistent",
 }
 #: CLI options of the learned fusion model and the model's own names for them.
 FUSION_OPTIONS = {"fusion_weights": "weights", "fusion_weights_sha256": "sha256",
@@ -220,7 +223,10 @@ def _given(args: argparse.Namespace, options: dict[str, str], stage: str, wanted
 def _rgb_options(args: argparse.Namespace) -> dict:
     _check_device(args)
     given = _given(args, DIFFUSION_OPTIONS, "rgb", LEARNED_RGB)
-    if args.device is not None and args.rgb_model == LEARNED_RGB:
+    if args.rgb_model != LEARNED_RGB:
+        return given
+    given["consistent"] = not args.no_rgb_consistency
+    if args.device is not None:
         given["device"] = args.device
     return given
 
