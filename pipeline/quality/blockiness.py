@@ -24,8 +24,8 @@ def blockiness(image: np.ndarray, period: int) -> float:
     """Edge-step excess of ``image`` (H, W) or (C, H, W), footprints of ``period`` pixels
     anchored at pixel 0 (the output grid of a ×``period`` model); bands and both axes pooled.
 
-    NaN differences (no-data) are left out; NaN when nothing is left, or no step inside a
-    footprint is non-zero.
+    NaN differences (no-data) are left out. Inf for steps at edges only (a field constant
+    over each footprint), NaN for an image without any step.
     """
     x = np.asarray(image, dtype=np.float64)
     x = x[None] if x.ndim == 2 else x
@@ -41,6 +41,7 @@ def blockiness(image: np.ndarray, period: int) -> float:
         inside.append(moved[~edge].ravel())
     a, b = np.concatenate(across), np.concatenate(inside)
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if not a.size or not b.size or not b.mean() > 0:
-        return float("nan")
-    return float(a.mean() / b.mean() - 1)
+    edges, inner = (float(v.mean()) if v.size else 0.0 for v in (a, b))
+    if inner == 0:
+        return float("inf") if edges > 0 else float("nan")
+    return edges / inner - 1
