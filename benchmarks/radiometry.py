@@ -16,7 +16,8 @@ training of both shipped demo models held out, so a scene those weights never sa
   4 px), the 20 m bands (8 px), the 60 m bands (24 px).
 
 Per row: max |footprint mean − input| (reflectance) and the blockiness at the footprint
-(``pipeline.quality.blockiness``: how much larger steps across footprint edges are than inside).
+(``pipeline.quality.blockiness``: how much larger steps across footprint edges are than
+inside).
 Convergence: on the same residuals, the largest remainder left for the final constant after
 the inverse filter with 0…8 taps, and after 0…16 iterations of plain back-projection
 (bilinear, ω 1.6, the best fixed step) for comparison. Cost: seconds per output megapixel of
@@ -41,7 +42,7 @@ from pipeline.bands import RGB_BANDS, RGB_INDEX
 from pipeline.grid import SCALE
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.models.fusion.model import NATIVE_RATIO, DiffFuSRFusion, native_grids
-from pipeline.quality.blockiness import blockiness
+from pipeline.quality.footprints import blockiness
 from pipeline.radiometry import TAPS, correction_reach, inverse_stencil, make_consistent
 from pipeline.resample import block_mean, upsample_cubic, upsample_linear, upsample_nearest
 

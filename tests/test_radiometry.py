@@ -12,7 +12,7 @@ from pipeline.blocks import map_with_halo
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.grid import LATTICE, read_aoi
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
-from pipeline.quality.blockiness import blockiness
+from pipeline.quality.footprints import blockiness
 from pipeline.radiometry import TAPS, correction_reach, make_consistent
 from pipeline.resample import block_mean, upsample_cubic, upsample_nearest
 from pipeline.train.sources import sentinel_composite

@@ -11,7 +11,7 @@ import numpy as np
 from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.grid import SCALE
 from pipeline.models.fusion.model import FUSED_BANDS, NATIVE_RATIO
-from pipeline.quality.blockiness import blockiness
+from pipeline.quality.footprints import blockiness
 from pipeline.quality.fusion import SSIM_SIGMA, fusion_metrics
 from pipeline.quality.opensr import opensr_metrics
 from pipeline.resample import block_mean, upsample_nearest
