@@ -165,5 +165,6 @@ def diffusion_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def flagged_product(tmp_path_factory: pytest.TempPathFactory, dask_client: Any) -> Made:
     """A small corner of the demo made with a colour-casting fusion model: its verdict is a
     hallucination risk. Read it, never change it: copy it first."""
-    return make_flagged_product(tmp_path_factory.mktemp("flagged-product"),
-                                dask_client.scheduler.address)
+    return make_flagged_product(
+        tmp_path_factory.mktemp("flagged-product"), dask_client.scheduler.address
+    )
