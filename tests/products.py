@@ -47,7 +47,8 @@ class PurpleFusion(GramSchmidt):
     """A fusion model known to be bad: Gram–Schmidt, then a purple cast on every band (B04 and
     B02 brighter by half, the others darker by 30 %), as RGB weights give on a scene they were
     not trained on. A model, not a post-processing of the product, so nothing downstream of
-    the models (layers, summary, verdict) knows that it is bad."""
+    the models (layers, summary, verdict) knows that it is bad; at the fusion stage, so that no
+    correction of the RGB stage's output can undo the cast."""
 
     CAST = np.array([1.5 if b in ("B04", "B02") else 0.7 for b in REFLECTANCE_BANDS],
                     np.float32)[:, None, None]
