@@ -44,14 +44,14 @@ RISK_FILL = 255
 
 
 def risk_rule() -> dict[str, float]:
-    """The thresholds of the flag and of the product's verdict, as recorded in the product's
-    recipe and attributes."""
+    """The thresholds of the flag, as recorded in the product's recipe and attributes. The
+    verdict's limit is not among them: it changes no pixel, so a product made before it
+    existed still resumes; the quality summary records it beside the verdict."""
     return {
         "consistency_limit": CONSISTENCY_LIMIT,
         "spectral_angle_limit": SPECTRAL_ANGLE_LIMIT,
         "relative_uncertainty_limit": RELATIVE_UNCERTAINTY_LIMIT,
         "dark_reflectance": DARK_REFLECTANCE,
-        "flagged_fraction_limit": FLAGGED_FRACTION_LIMIT,
     }
 
 

@@ -17,16 +17,21 @@ from pipeline.quality.layers import FLAGGED_FRACTION_LIMIT
 OK, HALLUCINATION_RISK, NOT_ASSESSED = "ok", "hallucination risk", "not assessed"
 
 
-def verdict(summary: Mapping[str, Any]) -> dict[str, str]:
-    """``verdict`` and ``verdict_reason`` of a product quality summary (its
+def verdict(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """``verdict``, ``verdict_reason`` and ``verdict_limit`` of a product quality summary (its
     ``hallucination_risk_fraction``, absent when no finished tile has data)."""
     fraction = summary.get("hallucination_risk_fraction")
     if fraction is None:
-        return {"verdict": NOT_ASSESSED, "verdict_reason": "no finished tile has data"}
+        return {
+            "verdict": NOT_ASSESSED,
+            "verdict_reason": "no finished tile has data",
+            "verdict_limit": FLAGGED_FRACTION_LIMIT,
+        }
     return {
         "verdict": HALLUCINATION_RISK if fraction > FLAGGED_FRACTION_LIMIT else OK,
         "verdict_reason": f"{_percent(fraction)} of the product's pixels are flagged as "
         f"hallucination risk (limit {_percent(FLAGGED_FRACTION_LIMIT)})",
+        "verdict_limit": FLAGGED_FRACTION_LIMIT,
     }
 
 
