@@ -5,6 +5,8 @@ guide plus the bilinearly upsampled LR bands to that group's bands at 2.5 m. ``F
 holds the three under the reference's names and in its registration order (60, 20, 10), so a
 reference ``state_dict`` loads strictly. Every tensor here is in the normalised space of
 :data:`BAND_STATS`; :func:`normalize` and :func:`denormalize` convert reflectance.
+``GroupedFusion`` is what the pipeline needs of the three networks of either generation (the
+second: :mod:`pipeline.models.fusion.mtf`).
 """
 
 from __future__ import annotations
