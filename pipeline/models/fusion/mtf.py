@@ -172,22 +172,15 @@ class MTFNet(nn.Module):
             else F.interpolate(ms, size=size, mode="bilinear", align_corners=False)
         )
         ms_mean = up.mean(1, keepdim=True)
-        lowpass, detail, detail_hat, gain, enhanced = [], [], [], [], []
-        for i in range(up.shape[1]):
-            band = up[:, i : i + 1]
-            low = self.lowpass(pan, i)
-            d = pan - low
-            d_hat = d + self.detail_net(torch.cat([d, band], 1))
-            g = 1 + self.gain_estimator(torch.cat([pan, low, ms_mean], 1))
-            for values, value in (
-                (lowpass, low),
-                (detail, d),
-                (detail_hat, d_hat),
-                (gain, g),
-                (enhanced, band + g * d_hat),
-            ):
-                values.append(value)
-        fused = torch.cat(enhanced, 1)
+        bands = [up[:, i : i + 1] for i in range(up.shape[1])]
+        lowpass = [self.lowpass(pan, i) for i in range(len(bands))]
+        detail = [pan - low for low in lowpass]
+        detail_hat = [
+            d + self.detail_net(torch.cat([d, band], 1))
+            for d, band in zip(detail, bands, strict=True)
+        ]
+        gain = [1 + self.gain_estimator(torch.cat([pan, low, ms_mean], 1)) for low in lowpass]
+        fused = torch.cat([b + g * d for b, g, d in zip(bands, gain, detail_hat, strict=True)], 1)
         mean_detail = torch.stack(detail_hat).mean(0)
         out = fused + self.refinement(torch.cat([fused, mean_detail], 1))
         return MTFTrace(pan, up, lowpass, detail, detail_hat, gain, fused, mean_detail, out)
