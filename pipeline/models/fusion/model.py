@@ -73,7 +73,7 @@ def mtf_halo(net: MTFFusionNetwork) -> int:
     """The second generation's context in 10 m pixels: its reach through the guide (the
     longest MTF low-pass, then the detail and refinement convs), or through its MS input
     (those convs, plus the next 10 m pixel that the bilinear ×4 lift reads), whichever is
-    longer. It has no global pooling, so blocks equal a whole-array run."""
+    longer. It has no global pooling, so blocks equal a whole-array run to float rounding."""
     return max(math.ceil(net.guide_reach / SCALE), math.ceil(net.ms_reach / SCALE) + 1)
 
 
