@@ -247,6 +247,6 @@ def test_blocks_equal_the_whole_array(model) -> None:
     )
     assert tiled.numblocks == (1, 1, 3)
     blocked = tiled.compute(scheduler="single-threaded")
-    assert np.abs(blocked - whole).max() <= 1e-6
+    assert np.abs(blocked - whole).max() <= 1e-5  # float rounding of other conv widths
     alone = resolver.block(bands[:, :, :30], (0, 0))  # the first tile without its halo
     assert np.abs(alone - whole[:, :, :120]).max() > 1e-3
