@@ -138,7 +138,7 @@ def fusion_stage(image: np.ndarray) -> dict[str, Any]:
     model = DiffFuSRFusion(device="cpu")
     natives = native_grids(image)
     started = time.perf_counter()
-    fused = model.fuse(natives, upsample_cubic(image[RGB_INDEX], SCALE))
+    fused = model.fuse(image, upsample_cubic(image[RGB_INDEX], SCALE))
     seconds = time.perf_counter() - started
     groups = {}
     for name, bands in GROUPS.items():
