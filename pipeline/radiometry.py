@@ -9,14 +9,14 @@ The correction is a back-projection with a smooth kernel, solved in closed form:
 added is the bilinear upsampling ``U c`` of coefficients ``c`` on the native grid, chosen so
 that the footprint means of ``U c`` are the residual ``r`` (native value − footprint mean).
 Footprint means of bilinear upsampling are, along each axis, the three-tap stencil
-[1/8, 3/4, 1/8] of the coefficients, whatever the footprint size; its inverse is the filter
-g_k = √2 ρ^|k| with ρ = 2√2 − 3 ≈ −0.172, so ``c`` is ``r`` filtered by ``g`` along rows
-and columns. Iterated back-projection (add ``ω U r``, measure the residual again, repeat)
-converges to the same field, slowly (by a factor 0.6 per iteration at the best ω); the
-filter gets there in one pass. ``g`` is cut after :data:`TAPS` taps either side, which leaves
-a remainder of order ρ^(TAPS + 1) of the residual; a final constant per footprint removes it,
-so the means are exact by construction (float64, then float32 rounding) while the visible
-correction is smooth. Edges mirror the residual, which is what the clamped bilinear
+[1/8, 3/4, 1/8] of the coefficients, whatever the (even) footprint size; its inverse is the
+filter g_k = √2 ρ^|k| with ρ = 2√2 − 3 ≈ −0.172, so ``c`` is ``r`` filtered by ``g`` along
+rows and columns. Iterated back-projection (add ``ω U r``, measure the residual again,
+repeat) converges to the same field, slowly (by a factor 0.6 per iteration at the best ω);
+the filter gets there in one pass. ``g`` is cut after :data:`TAPS` taps either side, which
+leaves a remainder of order ρ^(TAPS + 1) of the residual; a final constant per footprint
+removes it, so the means are exact by construction (float64, then float32 rounding) while the
+visible correction is smooth. Edges mirror the residual, which is what the clamped bilinear
 upsampling assumes, so the outermost footprints are corrected as smoothly as the others.
 
 The reach is bounded and known: an output pixel depends on the band and the native values
