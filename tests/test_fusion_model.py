@@ -105,19 +105,26 @@ def test_consistency_is_exact_with_the_guarantee_and_not_without(model) -> None:
 
 def test_the_guarantee_is_smooth_across_footprint_edges(model) -> None:
     """The correction steps no more across a footprint's edge than inside it (one constant
-    per footprint would step there and nowhere else)."""
+    per footprint would step there and nowhere else). Random weights are far off, so a few
+    footprints would be corrected below 0 and are flattened instead; they are left out."""
     bands, rgb = scene(3, 48)
     corrected = model(bands, rgb, (0, 0))
     raw = dataclasses.replace(model, consistent=False)(bands, rgb, (0, 0))
     for band in FUSED_BANDS:
         i = REFLECTANCE_BANDS.index(band)
         footprint = 4 * NATIVE_RATIO[band]
+        n = corrected.shape[1] // footprint
+        cells = corrected[i].reshape(n, footprint, n, footprint).min(axis=(1, 3)) < 1e-6
+        assert cells.mean() < 0.25
+        floored = cells.repeat(footprint, 0).repeat(footprint, 1)
         correction = corrected[i].astype(np.float64) - raw[i]
         assert np.abs(correction).max() > 1e-3  # there was work to do
         for axis in (0, 1):
             steps = np.moveaxis(np.abs(np.diff(correction, axis=axis)), axis, 0)
+            kept = np.moveaxis(~(np.diff(floored, axis=axis) | np.delete(floored, 0, axis)),
+                               axis, 0)
             edge = np.arange(1, correction.shape[axis]) % footprint == 0
-            assert steps[edge].max() <= 1.01 * steps[~edge].max(), band
+            assert steps[edge][kept[edge]].max() <= 1.01 * steps[~edge][kept[~edge]].max(), band
 
 
 def test_a_constant_scene_stays_constant_with_the_guarantee(model) -> None:
