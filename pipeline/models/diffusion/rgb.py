@@ -15,7 +15,6 @@ the weights' address and the sampling options, so it travels cheaply to Dask wor
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from safetensors import safe_open
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.noise import position_noise
 from pipeline.models.diffusion.sampler import ddim_sample
+from pipeline.models.diffusion.sizes import network_config
 from pipeline.models.resident import PinnedWeights, resident_network
 from pipeline.models.weights import load_state_dict, shipped_weights
 
@@ -50,39 +50,38 @@ def trained_window(path: str | Path) -> int | None:
     return int(window) if window else None
 
 
-def config_from_metadata(metadata: dict) -> DiffFuSRConfig:
-    """Network sizes recorded in a weight file (safetensors metadata or Lightning hparams)."""
-    if "config" in metadata:
-        args = metadata["config"]
-        args = json.loads(args) if isinstance(args, str) else args
-    elif "lit_model" in metadata:
-        args = metadata["lit_model"]["args"]
-    else:
-        raise ValueError("the weight file does not record the network configuration")
-    return DiffFuSRConfig.from_lit_args(args)
-
-
-def _build_network(path: str, compile: bool = False) -> DiffFuSR:
-    state, metadata = load_state_dict(path)
-    net = DiffFuSR(config_from_metadata(metadata))
+def _build_network(path: str, config: DiffFuSRConfig, compile: bool = False) -> DiffFuSR:
+    state, _ = load_state_dict(path)
+    net = DiffFuSR(config)
     net.load_weights(state)
     if compile:
         net.ema = torch.compile(net.ema)
     return net
 
 
-def load_network(path: str, device: str, compile: bool, sha256: str | None = None) -> DiffFuSR:
+def load_network(
+    path: str, device: str, compile: bool, sha256: str | None = None, source: str | None = None
+) -> DiffFuSR:
     """The network of a local weight file on ``device``, built once per process and file
-    version (``sha256`` is part of the cache key, so a replaced file is loaded again)."""
-    return resident_network(_build_network, path, device, sha256, compile)
+    version (``sha256`` is part of the cache key, so a replaced file is loaded again);
+    ``source``, where the file came from, is where to look for its sizes if it lacks them."""
+    config = network_config(source or path, path)
+    return resident_network(_build_network, path, device, sha256, config, compile)
 
 
 @dataclass(frozen=True)
 class DiffFuSRRGB(PinnedWeights):
-    """The RGB stage by DiffFuSR; ``samples`` > 1 averages that many seeds."""
+    """The RGB stage by DiffFuSR; ``samples`` > 1 averages that many seeds.
+
+    ``weights``: a weight file (path, fsspec URL, ``hf://`` reference) or the name of a
+    published checkpoint (see :mod:`pipeline.models.published`), by default the shipped demo
+    weights; ``sha256`` pins it; ``network``: its sizes, by default read from the weights (see
+    :func:`~pipeline.models.diffusion.sizes.network_config`).
+    """
 
     weights: str | None = None
     sha256: str | None = None
+    network: DiffFuSRConfig | None = None
     steps: int = 20
     eta: float = 0.0
     seed: int = 0
@@ -101,6 +100,8 @@ class DiffFuSRRGB(PinnedWeights):
         if self.samples < 1 or self.steps < 1 or (self.batch is not None and self.batch < 1):
             raise ValueError("samples, steps and batch must be at least 1")
         local = self._pin(DEMO_WEIGHTS)
+        if self.network is None:
+            object.__setattr__(self, "network", network_config(self.weights, local.path))
         if self.window is None:
             object.__setattr__(self, "window", trained_window(local.path) or DEFAULT_WINDOW)
         if self.overlap is None:
@@ -119,7 +120,7 @@ class DiffFuSRRGB(PinnedWeights):
         return self.window
 
     def _network(self) -> DiffFuSR:
-        return self._resident(_build_network, self.compile)
+        return self._resident(_build_network, self.network, self.compile)
 
     def __call__(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         return self.sample(rgb, origin)[0]
