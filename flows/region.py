@@ -22,12 +22,13 @@ from tqdm import tqdm
 
 from flows._cli import OneLineErrors, run_command
 from pipeline.bands import REFLECTANCE_BANDS, validate_bands
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.catalog import DEMO_CATALOG, is_demo_catalog
 from pipeline.cluster import SCHEDULER_ENV, cuda_devices, dask_client
 from pipeline.errors import UserError
 from pipeline.finish import finish_product
 from pipeline.grid import read_aoi
 from pipeline.models import FUSION_MODELS, RGB_MODELS
+from pipeline.models.published import default_weights, describe, names
 from pipeline.region import RegionRequest, plan_region, run_tiles
 from pipeline.store import ProductStore
 
@@ -65,8 +66,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb-model", default="bicubic", choices=sorted(RGB_MODELS),
                    help="RGB ×4 model (default: bicubic)")
     diffusion = p.add_argument_group("diffusion RGB model (--rgb-model difffusr)")
-    diffusion.add_argument("--weights", help="weight file: path, fsspec URL or "
-                           "hf://org/repo/file.safetensors (default: the shipped demo weights)")
+    diffusion.add_argument("--weights", help="weight file (path, fsspec URL or "
+                           "hf://org/repo/file) or the name of published weights: "
+                           f"{', '.join(names(LEARNED_RGB))} (default: demo on the demo "
+                           f"catalog, else {default_weights(LEARNED_RGB, False)})")
     diffusion.add_argument("--weights-sha256", metavar="HEX",
                            help="refuse weights whose sha256 differs")
     diffusion.add_argument("--steps", type=int, help="DDIM steps (default: 20)")
@@ -83,8 +86,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion-model", default="gram-schmidt", choices=sorted(FUSION_MODELS),
                    help="band fusion model (default: gram-schmidt)")
     fusion = p.add_argument_group("learned fusion model (--fusion-model difffusr-fusion)")
-    fusion.add_argument("--fusion-weights", help="fusion weight file: path, fsspec URL or "
-                        "hf://org/repo/file (default: the shipped demo weights)")
+    fusion.add_argument("--fusion-weights", help="fusion weight file (path, fsspec URL or "
+                        "hf://org/repo/file) or the name of published weights: "
+                        f"{', '.join(names(LEARNED_FUSION))} (default: demo on the demo "
+                        f"catalog, else {default_weights(LEARNED_FUSION, False)})")
     fusion.add_argument("--fusion-weights-sha256", metavar="HEX",
                         help="refuse fusion weights whose sha256 differs")
     fusion.add_argument("--no-fusion-consistency", action="store_true", default=None,
@@ -129,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or _default_out(args.aoi, request.start, request.end)
     started = time.perf_counter()
     plan = plan_region(request, estimate=args.dry_run)
+    for model in (plan.resolver.rgb, plan.resolver.fusion):
+        for line in describe(model, is_demo_catalog(args.stac)):
+            print(line, file=sys.stderr)
     print(plan.describe())
     print(f"output:        {out}")
     if args.dry_run:
@@ -220,7 +228,10 @@ def _given(args: argparse.Namespace, options: dict[str, str], stage: str, wanted
 def _rgb_options(args: argparse.Namespace) -> dict:
     _check_device(args)
     given = _given(args, DIFFUSION_OPTIONS, "rgb", LEARNED_RGB)
-    if args.device is not None and args.rgb_model == LEARNED_RGB:
+    if args.rgb_model != LEARNED_RGB:
+        return given
+    given.setdefault("weights", default_weights(LEARNED_RGB, is_demo_catalog(args.stac)))
+    if args.device is not None:
         given["device"] = args.device
     return given
 
@@ -230,6 +241,7 @@ def _fusion_options(args: argparse.Namespace) -> dict:
     if args.fusion_model != LEARNED_FUSION:
         return given
     given["consistent"] = not args.no_fusion_consistency
+    given.setdefault("weights", default_weights(LEARNED_FUSION, is_demo_catalog(args.stac)))
     if args.device is not None:
         given["device"] = args.device
     return given

@@ -27,6 +27,12 @@ from pipeline.errors import CatalogError, NoScenesError, reason
 #: The embedded demo catalog, used when no ``--stac`` is given.
 DEMO_CATALOG = Path(__file__).resolve().parents[1] / "examples" / "demo" / "catalog.json"
 
+
+def is_demo_catalog(stac: str | None) -> bool:
+    """Whether ``stac`` is the embedded demo catalog (None, no catalog given, stands for it)."""
+    return stac is None or ("://" not in stac and Path(stac).resolve() == DEMO_CATALOG)
+
+
 CloudFilter = Literal["server-query", "server-filter", "client"]
 
 

@@ -6,6 +6,9 @@ authors' README and from users' scripts and may be off by a folder name: an erro
 the exact path tried and how to pass another. A named checkpoint's sha256 is remembered in the
 weights cache the first time it is used (trust on first use), and a later run refuses a
 different file unless the new sha256 is given explicitly.
+
+The weights module (and torch with it) is imported on demand: the command lines read the
+names without loading torch.
 """
 
 from __future__ import annotations
@@ -15,18 +18,12 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from pipeline.models.weights import (
-    HubUnreachable,
-    LocalWeights,
-    NotOnHub,
-    Sha256Mismatch,
-    WeightsError,
-    default_cache_dir,
-    resolve,
-    shipped_weights,
-)
+from pipeline.errors import WeightsError
+
+if TYPE_CHECKING:
+    from pipeline.models.weights import LocalWeights
 
 #: The authors' model repository on the Hugging Face hub (MIT licence).
 HUB_REPO = "NorskRegnesentralSTI/DiffFuSR"
@@ -90,6 +87,12 @@ PUBLISHED: dict[str, dict[str, Checkpoint]] = {
 }
 
 
+def default_weights(model: str, demo_data: bool) -> str:
+    """What a learned model uses without ``--weights``: the demo weights on the demo, the
+    published default everywhere else (the demo weights know one small scene only)."""
+    return DEMO if demo_data else DEFAULTS[model]
+
+
 def names(model: str) -> list[str]:
     """The weight names ``model`` accepts."""
     return [*PUBLISHED.get(model, {}), DEMO]
@@ -132,6 +135,8 @@ def name_of(model: str, source: str | None) -> str | None:
 
 def _shipped(source: str) -> bool:
     """Whether a file is one of the package's own (the demo weights are the only ones)."""
+    from pipeline.models.weights import shipped_weights
+
     folder = Path(shipped_weights(DEMO)).parent
     return "://" not in source and Path(source).resolve().parent == folder.resolve()
 
@@ -139,6 +144,13 @@ def _shipped(source: str) -> bool:
 def fetch(model: str, source: str, sha256: str | None) -> LocalWeights:
     """:func:`~pipeline.models.weights.resolve`, with trust on first use for published
     checkpoints and errors that say how to get them."""
+    from pipeline.models.weights import (
+        HubUnreachable,
+        NotOnHub,
+        Sha256Mismatch,
+        resolve,
+    )
+
     checkpoint = published(source)
     if checkpoint is None:
         return resolve(source, sha256)
@@ -154,29 +166,35 @@ def fetch(model: str, source: str, sha256: str | None) -> LocalWeights:
             f"{err.actual}, remembered {remembered} in {trust.path}; to use the new file, "
             f"give {OPTIONS[model]}-sha256 {err.actual}"
         ) from None
-    except (HubUnreachable, NotOnHub) as err:
-        raise WeightsError(_how_to_get(model, checkpoint, err)) from None
+    except HubUnreachable as err:
+        raise WeightsError(_unreachable(model, checkpoint, err.why)) from None
+    except NotOnHub:
+        raise WeightsError(_not_on_hub(model, checkpoint)) from None
     if local.sha256 != remembered:
         trust.remember(source, checkpoint.name, local.sha256)
     return local
 
 
-def _how_to_get(model: str, checkpoint: Checkpoint, err: WeightsError) -> str:
-    option = OPTIONS[model]
-    if isinstance(err, NotOnHub):
-        return (f"weights {checkpoint.name}: {checkpoint.source} is not on the Hugging Face "
-                "hub (the published paths may be off by a folder name); give the right one "
-                f"with {option} hf://{HUB_REPO}/<path>, or a local file with {option} FILE")
+def _unreachable(model: str, checkpoint: Checkpoint, why: str) -> str:
     return (f"weights {checkpoint.name} are not in the local hub cache and the hub cannot be "
-            f"reached ({err.why}): download them once with `hf download {HUB_REPO} "
+            f"reached ({why}): download them once with `hf download {HUB_REPO} "
             f"{checkpoint.path}` (or copy a hub cache and point HF_HOME at it), or give a "
-            f"local file with {option} FILE")
+            f"local file with {OPTIONS[model]} FILE")
+
+
+def _not_on_hub(model: str, checkpoint: Checkpoint) -> str:
+    option = OPTIONS[model]
+    return (f"weights {checkpoint.name}: {checkpoint.source} is not on the Hugging Face hub "
+            "(the published paths may be off by a folder name); give the right one with "
+            f"{option} hf://{HUB_REPO}/<path>, or a local file with {option} FILE")
 
 
 class _Trust:
     """The sha256 of each published checkpoint as first used, a small JSON in the cache."""
 
     def __init__(self) -> None:
+        from pipeline.models.weights import default_cache_dir
+
         self.path = default_cache_dir() / TRUST_FILE
 
     def _read(self) -> dict[str, dict[str, str]]:
@@ -208,16 +226,15 @@ class _Trust:
             raise WeightsError(f"cannot write {self.path}: {err}") from None
 
 
-class _Weighted(Protocol):
+class _Model(Protocol):
     name: str
-    weights: str | None
     weights_sha256: str | None
 
 
-def describe(model: _Weighted, demo_data: bool) -> list[str]:
-    """Lines for the user about a learned model's named weights: what a published checkpoint
-    is and its sha256, or a warning when the demo weights run on other data than the demo."""
-    name = name_of(model.name, model.weights)
+def describe(model: _Model, demo_data: bool) -> list[str]:
+    """Lines for the user about a model's named weights: what a published checkpoint is and
+    its sha256, or a warning when the demo weights run on other data than the demo."""
+    name = name_of(model.name, getattr(model, "weights", None))
     if name == DEMO:
         if demo_data:
             return []

@@ -33,7 +33,7 @@ from fsspec.implementations.local import LocalFileSystem
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from pipeline.errors import UserError, reason
+from pipeline.errors import WeightsError, reason
 
 #: Where the inference weights of the DiffFuSR SR LightningModule live in its state dict: the
 #: EMA U-Net, the RRDB spatial encoder, the MoCo query encoder and the noise-schedule buffers.
@@ -53,10 +53,6 @@ HF_REFERENCE = re.compile(r"hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<revision>[^/@]+)
 #: the one allow-listed mapping that both accepts items and has a ``__dict__``.
 EASYDICT = (OrderedDict, "easydict.EasyDict")
 _CHUNK = 1 << 20
-
-
-class WeightsError(UserError):
-    """Weights cannot be found, fetched, verified or read."""
 
 
 class Sha256Mismatch(WeightsError):
