@@ -59,8 +59,9 @@ def run_folder(tmp_path: Path, stripped: Path, yaml_text: str | None, where: str
 
 
 @pytest.mark.parametrize("where", ["hparams.yaml", "../hparams.yaml"])
-def test_hparams_yaml_beside_or_one_up_gives_the_sizes(where, sr_without_hparams, reference,
-                                                        tmp_path):
+def test_hparams_yaml_beside_or_one_up_gives_the_sizes(
+    where, sr_without_hparams, reference, tmp_path
+):
     stripped, text = sr_without_hparams
     assert "hyper_parameters" not in torch.load(stripped, weights_only=True)
     checkpoint = run_folder(tmp_path, stripped, text, where)
@@ -86,8 +87,9 @@ class EasyDict(dict):
         super().__setitem__(name, value)
 
 
-def test_hparams_yaml_as_lightning_writes_easydicts(tmp_path, monkeypatch, reference,
-                                                     sr_without_hparams):
+def test_hparams_yaml_as_lightning_writes_easydicts(
+    tmp_path, monkeypatch, reference, sr_without_hparams
+):
     """Lightning dumps the reference's EasyDict hyper-parameters with Python tags; they are
     read as the plain data they hold, and no object is constructed."""
     module = types.ModuleType("easydict")
@@ -106,25 +108,30 @@ def test_any_other_python_tag_is_refused(tmp_path, sr_without_hparams):
     checkpoint = run_folder(tmp_path, sr_without_hparams[0], text, "hparams.yaml")
     with pytest.raises(WeightsError) as err:
         network_config(str(checkpoint), checkpoint)
-    assert one_line(err).startswith(f"{checkpoint.parent / 'hparams.yaml'}: not a readable "
-                                    "hparams.yaml: could not determine a constructor")
+    assert one_line(err).startswith(
+        f"{checkpoint.parent / 'hparams.yaml'}: not a readable "
+        "hparams.yaml: could not determine a constructor"
+    )
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("lit_model: {args: [unclosed\n", "not a readable hparams.yaml"),
-    ("trainer: {max_epochs: 3}\n", "not the hparams.yaml of a DiffFuSR SR run"),
-    ("lit_model: {args: {scale: 4}}\n", "the hyper-parameters lack the network size"),
-])
-def test_an_unusable_hparams_yaml_is_one_line_not_skipped(text, expected, tmp_path,
-                                                           sr_without_hparams):
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("lit_model: {args: [unclosed\n", "not a readable hparams.yaml"),
+        ("trainer: {max_epochs: 3}\n", "not the hparams.yaml of a DiffFuSR SR run"),
+        ("lit_model: {args: {scale: 4}}\n", "the hyper-parameters lack the network size"),
+    ],
+)
+def test_an_unusable_hparams_yaml_is_one_line_not_skipped(
+    text, expected, tmp_path, sr_without_hparams
+):
     checkpoint = run_folder(tmp_path, sr_without_hparams[0], text, "hparams.yaml")
     with pytest.raises(WeightsError) as err:
         DiffFuSRRGB(weights=str(checkpoint), **FAST)
     assert expected in one_line(err)
 
 
-def test_without_hparams_the_tensor_shapes_give_the_sizes(tmp_path, reference,
-                                                          sr_without_hparams):
+def test_without_hparams_the_tensor_shapes_give_the_sizes(tmp_path, reference, sr_without_hparams):
     checkpoint = run_folder(tmp_path, sr_without_hparams[0], None, "")
     model = DiffFuSRRGB(weights=str(checkpoint), **FAST)
     assert model.network == reference[0]
@@ -144,29 +151,49 @@ def test_a_size_that_cannot_be_inferred_is_named(sr_without_hparams):
     del state["ema.first_conv_x.weight"]
     with pytest.raises(WeightsError) as err:
         config_from_shapes(state, "w.ckpt")
-    assert one_line(err) == ("w.ckpt: no network sizes recorded and none inferable from the "
-                             "tensors: the U-Net width needs ema.first_conv_x.weight, which "
-                             "the weights lack")
+    assert one_line(err) == (
+        "w.ckpt: no network sizes recorded and none inferable from the "
+        "tensors: the U-Net width needs ema.first_conv_x.weight, which "
+        "the weights lack"
+    )
 
 
-@pytest.mark.parametrize(("source", "relative", "expected"), [
-    ("hf://org/repo/logs/v1/checkpoints/last.ckpt", "../hparams.yaml",
-     "hf://org/repo/logs/v1/hparams.yaml"),
-    ("hf://org/repo@v2/a/last.ckpt", "hparams.yaml", "hf://org/repo@v2/a/hparams.yaml"),
-    ("hf://org/repo/last.ckpt", "../hparams.yaml", None),  # above the repository
-    ("s3://bucket/run/checkpoints/last.ckpt", "../hparams.yaml", "s3://bucket/run/hparams.yaml"),
-    ("https://example.org/w.ckpt?sig=1", "hparams.yaml", None),
-    ("runs/v0/checkpoints/last.ckpt", "../hparams.yaml", "runs/v0/hparams.yaml"),
-])
+@pytest.mark.parametrize(
+    ("source", "relative", "expected"),
+    [
+        (
+            "hf://org/repo/logs/v1/checkpoints/last.ckpt",
+            "../hparams.yaml",
+            "hf://org/repo/logs/v1/hparams.yaml",
+        ),
+        ("hf://org/repo@v2/a/last.ckpt", "hparams.yaml", "hf://org/repo@v2/a/hparams.yaml"),
+        ("hf://org/repo/last.ckpt", "../hparams.yaml", None),  # above the repository
+        (
+            "s3://bucket/run/checkpoints/last.ckpt",
+            "../hparams.yaml",
+            "s3://bucket/run/hparams.yaml",
+        ),
+        ("https://example.org/w.ckpt?sig=1", "hparams.yaml", None),
+        ("runs/v0/checkpoints/last.ckpt", "../hparams.yaml", "runs/v0/hparams.yaml"),
+    ],
+)
 def test_sibling_sources(source, relative, expected):
     assert sibling(source, relative) == expected
 
 
 def test_cli_corrupt_hparams_yaml_is_one_line_and_exit_2(tmp_path, sr_without_hparams):
     checkpoint = run_folder(tmp_path, sr_without_hparams[0], "lit_model: [", "../hparams.yaml")
-    done = region("--rgb-model", "difffusr", "--weights", str(checkpoint), "--dry-run",
-                  "--out", str(tmp_path / "never.zarr"))
+    done = region(
+        "--rgb-model",
+        "difffusr",
+        "--weights",
+        str(checkpoint),
+        "--dry-run",
+        "--out",
+        str(tmp_path / "never.zarr"),
+    )
     assert done.returncode == 2
-    assert done.stderr.startswith(f"error: {checkpoint.parent.parent / 'hparams.yaml'}: not a "
-                                  "readable hparams.yaml")
+    assert done.stderr.startswith(
+        f"error: {checkpoint.parent.parent / 'hparams.yaml'}: not a readable hparams.yaml"
+    )
     assert done.stderr.count("\n") == 1

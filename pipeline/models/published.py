@@ -68,22 +68,46 @@ _SR = "logs/blindsrsnf_aniso_{}_large/version_{}"
 _GSD = "logs/GSD/lightning_logs/version_{}"
 #: The published checkpoints of each learned model, by name.
 PUBLISHED: dict[str, dict[str, Checkpoint]] = {
-    "difffusr": {c.name: c for c in (
-        Checkpoint("naip-harm", _SR.format("naip_degraded_harm", 1), "checkpoint/last.ckpt",
-                   "NAIP degraded to 10 m, harmonised to Sentinel-2"),
-        Checkpoint("naip", _SR.format("naip_degraded_not_harm", 0), "checkpoints/last.ckpt",
-                   "NAIP degraded to 10 m, not harmonised"),
-        Checkpoint("worldstrat", _SR.format("worldstrat_degraded_harmfac_10000", 7),
-                   "checkpoints/last.ckpt", "WorldStrat degraded to 10 m"),
-    )},
-    "difffusr-fusion": {c.name: c for c in (
-        Checkpoint("gsd-v64", _GSD.format(64),
-                   "checkpoints/latest-GSD-epoch=45-metric_val=0.667-loss_train=0.0368.ckpt",
-                   "Sentinel-2, second fusion generation"),
-        Checkpoint("gsd-v35", _GSD.format(35),
-                   "checkpoints/best-GSD-epoch=13-metric_val=4.695-loss_train=0.0329.ckpt",
-                   "Sentinel-2, first fusion generation"),
-    )},
+    "difffusr": {
+        c.name: c
+        for c in (
+            Checkpoint(
+                "naip-harm",
+                _SR.format("naip_degraded_harm", 1),
+                "checkpoint/last.ckpt",
+                "NAIP degraded to 10 m, harmonised to Sentinel-2",
+            ),
+            Checkpoint(
+                "naip",
+                _SR.format("naip_degraded_not_harm", 0),
+                "checkpoints/last.ckpt",
+                "NAIP degraded to 10 m, not harmonised",
+            ),
+            Checkpoint(
+                "worldstrat",
+                _SR.format("worldstrat_degraded_harmfac_10000", 7),
+                "checkpoints/last.ckpt",
+                "WorldStrat degraded to 10 m",
+            ),
+        )
+    },
+    "difffusr-fusion": {
+        c.name: c
+        for c in (
+            Checkpoint(
+                "gsd-v64",
+                _GSD.format(64),
+                "checkpoints/latest-GSD-epoch=45-metric_val=0.667-loss_train=0.0368.ckpt",
+                "Sentinel-2, second fusion generation",
+            ),
+            Checkpoint(
+                "gsd-v35",
+                _GSD.format(35),
+                "checkpoints/best-GSD-epoch=13-metric_val=4.695-loss_train=0.0329.ckpt",
+                "Sentinel-2, first fusion generation",
+            ),
+        )
+    },
 }
 
 
@@ -110,8 +134,10 @@ def weight_source(model: str, weights: str | None, demo: str) -> str:
     if checkpoint := PUBLISHED.get(model, {}).get(weights):
         return checkpoint.source
     if _looks_like_a_name(weights) and not Path(weights).exists():
-        raise WeightsError(f"unknown weights name {weights!r} for {model}: the names are "
-                           f"{', '.join(names(model))}, or give a file path or URL")
+        raise WeightsError(
+            f"unknown weights name {weights!r} for {model}: the names are "
+            f"{', '.join(names(model))}, or give a file path or URL"
+        )
     return weights
 
 
@@ -121,8 +147,9 @@ def _looks_like_a_name(text: str) -> bool:
 
 def published(source: str | None) -> Checkpoint | None:
     """The published checkpoint a hub reference points at, if it is one."""
-    return next((c for model in PUBLISHED.values() for c in model.values()
-                 if c.source == source), None)
+    return next(
+        (c for model in PUBLISHED.values() for c in model.values() if c.source == source), None
+    )
 
 
 def name_of(model: str, source: str | None) -> str | None:
@@ -176,17 +203,21 @@ def fetch(model: str, source: str, sha256: str | None) -> LocalWeights:
 
 
 def _unreachable(model: str, checkpoint: Checkpoint, why: str) -> str:
-    return (f"weights {checkpoint.name} are not in the local hub cache and the hub cannot be "
-            f"reached ({why}): download them once with `hf download {HUB_REPO} "
-            f"{checkpoint.path}` (or copy a hub cache and point HF_HOME at it), or give a "
-            f"local file with {OPTIONS[model]} FILE")
+    return (
+        f"weights {checkpoint.name} are not in the local hub cache and the hub cannot be "
+        f"reached ({why}): download them once with `hf download {HUB_REPO} "
+        f"{checkpoint.path}` (or copy a hub cache and point HF_HOME at it), or give a "
+        f"local file with {OPTIONS[model]} FILE"
+    )
 
 
 def _not_on_hub(model: str, checkpoint: Checkpoint) -> str:
     option = OPTIONS[model]
-    return (f"weights {checkpoint.name}: {checkpoint.source} is not on the Hugging Face hub "
-            "(the published paths may be off by a folder name); give the right one with "
-            f"{option} hf://{HUB_REPO}/<path>, or a local file with {option} FILE")
+    return (
+        f"weights {checkpoint.name}: {checkpoint.source} is not on the Hugging Face hub "
+        "(the published paths may be off by a folder name); give the right one with "
+        f"{option} hf://{HUB_REPO}/<path>, or a local file with {option} FILE"
+    )
 
 
 class _Trust:
@@ -203,9 +234,10 @@ class _Trust:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as err:
-            raise WeightsError(f"cannot read {self.path}: {err}; remove it to start over "
-                               "(published weights are then trusted on first use again)"
-                               ) from None
+            raise WeightsError(
+                f"cannot read {self.path}: {err}; remove it to start over "
+                "(published weights are then trusted on first use again)"
+            ) from None
         return entries if isinstance(entries, dict) else {}
 
     def get(self, source: str) -> str | None:
@@ -214,8 +246,11 @@ class _Trust:
 
     def remember(self, source: str, name: str, sha256: str) -> None:
         entries = self._read()
-        entries[source] = {"name": name, "sha256": sha256,
-                           "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        entries[source] = {
+            "name": name,
+            "sha256": sha256,
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.part")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,11 +273,15 @@ def describe(model: _Model, demo_data: bool) -> list[str]:
     if name == DEMO:
         if demo_data:
             return []
-        return [f"warning: {model.name} runs with the demo weights, trained on the demo "
-                "scene only; expect poor results elsewhere (the published ones: "
-                f"{OPTIONS[model.name]} {DEFAULTS[model.name]})"]
+        return [
+            f"warning: {model.name} runs with the demo weights, trained on the demo "
+            "scene only; expect poor results elsewhere (the published ones: "
+            f"{OPTIONS[model.name]} {DEFAULTS[model.name]})"
+        ]
     if name is None:
         return []
     checkpoint = PUBLISHED[model.name][name]
-    return [f"weights {name}: sha256 {model.weights_sha256} ({checkpoint.trained_on}; "
-            f"{LICENCE} licence)"]
+    return [
+        f"weights {name}: sha256 {model.weights_sha256} ({checkpoint.trained_on}; "
+        f"{LICENCE} licence)"
+    ]

@@ -42,8 +42,9 @@ def network_config(source: str, path: str | Path) -> DiffFuSRConfig:
     try:
         return DiffFuSRConfig.from_lit_args(args)
     except (KeyError, TypeError) as err:
-        raise WeightsError(f"{source}: the hyper-parameters lack the network size "
-                           f"{reason(err)}") from None
+        raise WeightsError(
+            f"{source}: the hyper-parameters lack the network size {reason(err)}"
+        ) from None
 
 
 def recorded_args(metadata: Mapping[str, Any]) -> dict | None:
@@ -79,16 +80,13 @@ class _HparamsLoader(yaml.SafeLoader):
 
 
 def _easydict(loader: _HparamsLoader, node: yaml.Node) -> dict:
-    fields = loader.construct_mapping(node, deep=True) if isinstance(
-        node, yaml.MappingNode) else {}
+    fields = loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode) else {}
     items = fields.get("dictitems", {})
     return items if isinstance(items, dict) else {}
 
 
-_HparamsLoader.add_constructor("tag:yaml.org,2002:python/object/new:easydict.EasyDict",
-                               _easydict)
-_HparamsLoader.add_constructor("tag:yaml.org,2002:python/tuple",
-                               yaml.SafeLoader.construct_yaml_seq)
+_HparamsLoader.add_constructor("tag:yaml.org,2002:python/object/new:easydict.EasyDict", _easydict)
+_HparamsLoader.add_constructor("tag:yaml.org,2002:python/tuple", yaml.SafeLoader.construct_yaml_seq)
 
 
 def read_hparams(path: str | Path, where: str) -> Any:
@@ -104,8 +102,9 @@ def _lit_args(hparams: Any, where: str) -> dict:
     args = hparams.get("lit_model", {}) if isinstance(hparams, dict) else None
     args = args.get("args") if isinstance(args, dict) else None
     if not isinstance(args, dict):
-        raise WeightsError(f"{where}: not the hparams.yaml of a DiffFuSR SR run "
-                           "(no lit_model.args)")
+        raise WeightsError(
+            f"{where}: not the hparams.yaml of a DiffFuSR SR run (no lit_model.args)"
+        )
     return args
 
 
@@ -117,21 +116,27 @@ def config_from_shapes(state: Mapping[str, torch.Tensor], source: str) -> DiffFu
 
     def shape(key: str, size: str) -> torch.Size:
         if key not in state:
-            raise WeightsError(f"{source}: no network sizes recorded and none inferable from "
-                               f"the tensors: {size} needs {key}, which the weights lack")
+            raise WeightsError(
+                f"{source}: no network sizes recorded and none inferable from "
+                f"the tensors: {size} needs {key}, which the weights lack"
+            )
         return state[key].shape
 
     inner = shape(f"{UNET}first_conv_x.weight", "the U-Net width")[0]
     folded = shape(f"{UNET}first_conv_x.weight", "the fold")[1]
     fold = math.isqrt(folded // 3)
     if 3 * fold * fold != folded:
-        raise WeightsError(f"{source}: the fold cannot be inferred: the U-Net takes {folded} "
-                           "channels, not 3 times a square")
+        raise WeightsError(
+            f"{source}: the fold cannot be inferred: the U-Net takes {folded} "
+            "channels, not 3 times a square"
+        )
     levels = _levels(state, source)
     blocks = {len(level) for level in levels}
     if len(blocks) != 1:
-        raise WeightsError(f"{source}: the blocks per level cannot be inferred: the U-Net's "
-                           f"levels hold {sorted(blocks)} blocks")
+        raise WeightsError(
+            f"{source}: the blocks per level cannot be inferred: the U-Net's "
+            f"levels hold {sorted(blocks)} blocks"
+        )
     encoder = {m[1] for k in state if (m := re.match(r"encoder\.body\.(\d+)\.", k))}
     features = shape("encoder.conv_first.weight", "the encoder width")[0]
     unet = UNetConfig(
@@ -142,8 +147,10 @@ def config_from_shapes(state: Mapping[str, torch.Tensor], source: str) -> DiffFu
         fold=fold,
     )
     if features != 64 or not encoder:
-        raise WeightsError(f"{source}: not the spatial encoder DiffFuSR's U-Net reads "
-                           f"({features} features, {len(encoder)} blocks)")
+        raise WeightsError(
+            f"{source}: not the spatial encoder DiffFuSR's U-Net reads "
+            f"({features} features, {len(encoder)} blocks)"
+        )
     timesteps = shape("diffusion.alphas_cumprod", "the schedule length")[0]
     return DiffFuSRConfig(unet=unet, encoder_blocks=len(encoder), timesteps=timesteps)
 
@@ -162,9 +169,12 @@ def _levels(state: Mapping[str, torch.Tensor], source: str) -> list[list[tuple[i
         elif f"{block}conv.weight" in state:
             levels.append([])
         else:
-            raise WeightsError(f"{source}: the U-Net levels cannot be inferred: {block}* is "
-                               "neither a residual block nor a downsampling")
+            raise WeightsError(
+                f"{source}: the U-Net levels cannot be inferred: {block}* is "
+                "neither a residual block nor a downsampling"
+            )
     if not levels[0]:
-        raise WeightsError(f"{source}: the U-Net levels cannot be inferred: no residual "
-                           f"blocks under {UNET}downs")
+        raise WeightsError(
+            f"{source}: the U-Net levels cannot be inferred: no residual blocks under {UNET}downs"
+        )
     return levels
