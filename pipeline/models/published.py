@@ -55,13 +55,18 @@ class Checkpoint:
         return f"{self.run}/{self.file}"
 
     @property
-    def source(self) -> str:
-        return f"hf://{HUB_REPO}/{self.path}"
-
-    @property
     def hparams(self) -> str:
         """The run's ``hparams.yaml``: the network sizes, when the checkpoint lacks them."""
-        return f"hf://{HUB_REPO}/{self.run}/hparams.yaml"
+        return f"{self.run}/hparams.yaml"
+
+    @property
+    def source(self) -> str:
+        return hub_reference(self.path)
+
+
+def hub_reference(path: str) -> str:
+    """The ``hf://`` reference of a file of the authors' repository."""
+    return f"hf://{HUB_REPO}/{path}"
 
 
 _SR = "logs/blindsrsnf_aniso_{}_large/version_{}"

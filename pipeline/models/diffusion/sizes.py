@@ -21,7 +21,7 @@ import yaml
 from pipeline.errors import reason
 from pipeline.models.diffusion.network import DiffFuSRConfig
 from pipeline.models.diffusion.unet import UNetConfig
-from pipeline.models.published import published
+from pipeline.models.published import hub_reference, published
 from pipeline.models.weights import WeightsError, load_state_dict, resolve, sibling
 
 #: Where a training run's hyper-parameters are, from its checkpoint: Lightning writes
@@ -62,7 +62,7 @@ def hparams_args(source: str) -> dict | None:
     """``lit_model.args`` of the first ``hparams.yaml`` found for the weights at ``source``;
     a file that is there but unreadable is refused, not skipped."""
     checkpoint = published(source)
-    candidates = [checkpoint.hparams] if checkpoint else []
+    candidates = [hub_reference(checkpoint.hparams)] if checkpoint else []
     candidates += [s for s in (sibling(source, h) for h in HPARAMS) if s is not None]
     for where in dict.fromkeys(candidates):
         try:
