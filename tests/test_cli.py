@@ -127,6 +127,9 @@ BAD_INPUTS = {
     "hub weights offline": (lambda t: ["--rgb-model", "difffusr", "--weights",
                                        "hf://some-org/some-repo/w.safetensors"],
                             "cannot reach the Hugging Face hub"),
+    "unknown weights name": (lambda t: ["--rgb-model", "difffusr", "--weights", "naip-harmonised"],
+                             "unknown weights name 'naip-harmonised' for difffusr: the names "
+                             "are naip-harm, naip, worldstrat, demo"),
     "missing weights": (lambda t: ["--rgb-model", "difffusr", "--weights",
                                    str(t / "none.safetensors")], "weights not found"),
     "weights of another model": (lambda t: ["--rgb-model", "difffusr", "--weights",

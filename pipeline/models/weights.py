@@ -464,14 +464,18 @@ def _sr_parts(checkpoint: dict[str, Any], src: str) -> tuple[dict[str, torch.Ten
     if not isinstance(state, Mapping) or not isinstance(args, dict):
         raise WeightsError(f"{src} is not a Lightning checkpoint of the DiffFuSR SR model "
                            "(no state_dict or no hyper_parameters.lit_model.args)")
+    if missing := missing_sr_parts(state):
+        raise WeightsError(f"{src} is not a DiffFuSR SR checkpoint: no {', '.join(missing)}")
+    return dict(state), args
+
+
+def missing_sr_parts(state: Mapping[str, torch.Tensor]) -> list[str]:
+    """The parts of the DiffFuSR SR model a state dict lacks (none for SR weights)."""
     needs = {"U-Net (ema./model.)": ("ema.", "model."), "encoder.": ("encoder.",),
              "E.encoder_q.": ("E.encoder_q.",)}
     missing = [name for name, starts in needs.items() if not any(k.startswith(starts)
                                                                  for k in state)]
-    missing += [k for k in SCHEDULE_KEYS if k not in state]
-    if missing:
-        raise WeightsError(f"{src} is not a DiffFuSR SR checkpoint: no {', '.join(missing)}")
-    return dict(state), args
+    return missing + [k for k in SCHEDULE_KEYS if k not in state]
 
 
 def _get(tree: Any, *keys: str) -> Any:

@@ -22,7 +22,13 @@ from pipeline.errors import reason
 from pipeline.models.diffusion.network import DiffFuSRConfig
 from pipeline.models.diffusion.unet import UNetConfig
 from pipeline.models.published import hub_reference, published
-from pipeline.models.weights import WeightsError, load_state_dict, resolve, sibling
+from pipeline.models.weights import (
+    WeightsError,
+    load_state_dict,
+    missing_sr_parts,
+    resolve,
+    sibling,
+)
 
 #: Where a training run's hyper-parameters are, from its checkpoint: Lightning writes
 #: ``hparams.yaml`` into the run folder and checkpoints into a folder below it.
@@ -34,6 +40,8 @@ UNET = "ema."
 def network_config(source: str, path: str | Path) -> DiffFuSRConfig:
     """The sizes of the network the weights at ``path`` (fetched from ``source``) fit."""
     state, metadata = load_state_dict(path)
+    if missing := missing_sr_parts(state):  # a model error, not a question of sizes
+        raise ValueError(f"{source} is not a DiffFuSR SR checkpoint: no {', '.join(missing)}")
     args = recorded_args(metadata)
     if args is None:
         args = hparams_args(source)
