@@ -21,7 +21,12 @@ from pipeline.errors import WeightsError
 from pipeline.models.diffusion.network import DiffFuSRConfig
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.models.diffusion.sizes import config_from_shapes, network_config
-from pipeline.models.weights import load_state_dict, sibling
+from pipeline.models.weights import (
+    convert_lightning_checkpoint,
+    load_state_dict,
+    sibling,
+    tensor_shapes,
+)
 from tests.conftest import FIXTURES
 from tests.products import region
 
@@ -142,15 +147,15 @@ def test_the_paper_sizes_from_the_published_key_listing():
     """The key listing of the paper's SR model (random weights, shapes only) gives the
     paper's configuration, five levels with attention at the deepest."""
     listing = json.loads((FIXTURES / "sr_large_keys.json").read_text())["keys"]
-    state = {row["key"]: torch.empty(row["shape"], device="meta") for row in listing}
-    assert config_from_shapes(state, "large") == DiffFuSRConfig()
+    shapes = {row["key"]: row["shape"] for row in listing}
+    assert config_from_shapes(shapes, "large") == DiffFuSRConfig()
 
 
 def test_a_size_that_cannot_be_inferred_is_named(sr_without_hparams):
-    state, _ = load_state_dict(sr_without_hparams[0])
-    del state["ema.first_conv_x.weight"]
+    shapes, _ = tensor_shapes(sr_without_hparams[0])
+    del shapes["ema.first_conv_x.weight"]
     with pytest.raises(WeightsError) as err:
-        config_from_shapes(state, "w.ckpt")
+        config_from_shapes(shapes, "w.ckpt")
     assert one_line(err) == (
         "w.ckpt: no network sizes recorded and none inferable from the "
         "tensors: the U-Net width needs ema.first_conv_x.weight, which "
@@ -197,3 +202,12 @@ def test_cli_corrupt_hparams_yaml_is_one_line_and_exit_2(tmp_path, sr_without_hp
         f"error: {checkpoint.parent.parent / 'hparams.yaml'}: not a readable hparams.yaml"
     )
     assert done.stderr.count("\n") == 1
+
+
+def test_tensor_shapes_read_no_data_and_agree_with_the_tensors(tmp_path):
+    converted = convert_lightning_checkpoint(ORIGINAL, tmp_path / "sr.safetensors").path
+    for path in (ORIGINAL, converted):
+        shapes, metadata = tensor_shapes(path)
+        state, recorded = load_state_dict(path)
+        assert shapes == {k: tuple(v.shape) for k, v in state.items()}
+        assert metadata == recorded

@@ -368,14 +368,28 @@ def _kind(path: str | Path) -> str | None:
     return None
 
 
-def _read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _read_safetensors(
+    path: str | Path, data: bool = True
+) -> tuple[dict[str, torch.Tensor | tuple[int, ...]], dict[str, Any]]:
+    """Tensors (or, without ``data``, only their shapes) and decoded metadata."""
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            read = f.get_tensor if data else (lambda k: tuple(f.get_slice(k).get_shape()))
+            tensors = {k: read(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
             metadata = f.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise WeightsError(f"{path}: unreadable safetensors file: {reason(err)}") from None
     return tensors, {k: _decode(v) for k, v in metadata.items()}
+
+
+def tensor_shapes(path: str | Path) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
+    """The shape of every tensor of a local weight file, and its metadata, as
+    :func:`load_state_dict` gives them, without reading the tensors' data (a safetensors
+    header; a PyTorch checkpoint memory-mapped)."""
+    if _kind(path) == "safetensors":
+        return _read_safetensors(path, data=False)
+    state, metadata = load_state_dict(path)
+    return {k: tuple(v.shape) for k, v in state.items()}, metadata
 
 
 def _decode(value: str) -> Any:
@@ -469,8 +483,9 @@ def _sr_parts(checkpoint: dict[str, Any], src: str) -> tuple[dict[str, torch.Ten
     return dict(state), args
 
 
-def missing_sr_parts(state: Mapping[str, torch.Tensor]) -> list[str]:
-    """The parts of the DiffFuSR SR model a state dict lacks (none for SR weights)."""
+def missing_sr_parts(state: Mapping[str, object]) -> list[str]:
+    """The parts of the DiffFuSR SR model a state dict (or its shapes) lacks (none for SR
+    weights)."""
     needs = {"U-Net (ema./model.)": ("ema.", "model."), "encoder.": ("encoder.",),
              "E.encoder_q.": ("E.encoder_q.",)}
     missing = [name for name, starts in needs.items() if not any(k.startswith(starts)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from pipeline.errors import reason
@@ -24,10 +23,10 @@ from pipeline.models.diffusion.unet import UNetConfig
 from pipeline.models.published import hub_reference, published
 from pipeline.models.weights import (
     WeightsError,
-    load_state_dict,
     missing_sr_parts,
     resolve,
     sibling,
+    tensor_shapes,
 )
 
 #: Where a training run's hyper-parameters are, from its checkpoint: Lightning writes
@@ -39,14 +38,14 @@ UNET = "ema."
 
 def network_config(source: str, path: str | Path) -> DiffFuSRConfig:
     """The sizes of the network the weights at ``path`` (fetched from ``source``) fit."""
-    state, metadata = load_state_dict(path)
-    if missing := missing_sr_parts(state):  # a model error, not a question of sizes
+    shapes, metadata = tensor_shapes(path)
+    if missing := missing_sr_parts(shapes):  # a model error, not a question of sizes
         raise ValueError(f"{source} is not a DiffFuSR SR checkpoint: no {', '.join(missing)}")
     args = recorded_args(metadata)
     if args is None:
         args = hparams_args(source)
     if args is None:
-        return config_from_shapes(state, source)
+        return config_from_shapes(shapes, source)
     try:
         return DiffFuSRConfig.from_lit_args(args)
     except (KeyError, TypeError) as err:
@@ -116,19 +115,19 @@ def _lit_args(hparams: Any, where: str) -> dict:
     return args
 
 
-def config_from_shapes(state: Mapping[str, torch.Tensor], source: str) -> DiffFuSRConfig:
+def config_from_shapes(shapes: Mapping[str, Sequence[int]], source: str) -> DiffFuSRConfig:
     """The sizes read off the tensors: the U-Net's width from its first convolution, its
     levels, blocks per level and attention from the layout of ``ema.downs``, the encoder's
     blocks from ``encoder.body``, the schedule's length from its buffers. The RGB model's 3
     channels in and out and its ×4 scale are the model's own."""
 
-    def shape(key: str, size: str) -> torch.Size:
-        if key not in state:
+    def shape(key: str, size: str) -> Sequence[int]:
+        if key not in shapes:
             raise WeightsError(
                 f"{source}: no network sizes recorded and none inferable from "
                 f"the tensors: {size} needs {key}, which the weights lack"
             )
-        return state[key].shape
+        return shapes[key]
 
     inner = shape(f"{UNET}first_conv_x.weight", "the U-Net width")[0]
     folded = shape(f"{UNET}first_conv_x.weight", "the fold")[1]
@@ -138,14 +137,14 @@ def config_from_shapes(state: Mapping[str, torch.Tensor], source: str) -> DiffFu
             f"{source}: the fold cannot be inferred: the U-Net takes {folded} "
             "channels, not 3 times a square"
         )
-    levels = _levels(state, source)
+    levels = _levels(shapes, source)
     blocks = {len(level) for level in levels}
     if len(blocks) != 1:
         raise WeightsError(
             f"{source}: the blocks per level cannot be inferred: the U-Net's "
             f"levels hold {sorted(blocks)} blocks"
         )
-    encoder = {m[1] for k in state if (m := re.match(r"encoder\.body\.(\d+)\.", k))}
+    encoder = {m[1] for k in shapes if (m := re.match(r"encoder\.body\.(\d+)\.", k))}
     features = shape("encoder.conv_first.weight", "the encoder width")[0]
     unet = UNetConfig(
         inner_channel=inner,
@@ -163,18 +162,18 @@ def config_from_shapes(state: Mapping[str, torch.Tensor], source: str) -> DiffFu
     return DiffFuSRConfig(unet=unet, encoder_blocks=len(encoder), timesteps=timesteps)
 
 
-def _levels(state: Mapping[str, torch.Tensor], source: str) -> list[list[tuple[int, bool]]]:
+def _levels(shapes: Mapping[str, Sequence[int]], source: str) -> list[list[tuple[int, bool]]]:
     """The U-Net's down path as levels of (output channels, has attention) per block:
     ``downs.0`` is the input convolution, then residual blocks, a downsampling convolution
     after every level but the last."""
-    indices = sorted({int(m[1]) for k in state if (m := re.match(rf"{UNET}downs\.(\d+)\.", k))})
+    indices = sorted({int(m[1]) for k in shapes if (m := re.match(rf"{UNET}downs\.(\d+)\.", k))})
     levels: list[list[tuple[int, bool]]] = [[]]
     for i in indices[1:]:
         block = f"{UNET}downs.{i}."
-        if f"{block}res_block.block1.block.3.weight" in state:
-            channels = state[f"{block}res_block.block1.block.3.weight"].shape[0]
-            levels[-1].append((channels, f"{block}attn.qkv.weight" in state))
-        elif f"{block}conv.weight" in state:
+        if f"{block}res_block.block1.block.3.weight" in shapes:
+            channels = shapes[f"{block}res_block.block1.block.3.weight"][0]
+            levels[-1].append((channels, f"{block}attn.qkv.weight" in shapes))
+        elif f"{block}conv.weight" in shapes:
             levels.append([])
         else:
             raise WeightsError(
