@@ -285,3 +285,34 @@ def test_cli_demo_weights_on_other_data_warn(tmp_path):
     ) in done.stderr
     on_demo = region("--rgb-model", "difffusr", "--dry-run", "--out", str(tmp_path / "x.zarr"))
     assert on_demo.returncode == 0 and "warning" not in on_demo.stderr
+
+
+def test_benchmark_takes_the_names(hub, published, tmp_path, capsys):
+    from flows.benchmark import main
+
+    code = main(
+        [
+            "--rgb-models",
+            "difffusr",
+            "--fusion-models",
+            "difffusr-fusion",
+            "--weights",
+            "naip-harm",
+            "--fusion-weights",
+            "gsd-v35",
+            "--steps",
+            "1",
+            "--max-images",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 0
+    stderr = capsys.readouterr().err
+    for name in ("naip-harm", "gsd-v35"):
+        assert f"weights {name}: sha256 {sha256_of(published[name])}" in stderr
+    report = (tmp_path / "out" / "benchmark.md").read_text()
+    assert f"weights naip-harm sha256 {sha256_of(published['naip-harm'])[:12]}…" in report
