@@ -59,13 +59,10 @@ def _build_network(path: str, config: DiffFuSRConfig, compile: bool = False) -> 
     return net
 
 
-def load_network(
-    path: str, device: str, compile: bool, sha256: str | None = None, source: str | None = None
-) -> DiffFuSR:
+def load_network(path: str, device: str, compile: bool, sha256: str | None = None) -> DiffFuSR:
     """The network of a local weight file on ``device``, built once per process and file
-    version (``sha256`` is part of the cache key, so a replaced file is loaded again);
-    ``source``, where the file came from, is where to look for its sizes if it lacks them."""
-    config = network_config(source or path, path)
+    version (``sha256`` is part of the cache key, so a replaced file is loaded again)."""
+    config = network_config(path, path)
     return resident_network(_build_network, path, device, sha256, config, compile)
 
 
