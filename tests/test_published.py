@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from pipeline.errors import WeightsError
 from pipeline.models import weights as weights_module
@@ -31,7 +32,7 @@ from pipeline.models.published import (
     weight_source,
 )
 from tests.conftest import FIXTURES, Hub
-from tests.products import region
+from tests.products import SMALL_AOI, region, write
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [(model, name) for model, named in PUBLISHED.items() for name in named]
@@ -316,3 +317,35 @@ def test_benchmark_takes_the_names(hub, published, tmp_path, capsys):
         assert f"weights {name}: sha256 {sha256_of(published[name])}" in stderr
     report = (tmp_path / "out" / "benchmark.md").read_text()
     assert f"weights naip-harm sha256 {sha256_of(published['naip-harm'])[:12]}…" in report
+
+
+def test_a_run_on_other_data_samples_with_the_published_weights_on_its_workers(
+    hub, published, tmp_path
+):
+    """The workers fetch the named weights again, each in its own process, from the hub."""
+    out = tmp_path / "product.zarr"
+    done = region(
+        "--stac",
+        other_catalog(tmp_path),
+        "--start",
+        "2023-01-01",
+        "--end",
+        "2023-01-31",
+        "--aoi",
+        write(tmp_path, "small.geojson", SMALL_AOI),
+        "--rgb-model",
+        "difffusr",
+        "--steps",
+        "1",
+        "--workers",
+        "1",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    path = PUBLISHED["difffusr"]["naip-harm"].path
+    assert hub.requests().count(f"HEAD {path}") >= 2  # the run, then its worker
+    assert hub.requests().count(f"GET {path}") == 1  # one download, in the shared cache
+    ds = xr.open_zarr(out)
+    assert ds.attrs["recipe"]["rgb_model_sha256"] == sha256_of(published["naip-harm"])
+    assert np.isfinite(ds.reflectance.sel(band="B04").values).any()
