@@ -1,14 +1,17 @@
 """Speed of the DiffFuSR fusion networks, and the radiometric consistency of the fusion stage.
 
-    python benchmarks/fusion.py [--weights FILE [--sha256 HEX]] [--configs small paper]
+    python benchmarks/fusion.py [--weights FILE [--sha256 HEX]] [--configs small paper mtf]
         [--device cpu cuda] [--tile 48 18] [--repeats 1] [--threads N] [--crop N]
         [--block-size N] [--out PATH]
 
 Throughput: each group network (10, 20, 60 m) alone on one tile of ``--tile`` 10 m pixels,
 i.e. (4·tile)² output pixels at 2.5 m, from random normalised inputs; then the whole model call
-(native grids, bilinear lifts, the three networks, the consistency correction) on the same
-tile. FLOPs are counted by PyTorch's FlopCounterMode on meta tensors (convolutions at 2 FLOPs
-per multiply-accumulate; attention pooling, activations and resizing not counted).
+(bilinear lifts, the three networks, the consistency correction) on the same tile. Both
+generations of the networks: ``small`` and ``paper`` are the first (RRDB), ``mtf`` the second
+(MTF-guided detail injection) at its published sizes. FLOPs are counted by PyTorch's
+FlopCounterMode on a meta-tensor copy of the timed network (convolutions at 2 FLOPs per
+multiply-accumulate; pooling, activations, element-wise arithmetic and resizing not counted),
+per group and for all three together, i.e. per output pixel of all 12 bands.
 
 Consistency: the fusion model on the demo composite (bicubic RGB as the guide), without and
 with the guarantee: per band, the mean and max |mean of the 2.5 m band over a native pixel's
@@ -23,6 +26,7 @@ hardest case for consistency, since nothing taught them to keep the input's radi
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -54,16 +58,23 @@ from pipeline.models.fusion.model import (
     make_consistent,
     native_grids,
 )
-from pipeline.models.fusion.network import FUSION_GROUPS, FusionNetwork, FusionRRDBNet
+from pipeline.models.fusion.mtf import MTFFusionNetwork
+from pipeline.models.fusion.network import FUSION_GROUPS, FusionNetwork, GroupedFusion
 from pipeline.models.fusion.weights import save_fusion_network
 from pipeline.region import RegionRequest, plan_region
 from pipeline.resample import upsample_cubic
 from pipeline.superresolve import SuperResolver
 
 SEED = 0
-#: (features, blocks, growth): the training preset ``small`` and the paper's sizes.
-CONFIGS = {"small": (16, 1, 8), "paper": (64, 5, 32)}
-DEFAULT_TILES = {"small": 48, "paper": 18}
+#: (generation, features, blocks, growth): the first generation's training preset ``small``
+#: and the paper's sizes; the second generation at its published sizes (nf 32, gc 16, and
+#: nb 3, which builds nb // 2 = 1 RRDB).
+CONFIGS: dict[str, tuple[type[GroupedFusion], int, int, int]] = {
+    "small": (FusionNetwork, 16, 1, 8),
+    "paper": (FusionNetwork, 64, 5, 32),
+    "mtf": (MTFFusionNetwork, 32, 1, 16),
+}
+DEFAULT_TILES = {"small": 48, "paper": 18, "mtf": 24}
 
 
 def parse_args() -> argparse.Namespace:
@@ -71,12 +82,13 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--weights", help="fusion weight file to time (default: random weights of "
                    "each --configs size)")
     p.add_argument("--sha256", help="refuse --weights whose sha256 differs")
-    p.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=["small", "paper"],
-                   help="random-weight sizes to time without --weights (default: small paper)")
+    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
+                   help="random-weight networks to time without --weights (default: small "
+                   "paper mtf)")
     p.add_argument("--device", nargs="+",
                    default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     p.add_argument("--tile", type=int, nargs="+", help="tile side in 10 m pixels, one per "
-                   "config, a multiple of 6 (default: 48 small, 18 paper; 96 on cuda)")
+                   "config, a multiple of 6 (default: 48 small, 18 paper, 24 mtf; 96 on cuda)")
     p.add_argument("--repeats", type=int, default=1, help="timed runs after a warm-up (median)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
     p.add_argument("--crop", type=int, default=0, help="consistency on the composite's "
@@ -105,33 +117,33 @@ def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
     return statistics.median(seconds)
 
 
-def group_flops(features: int, blocks: int, growth: int, side: int) -> dict[str, int]:
-    """Counted FLOPs of each group network on a side × side output, shapes only."""
+def group_flops(net: GroupedFusion, side: int) -> dict[str, int]:
+    """Counted FLOPs of each group network of ``net`` on a side × side output, on a
+    meta-tensor copy (shapes only)."""
+    meta = copy.deepcopy(net).to("meta")
     flops = {}
     for g in FUSION_GROUPS:
-        with torch.device("meta"):
-            net = FusionRRDBNet(len(RGB_BANDS), len(g.inputs), len(g.outputs),
-                                features, blocks, growth).eval()
-            guide = torch.empty(1, 3, side, side)
-            ms = torch.empty(1, len(g.inputs), side, side)
+        guide = torch.empty(1, len(RGB_BANDS), side, side, device="meta")
+        ms = torch.empty(1, len(meta.ms_bands(g.name)), side, side, device="meta")
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
-            net(guide, ms)
+            meta.group_forward(g.name, guide, ms)
         flops[g.name] = counter.get_total_flops()
     return flops
 
 
 def throughput(model: DiffFuSRFusion, tile: int, repeats: int) -> dict[str, Any]:
     """Output pixels per second of each group network and of the whole model call."""
-    net: FusionNetwork = model._network()
+    net = model._network()
     device = next(net.parameters()).device
     side = SCALE * tile
     generator = torch.Generator().manual_seed(SEED)
     guide = torch.randn(1, 3, side, side, generator=generator).to(device)
     groups = {}
-    flops = group_flops(net.features, net.blocks, net.growth, side)
+    flops = group_flops(net, side)
     with torch.inference_mode():
         for g in FUSION_GROUPS:
-            ms = torch.randn(1, len(g.inputs), side, side, generator=generator).to(device)
+            channels = len(net.ms_bands(g.name))
+            ms = torch.randn(1, channels, side, side, generator=generator).to(device)
             seconds = timed(lambda g=g, ms=ms: net.group_forward(g.name, guide, ms), repeats,
                             device)
             groups[g.name] = {
@@ -145,6 +157,7 @@ def throughput(model: DiffFuSRFusion, tile: int, repeats: int) -> dict[str, Any]
     rgb = upsample_cubic(bands[RGB_INDEX], SCALE)
     seconds = timed(lambda: model(bands, rgb, (0, 0)), repeats, device)
     return {"tile": tile, "output_px": side * side, "groups": groups,
+            "mflop_per_output_px": sum(flops.values()) / side / side / 1e6,
             "model_call": {"seconds": seconds, "output_px_per_s": side * side / seconds}}
 
 
@@ -167,7 +180,7 @@ def consistency(model: DiffFuSRFusion, image: np.ndarray) -> dict[str, Any]:
     natives = native_grids(image)
     rgb = upsample_cubic(image[RGB_INDEX], SCALE)
     start = time.perf_counter()
-    fused = model.fuse(natives, rgb)  # one network pass serves both rows
+    fused = model.fuse(image, rgb)  # one network pass serves both rows
     seconds = time.perf_counter() - start
     raw = np.empty((12, *rgb.shape[1:]), np.float32)
     raw[RGB_INDEX] = rgb
@@ -215,7 +228,8 @@ def rgb_stack(rgb: np.ndarray) -> np.ndarray:
 
 def random_model(config: str, folder: Path, device: str) -> DiffFuSRFusion:
     torch.manual_seed(SEED)
-    path = save_fusion_network(FusionNetwork(*CONFIGS[config]), folder / f"{config}.safetensors")
+    network, *sizes = CONFIGS[config]
+    path = save_fusion_network(network(*sizes), folder / f"{config}.safetensors")
     return DiffFuSRFusion(weights=str(path.path), device=device)
 
 
@@ -231,6 +245,8 @@ def print_throughput(label: str, result: dict[str, Any]) -> None:
     call = result["model_call"]
     print(f"{'whole model call':<22} {call['seconds']:8.3f} "
           f"{call['output_px_per_s'] / 1e3:9.2f}")
+    print(f"all three groups: {result['mflop_per_output_px']:.2f} MFLOP per output pixel "
+          "(all 12 bands)")
 
 
 def print_consistency(result: dict[str, Any]) -> None:
@@ -272,12 +288,14 @@ def main() -> None:
                 net = model._network()
                 tile = (args.tile[i] if args.tile and i < len(args.tile)
                         else 96 if device == "cuda" else DEFAULT_TILES.get(name, 48))
-                label = (f"{name} ({net.features}/{net.blocks}/{net.growth}) on "
-                         f"{machine(torch.device(device))}, threads {torch.get_num_threads()}")
+                label = (f"{name} (generation {net.generation}, {net.features}/{net.blocks}/"
+                         f"{net.growth}) on {machine(torch.device(device))}, "
+                         f"threads {torch.get_num_threads()}")
                 run = throughput(model, tile, args.repeats)
                 print_throughput(label, run)
                 result["runs"].append({
                     "config": name, "device": machine(torch.device(device)),
+                    "generation": net.generation,
                     "sizes": {"features": net.features, "blocks": net.blocks,
                               "growth": net.growth},
                     "weights": args.weights or f"random, seed {SEED}",

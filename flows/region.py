@@ -29,6 +29,7 @@ from pipeline.finish import finish_product
 from pipeline.grid import read_aoi
 from pipeline.models import FUSION_MODELS, RGB_MODELS
 from pipeline.models.published import default_weights, describe, names
+from pipeline.quality.verdict import warning_line
 from pipeline.region import RegionRequest, plan_region, run_tiles
 from pipeline.store import ProductStore
 
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.write(f"tile {key} failed: {error}; retrying in {delay:g} s", file=sys.stderr)
 
             summary = run_tiles(plan, store, client, on_progress=progress, on_retry=retrying)
-        finish_product(plan, store, client, summary)
+        quality = finish_product(plan, store, client, summary)
     elapsed = time.perf_counter() - started
     print(
         f"{len(summary.done)} tiles written, {len(summary.skipped)} already finished, "
@@ -168,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
     if summary.done or summary.skipped:
         print(f"product: {out}")
         print(f"open it in Python: import xarray as xr; ds = xr.open_zarr({out!r})")
+    warning = warning_line(quality)
+    if warning:  # the last line, where nobody can miss it
+        print(warning, file=sys.stderr)
     return 1 if summary.failed else 0
 
 

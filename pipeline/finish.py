@@ -4,6 +4,7 @@ and the STAC files, in that order, while the Dask cluster is still up."""
 from __future__ import annotations
 
 from pathlib import PurePosixPath
+from typing import Any
 
 from distributed import Client
 
@@ -13,8 +14,11 @@ from pipeline.region import Plan, RunSummary
 from pipeline.store import ProductStore
 
 
-def finish_product(plan: Plan, store: ProductStore, client: Client, summary: RunSummary) -> None:
-    """Bring the product's derived parts up to date with its tiles, then consolidate.
+def finish_product(
+    plan: Plan, store: ProductStore, client: Client, summary: RunSummary
+) -> dict[str, Any]:
+    """Bring the product's derived parts up to date with its tiles, then consolidate; return
+    the product quality summary it wrote (with the verdict), so the caller can report it.
 
     Each step redoes only what changed: overview shards whose tiles were rewritten, and the
     small metadata (summary, attributes, STAC) every time. Overview shards that fail are
@@ -46,3 +50,4 @@ def finish_product(plan: Plan, store: ProductStore, client: Client, summary: Run
         uncertainty=plan.resolver.uncertainty,
     )
     write_stac(store, facts, product_quality)
+    return product_quality

@@ -2,8 +2,8 @@
 
 Both files live inside the product, in ``stac/``, with relative links and asset hrefs, so the
 product can be copied or moved (locally or between buckets) as one folder and its metadata
-still points at it. The quality summary aggregates the tile markers' summaries; it goes into
-the Item and into the Zarr root attributes.
+still points at it. The quality summary aggregates the tile markers' summaries and gives the
+product's verdict; it goes into the Item and into the Zarr root attributes.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from shapely.geometry import box, mapping
 from pipeline.bands import BANDS
 from pipeline.grid import RESOLUTION, OutputGrid
 from pipeline.overviews import level_count, level_path, level_shape, level_transform
+from pipeline.quality.verdict import verdict
 from pipeline.store import (
     QUALITY_LAYERS,
     SCALE_FACTOR,
@@ -47,7 +48,8 @@ class QualitySummary:
     """Product-level aggregate of the tile summaries, fed one marker at a time.
 
     Fractions and means are weighted by pixels: ``valid_fraction`` and ``mean_clear_count``
-    over all pixels of the finished tiles, the quality means over their pixels with data.
+    over all pixels of the finished tiles, the quality means over their pixels with data. The
+    verdict is judged on the aggregate (:func:`pipeline.quality.verdict.verdict`).
     """
 
     tiles_planned: int
@@ -73,12 +75,13 @@ class QualitySummary:
 
     def as_dict(self) -> dict[str, Any]:
         means = {name: round(total / self._weights[name], 6) for name, total in self._sums.items()}
-        return {
+        summary = {
             "tiles_planned": self.tiles_planned,
             "tiles_done": self.tiles_done,
             "tiles_failed": self.tiles_failed,
             **means,
         }
+        return {**summary, **verdict(summary)}
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,9 @@ def product_item(facts: ProductFacts, quality: dict[str, Any]) -> pystac.Item:
             f"{PREFIX}:software": facts.provenance["software"],
             f"{PREFIX}:recipe": recipe,
             f"{PREFIX}:quality": quality,
+            # The verdict and the share behind it also on their own, for a catalog's filters.
+            f"{PREFIX}:quality_verdict": quality["verdict"],
+            f"{PREFIX}:hallucination_risk_fraction": quality.get("hallucination_risk_fraction"),
             f"{PREFIX}:source_item_ids": [i.id for i in facts.source_items],
         },
     )

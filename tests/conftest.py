@@ -31,6 +31,9 @@ Fixtures (all session-scoped, started lazily the first time a test asks for them
     The SR fixture checkpoint without its hyper-parameters, and its run's ``hparams.yaml``.
 ``demo_product``, ``diffusion_product`` -> :class:`pathlib.Path`
     Products made by the region command (see :mod:`tests.products`), for tests that read them.
+``flagged_product`` -> :class:`tests.products.Made`
+    A product made on ``dask_client``'s cluster with a fusion model known to be bad, and the
+    command's run that made it (its exit code and output).
 
 Asset hrefs given to the STAC fixtures must be absolute (``file:///``, ``s3://``,
 ``http://``).  ``bash scripts/bootstrap.sh --test`` installs everything these need.
@@ -46,7 +49,7 @@ from typing import Any
 
 import pytest
 
-from tests.products import make_demo_product, make_diffusion_product
+from tests.products import Made, make_demo_product, make_diffusion_product, make_flagged_product
 from tests.servers import (
     HubServer,
     PgstacServer,
@@ -249,3 +252,12 @@ def demo_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def diffusion_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small corner of the demo with the diffusion RGB drawn twice (uncertainty layer)."""
     return make_diffusion_product(tmp_path_factory.mktemp("diffusion-product"))
+
+
+@pytest.fixture(scope="session")
+def flagged_product(tmp_path_factory: pytest.TempPathFactory, dask_client: Any) -> Made:
+    """A small corner of the demo made with a colour-casting fusion model: its verdict is a
+    hallucination risk. Read it, never change it: copy it first."""
+    return make_flagged_product(
+        tmp_path_factory.mktemp("flagged-product"), dask_client.scheduler.address
+    )

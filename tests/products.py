@@ -1,8 +1,8 @@
 """The region command as the tests run it, and the products that several test modules read.
 
 Making a product is the slow part of most command tests, so each kind is made once per test
-session (fixtures ``demo_product`` and ``diffusion_product`` in ``conftest.py``); a test that
-changes a product works on a copy.
+session (fixtures ``demo_product``, ``diffusion_product`` and ``flagged_product`` in
+``conftest.py``); a test that changes a product works on a copy.
 """
 
 from __future__ import annotations
@@ -11,6 +11,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from pipeline.bands import REFLECTANCE_BANDS
+from pipeline.models.baselines import GramSchmidt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,9 +32,40 @@ DEMO_TILES = 6
 DIFFUSION = ("--rgb-model", "difffusr", "--steps", "1", "--samples", "2")
 
 
-def region(*args: str) -> subprocess.CompletedProcess:
-    """``python -m flows.region ARGS`` in its own process, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "flows.region", *args],
+#: The name the tests register ``PurpleFusion`` under.
+BAD_FUSION = "purple-cast"
+#: The region command with ``PurpleFusion`` registered first: the command's own ``main``.
+_WITH_BAD_FUSION = (
+    "import sys; from pipeline.models import FUSION_MODELS; "
+    "from tests.products import BAD_FUSION, PurpleFusion; "
+    "FUSION_MODELS[BAD_FUSION] = PurpleFusion; "
+    "from flows.region import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+class PurpleFusion(GramSchmidt):
+    """A fusion model known to be bad: Gram–Schmidt, then a purple cast on every band (B04 and
+    B02 brighter by half, the others darker by 30 %), as RGB weights give on a scene they were
+    not trained on. A model, not a post-processing of the product, so nothing downstream of
+    the models (layers, summary, verdict) knows that it is bad; at the fusion stage, so that no
+    correction of the RGB stage's output can undo the cast."""
+
+    CAST = np.array([1.5 if b in ("B04", "B02") else 0.7 for b in REFLECTANCE_BANDS],
+                    np.float32)[:, None, None]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = BAD_FUSION
+
+    def __call__(self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+        return super().__call__(bands, rgb, origin) * self.CAST
+
+
+def region(*args: str, bad_fusion: bool = False) -> subprocess.CompletedProcess:
+    """``python -m flows.region ARGS`` in its own process, as a user runs it; with
+    ``bad_fusion``, ``PurpleFusion`` is registered as ``--fusion-model purple-cast`` first."""
+    command = ["-c", _WITH_BAD_FUSION] if bad_fusion else ["-m", "flows.region"]
+    return subprocess.run([sys.executable, *command, *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -44,6 +81,7 @@ def make_demo_product(folder: Path) -> Path:
     done = region("--out", str(out), *DEMO_TILING, "--workers", "2")
     assert done.returncode == 0, done.stderr
     assert f"product: {out}" in done.stdout and "xr.open_zarr" in done.stdout
+    assert "warning:" not in done.stderr  # the baselines' verdict is ok
     return out
 
 
@@ -55,3 +93,19 @@ def make_diffusion_product(folder: Path) -> Path:
     assert done.returncode == 0, done.stderr
     assert "rgb=difffusr" in done.stdout
     return out
+
+
+class Made(NamedTuple):
+    """A product and the command's run that made it."""
+
+    out: Path
+    done: subprocess.CompletedProcess
+
+
+def make_flagged_product(folder: Path, scheduler: str) -> Made:
+    """``SMALL_AOI`` with bicubic and ``PurpleFusion``, on the cluster at ``scheduler``."""
+    out = folder / "flagged.zarr"
+    aoi = write(folder, "small.geojson", SMALL_AOI)
+    done = region("--aoi", aoi, "--out", str(out), "--fusion-model", BAD_FUSION,
+                  "--scheduler", scheduler, bad_fusion=True)
+    return Made(out, done)

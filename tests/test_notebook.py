@@ -16,6 +16,7 @@ from nbclient import NotebookClient
 from PIL import Image
 
 from pipeline.quality.layers import CONSISTENCY_LIMIT
+from pipeline.quality.verdict import warning_line
 from tests.products import DEMO_TILES
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "analyst.ipynb"
@@ -27,12 +28,8 @@ REPORT = (
 )
 
 
-@pytest.fixture(scope="module")
-def run(demo_product) -> tuple[Path, nbformat.NotebookNode, dict]:
-    """The demo product, the notebook executed against it and its report."""
-    product = demo_product
-    notebook = nbformat.read(NOTEBOOK, as_version=4)
-    notebook.cells.append(nbformat.v4.new_code_cell(REPORT))
+def execute(notebook: nbformat.NotebookNode, product: Path) -> None:
+    """Run ``notebook`` against ``product`` as Jupyter runs it, from docs/."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("S2SR_PRODUCT", str(product))
         client = NotebookClient(
@@ -40,6 +37,15 @@ def run(demo_product) -> tuple[Path, nbformat.NotebookNode, dict]:
             resources={"metadata": {"path": str(NOTEBOOK.parent)}},
         )
         client.execute()  # raises CellExecutionError on the first cell that fails
+
+
+@pytest.fixture(scope="module")
+def run(demo_product) -> tuple[Path, nbformat.NotebookNode, dict]:
+    """The demo product, the notebook executed against it and its report."""
+    product = demo_product
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(REPORT))
+    execute(notebook, product)
     report = json.loads(_outputs(notebook.cells[-1])[0]["text"])
     return product, notebook, report
 
@@ -61,6 +67,43 @@ def test_the_committed_notebook_has_no_outputs():
     nbformat.validate(notebook)
     code = [c for c in notebook.cells if c.cell_type == "code"]
     assert code and all(not c.outputs and c.execution_count is None for c in code)
+
+
+def _verdict_cell(notebook: nbformat.NotebookNode) -> int:
+    return next(i for i, c in enumerate(notebook.cells) if "warning_line(" in c.source)
+
+
+def _streams(cell: nbformat.NotebookNode) -> dict[str, str]:
+    """What the cell printed, by stream (stdout, stderr)."""
+    printed: dict[str, str] = {}
+    for out in _outputs(cell):
+        if out["output_type"] == "stream":
+            printed[out["name"]] = printed.get(out["name"], "") + out["text"]
+    return printed
+
+
+def test_it_shows_the_verdict_before_anything_else(run):
+    product, notebook, _ = run
+    index = _verdict_cell(notebook)
+    first_image = min(i for i, c in enumerate(notebook.cells)
+                      if any("image/png" in out.get("data", {}) for out in _outputs(c)))
+    assert index < first_image
+    printed = _streams(notebook.cells[index])
+    quality = xr.open_zarr(product).attrs["quality_summary"]
+    assert printed["stdout"].startswith(f"VERDICT: OK: {quality['verdict_reason']}\n")
+    assert "flagged fraction:    0.0\n" in printed["stdout"]
+    assert "stderr" not in printed  # no warning for the baselines
+
+
+def test_it_warns_about_a_flagged_product(flagged_product):
+    """The notebook's first cells, up to the verdict, against a product of a bad model."""
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    del notebook.cells[_verdict_cell(notebook) + 1:]
+    execute(notebook, flagged_product.out)
+    printed = _streams(notebook.cells[-1])
+    quality = xr.open_zarr(flagged_product.out).attrs["quality_summary"]
+    assert printed["stdout"].startswith("VERDICT: HALLUCINATION RISK: 100 % of the product's")
+    assert printed["stderr"] == warning_line(quality) + "\n"
 
 
 def test_it_runs_in_this_environment(run):

@@ -54,7 +54,8 @@ def make_product(url: str, plan: Plan, client: Any) -> ProductStore:
             reflectance = rng.uniform(0.01, 0.5, shape).astype(np.float32)
             count = np.ones(shape[1:], np.uint8)
             store.write_tile(plan.grid, tile, reflectance, count, SUMMARIES[tile.key])
-    finish_product(plan, store, client, RunSummary(failed={"0_1": "RuntimeError: boom"}))
+    quality = finish_product(plan, store, client, RunSummary(failed={"0_1": "RuntimeError: boom"}))
+    assert quality == xr.open_zarr(url).attrs["quality_summary"]  # what it wrote, no second read
     return store
 
 
@@ -142,6 +143,12 @@ def check_product(store: ProductStore, plan: Plan, monkeypatch: pytest.MonkeyPat
     assert summary["mean_consistency"] == round(
         (whole * 0.001 + part / 2 * 0.004) / (whole + part / 2), 6)
     assert summary["hallucination_risk_fraction"] == round(part / 2 * 0.2 / (whole + part / 2), 6)
+    # A fifth of a part tile's pixels flagged is 0.7 % of the product's: under the limit.
+    assert summary["verdict"] == "ok"
+    assert summary["verdict_reason"].startswith("0.7 % of the product's pixels are flagged")
+    assert item.properties["s2sr:quality_verdict"] == "ok"
+    assert item.properties["s2sr:hallucination_risk_fraction"] == summary[
+        "hallucination_risk_fraction"]
     assert ds.attrs["tiles_failed"] == {"0_1": "RuntimeError: boom"}
 
 

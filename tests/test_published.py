@@ -1,9 +1,9 @@
 """The published checkpoints by name, through a hub server on 127.0.0.1 (``hub`` fixture).
 
-The server holds the DiffFuSR repository's layout with the reference fixture's small random
+The server holds the DiffFuSR repository's layout with the reference fixtures' random
 checkpoints at the published paths: ``naip-harm`` without hyper-parameters beside its run's
-``hparams.yaml`` (as the authors publish it), the fusion names a first-generation checkpoint
-(which today's code loads; only name resolution and download are tested for ``gsd-v64``).
+``hparams.yaml`` (as the reference loads it), ``gsd-v64`` a second-generation fusion
+checkpoint at the published sizes, ``gsd-v35`` a small first-generation one.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pipeline.models.diffusion.rgb import DEMO_WEIGHTS as RGB_DEMO
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.models.fusion.model import DEMO_WEIGHTS as FUSION_DEMO
 from pipeline.models.fusion.model import DiffFuSRFusion
+from pipeline.models.fusion.mtf import MTFFusionNetwork
+from pipeline.models.fusion.network import FusionNetwork
 from pipeline.models.published import (
     HUB_REPO,
     PUBLISHED,
@@ -38,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = [(model, name) for model, named in PUBLISHED.items() for name in named]
 FAST = {"steps": 2, "window": 16, "overlap": 4, "batch": 4, "device": "cpu"}
 DEMOS = {"difffusr": RGB_DEMO, "difffusr-fusion": FUSION_DEMO}
+#: A second-generation fusion checkpoint at the published sizes (random weights).
+MTF = FIXTURES.parent / "difffusr-mtf" / "fusion_mtf.ckpt"
 
 
 def sha256_of(path: Path) -> str:
@@ -57,7 +61,7 @@ def published(hub: Hub, sr_without_hparams) -> dict[str, Path]:
     files = {}
     for model, name in NAMES:
         checkpoint = PUBLISHED[model][name]
-        source = {"naip-harm": stripped}.get(name) or FIXTURES / (
+        source = {"naip-harm": stripped, "gsd-v64": MTF}.get(name) or FIXTURES / (
             "sr_small.ckpt" if model == "difffusr" else "fusion_small.ckpt"
         )
         files[name] = hub.put(HUB_REPO, checkpoint.path, source)
@@ -101,8 +105,10 @@ def test_named_weights_build_the_models(hub, published):
     assert f"GET {PUBLISHED['difffusr']['naip-harm'].hparams}" in hub.requests()
     rgb = np.random.default_rng(1).random((3, 16, 16)).astype(np.float32) * 0.3
     assert np.array_equal(model(rgb, (0, 0)), original(rgb, (0, 0)))
-    fusion = DiffFuSRFusion(weights="gsd-v35", device="cpu")
-    assert fusion.weights_sha256 == sha256_of(published["gsd-v35"])
+    for name, generation in (("gsd-v64", MTFFusionNetwork), ("gsd-v35", FusionNetwork)):
+        fusion = DiffFuSRFusion(weights=name, device="cpu")
+        assert fusion.weights_sha256 == sha256_of(published[name])
+        assert isinstance(fusion._network(), generation)
 
 
 def test_demo_by_name_is_the_shipped_file():

@@ -5,8 +5,9 @@ No model is called again: the layers compare the super-resolved tile, averaged b
 one. Each band is averaged back over its own native pixel (10, 20 or 60 m, as the models see
 it: the mean of the 10 m composite over that footprint), because that is all the information
 the input holds about it; comparing a 60 m band at 10 m would count the upsampling's own
-smoothness as an error. The rule that turns the layers into a hallucination-risk flag, and its
-thresholds, are the module constants below (documented in docs/quality.md).
+smoothness as an error. The rule that turns the layers into a hallucination-risk flag, its
+thresholds, and the share of flagged pixels above which a whole product is judged at risk, are
+the module constants below (documented in docs/quality.md).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ RELATIVE_UNCERTAINTY_LIMIT = 0.1
 #: Reflectance under which the relative uncertainty is taken against this value instead, so
 #: that a tiny spread over water or shadow is not a large ratio.
 DARK_REFLECTANCE = 0.02
+#: A product with more than this fraction of its pixels with data flagged gets the verdict
+#: "hallucination risk" (:mod:`pipeline.quality.verdict`).
+FLAGGED_FRACTION_LIMIT = 0.05
 
 #: Bits of the hallucination-risk flag; 0 is "no reason for concern".
 INCONSISTENT, SPECTRAL_DISTORTION, UNCERTAIN = 1, 2, 4
@@ -40,7 +44,9 @@ RISK_FILL = 255
 
 
 def risk_rule() -> dict[str, float]:
-    """The thresholds of the flag, as recorded in the product's recipe and attributes."""
+    """The thresholds of the flag, as recorded in the product's recipe and attributes. The
+    verdict's limit is not among them: it changes no pixel, so a product made before it
+    existed still resumes; the quality summary records it beside the verdict."""
     return {
         "consistency_limit": CONSISTENCY_LIMIT,
         "spectral_angle_limit": SPECTRAL_ANGLE_LIMIT,

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import safe_open
+from torch.nn import functional as F
 
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.noise import position_noise
@@ -133,17 +134,14 @@ class DiffFuSRRGB(PinnedWeights):
         rows, cols = [r + top for r in rows], [c + left for c in cols]
         padded = (rows[-1] + self.window, cols[-1] + self.window)
         lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
-        lr = torch.nn.functional.pad(
-            lr, (left, padded[1] - w - left, top, padded[0] - h - top), mode="replicate")
+        lr = F.pad(lr, (left, padded[1] - w - left, top, padded[0] - h - top), mode="replicate")
         # A window holding nothing but zeros, the fill of no-data pixels, is not sampled: its
         # pixels are no-data in the product anyway and stay at reflectance 0 (−1 in network
         # space).
-        windows = [(y, x) for y in rows for x in cols
-                   if lr[..., y : y + self.window, x : x + self.window].any()]
         corner = (origin[0] - top, origin[1] - left)
         with torch.inference_mode(), self._autocast(device):
-            blend = _Blend(windows, rows, cols, self.window, self.overlap, device)
-            context, degradation = self._condition(net, lr, windows)
+            blend = _Windows(lr, len(rows), len(cols), self.window, self.overlap)
+            context, degradation = self._condition(net, blend.gather(lr, 1))
 
             def denoise(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
                 return self._denoise(net, context, degradation, blend, x, gamma)
@@ -151,8 +149,14 @@ class DiffFuSRRGB(PinnedWeights):
             def noise(stream: int) -> torch.Tensor:
                 return self._noise(stream, corner, padded, device)
 
-            out = ddim_sample(denoise, net.diffusion, noise(0), self.steps, self.eta,
-                              step_noise=lambda k: noise(k + 1))
+            out = ddim_sample(
+                denoise,
+                net.diffusion,
+                noise(0),
+                self.steps,
+                self.eta,
+                step_noise=lambda k: noise(k + 1),
+            )
             out = torch.where(blend.total > 0, out, -1.0)
         out = out[:, :, top * SCALE : (top + h) * SCALE, left * SCALE : (left + w) * SCALE]
         high = net.denormalize(out.float()).cpu().numpy()
@@ -164,16 +168,15 @@ class DiffFuSRRGB(PinnedWeights):
         a GPU, which small batches leave idle."""
         return self.batch or (GPU_BATCH if device.type == "cuda" else CPU_BATCH)
 
-    def _condition(
-        self, net: DiffFuSR, lr: torch.Tensor, windows: list[tuple[int, int]]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _condition(self, net: DiffFuSR, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Spatial context [N, 64, win, win] and degradation embedding [N, 256] of each
-        window, from the window's own LR pixels: a window on the global lattice is then
-        conditioned alike in every block that holds it, which is what joins tiles."""
-        win, batch = self.window, self._batch(lr.device)
-        parts = [net.condition(net.normalize(torch.cat(
-            [lr[..., y : y + win, x : x + win] for y, x in windows[i : i + batch]])))
-            for i in range(0, len(windows), batch)]
+        window, from the window's own LR pixels ``crops`` [N, 3, win, win]: a window on the
+        global lattice is then conditioned alike in every block that holds it, which is what
+        joins tiles."""
+        batch = self._batch(crops.device)
+        parts = [
+            net.condition(net.normalize(crops[i : i + batch])) for i in range(0, len(crops), batch)
+        ]
         if not parts:
             return torch.empty(0), torch.empty(0)
         return torch.cat([c for c, _ in parts]), torch.cat([e for _, e in parts])
@@ -183,30 +186,41 @@ class DiffFuSRRGB(PinnedWeights):
     ) -> torch.Tensor:
         """The block's noise of one stream for every sample [S, 3, 4·H, 4·W], from the global
         position of each pixel: a window's noise is the same crop in every block."""
-        draws = [position_noise(self.seed + s, stream, 3, origin[0] * SCALE, origin[1] * SCALE,
-                                padded[0] * SCALE, padded[1] * SCALE)
-                 for s in range(self.samples)]
+        draws = [
+            position_noise(
+                self.seed + s,
+                stream,
+                3,
+                origin[0] * SCALE,
+                origin[1] * SCALE,
+                padded[0] * SCALE,
+                padded[1] * SCALE,
+            )
+            for s in range(self.samples)
+        ]
         return torch.from_numpy(np.stack(draws)).to(device)
 
     def _denoise(self, net, context, degradation, blend, x, gamma) -> torch.Tensor:
         """x0 of the whole block: every window's prediction, in batches, blended where windows
         overlap. Sampling one block-wide x_t this way (rather than each window on its own)
-        keeps overlapping windows on one trajectory, so no seam forms between them."""
-        hr = self.window * SCALE
-        tiles = [(s, i) for s in range(len(x)) for i in range(len(blend.windows))]
-        total = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        keeps overlapping windows on one trajectory, so no seam forms between them. Windows
+        are cut out and blended back with one tensor operation each, whatever their number."""
+        crops = blend.gather(x, SCALE)  # sample-major: sample s, window i at s·N + i
+        which = torch.arange(len(crops), device=x.device)
+        sample, window = which // blend.count, which % blend.count
         batch = self._batch(x.device)
-        for start in range(0, len(tiles), batch):
-            part = tiles[start : start + batch]
-            where = [blend.windows[i] for _, i in part]
-            crops = torch.stack([x[s, :, y * SCALE : y * SCALE + hr, c * SCALE : c * SCALE + hr]
-                                 for (s, _), (y, c) in zip(part, where, strict=True)])
-            index = [i for _, i in part]
-            x0 = net.ema(crops, gamma[[s for s, _ in part]], context[index],
-                         degradation[index]).float()
-            for (s, i), (y, c), pred in zip(part, where, x0, strict=True):
-                total[s, :, y * SCALE : y * SCALE + hr, c * SCALE : c * SCALE + hr] += (
-                    pred * blend.weights[i])
+        parts = [
+            net.ema(
+                crops[i : i + batch],
+                gamma[sample[i : i + batch]],
+                context[window[i : i + batch]],
+                degradation[window[i : i + batch]],
+            )
+            for i in range(0, len(crops), batch)
+        ]
+        if not parts:
+            return torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+        total = blend.scatter(torch.cat(parts).float(), len(x))
         return total / blend.total.clamp(min=1e-12)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
@@ -228,25 +242,49 @@ def _lattice(origin: int, n: int, window: int, overlap: int) -> list[int]:
     return [k * stride - overlap - origin for k in range(first, last + 1)]
 
 
-class _Blend:
-    """Weights of overlapping windows on the block's 2.5 m grid: 1 in a window's centre,
-    ramping linearly down across each overlap it shares with a neighbour (a window's own
-    outer edge, on the block's border, keeps weight 1). Neighbours' ramps sum to 1."""
+class _Windows:
+    """The block's windows on the lattice: which are sampled (those holding data), their blend
+    weights on the 2.5 m grid, and the gather (unfold) and scatter (fold) of all of them at
+    once. A window's weight is 1 in its centre, ramping linearly down across each overlap it
+    shares with a neighbour (a window's own outer edge, on the block's border, keeps weight
+    1); neighbours' ramps sum to 1."""
 
-    def __init__(
-        self, windows: list[tuple[int, int]], rows: list[int], cols: list[int], window: int,
-        overlap: int, device: torch.device,
-    ) -> None:
-        self.windows = windows
-        by_row = {y: _profile(i, len(rows), window, overlap) for i, y in enumerate(rows)}
-        by_col = {x: _profile(i, len(cols), window, overlap) for i, x in enumerate(cols)}
-        #: Each window's weight, made once: the sampler applies it at every step.
-        self.weights = [torch.outer(by_row[y], by_col[x]).to(device) for y, x in windows]
-        self.total = torch.zeros((rows[-1] + window) * SCALE, (cols[-1] + window) * SCALE,
-                                 device=device)
-        hr = window * SCALE
-        for (y, x), weight in zip(windows, self.weights, strict=True):
-            self.total[y * SCALE : y * SCALE + hr, x * SCALE : x * SCALE + hr] += weight
+    def __init__(self, lr: torch.Tensor, rows: int, cols: int, window: int, overlap: int) -> None:
+        self.window, self.stride, self.lattice = window, window - 2 * overlap, rows * cols
+        self.shape = tuple(lr.shape[-2:])
+        lattice = F.unfold(lr, window, stride=self.stride)  # [1, 3·win², rows·cols]
+        #: Lattice positions (row-major) of the windows that hold any data.
+        self.kept = lattice[0].ne(0).any(0).nonzero()[:, 0]
+        self.count = len(self.kept)
+        by_row = torch.stack([_profile(i, rows, window, overlap) for i in range(rows)])
+        by_col = torch.stack([_profile(j, cols, window, overlap) for j in range(cols)])
+        weights = by_row[:, None, :, None] * by_col[None, :, None, :]
+        #: Each sampled window's weight [N, 1, 4·win, 4·win], made once for every step.
+        self.weights = weights.flatten(0, 1)[self.kept.cpu()][:, None].to(lr.device)
+        self.total = self.scatter(torch.ones_like(self.weights), 1)[0, 0]
+
+    def gather(self, x: torch.Tensor, scale: int) -> torch.Tensor:
+        """The sampled windows of ``x`` [S, C, H·scale, W·scale] as [S·N, C, k, k], k =
+        window·scale, sample-major."""
+        k = self.window * scale
+        patches = F.unfold(x, k, stride=self.stride * scale)[..., self.kept]  # [S, C·k², N]
+        return patches.transpose(1, 2).reshape(-1, x.shape[1], k, k)
+
+    def scatter(self, windows: torch.Tensor, samples: int) -> torch.Tensor:
+        """The weighted sum of ``windows`` [S·N, C, 4·win, 4·win] on the block's 2.5 m grid,
+        [S, C, 4·H, 4·W]."""
+        k = self.window * SCALE
+        weighted = (windows * self.weights.repeat(samples, 1, 1, 1)).reshape(
+            samples, self.count, -1
+        )
+        columns = weighted.new_zeros(samples, self.lattice, weighted.shape[-1])
+        columns[:, self.kept] = weighted
+        return F.fold(
+            columns.transpose(1, 2),
+            (self.shape[0] * SCALE, self.shape[1] * SCALE),
+            k,
+            stride=self.stride * SCALE,
+        )
 
 
 def _profile(index: int, count: int, window: int, overlap: int) -> torch.Tensor:

@@ -5,7 +5,9 @@ pixel's 1, 2×2 or 6×6 10 m pixels, as the Gram–Schmidt baseline does), norma
 upsampled bilinearly from that grid onto the 2.5 m grid (×4, ×8 or ×24, half-pixel centres),
 as training degrades then upsamples; the guide is the RGB stage's 2.5 m output. Each of the
 three group networks (10, 20, 60 m) predicts its bands; B04 B03 B02 stay the RGB stage's
-output, so the 10 m group contributes B08 only.
+output, so the 10 m group contributes B08 only. The second generation of the networks
+(:mod:`pipeline.models.fusion.mtf`) is fed as the reference feeds it instead: every band
+normalised and upsampled bilinearly ×4 from the 10 m block.
 
 With ``consistent`` (the default) each fused band is then corrected so that its mean over
 every native pixel's footprint (4×4, 8×8 or 24×24 output pixels) equals the native input
@@ -23,10 +25,11 @@ import numpy as np
 import torch
 
 from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.models.fusion.mtf import MTFFusionNetwork
 from pipeline.models.fusion.network import (
     FUSION_GROUPS,
     SCALE,
-    FusionNetwork,
+    GroupedFusion,
     denormalize,
     normalize,
     upsample,
@@ -66,7 +69,20 @@ def fusion_halo(blocks: int) -> int:
     return network + MAX_RATIO + MAX_RATIO // 2
 
 
-def _build(path: str) -> FusionNetwork:
+def mtf_halo(net: MTFFusionNetwork) -> int:
+    """The second generation's context in 10 m pixels: its reach through the guide (the
+    longest MTF low-pass, then the detail and refinement convs), or through its MS input
+    (those convs, plus the next 10 m pixel that the bilinear ×4 lift reads), whichever is
+    longer. It has no global pooling, so blocks equal a whole-array run to float rounding."""
+    return max(math.ceil(net.guide_reach / SCALE), math.ceil(net.ms_reach / SCALE) + 1)
+
+
+def network_halo(net: GroupedFusion) -> int:
+    """The context in 10 m pixels that a network of either generation needs."""
+    return mtf_halo(net) if isinstance(net, MTFFusionNetwork) else fusion_halo(net.blocks)
+
+
+def _build(path: str) -> GroupedFusion:
     return load_fusion_network(path)[0]
 
 
@@ -74,9 +90,10 @@ def _build(path: str) -> FusionNetwork:
 class DiffFuSRFusion(PinnedWeights):
     """The fusion stage by DiffFuSR's three group networks.
 
-    ``weights``: a fusion weight file (ours, written by ``save_fusion_network``, or a
-    reference Lightning checkpoint) as a path, fsspec URL or ``hf://`` reference, by
-    default the shipped demo weights;
+    ``weights``: the name of a published checkpoint (``gsd-v64``, ``gsd-v35``, ``demo``; see
+    :mod:`pipeline.models.published`) or a fusion weight file of either generation (ours,
+    written by ``save_fusion_network``, or a reference Lightning checkpoint) as a path,
+    fsspec URL or ``hf://`` reference, by default the shipped demo weights;
     ``sha256`` pins it; ``consistent`` applies the mean-preserving correction.
     """
 
@@ -88,18 +105,19 @@ class DiffFuSRFusion(PinnedWeights):
 
     def __post_init__(self) -> None:
         self._pin(DEMO_WEIGHTS)
-        # A file that is not fusion weights is refused here, once; the halo follows its size.
-        object.__setattr__(self, "_halo", fusion_halo(self._network().blocks))
+        # A file that is not fusion weights is refused here, once; the halo follows its
+        # generation and size.
+        object.__setattr__(self, "_halo", network_halo(self._network()))
 
     @property
     def halo(self) -> int:
         """Context in 10 m pixels: everything within reach of the convolutions (see
-        :func:`fusion_halo`). Channel attention pools over the whole block, so a block's
-        result still depends slightly on the block's extent: blocks are close to a
-        whole-array run, not bit-identical to it."""
+        :func:`network_halo`). In the first generation channel attention pools over the
+        whole block, so a block's result still depends slightly on the block's extent:
+        blocks are close to a whole-array run, not bit-identical to it."""
         return self._halo
 
-    def _network(self) -> FusionNetwork:
+    def _network(self) -> GroupedFusion:
         return self._resident(_build)
 
     def __call__(
@@ -115,7 +133,7 @@ class DiffFuSRFusion(PinnedWeights):
         rgb = np.asarray(rgb, dtype=np.float32)
         natives = native_grids(bands)
         out = np.empty((len(REFLECTANCE_BANDS), h * SCALE, w * SCALE), np.float32)
-        fused = self.fuse(natives, rgb)
+        fused = self.fuse(bands, rgb)
         for band, value in fused.items():
             out[REFLECTANCE_BANDS.index(band)] = value
         out[RGB_INDEX] = rgb
@@ -125,18 +143,18 @@ class DiffFuSRFusion(PinnedWeights):
                 out[i] = make_consistent(out[i], natives[band], SCALE * NATIVE_RATIO[band])
         return out
 
-    def fuse(self, natives: dict[str, np.ndarray], rgb: np.ndarray) -> dict[str, np.ndarray]:
-        """The networks' 2.5 m prediction of every fused band, from each band's native grid
-        and the 2.5 m RGB, before any consistency correction."""
+    def fuse(self, bands: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """The networks' 2.5 m prediction of every fused band, from the (12, h, w) 10 m
+        block and the 2.5 m RGB, before any consistency correction."""
         net = self._network()
         device = next(net.parameters()).device
         with torch.inference_mode():
             guide = normalize(torch.from_numpy(rgb)[None].to(device), RGB_BANDS)
-            up = {b: _lift(natives[b], b, device) for b in REFLECTANCE_BANDS}
+            lifted = _lifted(net, bands, device)
             result: dict[str, np.ndarray] = {}
             for g in FUSION_GROUPS:
                 wanted = [b for b in g.outputs if b in FUSED_BANDS]
-                ms = torch.cat([up[b] for b in g.inputs], 1)
+                ms = net.ms_input(g.name, lifted)
                 pred = denormalize(net.group_forward(g.name, guide, ms), g.outputs)
                 pred = pred[0].float().cpu().numpy()
                 result.update({b: pred[g.outputs.index(b)] for b in wanted})
@@ -149,6 +167,16 @@ def native_grids(bands: np.ndarray) -> dict[str, np.ndarray]:
         b: block_mean(bands[i : i + 1], NATIVE_RATIO[b])[0]
         for i, b in enumerate(REFLECTANCE_BANDS)
     }
+
+
+def _lifted(net: GroupedFusion, bands: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The 12 bands normalised on the 2.5 m grid, [1, 12, 4h, 4w], as each generation is
+    fed: the first (which we train that way) from each band's native grid; the second the
+    reference's way, every band bilinear ×4 from the common 10 m grid."""
+    if isinstance(net, MTFFusionNetwork):
+        return upsample(normalize(torch.from_numpy(bands)[None].to(device)))
+    natives = native_grids(bands)
+    return torch.cat([_lift(natives[b], b, device) for b in REFLECTANCE_BANDS], 1)
 
 
 def _lift(native: np.ndarray, band: str, device: torch.device) -> torch.Tensor:

@@ -5,13 +5,16 @@ guide plus the bilinearly upsampled LR bands to that group's bands at 2.5 m. ``F
 holds the three under the reference's names and in its registration order (60, 20, 10), so a
 reference ``state_dict`` loads strictly. Every tensor here is in the normalised space of
 :data:`BAND_STATS`; :func:`normalize` and :func:`denormalize` convert reflectance.
+``GroupedFusion`` is what the pipeline needs of the three networks of either generation (the
+second: :mod:`pipeline.models.fusion.mtf`).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -23,10 +26,18 @@ from pipeline.models.rrdb import RRDB, lrelu
 #: Per-band (mean, std) of reflectance used by the reference to normalise LR bands and outputs.
 #: The guide's statistics (R, G, B) are the same numbers as B04, B03, B02, so one table serves both.
 BAND_STATS: dict[str, tuple[float, float]] = {
-    "B01": (0.0769, 0.1708), "B02": (0.0906, 0.1672), "B03": (0.1162, 0.1614),
-    "B04": (0.1318, 0.1677), "B05": (0.1619, 0.1698), "B06": (0.2275, 0.1513),
-    "B07": (0.2500, 0.1490), "B08": (0.2588, 0.1515), "B8A": (0.2667, 0.1461),
-    "B09": (0.2684, 0.2365), "B11": (0.2461, 0.1472), "B12": (0.1874, 0.1418),
+    "B01": (0.0769, 0.1708),
+    "B02": (0.0906, 0.1672),
+    "B03": (0.1162, 0.1614),
+    "B04": (0.1318, 0.1677),
+    "B05": (0.1619, 0.1698),
+    "B06": (0.2275, 0.1513),
+    "B07": (0.2500, 0.1490),
+    "B08": (0.2588, 0.1515),
+    "B8A": (0.2667, 0.1461),
+    "B09": (0.2684, 0.2365),
+    "B11": (0.2461, 0.1472),
+    "B12": (0.1874, 0.1418),
 }
 #: The fusion stage sees every LR band ×4 (10 m → 2.5 m), whatever its native resolution.
 SCALE = 4
@@ -64,8 +75,9 @@ def upsample(x: torch.Tensor, factor: int = SCALE) -> torch.Tensor:
     path that rounds differently (≈2e-7), so channels are folded into the batch.
     """
     b, c, h, w = x.shape
-    up = F.interpolate(x.reshape(b * c, 1, h, w), scale_factor=factor, mode="bilinear",
-                       align_corners=False)
+    up = F.interpolate(
+        x.reshape(b * c, 1, h, w), scale_factor=factor, mode="bilinear", align_corners=False
+    )
     return up.reshape(b, c, h * factor, w * factor)
 
 
@@ -110,8 +122,13 @@ class FusionRRDBNet(nn.Module):
     """
 
     def __init__(
-        self, rgb_channels: int, ms_channels: int, out_channels: int,
-        features: int = 64, blocks: int = 5, growth: int = 32,
+        self,
+        rgb_channels: int,
+        ms_channels: int,
+        out_channels: int,
+        features: int = 64,
+        blocks: int = 5,
+        growth: int = 32,
     ) -> None:
         super().__init__()
         self.ms_channel_attention = ChannelAttention(features)
@@ -182,58 +199,41 @@ FUSION_GROUPS: tuple[FusionGroup, ...] = (
 GROUPS_BY_NAME: dict[str, FusionGroup] = {g.name: g for g in FUSION_GROUPS}
 
 
-class FusionNetwork(nn.Module):
-    """The three group networks; inputs and outputs are normalised (see :func:`normalize`).
+class GroupedFusion(nn.Module, ABC):
+    """The three group networks of either generation, under the reference's names.
 
-    The reference predicts each band outright. With ``residual`` (ours, not the reference's)
-    every group predicts a correction added to the bilinear upsampling of its own bands,
-    which its MS input already holds, so it starts from bilinear instead of having to learn
-    it: far fewer steps reach a useful model. The layout and key names are the same either
-    way; the weight file records which (see ``weights.py``).
+    A subclass builds the groups and says which LR bands each group reads; the pipeline uses
+    only what is defined here. Inputs and outputs are normalised (see :func:`normalize`).
     """
 
-    def __init__(
-        self, features: int = 64, blocks: int = 5, growth: int = 32, residual: bool = False
-    ) -> None:
-        super().__init__()
-        self.features, self.blocks, self.growth = features, blocks, growth
-        self.residual = residual
-        for g in FUSION_GROUPS:
-            net = FusionRRDBNet(len(RGB_BANDS), len(g.inputs), len(g.outputs),
-                                features, blocks, growth)
-            if residual:  # start as bilinear upsampling exactly
-                nn.init.zeros_(net.conv_last.weight)
-                nn.init.zeros_(net.conv_last.bias)
-            self.add_module(g.name, net)
+    #: 1: RRDB two-branch networks (``FusionRRDBNet``); 2: MTF-guided detail injection.
+    generation: ClassVar[int]
+    features: int
+    blocks: int
+    growth: int
 
     @classmethod
-    def from_state_dict(
-        cls, state: Mapping[str, torch.Tensor], residual: bool = False
-    ) -> FusionNetwork:
-        """Build with the sizes the weights imply (they are not stored) and load strictly."""
-        head = f"{FUSION_GROUPS[0].name}.rgb_rrdb."
-        features = int(state[f"{FUSION_GROUPS[0].name}.rgb_conv_first.weight"].shape[0])
-        growth = int(state[f"{head}0.{RDB_NAMES[0]}.conv1.weight"].shape[0])
-        blocks = len({k[len(head):].split(".", 1)[0] for k in state if k.startswith(head)})
-        net = cls(features, blocks, growth, residual)
-        net.load_state_dict(state, strict=True)
-        return net
+    @abstractmethod
+    def ms_bands(cls, name: str) -> tuple[str, ...]:
+        """The LR bands of a group's MS input, in channel order."""
 
-    def group(self, name: str) -> FusionRRDBNet:
-        return cast(FusionRRDBNet, self.get_submodule(GROUPS_BY_NAME[name].name))
-
-    def group_forward(self, name: str, guide: torch.Tensor, ms: torch.Tensor) -> torch.Tensor:
-        """One group alone (groups train separately); ``ms`` is already on the guide's grid."""
-        out = self.group(name)(guide, ms)
-        if self.residual:
-            out = out + ms[:, GROUPS_BY_NAME[name].own_inputs]
-        return out
-
-    @staticmethod
-    def ms_input(name: str, lr_up: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def ms_input(cls, name: str, lr_up: torch.Tensor) -> torch.Tensor:
         """A group's MS input picked from upsampled 12-band LR in ``REFLECTANCE_BANDS`` order."""
-        index = [REFLECTANCE_BANDS.index(b) for b in GROUPS_BY_NAME[name].inputs]
-        return lr_up[:, index]
+        return lr_up[:, [REFLECTANCE_BANDS.index(b) for b in cls.ms_bands(name)]]
+
+    @abstractmethod
+    def group_forward(self, name: str, guide: torch.Tensor, ms: torch.Tensor) -> torch.Tensor:
+        """One group alone: guide [B,3,H,W] and its MS input → its bands [B,C,H,W]."""
+
+    def config(self) -> dict[str, Any]:
+        """The settings a weight file records, the generation among them."""
+        return {
+            "generation": self.generation,
+            "features": self.features,
+            "blocks": self.blocks,
+            "growth": self.growth,
+        }
 
     def forward(self, lr: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
         """12 normalised LR bands [B,12,h,w] + guide [B,3,4h,4w] → 12 bands [B,12,4h,4w].
@@ -247,3 +247,61 @@ class FusionNetwork(nn.Module):
             out = self.group_forward(g.name, guide, self.ms_input(g.name, lr_up))
             produced.update({b: out[:, i] for i, b in enumerate(g.outputs)})
         return torch.stack([produced[b] for b in REFLECTANCE_BANDS], 1)
+
+
+class FusionNetwork(GroupedFusion):
+    """The three group networks; inputs and outputs are normalised (see :func:`normalize`).
+
+    The reference predicts each band outright. With ``residual`` (ours, not the reference's)
+    every group predicts a correction added to the bilinear upsampling of its own bands,
+    which its MS input already holds, so it starts from bilinear instead of having to learn
+    it: far fewer steps reach a useful model. The layout and key names are the same either
+    way; the weight file records which (see ``weights.py``).
+    """
+
+    generation = 1
+
+    def __init__(
+        self, features: int = 64, blocks: int = 5, growth: int = 32, residual: bool = False
+    ) -> None:
+        super().__init__()
+        self.features, self.blocks, self.growth = features, blocks, growth
+        self.residual = residual
+        for g in FUSION_GROUPS:
+            net = FusionRRDBNet(
+                len(RGB_BANDS), len(g.inputs), len(g.outputs), features, blocks, growth
+            )
+            if residual:  # start as bilinear upsampling exactly
+                nn.init.zeros_(net.conv_last.weight)
+                nn.init.zeros_(net.conv_last.bias)
+            self.add_module(g.name, net)
+
+    @classmethod
+    def from_state_dict(
+        cls, state: Mapping[str, torch.Tensor], residual: bool = False
+    ) -> FusionNetwork:
+        """Build with the sizes the weights imply (they are not stored) and load strictly."""
+        head = f"{FUSION_GROUPS[0].name}.rgb_rrdb."
+        features = int(state[f"{FUSION_GROUPS[0].name}.rgb_conv_first.weight"].shape[0])
+        growth = int(state[f"{head}0.{RDB_NAMES[0]}.conv1.weight"].shape[0])
+        blocks = len({k[len(head) :].split(".", 1)[0] for k in state if k.startswith(head)})
+        net = cls(features, blocks, growth, residual)
+        net.load_state_dict(state, strict=True)
+        return net
+
+    @classmethod
+    def ms_bands(cls, name: str) -> tuple[str, ...]:
+        return GROUPS_BY_NAME[name].inputs
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "residual": self.residual}
+
+    def group(self, name: str) -> FusionRRDBNet:
+        return cast(FusionRRDBNet, self.get_submodule(GROUPS_BY_NAME[name].name))
+
+    def group_forward(self, name: str, guide: torch.Tensor, ms: torch.Tensor) -> torch.Tensor:
+        """One group alone (groups train separately); ``ms`` is already on the guide's grid."""
+        out = self.group(name)(guide, ms)
+        if self.residual:
+            out = out + ms[:, GROUPS_BY_NAME[name].own_inputs]
+        return out
