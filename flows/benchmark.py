@@ -51,6 +51,10 @@ DEFAULT_RGB_MODELS = ("bicubic", "difffusr")
 DEFAULT_FUSION_MODELS = ("bicubic", "gram-schmidt", "difffusr-fusion")
 #: The learned models and the options the command line gives them.
 LEARNED_RGB, LEARNED_FUSION = "difffusr", "difffusr-fusion"
+#: The learned RGB model's row without its radiometric guarantee (``consistent=False``).
+NO_GUARANTEE = f"{LEARNED_RGB}, no guarantee"
+#: The model attributes that identify a learned model's numbers, besides its weights.
+DESCRIBED = ("steps", "seed", "window", "consistent")
 #: Options that choose the catalog data, refused with --scenes.
 CATALOG_OPTIONS = ("stac", "collection", "aoi", "start", "end")
 
@@ -87,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
                         "(default: 20)")
     models.add_argument("--seed", type=int, default=0, help=f"noise seed of {LEARNED_RGB} and "
                         "of the --max-images draw (default: 0)")
+    models.add_argument("--no-rgb-consistency", action="store_true", help=f"score "
+                        f"{LEARNED_RGB} without its radiometric guarantee only (default: with "
+                        f"and without, rows {LEARNED_RGB} and '{NO_GUARANTEE}')")
     add_runtime_options(p)
     p.add_argument("--out", help="output folder (default: output/benchmark-<aoi>-<start>-<end>, "
                    "or output/benchmark-scenes)")
@@ -103,8 +110,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("no model to benchmark: give --rgb-models or --fusion-models")
     device = runtime(args)
     data, out = _data(args)
-    rgb = {name: _build(get_rgb_model, name, _rgb_options(args, name, device))
-           for name in args.rgb_models}
+    rgb = {label: _build(get_rgb_model, name, options)
+           for name in args.rgb_models for label, options in _rgb_rows(args, name, device)}
     fusion = {name: _build(get_fusion_model, name, _fusion_options(args, name, device))
               for name in args.fusion_models}
     for model in [*rgb.values(), *fusion.values()]:
@@ -163,12 +170,16 @@ def _demo_data(args: argparse.Namespace) -> bool:
     return not args.scenes and is_demo_catalog(args.stac)
 
 
-def _rgb_options(args: argparse.Namespace, name: str, device: str) -> dict:
+def _rgb_rows(args: argparse.Namespace, name: str, device: str) -> list[tuple[str, dict]]:
+    """(row label, model options) of an RGB model: the learned one with and without its
+    radiometric guarantee (only without, with --no-rgb-consistency)."""
     if name != LEARNED_RGB:
-        return {}
+        return [(name, {})]
     weights = args.weights or default_weights(LEARNED_RGB, _demo_data(args))
     steps = {"steps": args.steps} if args.steps else {}
-    return {"weights": weights, "seed": args.seed, "device": device, **steps}
+    options = {"weights": weights, "seed": args.seed, "device": device, **steps}
+    rows = [] if args.no_rgb_consistency else [(name, {**options, "consistent": True})]
+    return [*rows, (NO_GUARANTEE, {**options, "consistent": False})]
 
 
 def _fusion_options(args: argparse.Namespace, name: str, device: str) -> dict:
@@ -192,8 +203,7 @@ def _describe(model: object) -> str:
         return "no weights"
     name = name_of(model.name, getattr(model, "weights", None))
     return ", ".join([f"weights {name + ' ' if name else ''}sha256 {model.weights_sha256[:12]}…"]
-                     + [f"{k} {getattr(model, k)}" for k in ("steps", "seed", "window")
-                        if hasattr(model, k)])
+                     + [f"{k} {getattr(model, k)}" for k in DESCRIBED if hasattr(model, k)])
 
 
 if __name__ == "__main__":

@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
                            help="autocast precision (default: fp32)")
     diffusion.add_argument("--compile", action="store_true", default=None,
                            help="torch.compile the U-Net")
+    diffusion.add_argument("--no-rgb-consistency", action="store_true", default=None,
+                           help="skip the correction that makes B04 B03 B02 average back to "
+                           "the input over each 10 m pixel (default: corrected)")
     p.add_argument("--fusion-model", default="gram-schmidt", choices=sorted(FUSION_MODELS),
                    help="band fusion model (default: gram-schmidt)")
     fusion = p.add_argument_group("learned fusion model (--fusion-model difffusr-fusion)")
@@ -209,7 +212,7 @@ def _request(args: argparse.Namespace) -> RegionRequest:
 DIFFUSION_OPTIONS = {
     "weights": "weights", "weights_sha256": "sha256", "steps": "steps", "eta": "eta",
     "seed": "seed", "samples": "samples", "batch": "batch", "precision": "precision",
-    "compile": "compile",
+    "compile": "compile", "no_rgb_consistency": "consistent",
 }
 #: CLI options of the learned fusion model and the model's own names for them.
 FUSION_OPTIONS = {"fusion_weights": "weights", "fusion_weights_sha256": "sha256",
@@ -235,6 +238,7 @@ def _rgb_options(args: argparse.Namespace) -> dict:
     if args.rgb_model != LEARNED_RGB:
         return given
     given.setdefault("weights", default_weights(LEARNED_RGB, is_demo_catalog(args.stac)))
+    given["consistent"] = not args.no_rgb_consistency
     if args.device is not None:
         given["device"] = args.device
     return given

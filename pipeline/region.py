@@ -127,10 +127,11 @@ class Plan:
         recipe = {
             "rgb_model": self.resolver.rgb.name,
             "rgb_model_sha256": self.resolver.rgb.weights_sha256,
-            "rgb_model_options": _recorded(r.rgb_options),
+            "rgb_model_options": _recorded(_with_consistency(r.rgb_options, self.resolver.rgb)),
             "fusion_model": self.resolver.fusion.name,
             "fusion_model_sha256": self.resolver.fusion.weights_sha256,
-            **_options_entry("fusion_model_options", self._fusion_options()),
+            **_options_entry("fusion_model_options",
+                             _with_consistency(r.fusion_options, self.resolver.fusion)),
             "stac": r.stac,
             "collection": r.collection,
             "date_range": [r.start.isoformat(), r.end.isoformat()],
@@ -148,13 +149,13 @@ class Plan:
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
-    def _fusion_options(self) -> dict:
-        """The fusion options given, and the consistency correction whether given or not."""
-        options = dict(self.request.fusion_options)
-        consistent = getattr(self.resolver.fusion, "consistent", None)
-        if consistent is not None:
-            options["consistent"] = consistent
-        return options
+
+
+def _with_consistency(options: dict, model: object) -> dict:
+    """A model's options as given, and its consistency correction whether given or not (it
+    changes pixels, so a product records it)."""
+    consistent = getattr(model, "consistent", None)
+    return options if consistent is None else {**options, "consistent": consistent}
 
 
 def _recorded(options: dict) -> dict:

@@ -21,17 +21,35 @@ def _keys(distance: np.ndarray) -> np.ndarray:
     return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
 
 
+def _tent(distance: np.ndarray) -> np.ndarray:
+    return np.maximum(1 - np.abs(distance), 0.0)
+
+
+#: (kernel, taps relative to the input pixel left of the output pixel) of each interpolation.
+_CUBIC = (_keys, np.arange(-1, 3))
+_LINEAR = (_tent, np.arange(0, 2))
+
+
 def upsample_cubic(x: np.ndarray, factor: int) -> np.ndarray:
     """Bicubic upsampling of (c, h, w) ×factor, pixel centres aligned, edges clamped."""
-    return _upsample_axis(_upsample_axis(x, factor, axis=1), factor, axis=2)
+    return _upsample_axis(_upsample_axis(x, factor, 1, _CUBIC), factor, 2, _CUBIC)
 
 
-def _upsample_axis(x: np.ndarray, factor: int, axis: int) -> np.ndarray:
+def upsample_linear(x: np.ndarray, factor: int) -> np.ndarray:
+    """Bilinear upsampling of (c, h, w) ×factor, pixel centres aligned, edges clamped: each
+    output pixel mixes the two input pixels whose centres enclose it, and beyond the outermost
+    centres the edge value holds (as if the input went on mirrored about its border)."""
+    return _upsample_axis(_upsample_axis(x, factor, 1, _LINEAR), factor, 2, _LINEAR)
+
+
+def _upsample_axis(
+    x: np.ndarray, factor: int, axis: int, interpolation: tuple
+) -> np.ndarray:
+    kernel, taps = interpolation
     n = x.shape[axis]
     source = (np.arange(factor) + 0.5) / factor - 0.5  # position of each output phase
     base = np.floor(source).astype(int)
-    taps = np.arange(-1, 3)
-    weights = _keys(source[:, None] - base[:, None] - taps[None, :]).astype(x.dtype)
+    weights = kernel(source[:, None] - base[:, None] - taps[None, :]).astype(x.dtype)
     index = np.clip(np.arange(n)[:, None, None] + base[None, :, None] + taps, 0, n - 1)
     moved = np.moveaxis(x, axis, -1)
     out = moved[..., index[..., 0]] * weights[:, 0]

@@ -11,7 +11,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from pipeline.models.fusion.model import DEMO_WEIGHTS as FUSION_DEMO_WEIGHTS
-from tests.products import DEMO_TILES, DEMO_TILING, SMALL_AOI, region, write
+from tests.products import DEMO_TILES, DEMO_TILING, DIFFUSION, SMALL_AOI, region, write
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "difffusr"
@@ -139,6 +139,8 @@ BAD_INPUTS = {
     "pinned sha256 differs": (lambda t: ["--rgb-model", "difffusr", "--weights-sha256", "0" * 64],
                               "sha256 mismatch"),
     "zero samples": (lambda t: ["--rgb-model", "difffusr", "--samples", "0"], "at least 1"),
+    "RGB guarantee option, other model": (
+        lambda t: ["--no-rgb-consistency"], "--no-rgb-consistency apply to --rgb-model difffusr"),
     "fusion options, other fusion model": (
         lambda t: ["--fusion-weights", str(t / "w.safetensors"), "--no-fusion-consistency"],
         "--fusion-weights, --no-fusion-consistency apply to --fusion-model difffusr-fusion"),
@@ -208,7 +210,7 @@ def test_other_grid_in_the_same_output_is_refused(demo_product):
     assert tree_digest(demo_product) == before
 
 
-def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(diffusion_product):
+def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(diffusion_product, tmp_path):
     ds = xr.open_zarr(diffusion_product)
     assert ds.rgb_uncertainty.dims == ("rgb_band", "y", "x")
     assert list(ds.rgb_band.values) == ["B04", "B03", "B02"]
@@ -217,7 +219,14 @@ def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(diffusion_produ
     assert np.isfinite(ds.reflectance.values).all()
     recipe = ds.attrs["recipe"]
     assert recipe["rgb_model"] == "difffusr" and len(recipe["rgb_model_sha256"]) == 64
-    assert recipe["rgb_model_options"] == {"steps": 1, "samples": 2}
+    assert recipe["rgb_model_options"] == {"steps": 1, "samples": 2, "consistent": True}
+    # The RGB guarantee changes pixels: a product made with it is not resumed without it.
+    before = tree_digest(diffusion_product)
+    aoi = write(tmp_path, "small.geojson", SMALL_AOI)
+    again = region("--aoi", aoi, "--out", str(diffusion_product), *DIFFUSION,
+                   "--no-rgb-consistency")
+    assert again.returncode == 2 and "made with other settings" in again.stderr
+    assert tree_digest(diffusion_product) == before
 
 
 def test_learned_fusion_writes_every_band_and_its_weights_decide_the_recipe(tmp_path):
@@ -228,7 +237,7 @@ def test_learned_fusion_writes_every_band_and_its_weights_decide_the_recipe(tmp_
     learned = ["--aoi", aoi, "--out", str(out), "--fusion-model", "difffusr-fusion"]
     done = region(*learned, "--workers", "1")
     assert done.returncode == 0, done.stderr
-    assert "fusion=difffusr-fusion (halo 24 px at 10 m)" in done.stdout
+    assert "fusion=difffusr-fusion (halo 54 px at 10 m)" in done.stdout
     ds = xr.open_zarr(out)
     assert ds.reflectance.shape == (12, 120, 120)
     reflectance = ds.reflectance.values

@@ -36,6 +36,7 @@ from pipeline.models.fusion.weights import (
     save_fusion_network,
 )
 from pipeline.models.weights import WeightsError
+from pipeline.radiometry import correction_reach
 from pipeline.superresolve import SuperResolver
 
 FIXTURES = Path(__file__).parent / "fixtures" / "difffusr-mtf"
@@ -203,7 +204,8 @@ def test_halo_of_the_second_generation(model, net: MTFFusionNetwork) -> None:
     # + refinement (4) = 89 guide pixels; the MS input path is 21 px plus one 10 m pixel.
     assert lowpass_reach(24) == 59 and lowpass_reach(4) == 9
     assert (net.guide_reach, net.ms_reach) == (89, 21)
-    assert model.halo == mtf_halo(net) == 23
+    assert dataclasses.replace(model, consistent=False).halo == mtf_halo(net) == 23
+    assert model.halo == 23 + correction_reach(6)  # the guarantee's reach over 60 m pixels
 
 
 @pytest.mark.parametrize(("ratio", "kernel"), [(24, 19), (8, 7), (4, 5)])
@@ -233,13 +235,14 @@ def test_blocks_equal_the_whole_array(model) -> None:
     """No global pooling in this generation: with the halo, a tiled run through
     ``map_with_halo`` equals one whole-array run; without it, tile edges differ."""
     rng = np.random.default_rng(7)
-    coarse = rng.random((12, 1, 15)).repeat(6, 1).repeat(6, 2)
-    bands = (0.05 + 0.3 * coarse + 0.03 * rng.random((12, 6, 90))).astype(np.float32)
+    coarse = rng.random((12, 1, 30)).repeat(6, 1).repeat(6, 2)
+    bands = (0.05 + 0.3 * coarse + 0.03 * rng.random((12, 6, 180))).astype(np.float32)
     resolver = SuperResolver(Bicubic(), model)
-    assert resolver.halo == 30  # 2 (bicubic) + 23, rounded up to whole 60 m pixels
+    # 2 (bicubic) + 23 + 30 (the guarantee's reach), rounded up to whole 60 m pixels
+    assert resolver.halo == 60
     whole = resolver.block(bands, (0, 0))
     tiled = map_with_halo(
-        da.from_array(bands, chunks=(12, 6, 30)),
+        da.from_array(bands, chunks=(12, 6, 60)),
         resolver.block,
         resolver.halo,
         4,
@@ -248,5 +251,5 @@ def test_blocks_equal_the_whole_array(model) -> None:
     assert tiled.numblocks == (1, 1, 3)
     blocked = tiled.compute(scheduler="single-threaded")
     assert np.abs(blocked - whole).max() <= 1e-5  # float rounding of other conv widths
-    alone = resolver.block(bands[:, :, :30], (0, 0))  # the first tile without its halo
-    assert np.abs(alone - whole[:, :, :120]).max() > 1e-3
+    alone = resolver.block(bands[:, :, :60], (0, 0))  # the first tile without its halo
+    assert np.abs(alone - whole[:, :, :240]).max() > 1e-3

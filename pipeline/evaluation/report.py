@@ -20,6 +20,7 @@ HEADINGS = {
     "psnr": "PSNR dB ↑", "ssim": "SSIM ↑", "reflectance": "reflectance ↓",
     "spectral": "spectral ° ↓", "spatial": "spatial px ↓", "synthesis": "synthesis ↑",
     "improvement": "improvement ↑", "omission": "omission ↓", "hallucination": "hallucination ↓",
+    "blockiness": "blockiness ↓",
     "r2": "R² ↑", "cross_correlation": "CC ↑", "mse": "MSE ↓", "ergas": "ERGAS ↓",
 }
 

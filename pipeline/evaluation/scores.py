@@ -11,14 +11,16 @@ import numpy as np
 from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.grid import SCALE
 from pipeline.models.fusion.model import FUSED_BANDS, NATIVE_RATIO
+from pipeline.quality.footprints import blockiness
 from pipeline.quality.fusion import SSIM_SIGMA, fusion_metrics
 from pipeline.quality.opensr import opensr_metrics
 from pipeline.resample import block_mean, upsample_nearest
 from pipeline.train.fusion import GROUPS
 
-#: Metrics of the RGB stage: PSNR and SSIM (data range 1), then the OpenSR-test ones.
+#: Metrics of the RGB stage: PSNR and SSIM (data range 1), the OpenSR-test ones, then the
+#: blockiness at the input's pixel edges.
 RGB_METRICS = ("psnr", "ssim", "reflectance", "spectral", "spatial", "synthesis",
-               "improvement", "omission", "hallucination")
+               "improvement", "omission", "hallucination", "blockiness")
 #: Metrics of the fusion stage, per band group.
 FUSION_METRICS = ("r2", "cross_correlation", "ssim", "psnr", "mse", "ergas")
 #: Each group's scored bands: the fused ones (the 10 m group's B04 B03 B02 are the guide).
@@ -35,7 +37,8 @@ def rgb_scores(
     fusion = fusion_metrics(sr, hr, ratio=1 / SCALE, data_range=1.0).mean
     opensr = opensr_metrics(lr, sr, hr)
     scalars = {f.name: getattr(opensr, f.name) for f in fields(opensr) if f.name != "maps"}
-    return {"psnr": fusion["psnr"], "ssim": fusion["ssim"], **scalars}, opensr.maps
+    return {"psnr": fusion["psnr"], "ssim": fusion["ssim"], **scalars,
+            "blockiness": blockiness(sr, SCALE)}, opensr.maps
 
 
 def group_metrics(pred: np.ndarray, truth: np.ndarray, ratio: float) -> dict[str, dict]:

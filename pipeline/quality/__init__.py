@@ -1,5 +1,5 @@
 """Quality of super-resolved images: OpenSR-test metrics and fusion metrics, with pixel maps,
-and the per-pixel quality layers of a product (:mod:`pipeline.quality.layers`).
+blockiness, and the per-pixel quality layers of a product (:mod:`pipeline.quality.layers`).
 
 The metrics are imported on first use: they need torch, scikit-image and OpenCV, which the
 region flow's workers, which only compute the layers, should not have to load.
@@ -11,6 +11,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pipeline.quality.footprints import blockiness
     from pipeline.quality.fusion import FusionResult, fusion_metrics
     from pipeline.quality.opensr import (
         HALLUCINATION,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     )
 
 _HOMES = {
+    "blockiness": "footprints",
     "FusionResult": "fusion",
     "fusion_metrics": "fusion",
     **dict.fromkeys(
@@ -38,6 +40,7 @@ __all__ = [
     "OMISSION",
     "FusionResult",
     "OpenSRResult",
+    "blockiness",
     "fusion_metrics",
     "opensr_metrics",
 ]

@@ -8,6 +8,9 @@ than a window. The windows lie on one lattice for the whole output grid, each is
 on its own LR pixels, and the noise follows the global pixel position (see ``noise``), so a
 window near a tile edge is sampled alike in the blocks of both tiles: tiles join without
 seams, given a halo of one window.
+With ``consistent`` (the default) every sample is then corrected so that each band, averaged
+over the 4 × 4 output pixels of a 10 m pixel, equals the input there (:mod:`pipeline.radiometry`:
+a smooth correction, no steps at pixel edges); the halo grows by the correction's reach.
 The network is loaded once per process and kept resident; the model object itself holds only
 the weights' address and the sampling options, so it travels cheaply to Dask workers.
 """
@@ -30,6 +33,7 @@ from pipeline.models.diffusion.sampler import ddim_sample
 from pipeline.models.diffusion.sizes import network_config
 from pipeline.models.resident import PinnedWeights, resident_network
 from pipeline.models.weights import load_state_dict, shipped_weights
+from pipeline.radiometry import correction_reach, make_consistent
 
 SCALE = 4
 #: The weights we trained and ship for the demo (model card: difffusr-demo.md beside them).
@@ -69,7 +73,8 @@ def load_network(path: str, device: str, compile: bool, sha256: str | None = Non
 
 @dataclass(frozen=True)
 class DiffFuSRRGB(PinnedWeights):
-    """The RGB stage by DiffFuSR; ``samples`` > 1 averages that many seeds.
+    """The RGB stage by DiffFuSR; ``samples`` > 1 averages that many seeds; ``consistent``
+    makes every sample average back to the input over each 10 m pixel.
 
     ``weights``: a weight file (path, fsspec URL, ``hf://`` reference) or the name of a
     published checkpoint (see :mod:`pipeline.models.published`), by default the shipped demo
@@ -90,6 +95,7 @@ class DiffFuSRRGB(PinnedWeights):
     device: str | None = None
     precision: str = "fp32"
     compile: bool = False
+    consistent: bool = True
     name: str = "difffusr"
 
     def __post_init__(self) -> None:
@@ -114,8 +120,9 @@ class DiffFuSRRGB(PinnedWeights):
     @property
     def halo(self) -> int:
         """A whole window: the windows that reach a tile then lie wholly inside the block of
-        that tile and of its neighbour, conditioned and noised alike in both."""
-        return self.window
+        that tile and of its neighbour, conditioned and noised alike in both; plus the reach
+        of the consistency correction when it is on."""
+        return self.window + (correction_reach(1) if self.consistent else 0)
 
     def _network(self) -> DiffFuSR:
         return self._resident(_build_network, self.network, self.compile)
@@ -160,6 +167,8 @@ class DiffFuSRRGB(PinnedWeights):
             out = torch.where(blend.total > 0, out, -1.0)
         out = out[:, :, top * SCALE : (top + h) * SCALE, left * SCALE : (left + w) * SCALE]
         high = net.denormalize(out.float()).cpu().numpy()
+        if self.consistent:
+            high = _consistent(high, np.asarray(rgb, dtype=np.float32))
         std = high.std(axis=0) if self.samples > 1 else np.zeros_like(high[0])
         return high.mean(axis=0), std
 
@@ -230,6 +239,15 @@ class DiffFuSRRGB(PinnedWeights):
         if device.type == "cpu" and dtype is torch.float16:
             raise ValueError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
         return torch.autocast(device.type, dtype=dtype)
+
+
+def _consistent(high: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """Each sample (S, 3, 4h, 4w) corrected to average back to ``rgb`` (3, h, w) over every
+    10 m pixel that holds data: a pixel whose three bands are all 0 is the fill of no-data."""
+    valid = (rgb != 0).any(axis=0)
+    return np.stack([np.stack([make_consistent(band, native, SCALE, valid)
+                               for band, native in zip(sample, rgb, strict=True)])
+                     for sample in high])
 
 
 def _lattice(origin: int, n: int, window: int, overlap: int) -> list[int]:

@@ -11,9 +11,9 @@ normalised and upsampled bilinearly ×4 from the 10 m block.
 
 With ``consistent`` (the default) each fused band is then corrected so that its mean over
 every native pixel's footprint (4×4, 8×8 or 24×24 output pixels) equals the native input
-value: the difference is added uniformly to the footprint's pixels. The correction is local
-to a footprint, changes no detail inside it, and makes the product radiometrically
-consistent with the input at the input's own resolution.
+value (:mod:`pipeline.radiometry`: a smooth field, no steps at footprint edges, reaching a few
+native pixels, which the halo covers). The product is then radiometrically consistent with
+the input at the input's own resolution.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from pipeline.models.fusion.network import (
 from pipeline.models.fusion.weights import load_fusion_network
 from pipeline.models.resident import PinnedWeights
 from pipeline.models.weights import shipped_weights
-from pipeline.resample import block_mean, upsample_nearest
+from pipeline.radiometry import correction_reach, make_consistent
+from pipeline.resample import block_mean
 
 #: 10 m pixels per native pixel of each band.
 NATIVE_RATIO: dict[str, int] = {b: BANDS[b].resolution // 10 for b in REFLECTANCE_BANDS}
@@ -114,8 +115,9 @@ class DiffFuSRFusion(PinnedWeights):
         """Context in 10 m pixels: everything within reach of the convolutions (see
         :func:`network_halo`). In the first generation channel attention pools over the
         whole block, so a block's result still depends slightly on the block's extent:
-        blocks are close to a whole-array run, not bit-identical to it."""
-        return self._halo
+        blocks are close to a whole-array run, not bit-identical to it. The consistency
+        correction, when on, adds its reach over the coarsest band's native pixels."""
+        return self._halo + (correction_reach(MAX_RATIO) if self.consistent else 0)
 
     def _network(self) -> GroupedFusion:
         return self._resident(_build)
@@ -138,9 +140,11 @@ class DiffFuSRFusion(PinnedWeights):
             out[REFLECTANCE_BANDS.index(band)] = value
         out[RGB_INDEX] = rgb
         if self.consistent:
+            data = (bands != 0).any(axis=0)  # 0 in every band is the fill of no-data
             for band in FUSED_BANDS:
-                i = REFLECTANCE_BANDS.index(band)
-                out[i] = make_consistent(out[i], natives[band], SCALE * NATIVE_RATIO[band])
+                i, ratio = REFLECTANCE_BANDS.index(band), NATIVE_RATIO[band]
+                valid = block_mean(data[None].astype(np.float32), ratio)[0] > 0
+                out[i] = make_consistent(out[i], natives[band], SCALE * ratio, valid)
         return out
 
     def fuse(self, bands: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
@@ -184,15 +188,6 @@ def _lift(native: np.ndarray, band: str, device: torch.device) -> torch.Tensor:
     x = normalize(torch.from_numpy(np.ascontiguousarray(native))[None, None].to(device),
                   (band,))
     return upsample(x, SCALE * NATIVE_RATIO[band])
-
-
-def make_consistent(high: np.ndarray, native: np.ndarray, footprint: int) -> np.ndarray:
-    """``high`` (H, W) shifted per footprint so that its mean over every ``footprint`` ×
-    ``footprint`` cell equals the native value of that cell (to float32 rounding: the
-    shift is computed in float64)."""
-    mean = block_mean(high[None].astype(np.float64), footprint)[0]
-    shift = upsample_nearest(native.astype(np.float64) - mean, footprint)
-    return (high + shift).astype(np.float32)
 
 
 def consistency_error(
