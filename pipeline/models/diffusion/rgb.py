@@ -130,19 +130,11 @@ class DiffFuSRRGB(PinnedWeights):
         net = self._network()
         device = next(net.parameters()).device
         _, h, w = rgb.shape
-        rows = _lattice(origin[0], h, self.window, self.overlap)
-        cols = _lattice(origin[1], w, self.window, self.overlap)
-        top, left = -rows[0], -cols[0]
-        rows, cols = [r + top for r in rows], [c + left for c in cols]
-        padded = (rows[-1] + self.window, cols[-1] + self.window)
-        lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
-        lr = F.pad(lr, (left, padded[1] - w - left, top, padded[0] - h - top), mode="replicate")
-        # A window holding nothing but zeros, the fill of no-data pixels, is not sampled: its
-        # pixels are no-data in the product anyway and stay at reflectance 0 (−1 in network
-        # space).
+        lr, top, left = _on_lattice(rgb, origin, self.window, self.overlap, device)
+        padded = tuple(lr.shape[-2:])
         corner = (origin[0] - top, origin[1] - left)
         with torch.inference_mode(), self._autocast(device):
-            blend = _Windows(lr, len(rows), len(cols), self.window, self.overlap)
+            blend = _Windows(lr, self.window, self.overlap)
             context, degradation = self._condition(net, blend.gather(lr, 1))
 
             def denoise(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -244,16 +236,35 @@ def _lattice(origin: int, n: int, window: int, overlap: int) -> list[int]:
     return [k * stride - overlap - origin for k in range(first, last + 1)]
 
 
+def _on_lattice(
+    rgb: np.ndarray, origin: tuple[int, int], window: int, overlap: int, device: torch.device
+) -> tuple[torch.Tensor, int, int]:
+    """The block [1, 3, H, W] padded (edge pixels repeated) to the extent of the lattice
+    windows that touch it, and the padding's (top, left)."""
+    _, h, w = rgb.shape
+    rows = _lattice(origin[0], h, window, overlap)
+    cols = _lattice(origin[1], w, window, overlap)
+    top, left = -rows[0], -cols[0]
+    bottom, right = rows[-1] + window - h, cols[-1] + window - w
+    lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
+    return F.pad(lr, (left, right, top, bottom), mode="replicate"), top, left
+
+
 class _Windows:
     """The block's windows on the lattice: which are sampled (those holding data), their blend
     weights on the 2.5 m grid, and the gather (unfold) and scatter (fold) of all of them at
     once. A window's weight is 1 in its centre, ramping linearly down across each overlap it
     shares with a neighbour (a window's own outer edge, on the block's border, keeps weight
-    1); neighbours' ramps sum to 1."""
+    1); neighbours' ramps sum to 1. A window holding nothing but zeros, the fill of no-data
+    pixels, is not sampled: its pixels are no-data in the product anyway and stay at
+    reflectance 0 (−1 in network space)."""
 
-    def __init__(self, lr: torch.Tensor, rows: int, cols: int, window: int, overlap: int) -> None:
-        self.window, self.stride, self.lattice = window, window - 2 * overlap, rows * cols
+    def __init__(self, lr: torch.Tensor, window: int, overlap: int) -> None:
+        """``lr`` [1, 3, H, W]: a block padded to its lattice windows (``_on_lattice``)."""
+        self.window, self.stride = window, window - 2 * overlap
         self.shape = tuple(lr.shape[-2:])
+        rows, cols = ((n - window) // self.stride + 1 for n in self.shape)
+        self.lattice = rows * cols
         lattice = F.unfold(lr, window, stride=self.stride)  # [1, 3·win², rows·cols]
         #: Lattice positions (row-major) of the windows that hold any data.
         self.kept = lattice[0].ne(0).any(0).nonzero()[:, 0]
