@@ -100,11 +100,12 @@ def halo_spans(chunks: tuple[int, ...], halo: int) -> list[tuple[int, int, int]]
     return spans
 
 
-def halo_blocks(length: int, block_size: int, halo: int) -> list[tuple[int, int]]:
-    """(first pixel, size) of each block, halo included, that :func:`map_with_halo` hands to
-    its function along an axis of ``length`` pixels chunked by ``block_size``."""
+def halo_blocks(length: int, block_size: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """The blocks that :func:`map_with_halo` hands to its function along an axis of
+    ``length`` pixels chunked by ``block_size``: (first pixel, size, halo before, halo after),
+    the size counting the halo."""
     chunks = _merge_small(da.core.normalize_chunks(block_size, (length,))[0], halo)
-    spans = halo_spans(chunks, halo)
     return [
-        (at, size + before + after) for (at, before, after), size in zip(spans, chunks, strict=True)
+        (at, size + before + after, before, after)
+        for (at, before, after), size in zip(halo_spans(chunks, halo), chunks, strict=True)
     ]
