@@ -23,6 +23,35 @@ FUSION_BLOCK = 240
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How the region flow cuts the work: output tiles of ``tile_size`` 2.5 m pixels, each
+    loaded with the models' halo, and model blocks of ``block_size`` 10 m pixels inside the
+    tile's region, each given the halo again (None: the region is one block)."""
+
+    tile_size: int
+    block_size: int | None
+
+
+#: On CPU workers: blocks small enough for a worker's memory, the model's time per block short.
+CPU_LAYOUT = Layout(tile_size=1920, block_size=240)
+#: On GPU workers, where the RGB model batches its windows whatever the block's size: large
+#: tiles, each one block, so that the halos (the tile's, and the blocks' inside it) are a small
+#: share of the work. See docs/benchmarks.md, "executed vs useful".
+GPU_LAYOUT = Layout(tile_size=15360, block_size=None)
+
+
+def layout_for(cuda: bool) -> Layout:
+    """The layout for a run whose RGB model runs on a CUDA device, or not."""
+    return GPU_LAYOUT if cuda else CPU_LAYOUT
+
+
+def region_halo(rgb_halo: int, fusion_halo: int) -> int:
+    """Both models' context in 10 m pixels, rounded up to whole 60 m pixels so blocks stay
+    aligned."""
+    return -(-(rgb_halo + fusion_halo) // LATTICE_PIXELS) * LATTICE_PIXELS
+
+
+@dataclass(frozen=True)
 class SuperResolver:
     """Both model stages as one block function over the 12 bands at 10 m."""
 
@@ -31,9 +60,8 @@ class SuperResolver:
 
     @property
     def halo(self) -> int:
-        """Context in 10 m pixels, rounded up to whole 60 m pixels so blocks stay aligned."""
-        total = self.rgb.halo + self.fusion.halo
-        return -(-total // LATTICE_PIXELS) * LATTICE_PIXELS
+        """Context in 10 m pixels (see ``region_halo``)."""
+        return region_halo(self.rgb.halo, self.fusion.halo)
 
     @property
     def uncertainty(self) -> bool:
@@ -106,7 +134,7 @@ class SuperResolver:
         """The fusion of a block, whole or in blocks of ``size`` with the fusion's halo."""
         if size is None:
             return self.fusion(bands, rgb, origin)
-        halo = -(-self.fusion.halo // LATTICE_PIXELS) * LATTICE_PIXELS
+        halo = region_halo(0, self.fusion.halo)
         h, w = bands.shape[1:]
         out = np.empty((len(REFLECTANCE_BANDS), h * SCALE, w * SCALE), np.float32)
         for y, height, top, bottom in halo_blocks(h, size, halo):
