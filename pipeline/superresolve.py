@@ -51,6 +51,13 @@ def region_halo(rgb_halo: int, fusion_halo: int) -> int:
     return -(-(rgb_halo + fusion_halo) // LATTICE_PIXELS) * LATTICE_PIXELS
 
 
+def model_input(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels valid in every band, and the bands as the models see them: no-data pixels
+    at reflectance 0."""
+    valid = np.isfinite(bands).all(axis=0)
+    return valid, np.where(valid, bands, np.float32(0)).astype(np.float32, copy=False)
+
+
 @dataclass(frozen=True)
 class SuperResolver:
     """Both model stages as one block function over the 12 bands at 10 m."""
@@ -83,11 +90,10 @@ class SuperResolver:
         ``fusion_block``: the fusion runs in blocks of this edge with its halo, as
         :func:`map_with_halo` would run it, rather than on the whole block at once.
         """
-        valid = np.isfinite(bands).all(axis=0)
+        valid, filled = model_input(bands)
         if not valid.any():  # outside the AOI's scenes: nothing for the models to see
             return np.full((self.out_channels, *(n * SCALE for n in valid.shape)), np.nan,
                            np.float32)
-        filled = np.where(valid, bands, np.float32(0)).astype(np.float32, copy=False)
         if self.uncertainty:
             rgb, spread = self.rgb.sample(filled[RGB_INDEX], origin)
             out = np.concatenate([self._fuse(filled, rgb, origin, fusion_block),

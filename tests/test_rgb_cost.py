@@ -42,7 +42,7 @@ def test_the_tile_layout_count_is_what_the_model_evaluates(block_size) -> None:
     offset = (origin[0] - halo, origin[1] - halo)
     lazy = resolver.apply(da.from_array(bands), block_size, offset)
     counted = evaluated_windows(model, lambda: lazy.compute(scheduler="sync"))
-    assert counted == tile_windows(tile, halo, block_size, 16, 4, origin)
+    assert counted == tile_windows((tile, tile), halo, block_size, 16, 4, origin)
     assert halo == 30 and lazy.numblocks[1] == (2 if block_size else 1)
 
 
@@ -57,8 +57,9 @@ def test_windows_without_data_are_neither_evaluated_nor_counted() -> None:
 
 def test_executed_over_useful_is_a_ratio_of_pixels() -> None:
     # 16-pixel windows, one every 12 pixels from global pixel -2: a 48-pixel tile from there
-    # touches the windows from -14 to 34 along each axis, 5 × 5 of them; without overlap, 3 × 3
-    assert tile_windows(48, 0, None, 16, 2, (-2, -2)) == 25
-    assert tile_windows(48, 0, None, 16, 0, (0, 0)) == 9
+    # touches the windows from -14 to 34 along each axis, 5 × 5 of them; without overlap, a
+    # 48 × 24 tile on the lattice touches 3 × 2
+    assert tile_windows((48, 48), 0, None, 16, 2, (-2, -2)) == 25
+    assert tile_windows((48, 24), 0, None, 16, 0, (0, 0)) == 6
     assert executed_over_useful(25, 16, (4 * 48) ** 2) == pytest.approx(25 * 16**2 / 48**2)
-    assert executed_over_useful(9, 16, (4 * 48) ** 2) == 1
+    assert executed_over_useful(6, 16, 4 * 48 * 4 * 24) == 1

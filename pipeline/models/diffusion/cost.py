@@ -26,23 +26,24 @@ def sampled_windows(rgb: np.ndarray, origin: tuple[int, int], window: int, overl
 
 
 def tile_windows(
-    tile: int,
+    shape: tuple[int, int],
     halo: int,
     block_size: int | None,
     window: int,
     overlap: int,
     origin: tuple[int, int] = (0, 0),
 ) -> int:
-    """Windows evaluated for a tile of ``tile`` × ``tile`` 10 m pixels whose first pixel is at
-    ``origin``, holding data everywhere, as the region flow lays it out: the tile's region
-    (the tile and ``halo`` pixels on each side) cut into blocks of ``block_size`` (None: one
-    block), each handed to the model with ``halo`` pixels of its neighbours
+    """Windows evaluated for a tile of ``shape`` (rows, columns) 10 m pixels whose first pixel
+    is at ``origin``, holding data everywhere, as the region flow lays it out: the tile's
+    region (the tile and ``halo`` pixels on each side) cut into blocks of ``block_size``
+    (None: one block), each handed to the model with ``halo`` pixels of its neighbours
     (:func:`pipeline.blocks.map_with_halo`)."""
-    region = tile + 2 * halo
-    blocks = halo_blocks(region, block_size or region, halo)
     rows, cols = (
-        [len(_lattice(o - halo + at, size, window, overlap)) for at, size, _, _ in blocks]
-        for o in origin
+        [
+            len(_lattice(o - halo + at, size, window, overlap))
+            for at, size, _, _ in halo_blocks(n + 2 * halo, block_size or n + 2 * halo, halo)
+        ]
+        for n, o in zip(shape, origin, strict=True)
     )
     return sum(rows) * sum(cols)
 
