@@ -58,8 +58,8 @@ def test_windows_without_data_are_neither_evaluated_nor_counted() -> None:
 def test_executed_over_useful_is_a_ratio_of_pixels() -> None:
     # 16-pixel windows, one every 12 pixels from global pixel -2: a 48-pixel tile from there
     # touches the windows from -14 to 34 along each axis, 5 × 5 of them; without overlap, a
-    # 48 × 24 tile on the lattice touches 3 × 2
+    # 48 × 32 tile on the lattice touches 3 × 2, no more pixels than it has
     assert tile_windows((48, 48), 0, None, 16, 2, (-2, -2)) == 25
-    assert tile_windows((48, 24), 0, None, 16, 0, (0, 0)) == 6
+    assert tile_windows((48, 32), 0, None, 16, 0, (0, 0)) == 6
     assert executed_over_useful(25, 16, (4 * 48) ** 2) == pytest.approx(25 * 16**2 / 48**2)
-    assert executed_over_useful(6, 16, 4 * 48 * 4 * 24) == 1
+    assert executed_over_useful(6, 16, 4 * 48 * 4 * 32) == 1
