@@ -120,15 +120,10 @@ class DiffFuSRRGB(PinnedWeights):
         if self.window is None:
             object.__setattr__(self, "window", trained_window(local.path) or DEFAULT_WINDOW)
         # Chosen here, where the plan is made, so every worker samples alike.
-        cuda = (self.device or default_device()).startswith("cuda")
-        chosen = {
-            k: v
-            for k, v in device_defaults(cuda, self.window).items()
-            if getattr(self, k) in (None, AUTO)
-        }
-        for key, value in chosen.items():
-            object.__setattr__(self, key, value)
-        object.__setattr__(self, "_device_chosen", chosen if cuda else {})
+        object.__setattr__(self, "_cuda", (self.device or default_device()).startswith("cuda"))
+        for key, value in device_defaults(self._cuda, self.window).items():
+            if getattr(self, key) in (None, AUTO):
+                object.__setattr__(self, key, value)
         if not 0 <= 4 * self.overlap <= self.window:
             raise ValueError("overlap must be between 0 and a quarter of the window")
         multiple = self._network().config.unet.multiple
@@ -144,10 +139,11 @@ class DiffFuSRRGB(PinnedWeights):
 
     @property
     def device_options(self) -> dict[str, str | int]:
-        """The options a GPU chose for itself (``device_defaults``): they change pixels, so
-        a product's recipe records them with the options given. A CPU's choices are the
-        defaults products always had, and go unrecorded."""
-        return dict(self._device_chosen)
+        """On CUDA, the options whose default is the GPU's own (``device_defaults``), as
+        resolved: they change pixels, so a product's recipe records them with the options
+        given. On a CPU none: its defaults are those products always had."""
+        keys = device_defaults(self._cuda, self.window) if self._cuda else {}
+        return {key: getattr(self, key) for key in keys}
 
     def _network(self) -> DiffFuSR:
         return self._resident(_build_network, self.compile)
