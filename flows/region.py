@@ -32,6 +32,7 @@ from pipeline.models.published import default_weights, describe, names
 from pipeline.quality.verdict import warning_line
 from pipeline.region import RegionRequest, plan_region, run_tiles
 from pipeline.store import ProductStore
+from pipeline.superresolve import Layout, layout_for
 
 DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
 DEMO_DATES = (date(2023, 1, 1), date(2023, 1, 31))
@@ -57,8 +58,9 @@ def parser() -> argparse.ArgumentParser:
                    "(default: ./output/<aoi>-<start>-<end>.zarr)")
     p.add_argument("--crs", type=_crs, help="output CRS as EPSG:code (default: EPSG:3035 "
                    "inside LAEA Europe's area, else the UTM zone of the AOI centroid)")
-    p.add_argument("--tile-size", type=int, default=1920,
-                   help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920)")
+    p.add_argument("--tile-size", type=int,
+                   help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920; "
+                   "15360 when --rgb-model difffusr runs on CUDA)")
     p.add_argument("--scheduler", default=os.environ.get(SCHEDULER_ENV),
                    help="address of an existing Dask scheduler (default: $"
                    f"{SCHEDULER_ENV} if set, else start a local cluster)")
@@ -80,8 +82,9 @@ def parser() -> argparse.ArgumentParser:
                            "mean and the per-pixel standard deviation (default: 1)")
     diffusion.add_argument("--batch", type=int, help="windows per network call "
                            "(default: 8 on CPU, 128 on GPU)")
-    diffusion.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
-                           help="autocast precision (default: fp32)")
+    diffusion.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                           help="autocast precision (default: auto, i.e. bf16 on CUDA, "
+                           "fp32 on CPU)")
     diffusion.add_argument("--compile", action="store_true", default=None,
                            help="torch.compile the U-Net")
     diffusion.add_argument("--no-rgb-consistency", action="store_true", default=None,
@@ -190,6 +193,7 @@ def _request(args: argparse.Namespace) -> RegionRequest:
         bands = validate_bands(args.bands)
     except ValueError as err:
         raise UserError(str(err)) from None
+    layout = _layout(args)
     return RegionRequest(
         aoi=read_aoi(args.aoi),
         start=start,
@@ -198,7 +202,8 @@ def _request(args: argparse.Namespace) -> RegionRequest:
         collection=args.collection,
         max_cloud=args.max_cloud,
         crs=args.crs,
-        tile_size=_tile_size(args.tile_size),
+        tile_size=_tile_size(layout.tile_size if args.tile_size is None else args.tile_size),
+        block_size=layout.block_size,
         bands=bands,
         rgb_model=args.rgb_model,
         rgb_options=_rgb_options(args),
@@ -268,6 +273,15 @@ def _local_gpus(args: argparse.Namespace) -> int:
     if args.scheduler or not learned or (args.device or "").startswith("cpu"):
         return 0
     return cuda_devices()
+
+
+def _layout(args: argparse.Namespace) -> Layout:
+    """The GPU layout when the diffusion model will run on CUDA, decided as the model decides
+    its own defaults (``--device``, else this machine's), else the CPU layout."""
+    if args.rgb_model != LEARNED_RGB:
+        return layout_for(False)
+    device = args.device or ("cuda" if cuda_devices() else "cpu")
+    return layout_for(device.startswith("cuda"))
 
 
 def _tile_size(size: int) -> int:

@@ -9,13 +9,53 @@ import dask.array as da
 import numpy as np
 
 from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
-from pipeline.blocks import map_with_halo
+from pipeline.blocks import halo_blocks, map_with_halo
 from pipeline.grid import LATTICE_PIXELS, SCALE
 from pipeline.models import FusionModel, RGBModel, SamplingRGBModel
 from pipeline.resample import upsample_nearest
 
 #: Key prefix of the model tasks in a Dask graph.
 TASK_PREFIX = "superresolve"
+#: Edge, in 10 m pixels, of the fusion's blocks when the RGB model has the whole array as one
+#: block (``apply(block_size=None)``): the fusion networks hold their activations for the
+#: whole block at once, which a tile's region would not fit.
+FUSION_BLOCK = 240
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the region flow cuts the work: output tiles of ``tile_size`` 2.5 m pixels, each
+    loaded with the models' halo, and model blocks of ``block_size`` 10 m pixels inside the
+    tile's region, each given the halo again (None: the region is one block)."""
+
+    tile_size: int
+    block_size: int | None
+
+
+#: On CPU workers: blocks small enough for a worker's memory, the model's time per block short.
+CPU_LAYOUT = Layout(tile_size=1920, block_size=240)
+#: On GPU workers, where the RGB model batches its windows whatever the block's size: large
+#: tiles, each one block, so that the halos (the tile's, and the blocks' inside it) are a small
+#: share of the work. See docs/benchmarks.md, "executed vs useful".
+GPU_LAYOUT = Layout(tile_size=15360, block_size=None)
+
+
+def layout_for(cuda: bool) -> Layout:
+    """The layout for a run whose RGB model runs on a CUDA device, or not."""
+    return GPU_LAYOUT if cuda else CPU_LAYOUT
+
+
+def region_halo(rgb_halo: int, fusion_halo: int) -> int:
+    """Both models' context in 10 m pixels, rounded up to whole 60 m pixels so blocks stay
+    aligned."""
+    return -(-(rgb_halo + fusion_halo) // LATTICE_PIXELS) * LATTICE_PIXELS
+
+
+def model_input(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels valid in every band, and the bands as the models see them: no-data pixels
+    at reflectance 0."""
+    valid = np.isfinite(bands).all(axis=0)
+    return valid, np.where(valid, bands, np.float32(0)).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -27,9 +67,8 @@ class SuperResolver:
 
     @property
     def halo(self) -> int:
-        """Context in 10 m pixels, rounded up to whole 60 m pixels so blocks stay aligned."""
-        total = self.rgb.halo + self.fusion.halo
-        return -(-total // LATTICE_PIXELS) * LATTICE_PIXELS
+        """Context in 10 m pixels (see ``region_halo``)."""
+        return region_halo(self.rgb.halo, self.fusion.halo)
 
     @property
     def uncertainty(self) -> bool:
@@ -41,22 +80,26 @@ class SuperResolver:
         """The 12 bands, then the RGB standard deviation over samples when there is one."""
         return len(REFLECTANCE_BANDS) + (len(RGB_INDEX) if self.uncertainty else 0)
 
-    def block(self, bands: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+    def block(
+        self, bands: np.ndarray, origin: tuple[int, int], fusion_block: int | None = None
+    ) -> np.ndarray:
         """(12, h, w) at 10 m → (out_channels, 4h, 4w) at 2.5 m; no-data pixels stay NaN.
 
         No-data pixels are given reflectance 0 for the models, so their neighbours within the
         models' reach see a dark border; the mask then restores NaN on the pixels themselves.
+        ``fusion_block``: the fusion runs in blocks of this edge with its halo, as
+        :func:`map_with_halo` would run it, rather than on the whole block at once.
         """
-        valid = np.isfinite(bands).all(axis=0)
+        valid, filled = model_input(bands)
         if not valid.any():  # outside the AOI's scenes: nothing for the models to see
             return np.full((self.out_channels, *(n * SCALE for n in valid.shape)), np.nan,
                            np.float32)
-        filled = np.where(valid, bands, np.float32(0)).astype(np.float32, copy=False)
         if self.uncertainty:
             rgb, spread = self.rgb.sample(filled[RGB_INDEX], origin)
-            out = np.concatenate([self.fusion(filled, rgb, origin), spread.astype(np.float32)])
+            out = np.concatenate([self._fuse(filled, rgb, origin, fusion_block),
+                                  spread.astype(np.float32)])
         else:
-            out = self.fusion(filled, self.rgb(filled[RGB_INDEX], origin), origin)
+            out = self._fuse(filled, self.rgb(filled[RGB_INDEX], origin), origin, fusion_block)
         if not valid.all():
             out[:, upsample_nearest(~valid, SCALE)] = np.nan
         return out
@@ -64,7 +107,7 @@ class SuperResolver:
     def apply(
         self,
         bands: da.Array,
-        block_size: int = 240,
+        block_size: int | None = 240,
         offset: tuple[int, int] = (0, 0),
         resources: dict[str, float] | None = None,
     ) -> da.Array:
@@ -73,16 +116,42 @@ class SuperResolver:
         ``offset`` is the array's top-left pixel on the global 10 m lattice, which the models
         receive as block origins (see :mod:`pipeline.models.base`). ``resources`` are the
         worker resources each model call claims (see :func:`pipeline.blocks.map_with_halo`).
+        ``block_size`` None makes the whole array one block, without the halos that blocks
+        inside it would add, the fusion then running in blocks of ``FUSION_BLOCK``.
         """
-        if block_size % LATTICE_PIXELS:
+        if block_size is not None and block_size % LATTICE_PIXELS:
             raise ValueError(f"block size must be a multiple of {LATTICE_PIXELS} pixels")
-        bands = bands.rechunk((-1, block_size, block_size))
+        bands = bands.rechunk((-1, block_size or -1, block_size or -1))
+        fusion_block = None if block_size else FUSION_BLOCK
         return map_with_halo(
-            bands, partial(self._block_at, offset), self.halo, SCALE, self.out_channels,
-            np.float32, token=TASK_PREFIX, resources=resources,
+            bands, partial(self._block_at, offset, fusion_block), self.halo, SCALE,
+            self.out_channels, np.float32, token=TASK_PREFIX, resources=resources,
         )
 
     def _block_at(
-        self, offset: tuple[int, int], bands: np.ndarray, origin: tuple[int, int]
+        self, offset: tuple[int, int], fusion_block: int | None, bands: np.ndarray,
+        origin: tuple[int, int],
     ) -> np.ndarray:
-        return self.block(bands, (offset[0] + origin[0], offset[1] + origin[1]))
+        return self.block(bands, (offset[0] + origin[0], offset[1] + origin[1]), fusion_block)
+
+    def _fuse(
+        self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int], size: int | None
+    ) -> np.ndarray:
+        """The fusion of a block, whole or in blocks of ``size`` with the fusion's halo."""
+        if size is None:
+            return self.fusion(bands, rgb, origin)
+        halo = region_halo(0, self.fusion.halo)
+        h, w = bands.shape[1:]
+        out = np.empty((len(REFLECTANCE_BANDS), h * SCALE, w * SCALE), np.float32)
+        for y, height, top, bottom in halo_blocks(h, size, halo):
+            for x, width, left, right in halo_blocks(w, size, halo):
+                part = self.fusion(
+                    bands[:, y : y + height, x : x + width],
+                    rgb[:, SCALE * y : SCALE * (y + height), SCALE * x : SCALE * (x + width)],
+                    (origin[0] + y, origin[1] + x),
+                )
+                out[:, SCALE * (y + top) : SCALE * (y + height - bottom),
+                    SCALE * (x + left) : SCALE * (x + width - right)] = part[
+                    :, SCALE * top : SCALE * (height - bottom),
+                    SCALE * left : SCALE * (width - right)]
+        return out

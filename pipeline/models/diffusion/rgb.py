@@ -31,7 +31,7 @@ from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.noise import position_noise
 from pipeline.models.diffusion.sampler import ddim_sample
 from pipeline.models.diffusion.sizes import network_config
-from pipeline.models.resident import PinnedWeights, resident_network
+from pipeline.models.resident import PinnedWeights, default_device, resident_network
 from pipeline.models.weights import load_state_dict, shipped_weights
 from pipeline.radiometry import correction_reach, make_consistent
 
@@ -43,6 +43,21 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_WINDOW = 64
 #: Windows per network call by default, on a CPU and on a GPU (``batch`` overrides both).
 CPU_BATCH, GPU_BATCH = 8, 128
+#: ``precision`` that picks bf16 on a CUDA device and fp32 elsewhere (see ``device_defaults``).
+AUTO = "auto"
+#: Window overlap on a GPU at most, 10 m pixels: one pixel made window seams visible.
+GPU_OVERLAP = 2
+
+
+def device_defaults(cuda: bool, window: int) -> dict[str, str | int]:
+    """Precision and window overlap by default, on a CUDA device or not. On a GPU: bf16,
+    whose change against fp32 stays within the bound measured in docs/benchmarks.md, and an
+    overlap of 2 pixels (neighbours blend over 16 output pixels, as the demo weights' default
+    does), which with 64-pixel windows evaluates the U-Net on 1.14 times the pixels it produces
+    against 1.78 times at the CPU's eighth of a window (docs/difffusr.md)."""
+    if cuda:
+        return {"precision": "bf16", "overlap": min(GPU_OVERLAP, window // 8)}
+    return {"precision": "fp32", "overlap": window // 8}
 
 
 def trained_window(path: str | Path) -> int | None:
@@ -93,14 +108,14 @@ class DiffFuSRRGB(PinnedWeights):
     overlap: int | None = None
     batch: int | None = None
     device: str | None = None
-    precision: str = "fp32"
+    precision: str = AUTO
     compile: bool = False
     consistent: bool = True
     name: str = "difffusr"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.precision not in (AUTO, *PRECISIONS):
+            raise ValueError(f"precision must be one of {', '.join((AUTO, *PRECISIONS))}")
         if self.samples < 1 or self.steps < 1 or (self.batch is not None and self.batch < 1):
             raise ValueError("samples, steps and batch must be at least 1")
         local = self._pin(DEMO_WEIGHTS)
@@ -108,8 +123,11 @@ class DiffFuSRRGB(PinnedWeights):
             object.__setattr__(self, "network", network_config(self.weights, local.path))
         if self.window is None:
             object.__setattr__(self, "window", trained_window(local.path) or DEFAULT_WINDOW)
-        if self.overlap is None:
-            object.__setattr__(self, "overlap", self.window // 8)
+        # Chosen here, where the plan is made, so every worker samples alike.
+        object.__setattr__(self, "_cuda", (self.device or default_device()).startswith("cuda"))
+        for key, value in device_defaults(self._cuda, self.window).items():
+            if getattr(self, key) in (None, AUTO):
+                object.__setattr__(self, key, value)
         if not 0 <= 4 * self.overlap <= self.window:
             raise ValueError("overlap must be between 0 and a quarter of the window")
         multiple = self._network().config.unet.multiple
@@ -124,6 +142,14 @@ class DiffFuSRRGB(PinnedWeights):
         of the consistency correction when it is on."""
         return self.window + (correction_reach(1) if self.consistent else 0)
 
+    @property
+    def device_options(self) -> dict[str, str | int]:
+        """On CUDA, the options whose default is the GPU's own (``device_defaults``), as
+        resolved: they change pixels, so a product's recipe records them with the options
+        given. On a CPU none: its defaults are those products always had."""
+        keys = device_defaults(self._cuda, self.window) if self._cuda else {}
+        return {key: getattr(self, key) for key in keys}
+
     def _network(self) -> DiffFuSR:
         return self._resident(_build_network, self.network, self.compile)
 
@@ -135,19 +161,11 @@ class DiffFuSRRGB(PinnedWeights):
         net = self._network()
         device = next(net.parameters()).device
         _, h, w = rgb.shape
-        rows = _lattice(origin[0], h, self.window, self.overlap)
-        cols = _lattice(origin[1], w, self.window, self.overlap)
-        top, left = -rows[0], -cols[0]
-        rows, cols = [r + top for r in rows], [c + left for c in cols]
-        padded = (rows[-1] + self.window, cols[-1] + self.window)
-        lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
-        lr = F.pad(lr, (left, padded[1] - w - left, top, padded[0] - h - top), mode="replicate")
-        # A window holding nothing but zeros, the fill of no-data pixels, is not sampled: its
-        # pixels are no-data in the product anyway and stay at reflectance 0 (−1 in network
-        # space).
+        lr, top, left = _on_lattice(rgb, origin, self.window, self.overlap, device)
+        padded = tuple(lr.shape[-2:])
         corner = (origin[0] - top, origin[1] - left)
         with torch.inference_mode(), self._autocast(device):
-            blend = _Windows(lr, len(rows), len(cols), self.window, self.overlap)
+            blend = _Windows(lr, self.window, self.overlap)
             context, degradation = self._condition(net, blend.gather(lr, 1))
 
             def denoise(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -260,16 +278,35 @@ def _lattice(origin: int, n: int, window: int, overlap: int) -> list[int]:
     return [k * stride - overlap - origin for k in range(first, last + 1)]
 
 
+def _on_lattice(
+    rgb: np.ndarray, origin: tuple[int, int], window: int, overlap: int, device: torch.device
+) -> tuple[torch.Tensor, int, int]:
+    """The block [1, 3, H, W] padded (edge pixels repeated) to the extent of the lattice
+    windows that touch it, and the padding's (top, left)."""
+    _, h, w = rgb.shape
+    rows = _lattice(origin[0], h, window, overlap)
+    cols = _lattice(origin[1], w, window, overlap)
+    top, left = -rows[0], -cols[0]
+    bottom, right = rows[-1] + window - h, cols[-1] + window - w
+    lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
+    return F.pad(lr, (left, right, top, bottom), mode="replicate"), top, left
+
+
 class _Windows:
     """The block's windows on the lattice: which are sampled (those holding data), their blend
     weights on the 2.5 m grid, and the gather (unfold) and scatter (fold) of all of them at
     once. A window's weight is 1 in its centre, ramping linearly down across each overlap it
     shares with a neighbour (a window's own outer edge, on the block's border, keeps weight
-    1); neighbours' ramps sum to 1."""
+    1); neighbours' ramps sum to 1. A window holding nothing but zeros, the fill of no-data
+    pixels, is not sampled: its pixels are no-data in the product anyway and stay at
+    reflectance 0 (−1 in network space)."""
 
-    def __init__(self, lr: torch.Tensor, rows: int, cols: int, window: int, overlap: int) -> None:
-        self.window, self.stride, self.lattice = window, window - 2 * overlap, rows * cols
+    def __init__(self, lr: torch.Tensor, window: int, overlap: int) -> None:
+        """``lr`` [1, 3, H, W]: a block padded to its lattice windows (``_on_lattice``)."""
+        self.window, self.stride = window, window - 2 * overlap
         self.shape = tuple(lr.shape[-2:])
+        rows, cols = ((n - window) // self.stride + 1 for n in self.shape)
+        self.lattice = rows * cols
         lattice = F.unfold(lr, window, stride=self.stride)  # [1, 3·win², rows·cols]
         #: Lattice positions (row-major) of the windows that hold any data.
         self.kept = lattice[0].ne(0).any(0).nonzero()[:, 0]
