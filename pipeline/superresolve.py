@@ -11,9 +11,18 @@ import numpy as np
 from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
 from pipeline.blocks import map_with_halo
 from pipeline.grid import LATTICE_PIXELS, SCALE
-from pipeline.models import FusionModel, RGBModel, SamplingRGBModel
+from pipeline.models import (
+    FusionModel,
+    GuaranteedFusionModel,
+    GuaranteedRGBModel,
+    RGBModel,
+    SamplingRGBModel,
+)
+from pipeline.quality.layers import departure
 from pipeline.resample import upsample_nearest
 
+#: The layers a judged block adds after the bands (and the RGB spread), in this order.
+JUDGED = ("consistency", "spectral_angle")
 #: Key prefix of the model tasks in a Dask graph.
 TASK_PREFIX = "superresolve"
 
@@ -24,6 +33,11 @@ class SuperResolver:
 
     rgb: RGBModel
     fusion: FusionModel
+    #: With ``judged``, two more channels: the consistency and spectral angle of the models'
+    #: own output for these ``bands`` (see :mod:`pipeline.quality.layers`), before any
+    #: radiometric guarantee, which would make every product average back to its input.
+    judged: bool = False
+    bands: tuple[str, ...] = REFLECTANCE_BANDS
 
     @property
     def halo(self) -> int:
@@ -38,8 +52,10 @@ class SuperResolver:
 
     @property
     def out_channels(self) -> int:
-        """The 12 bands, then the RGB standard deviation over samples when there is one."""
-        return len(REFLECTANCE_BANDS) + (len(RGB_INDEX) if self.uncertainty else 0)
+        """The 12 bands, then the RGB standard deviation over samples when there is one, then
+        the two layers that judge the models when ``judged``."""
+        spread = len(RGB_INDEX) if self.uncertainty else 0
+        return len(REFLECTANCE_BANDS) + spread + (len(JUDGED) if self.judged else 0)
 
     def block(self, bands: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         """(12, h, w) at 10 m → (out_channels, 4h, 4w) at 2.5 m; no-data pixels stay NaN.
@@ -49,17 +65,45 @@ class SuperResolver:
         """
         valid = np.isfinite(bands).all(axis=0)
         if not valid.any():  # outside the AOI's scenes: nothing for the models to see
-            return np.full((self.out_channels, *(n * SCALE for n in valid.shape)), np.nan,
-                           np.float32)
+            return np.full(
+                (self.out_channels, *(n * SCALE for n in valid.shape)), np.nan, np.float32
+            )
         filled = np.where(valid, bands, np.float32(0)).astype(np.float32, copy=False)
-        if self.uncertainty:
-            rgb, spread = self.rgb.sample(filled[RGB_INDEX], origin)
-            out = np.concatenate([self.fusion(filled, rgb, origin), spread.astype(np.float32)])
+        own_rgb, rgb, spread = self._rgb(filled[RGB_INDEX], origin)
+        if isinstance(self.fusion, GuaranteedFusionModel) and self.fusion.consistent:
+            own = self.fusion.predict(filled, rgb, origin)
+            out = self.fusion.correct(own, filled)
         else:
-            out = self.fusion(filled, self.rgb(filled[RGB_INDEX], origin), origin)
+            out = self.fusion(filled, rgb, origin)
+            own = out.copy() if self.judged else out
+        parts = [out] if spread is None else [out, spread.astype(np.float32)]
+        hidden = upsample_nearest(~valid, SCALE)
+        if self.judged:
+            own[RGB_INDEX] = own_rgb
+            own[:, hidden] = np.nan
+            chosen = [REFLECTANCE_BANDS.index(b) for b in self.bands]
+            layers = departure(bands, own[chosen], self.bands)
+            parts.append(np.stack([upsample_nearest(x, SCALE) for x in layers]))
+        out = np.concatenate(parts) if len(parts) > 1 else out
         if not valid.all():
-            out[:, upsample_nearest(~valid, SCALE)] = np.nan
+            out[:, hidden] = np.nan
         return out
+
+    def _rgb(
+        self, lr: np.ndarray, origin: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(the model's own RGB, the RGB of the product, its spread over samples or None)."""
+        model = self.rgb
+        if isinstance(model, GuaranteedRGBModel) and model.consistent:
+            draws = model.draw(lr, origin)
+            fixed = model.correct(draws, lr)
+            spread = fixed.std(axis=0) if self.uncertainty else None
+            return draws.mean(axis=0), fixed.mean(axis=0), spread
+        if self.uncertainty:
+            mean, spread = model.sample(lr, origin)
+            return mean, mean, spread
+        rgb = model(lr, origin)
+        return rgb, rgb, None
 
     def apply(
         self,
@@ -78,8 +122,14 @@ class SuperResolver:
             raise ValueError(f"block size must be a multiple of {LATTICE_PIXELS} pixels")
         bands = bands.rechunk((-1, block_size, block_size))
         return map_with_halo(
-            bands, partial(self._block_at, offset), self.halo, SCALE, self.out_channels,
-            np.float32, token=TASK_PREFIX, resources=resources,
+            bands,
+            partial(self._block_at, offset),
+            self.halo,
+            SCALE,
+            self.out_channels,
+            np.float32,
+            token=TASK_PREFIX,
+            resources=resources,
         )
 
     def _block_at(
