@@ -29,7 +29,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 import pipeline
-from pipeline.bands import BANDS, REFLECTANCE_BANDS
+from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_INDEX
 from pipeline.catalog import search
 from pipeline.cluster import GPU_RESOURCE, has_gpu_workers
 from pipeline.composite import median_composite
@@ -45,7 +45,7 @@ from pipeline.grid import (
 )
 from pipeline.load import asset_key, check_assets, load_reflectance, load_scl, scene_epsg
 from pipeline.models import get_fusion_model, get_rgb_model
-from pipeline.quality.layers import risk_rule, tile_quality
+from pipeline.quality.layers import judged, risk_rule
 from pipeline.resample import upsample_nearest
 from pipeline.store import QUALITY_LAYERS, RECIPE, ProductStore
 from pipeline.superresolve import SuperResolver
@@ -180,6 +180,8 @@ def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
         resolver = SuperResolver(
             get_rgb_model(request.rgb_model, **request.rgb_options),
             get_fusion_model(request.fusion_model, **request.fusion_options),
+            judged=True,
+            bands=request.bands,
         )
     except (ValueError, TypeError) as err:
         raise ModelError(f"cannot build the models: {reason(err)}") from None
@@ -249,9 +251,10 @@ def tile_task(
         low = (tile.height // SCALE, tile.width // SCALE)
         count = da.zeros(low, dtype=np.uint8)
         composite = da.full((len(REFLECTANCE_BANDS), *low), np.nan, np.float32)
-    arrays = [high[band_index], "abc", count, "de", composite, "fgh"]
+    bands_end = len(REFLECTANCE_BANDS) + (len(RGB_INDEX) if resolver.uncertainty else 0)
+    arrays = [high[band_index], "abc", count, "de", composite, "fgh", high[bands_end:], "ijk"]
     if resolver.uncertainty:
-        arrays += [high[len(REFLECTANCE_BANDS) :], "ijk"]
+        arrays += [high[len(REFLECTANCE_BANDS) : bands_end], "lmn"]
     # one task that receives every array whole; unlike a delayed call, it leaves the graph
     # unoptimised, so the model tasks keep their resource claims
     return da.blockwise(
@@ -279,6 +282,7 @@ def _write_tile(
     reflectance: np.ndarray,
     count: np.ndarray,
     composite: np.ndarray,
+    layers: np.ndarray,
     uncertainty: np.ndarray | None = None,
 ) -> dict:
     """Compute the tile's quality layers and summary, write everything, return the summary.
@@ -287,7 +291,8 @@ def _write_tile(
     compare the result with.
     """
     valid = np.isfinite(reflectance).all(axis=0)
-    quality = tile_quality(composite, reflectance, bands, uncertainty)
+    consistency, angle = layers[:, ::SCALE, ::SCALE]  # judged per block at 10 m
+    quality = judged(consistency, angle, composite, uncertainty)
     summary = {
         "items": item_ids,
         "valid_fraction": round(float(valid.mean()), 6),

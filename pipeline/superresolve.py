@@ -11,9 +11,18 @@ import numpy as np
 from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
 from pipeline.blocks import halo_blocks, map_with_halo
 from pipeline.grid import LATTICE_PIXELS, SCALE
-from pipeline.models import FusionModel, RGBModel, SamplingRGBModel
+from pipeline.models import (
+    FusionModel,
+    GuaranteedFusionModel,
+    GuaranteedRGBModel,
+    RGBModel,
+    SamplingRGBModel,
+)
+from pipeline.quality.layers import departure
 from pipeline.resample import upsample_nearest
 
+#: The layers a judged block adds after the bands (and the RGB spread), in this order.
+JUDGED = ("consistency", "spectral_angle")
 #: Key prefix of the model tasks in a Dask graph.
 TASK_PREFIX = "superresolve"
 #: Edge, in 10 m pixels, of the fusion's blocks when the RGB model has the whole array as one
@@ -64,6 +73,11 @@ class SuperResolver:
 
     rgb: RGBModel
     fusion: FusionModel
+    #: With ``judged``, two more channels: the consistency and spectral angle of the models'
+    #: own output for these ``bands`` (see :mod:`pipeline.quality.layers`), before any
+    #: radiometric guarantee, which would make every product average back to its input.
+    judged: bool = False
+    bands: tuple[str, ...] = REFLECTANCE_BANDS
 
     @property
     def halo(self) -> int:
@@ -77,8 +91,10 @@ class SuperResolver:
 
     @property
     def out_channels(self) -> int:
-        """The 12 bands, then the RGB standard deviation over samples when there is one."""
-        return len(REFLECTANCE_BANDS) + (len(RGB_INDEX) if self.uncertainty else 0)
+        """The 12 bands, then the RGB standard deviation over samples when there is one, then
+        the two layers that judge the models when ``judged``."""
+        spread = len(RGB_INDEX) if self.uncertainty else 0
+        return len(REFLECTANCE_BANDS) + spread + (len(JUDGED) if self.judged else 0)
 
     def block(
         self, bands: np.ndarray, origin: tuple[int, int], fusion_block: int | None = None
@@ -94,15 +110,31 @@ class SuperResolver:
         if not valid.any():  # outside the AOI's scenes: nothing for the models to see
             return np.full((self.out_channels, *(n * SCALE for n in valid.shape)), np.nan,
                            np.float32)
-        if self.uncertainty:
-            rgb, spread = self.rgb.sample(filled[RGB_INDEX], origin)
-            out = np.concatenate([self._fuse(filled, rgb, origin, fusion_block),
-                                  spread.astype(np.float32)])
-        else:
-            out = self._fuse(filled, self.rgb(filled[RGB_INDEX], origin), origin, fusion_block)
+        own_rgb, rgb, spread = self._rgb(filled[RGB_INDEX], origin)
+        fused = self._fuse(bands, filled, own_rgb, rgb, origin, fusion_block)
+        out = fused
+        if spread is not None:  # the spread goes between the bands and the judging layers
+            n = len(REFLECTANCE_BANDS)
+            out = np.concatenate([fused[:n], spread.astype(np.float32), fused[n:]])
         if not valid.all():
             out[:, upsample_nearest(~valid, SCALE)] = np.nan
         return out
+
+    def _rgb(
+        self, lr: np.ndarray, origin: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(the model's own RGB, the RGB of the product, its spread over samples or None)."""
+        model = self.rgb
+        if isinstance(model, GuaranteedRGBModel) and model.consistent:
+            draws = model.draw(lr, origin)
+            fixed = model.correct(draws, lr)
+            spread = fixed.std(axis=0) if self.uncertainty else None
+            return draws.mean(axis=0), fixed.mean(axis=0), spread
+        if self.uncertainty:
+            mean, spread = model.sample(lr, origin)
+            return mean, mean, spread
+        rgb = model(lr, origin)
+        return rgb, rgb, None
 
     def apply(
         self,
@@ -135,23 +167,56 @@ class SuperResolver:
         return self.block(bands, (offset[0] + origin[0], offset[1] + origin[1]), fusion_block)
 
     def _fuse(
-        self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int], size: int | None
+        self,
+        bands: np.ndarray,
+        filled: np.ndarray,
+        own_rgb: np.ndarray,
+        rgb: np.ndarray,
+        origin: tuple[int, int],
+        size: int | None,
     ) -> np.ndarray:
-        """The fusion of a block, whole or in blocks of ``size`` with the fusion's halo."""
+        """The fusion of a block (see :meth:`_fuse_part`), whole or in blocks of ``size`` with
+        the fusion's halo."""
         if size is None:
-            return self.fusion(bands, rgb, origin)
+            return self._fuse_part(bands, filled, own_rgb, rgb, origin)
         halo = region_halo(0, self.fusion.halo)
         h, w = bands.shape[1:]
-        out = np.empty((len(REFLECTANCE_BANDS), h * SCALE, w * SCALE), np.float32)
+        channels = len(REFLECTANCE_BANDS) + (len(JUDGED) if self.judged else 0)
+        out = np.empty((channels, h * SCALE, w * SCALE), np.float32)
         for y, height, top, bottom in halo_blocks(h, size, halo):
             for x, width, left, right in halo_blocks(w, size, halo):
-                part = self.fusion(
-                    bands[:, y : y + height, x : x + width],
-                    rgb[:, SCALE * y : SCALE * (y + height), SCALE * x : SCALE * (x + width)],
-                    (origin[0] + y, origin[1] + x),
-                )
+                low = (slice(None), slice(y, y + height), slice(x, x + width))
+                high = (slice(None), slice(SCALE * y, SCALE * (y + height)),
+                        slice(SCALE * x, SCALE * (x + width)))
+                part = self._fuse_part(bands[low], filled[low], own_rgb[high], rgb[high],
+                                       (origin[0] + y, origin[1] + x))
                 out[:, SCALE * (y + top) : SCALE * (y + height - bottom),
                     SCALE * (x + left) : SCALE * (x + width - right)] = part[
                     :, SCALE * top : SCALE * (height - bottom),
                     SCALE * left : SCALE * (width - right)]
         return out
+
+    def _fuse_part(
+        self,
+        bands: np.ndarray,
+        filled: np.ndarray,
+        own_rgb: np.ndarray,
+        rgb: np.ndarray,
+        origin: tuple[int, int],
+    ) -> np.ndarray:
+        """The 12 bands of the product, then with ``judged`` the consistency and spectral
+        angle of the models' own output (``own_rgb`` and the fusion's prediction) against
+        ``bands`` (NaN = no data)."""
+        if isinstance(self.fusion, GuaranteedFusionModel) and self.fusion.consistent:
+            own = self.fusion.predict(filled, rgb, origin)
+            out = self.fusion.correct(own, filled)
+        else:
+            out = self.fusion(filled, rgb, origin)
+            own = out.copy() if self.judged else out
+        if not self.judged:
+            return out
+        own[RGB_INDEX] = own_rgb
+        own[:, upsample_nearest(~np.isfinite(bands).all(axis=0), SCALE)] = np.nan
+        chosen = [REFLECTANCE_BANDS.index(b) for b in self.bands]
+        layers = departure(bands, own[chosen], self.bands)
+        return np.concatenate([out, np.stack([upsample_nearest(x, SCALE) for x in layers])])

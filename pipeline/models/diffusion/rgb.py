@@ -157,7 +157,16 @@ class DiffFuSRRGB(PinnedWeights):
         return self.sample(rgb, origin)[0]
 
     def sample(self, rgb: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, per-pixel std over the samples) at 2.5 m, both (3, 4h, 4w) reflectance."""
+        """(mean, per-pixel std over the samples) at 2.5 m, both (3, 4h, 4w) reflectance,
+        each sample with the radiometric guarantee when ``consistent``."""
+        draws = self.draw(rgb, origin)
+        if self.consistent:
+            draws = self.correct(draws, rgb)
+        std = draws.std(axis=0) if self.samples > 1 else np.zeros_like(draws[0])
+        return draws.mean(axis=0), std
+
+    def draw(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+        """The network's own samples (S, 3, 4h, 4w), reflectance, before any guarantee."""
         net = self._network()
         device = next(net.parameters()).device
         _, h, w = rgb.shape
@@ -184,11 +193,18 @@ class DiffFuSRRGB(PinnedWeights):
             )
             out = torch.where(blend.total > 0, out, -1.0)
         out = out[:, :, top * SCALE : (top + h) * SCALE, left * SCALE : (left + w) * SCALE]
-        high = net.denormalize(out.float()).cpu().numpy()
-        if self.consistent:
-            high = _consistent(high, np.asarray(rgb, dtype=np.float32))
-        std = high.std(axis=0) if self.samples > 1 else np.zeros_like(high[0])
-        return high.mean(axis=0), std
+        return net.denormalize(out.float()).cpu().numpy()
+
+    @staticmethod
+    def correct(draws: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+        """Each sample (S, 3, 4h, 4w) corrected to average back to ``rgb`` (3, h, w) over
+        every 10 m pixel that holds data (:mod:`pipeline.radiometry`): a pixel whose three
+        bands are all 0 is the fill of no-data."""
+        rgb = np.asarray(rgb, dtype=np.float32)
+        valid = (rgb != 0).any(axis=0)
+        return np.stack([np.stack([make_consistent(band, native, SCALE, valid)
+                                   for band, native in zip(sample, rgb, strict=True)])
+                         for sample in draws])
 
     def _batch(self, device: torch.device) -> int:
         """Windows per network call: few on a CPU, where bigger batches gain nothing, many on
@@ -257,15 +273,6 @@ class DiffFuSRRGB(PinnedWeights):
         if device.type == "cpu" and dtype is torch.float16:
             raise ValueError("fp16 needs a CUDA device; use bf16 or fp32 on CPU")
         return torch.autocast(device.type, dtype=dtype)
-
-
-def _consistent(high: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """Each sample (S, 3, 4h, 4w) corrected to average back to ``rgb`` (3, h, w) over every
-    10 m pixel that holds data: a pixel whose three bands are all 0 is the fill of no-data."""
-    valid = (rgb != 0).any(axis=0)
-    return np.stack([np.stack([make_consistent(band, native, SCALE, valid)
-                               for band, native in zip(sample, rgb, strict=True)])
-                     for sample in high])
 
 
 def _lattice(origin: int, n: int, window: int, overlap: int) -> list[int]:
