@@ -33,7 +33,8 @@ from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
 from pipeline.grid import RESOLUTION, read_aoi
-from pipeline.region import Plan, RegionRequest, plan_region, run_tiles
+from pipeline.run.dispatch import run_tiles
+from pipeline.run.plan import Plan, RegionRequest, plan_region
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
 
@@ -44,7 +45,8 @@ MODEL_EVENT = "benchmark-model-seconds"
 class TimedResolver(SuperResolver):
     """The plan's resolver, reporting the time inside each model call as a worker event.
 
-    Dask fuses the model tasks with their neighbours, so the task stream cannot isolate them.
+    A tile's model task also runs its quality layers and write, so the task stream cannot
+    isolate the models.
     """
 
     def block(self, bands, origin):

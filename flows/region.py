@@ -28,7 +28,8 @@ from pipeline.errors import UserError
 from pipeline.finish import finish_product
 from pipeline.grid import read_aoi
 from pipeline.models import FUSION_MODELS, RGB_MODELS
-from pipeline.region import RegionRequest, plan_region, run_tiles
+from pipeline.run.dispatch import run_tiles
+from pipeline.run.plan import RegionRequest, plan_region
 from pipeline.store import ProductStore
 
 DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
@@ -41,6 +42,17 @@ class SuperResolver:
         """The 12 bands, then the RGB standard deviation over samples when there is one."""
         return len(REFLECTANCE_BANDS) + (len(RGB_INDEX) if self.uncertainty else 0)
 
+    def on(self, rgb_device: str | None, fusion_device: str | None) -> SuperResolver:
+        """The same models running on these torch devices (None: the process's default).
+
+        A learned model moved to another device is built anew, so this runs where the models
+        run: on a worker, never on a runner that may have no GPU. Models without a device
+        (the baselines) stay as they are.
+        """
+        return dataclasses.replace(
+            self, rgb=_on(self.rgb, rgb_device), fusion=_on(self.fusion, fusion_device)
+        )
+
     def block(self, bands: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         """(12, h, w) at 10 m → (out_channels, 4h, 4w) at 2.5 m; no-data pixels stay NaN.
 
@@ -66,23 +78,27 @@ class SuperResolver:
         bands: da.Array,
         block_size: int = 240,
         offset: tuple[int, int] = (0, 0),
-        resources: dict[str, float] | None = None,
     ) -> da.Array:
         """Lazily super-resolve a (12, y, x) dask array whose edges lie on the 60 m lattice.
 
         ``offset`` is the array's top-left pixel on the global 10 m lattice, which the models
-        receive as block origins (see :mod:`pipeline.models.base`). ``resources`` are the
-        worker resources each model call claims (see :func:`pipeline.blocks.map_with_halo`).
+        receive as block origins (see :mod:`pipeline.models.base`).
         """
         if block_size % LATTICE_PIXELS:
             raise ValueError(f"block size must be a multiple of {LATTICE_PIXELS} pixels")
         bands = bands.rechunk((-1, block_size, block_size))
         return map_with_halo(
             bands, partial(self._block_at, offset), self.halo, SCALE, self.out_channels,
-            np.float32, token=TASK_PREFIX, resources=resources,
+            np.float32, token=TASK_PREFIX,
         )
 
     def _block_at(
         self, offset: tuple[int, int], bands: np.ndarray, origin: tuple[int, int]
     ) -> np.ndarray:
         return self.block(bands, (offset[0] + origin[0], offset[1] + origin[1]))
+
+
+def _on(model: RGBModel | FusionModel, device: str | None) -> RGBModel | FusionModel:
+    if not hasattr(model, "device") or model.device == device:
+        return model
+    return dataclasses.replace(model, device=device)

@@ -1,0 +1,143 @@
+"""The dispatch loop: every unfinished tile to the cluster as two tasks, a bounded number at a
+time, with retries.
+
+The client's part per tile is picking the tile's scenes from the plan's index and submitting
+two tasks (see :mod:`pipeline.run.tile`): a composite task, which any thread may run, then a
+model task, which claims the ``GPU`` resource on a cluster whose workers offer one. Enough tiles
+are in flight that while a GPU runs one tile's models, CPU threads composite the next ones;
+model tasks go first when both wait, so composites never pile up ahead of the GPUs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from distributed import Client, Future, wait
+
+from pipeline.cluster import GPU_RESOURCE, has_gpu_workers
+from pipeline.errors import reason
+from pipeline.grid import Tile
+from pipeline.overviews import level_one_with_tiles
+from pipeline.run.plan import Plan
+from pipeline.run.retry import RetryPolicy
+from pipeline.run.tile import TileJob, complete_tile, prepare_tile
+from pipeline.store import ProductStore
+
+#: Key prefixes of a tile's two tasks, by which the task stream tells them apart.
+COMPOSITE_TASK, MODEL_TASK = "composite", "superresolve"
+#: Scheduler tasks per tile.
+TASKS_PER_TILE = 2
+
+
+@dataclass
+class RunSummary:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def tile_job(plan: Plan, store: ProductStore, level_one: bool = False) -> TileJob:
+    """What the workers need of the plan besides the tile and its scenes."""
+    r = plan.request
+    return TileJob(
+        store, plan.grid, r.bands, plan.resolver, r.devices, r.mask_snow, r.block_size, level_one
+    )
+
+
+def submit_tile(
+    client: Client,
+    job: TileJob,
+    plan: Plan,
+    tile: Tile,
+    name: str,
+    resources: dict[str, float] | None,
+) -> Future:
+    """Submit one tile's two tasks; return the future of the second (the tile's summary)."""
+    prepared = client.submit(
+        prepare_tile, job, tile, plan.scenes_over(tile), key=f"{COMPOSITE_TASK}-{name}"
+    )
+    return client.submit(
+        complete_tile,
+        job,
+        tile,
+        prepared,
+        key=f"{MODEL_TASK}-{name}",
+        resources=resources,
+        priority=1,
+    )
+
+
+def tiles_in_flight(client: Client) -> int:
+    """Two tiles per worker thread: one composited while the other is modelled."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return max(2, 2 * sum(w.get("nthreads", 1) for w in workers.values()))
+
+
+def run_tiles(
+    plan: Plan,
+    store: ProductStore,
+    client: Client,
+    on_progress: Callable[[str, str | None], None] | None = None,
+    retry: RetryPolicy | None = None,
+    on_retry: Callable[[str, str, float], None] | None = None,
+) -> RunSummary:
+    """Compute every unfinished tile on the cluster, a bounded number at a time.
+
+    A tile that fails for a reason that may pass (a read error, a lost worker) is submitted
+    again after a growing delay; one that still fails, or fails for any other reason, is
+    recorded with its reason and the run goes on. ``on_progress(tile key, error or None)``
+    follows each tile that is finished with; ``on_retry(tile key, error, delay)`` each retry.
+    ``retry`` defaults to :class:`RetryPolicy`'s defaults.
+    """
+    retry = retry or RetryPolicy()
+    summary = RunSummary()
+    finished = store.done_tiles()
+    todo = deque(t for t in plan.tiles if t.key not in finished)
+    summary.skipped = [t.key for t in plan.tiles if t.key in finished]
+    job = tile_job(plan, store, level_one_with_tiles(store, plan.grid))
+    resources = {GPU_RESOURCE: 1} if has_gpu_workers(client) else None
+    in_flight = tiles_in_flight(client)
+    run = uuid.uuid4().hex[:8]  # keys unique to this run, should two share a scheduler
+    running: dict[Future, tuple[Tile, int]] = {}
+    delayed: list[tuple[float, int, Tile, int]] = []  # (due time, order, tile, attempt)
+
+    def submit(tile: Tile, attempt: int) -> None:
+        name = f"{tile.key}-{run}-{attempt}"
+        running[submit_tile(client, job, plan, tile, name, resources)] = (tile, attempt)
+
+    while todo or delayed or running:
+        while len(running) < in_flight and (delayed and delayed[0][0] <= time.monotonic()):
+            _, _, tile, attempt = heapq.heappop(delayed)
+            submit(tile, attempt)
+        while len(running) < in_flight and todo:
+            submit(todo.popleft(), 1)
+        wait_for = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
+        if not running:
+            time.sleep(wait_for or 0.0)
+            continue
+        try:
+            done = wait(list(running), timeout=wait_for, return_when="FIRST_COMPLETED").done
+        except TimeoutError:
+            continue
+        for future in done:
+            tile, attempt = running.pop(future)
+            error = future.exception()
+            message = None if error is None else f"{type(error).__name__}: {reason(error)}"
+            if error is not None and retry.again(error, attempt):
+                delay = retry.delay(attempt)
+                heapq.heappush(delayed, (time.monotonic() + delay, attempt, tile, attempt + 1))
+                if on_retry:
+                    on_retry(tile.key, message, delay)
+                continue
+            if message is None:
+                summary.done.append(tile.key)
+            else:
+                summary.failed[tile.key] = message
+            if on_progress:
+                on_progress(tile.key, message)
+    return summary
