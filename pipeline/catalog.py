@@ -26,6 +26,10 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.errors import CatalogError, NoScenesError, reason
 from pipeline.load import Scene, to_scene
 
+#: Items per page asked of an API: a continent's tens of thousands of items in tens of
+#: requests rather than thousands (an API may answer with fewer).
+PAGE_SIZE = 1000
+
 #: The embedded demo catalog, used when no ``--stac`` is given.
 DEMO_CATALOG = Path(__file__).resolve().parents[1] / "examples" / "demo" / "catalog.json"
 
@@ -168,7 +172,7 @@ def _search_api(
                 }
                 kwargs["filter_lang"] = "cql2-json"
                 cloud_filter = "server-filter"
-        found = client.search(**kwargs, max_items=limit)
+        found = client.search(**kwargs, max_items=limit, limit=PAGE_SIZE)
         items = [reduce(i) for i in found.items()
                  if cloud_filter != "client" or _cloud_cover(i) <= max_cloud]
         with warnings.catch_warnings():  # an API that does not count says so with a warning

@@ -1,9 +1,9 @@
 """Dask clusters: a local one (CPU worker processes, or one dask-cuda worker per GPU), or an
 existing scheduler by address.
 
-GPU workers advertise a ``GPU`` resource of 1; the model tasks ask for it (see
-:data:`GPU_RESOURCE`), so that one GPU never runs two model tasks at once while the worker's
-other threads load, composite and write tiles beside it.
+GPU workers advertise a ``GPU`` resource of 1; the tiles' model tasks ask for it (see
+:data:`GPU_RESOURCE`), so that one GPU never runs two at once while the worker's other threads
+(and plain CPU workers, if the cluster has some) load and composite the next tiles.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ from pipeline.store import ProductStore
 COMPOSITE_TASK, MODEL_TASK = "composite", "superresolve"
 #: Scheduler tasks per tile.
 TASKS_PER_TILE = 2
+#: Seconds between two looks at the cluster's size, so that workers joining a running job
+#: (a worker group scaled up, CPU workers added) raise the number of tiles in flight.
+RESIZE_EVERY = 30.0
 
 
 @dataclass
@@ -39,6 +42,8 @@ class RunSummary:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    #: The runner's own time handing out tiles (picking their scenes, submitting their tasks).
+    client_seconds: float = 0.0
 
 
 def tile_job(plan: Plan, store: ProductStore, level_one: bool = False) -> TileJob:
@@ -101,16 +106,20 @@ def run_tiles(
     summary.skipped = [t.key for t in plan.tiles if t.key in finished]
     job = tile_job(plan, store, level_one_with_tiles(store, plan.grid))
     resources = {GPU_RESOURCE: 1} if has_gpu_workers(client) else None
-    in_flight = tiles_in_flight(client)
+    in_flight, resized = tiles_in_flight(client), time.monotonic()
     run = uuid.uuid4().hex[:8]  # keys unique to this run, should two share a scheduler
     running: dict[Future, tuple[Tile, int]] = {}
     delayed: list[tuple[float, int, Tile, int]] = []  # (due time, order, tile, attempt)
 
     def submit(tile: Tile, attempt: int) -> None:
+        started = time.perf_counter()
         name = f"{tile.key}-{run}-{attempt}"
         running[submit_tile(client, job, plan, tile, name, resources)] = (tile, attempt)
+        summary.client_seconds += time.perf_counter() - started
 
     while todo or delayed or running:
+        if time.monotonic() - resized > RESIZE_EVERY:
+            in_flight, resized = tiles_in_flight(client), time.monotonic()
         while len(running) < in_flight and (delayed and delayed[0][0] <= time.monotonic()):
             _, _, tile, attempt = heapq.heappop(delayed)
             submit(tile, attempt)

@@ -3,8 +3,10 @@
 :func:`prepare_tile` reads the tile's scenes (with the models' halo around it) and makes the
 clear-sky composite: CPU work. :func:`complete_tile` runs the models over it block by block
 through the halo wrapper, computes the quality layers and writes the tile: the part that
-claims the GPU on a GPU cluster. Each step computes its own small Dask graph with the
-synchronous scheduler on the worker's thread, so the scheduler sees two tasks per tile.
+claims the GPU on a GPU cluster. Each step computes its own small Dask graph on the worker,
+so the scheduler sees two tasks per tile: the reads with a few threads of their own (they
+mostly wait on object storage), the models with the synchronous scheduler on the task's
+thread (one GPU runs one block at a time).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from pipeline.quality.layers import tile_quality
 from pipeline.resample import upsample_nearest
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
+
+#: Reads of one tile at once (assets × scenes).
+READ_THREADS = 8
 
 
 @dataclass(frozen=True)
@@ -68,7 +73,9 @@ def prepare_tile(job: TileJob, tile: Tile, scenes: list[Scene]) -> TileInput:
         lazy = clear_sky(
             scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=max(shape)
         )
-        composite, count = dask.compute(lazy[0].data, lazy[1].data, scheduler="sync")
+        composite, count = dask.compute(
+            lazy[0].data, lazy[1].data, scheduler="threads", num_workers=READ_THREADS
+        )
     else:
         composite = np.full((len(REFLECTANCE_BANDS), *shape), np.nan, np.float32)
         count = np.zeros(shape, np.uint8)
