@@ -16,24 +16,26 @@ granule, away from its neighbours, so every tile it reads holds pixels. GDAL's c
 files is switched off for them, so that the dates, which share the files, do not share reads.
 
 Figures: planning all of Europe (wall time, peak RSS of a runner process doing only that,
-scenes per tile); for the sample, the runner's time per tile, the scheduler's CPU per tile,
-scheduler tasks per tile, sustained tiles per second, bytes received per output byte and
-input megapixels per second per core against a plain windowed rasterio read of the same
-windows in one thread, and the stand-in's busy time over the wall time (the model task holds
-the cluster's ``GPU`` resource). From the per-tile overhead: the orchestration floor of all of
-Europe and the most GPUs the dispatch keeps fed at a given model time per tile.
+scenes per tile); then, on one local cluster (see :func:`run_stages`), the runner's and the
+scheduler's cost per tile at full speed, the tile sample (sustained tiles per second,
+scheduler tasks per tile, COG bytes fetched per output byte, i.e. the compressed blocks the
+tiles' windows touch, and input megapixels per second per core against a plain windowed
+rasterio read of the same windows in one thread), the stand-in's busy time over the wall
+time when its time per tile exceeds a tile's CPU work, and the CPU time of full-size tiles.
+From these: the orchestration floor of all of Europe, the most GPUs the dispatch keeps fed
+and the CPU cores each GPU needs, at a given model time per tile.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import multiprocessing
 import os
 import platform
-import resource
 import sys
 import tempfile
 import time
@@ -54,7 +56,7 @@ from pipeline.cluster import GPU_RESOURCE
 from pipeline.grid import INPUT_RESOLUTION, read_aoi
 from pipeline.load import RUN_ASSETS, Scene
 from pipeline.resample import upsample_nearest
-from pipeline.run.dispatch import COMPOSITE_TASK, run_tiles
+from pipeline.run.dispatch import run_tiles
 from pipeline.run.plan import Plan, RegionRequest, plan_region
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
@@ -290,6 +292,15 @@ def write_granule(folder: Path, epsg: int, ulx: float, uly: float) -> dict[str, 
 # -- planning Europe in a runner process of its own ------------------------------------------
 
 
+def peak_rss_mb() -> int:
+    """This process's peak resident memory (VmHWM: unlike getrusage's, not inherited from the
+    parent that started it)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
+    return 0
+
+
 def plan_europe(url: str, queue: multiprocessing.Queue) -> None:
     """Plan all of Europe, pick every tile's scenes; report times and the peak RSS."""
     request = RegionRequest(read_aoi(str(EUROPE)), START, END, url, COLLECTION)
@@ -305,7 +316,7 @@ def plan_europe(url: str, queue: multiprocessing.Queue) -> None:
             "plan_seconds": round(planned - started, 1),
             "scene_pick_seconds_all_tiles": round(picked - planned, 1),
             "scene_pick_ms_per_tile": round((picked - planned) / len(plan.tiles) * 1e3, 4),
-            "runner_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "runner_peak_rss_mb": peak_rss_mb(),
             "items_per_tile": {
                 "mean": round(float(counts.mean()), 1),
                 "p50": int(np.median(counts)),
@@ -358,12 +369,25 @@ def windows(plan: Plan, tile_bounds: tuple[float, ...], scene: Scene) -> list[tu
     return found
 
 
-def received_bytes() -> int:
-    """Bytes this process has read through system calls (files and sockets: S3 responses)."""
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("rchar:"):
-            return int(line.split()[1])
-    return 0
+@functools.cache
+def block_bytes(href: str) -> tuple[tuple[int, int], np.ndarray]:
+    """A COG's block size and the compressed bytes of each of its full-resolution blocks."""
+    with rasterio.open(href) as src:
+        rows, cols = src.block_shapes[0]
+        grid = (math.ceil(src.height / rows), math.ceil(src.width / cols))
+        sizes = np.array(
+            [[src.block_size(1, i, j) for j in range(grid[1])] for i in range(grid[0])]
+        )
+    return (rows, cols), sizes
+
+
+def window_bytes(href: str, window: rasterio.windows.Window) -> int:
+    """Compressed bytes of the COG blocks a window touches: what a reader of it fetches."""
+    (rows, cols), sizes = block_bytes(href)
+    top, left = max(int(window.row_off), 0) // rows, max(int(window.col_off), 0) // cols
+    bottom = (int(window.row_off + window.height) - 1) // rows
+    right = (int(window.col_off + window.width) - 1) // cols
+    return int(sizes[top : bottom + 1, left : right + 1].sum())
 
 
 def plain_read(plan: Plan, tiles: int) -> dict:
@@ -375,7 +399,7 @@ def plain_read(plan: Plan, tiles: int) -> dict:
         for s in plan.scenes_over(t)
         for w in windows(plan, plan.grid.tile_bounds(t, halo=halo), s)
     ]
-    before, started = received_bytes(), time.perf_counter()
+    started = time.perf_counter()
     for href, window, _ in reads:
         with rasterio.open(href) as src:
             src.read(1, window=window, boundless=True)
@@ -386,7 +410,6 @@ def plain_read(plan: Plan, tiles: int) -> dict:
         "reads": len(reads),
         "wall_seconds": round(wall, 2),
         "input_mpx_per_s_per_core": round(pixels / wall / 1e6, 2),
-        "bytes_received_per_input_px": round((received_bytes() - before) / pixels, 3),
     }
 
 
@@ -405,27 +428,97 @@ def busy(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def run_sample(url: str, s3: S3Server, args: argparse.Namespace) -> dict:
-    request = RegionRequest(
-        sample_aoi(args.sample_tiles, args.sample_tile_size),
-        START,
-        END,
-        url,
-        COLLECTION,
-        tile_size=args.sample_tile_size,
+def sample_plan(url: str, tiles: int, tile_size: int, days: int, seconds: float) -> Plan:
+    """The plan of ``tiles`` tiles inside the sample granule over the first ``days``
+    days, its models replaced by the stand-in."""
+    aoi = sample_aoi(tiles, tile_size)
+    last = START + timedelta(days=days - 1)
+    plan = plan_region(RegionRequest(aoi, START, last, url, COLLECTION, tile_size=tile_size))
+    return dataclasses.replace(
+        plan,
+        tiles=plan.tiles[:tiles],
+        resolver=StandIn(plan.resolver.rgb, plan.resolver.fusion, seconds),
     )
-    plan = plan_region(request)
-    plan = dataclasses.replace(
-        plan, resolver=StandIn(plan.resolver.rgb, plan.resolver.fusion, args.model_ms / 1000)
-    )
+
+
+def process_cpu_seconds() -> float:
+    return time.process_time()
+
+
+def run_plan(client: Client, plan: Plan, url: str) -> dict:
+    """Every tile of ``plan`` through the runner into a new product at ``url``."""
+    store = ProductStore.create(url, plan.grid, REFLECTANCE_BANDS, {}, overwrite=True)
     halo = plan.resolver.halo * INPUT_RESOLUTION
-    input_px = sum(
-        p
+    reads = [
+        w
         for t in plan.tiles
         for s in plan.scenes_over(t)
-        for _, _, p in windows(plan, plan.grid.tile_bounds(t, halo=halo), s)
-    )
+        for w in windows(plan, plan.grid.tile_bounds(t, halo=halo), s)
+    ]
+    input_px = sum(p for _, _, p in reads)
+    fetched = sum(window_bytes(href, window) for href, window, _ in reads)
+    events = len(client.get_events(STANDIN_EVENT))
+    worker_cpu = sum(client.run(process_cpu_seconds).values())
+    scheduler_cpu = client.run_on_scheduler(thread_cpu_seconds)
+    started = time.perf_counter()
+    with get_task_stream(client) as stream:
+        summary = run_tiles(plan, store, client)
+    wall = time.perf_counter() - started
+    scheduler_cpu = client.run_on_scheduler(thread_cpu_seconds) - scheduler_cpu
+    worker_cpu = sum(client.run(process_cpu_seconds).values()) - worker_cpu
+    calls = [event for _, event in client.get_events(STANDIN_EVENT)[events:]]
+    tiles = len(summary.done)
     cores = os.cpu_count() or 1
+    return {
+        "tiles": tiles,
+        "failed_tiles": len(summary.failed),
+        "tile_size_px": plan.grid.tile_size,
+        "items_per_tile_mean": round(
+            sum(len(plan.scenes_over(t)) for t in plan.tiles) / len(plan.tiles), 1
+        ),
+        "wall_seconds": round(wall, 1),
+        "sustained_tiles_per_second": round(tiles / wall, 2),
+        "client_ms_per_tile": round(summary.client_seconds / tiles * 1e3, 2),
+        "scheduler_cpu_ms_per_tile": round(scheduler_cpu / tiles * 1e3, 2),
+        "client_plus_scheduler_ms_per_tile": round(
+            (summary.client_seconds + scheduler_cpu) / tiles * 1e3, 2
+        ),
+        "scheduler_tasks_per_tile": round(len(stream.data) / tiles, 2),
+        "standin_seconds_per_tile": plan.resolver.seconds,
+        "standin_calls_per_tile": round(len(calls) / tiles, 2),
+        "standin_busy_over_wall": round(busy(calls) / wall, 3),
+        "worker_cpu_seconds_per_tile": round(worker_cpu / tiles, 2),
+        "cog_bytes_per_output_byte": round(fetched / plan.output_bytes, 2),
+        "input_mpx_per_s_per_core": round(input_px / wall / cores / 1e6, 3),
+    }
+
+
+def run_stages(url: str, args: argparse.Namespace) -> dict[str, dict]:
+    """On one local cluster (a worker offering the ``GPU`` resource, with a thread per core
+    beside the model's), each stage with more than 0 tiles:
+
+    * ``dispatch_floor``: the sample's tiles with no scene (nothing to read, a stand-in of no
+      cost, the product on local disk): the runner and the scheduler at full speed, their
+      cost per tile;
+    * ``sample``: the tile sample with a stand-in of ``--model-ms``;
+    * ``gpu_kept_busy``: fewer tiles with a stand-in of ``--busy-model-ms``, more than a
+      tile's CPU work, to see whether the dispatch keeps the GPU busy;
+    * ``full_size_tiles``: a few 1920-px tiles of every date (stand-in of no cost), for the
+      CPU time of a real tile.
+    """
+    cores = os.cpu_count() or 1
+    days = (END - START).days + 1
+    size = args.sample_tile_size
+    plans = {
+        "dispatch_floor": (args.floor_tiles, size, args.sample_days, 0.0),
+        "sample": (args.sample_tiles, size, args.sample_days, args.model_ms / 1000),
+        "gpu_kept_busy": (args.busy_tiles, size, args.sample_days, args.busy_model_ms / 1000),
+        "full_size_tiles": (args.full_tiles, 1920, days, 0.0),
+    }
+    plans = {name: sample_plan(url, *spec) for name, spec in plans.items() if spec[0]}
+    if "dispatch_floor" in plans:
+        plans["dispatch_floor"] = dataclasses.replace(plans["dispatch_floor"], items=[])
+    results = {}
     with (
         LocalCluster(
             n_workers=1,
@@ -437,53 +530,20 @@ def run_sample(url: str, s3: S3Server, args: argparse.Namespace) -> dict:
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         ) as cluster,
         Client(cluster) as client,
+        tempfile.TemporaryDirectory() as local,
     ):
         client.run(lambda: __import__("pipeline.run.tile"))
-        store = ProductStore.create(
-            f"s3://{BUCKET}/sample.zarr", plan.grid, REFLECTANCE_BANDS, {}, overwrite=True
-        )
-        bytes_before = sum(client.run(received_bytes).values())
-        cpu_before = client.run_on_scheduler(thread_cpu_seconds)
-        started = time.perf_counter()
-        with get_task_stream(client) as stream:
-            summary = run_tiles(plan, store, client)
-        wall = time.perf_counter() - started
-        scheduler_cpu = client.run_on_scheduler(thread_cpu_seconds) - cpu_before
-        received = sum(client.run(received_bytes).values()) - bytes_before
-        calls = [event for _, event in client.get_events(STANDIN_EVENT)]
-    tiles = len(summary.done)
-    composite_seconds = sum(
-        s["stop"] - s["start"]
-        for task in stream.data
-        for s in task["startstops"]
-        if s["action"] == "compute" and str(task["key"]).startswith(COMPOSITE_TASK)
-    )
-    overhead = (summary.client_seconds + scheduler_cpu) / tiles
-    return {
-        "tiles": tiles,
-        "failed_tiles": len(summary.failed),
-        "tile_size_px": args.sample_tile_size,
-        "note": f"small tiles ({args.sample_tile_size} px) so that the sample runs in minutes "
-        "on this machine; the runner's and scheduler's work per tile does not depend "
-        "on the tile's size",
-        "items_per_tile_mean": round(
-            sum(len(plan.scenes_over(t)) for t in plan.tiles) / len(plan.tiles), 1
-        ),
-        "wall_seconds": round(wall, 1),
-        "sustained_tiles_per_second": round(tiles / wall, 2),
-        "client_ms_per_tile": round(summary.client_seconds / tiles * 1e3, 2),
-        "scheduler_cpu_ms_per_tile": round(scheduler_cpu / tiles * 1e3, 2),
-        "client_plus_scheduler_ms_per_tile": round(overhead * 1e3, 2),
-        "scheduler_tasks_per_tile": round(len(stream.data) / tiles, 2),
-        "standin_seconds_per_tile": args.model_ms / 1000,
-        "standin_calls_per_tile": round(len(calls) / tiles, 2),
-        "standin_busy_over_wall": round(busy(calls) / wall, 3),
-        "composite_cpu_seconds_per_tile": round(composite_seconds / tiles, 3),
-        "bytes_received_per_output_byte": round(received / plan.output_bytes, 2),
-        "input_mpx_per_s_per_core": round(input_px / wall / cores / 1e6, 2),
-        "plain_rasterio": plain_read(plan, args.baseline_tiles),
-        "_overhead_seconds_per_tile": overhead,
-    }
+        for name, plan in plans.items():
+            progress(f"{name}: {len(plan.tiles)} tiles of {plan.grid.tile_size} px")
+            where = (
+                f"{local}/{name}.zarr" if name == "dispatch_floor" else f"s3://{BUCKET}/{name}.zarr"
+            )
+            results[name] = run_plan(client, plan, where)
+            progress(f"{name}: {results[name]}")
+    for name, tiles in (("sample", args.baseline_tiles), ("full_size_tiles", 1)):
+        if name in plans:
+            results[name]["plain_rasterio"] = plain_read(plans[name], tiles)
+    return results
 
 
 def progress(text: str) -> None:
@@ -495,7 +555,32 @@ def main() -> None:
     p.add_argument("--dates", type=int, default=35, help="acquisitions per granule")
     p.add_argument("--sample-tiles", type=int, default=1000)
     p.add_argument("--sample-tile-size", type=int, default=240)
-    p.add_argument("--model-ms", type=float, default=300, help="stand-in time per tile")
+    p.add_argument(
+        "--sample-days",
+        type=int,
+        default=2,
+        help="days of the catalog the sample reads (scenes per tile)",
+    )
+    p.add_argument("--model-ms", type=float, default=200, help="stand-in time per tile")
+    p.add_argument("--busy-tiles", type=int, default=60)
+    p.add_argument(
+        "--floor-tiles",
+        type=int,
+        default=1000,
+        help="tiles of the dispatch-floor stage (0 skips a stage)",
+    )
+    p.add_argument(
+        "--busy-model-ms",
+        type=float,
+        default=3000,
+        help="stand-in time per tile of the GPU-busy run",
+    )
+    p.add_argument(
+        "--full-tiles",
+        type=int,
+        default=2,
+        help="full-size tiles of every date, for the CPU time of a real tile",
+    )
     p.add_argument(
         "--baseline-tiles",
         type=int,
@@ -533,9 +618,11 @@ def main() -> None:
         runner.start()
         planning = queue.get()
         runner.join()
-        progress(f"planned: {planning}; the sample")
-        sample = run_sample(pgstac.url, s3, args)
-    overhead = sample.pop("_overhead_seconds_per_tile")
+        progress(f"planned: {planning}")
+        stages = run_stages(pgstac.url, args)
+    floor = stages.get("dispatch_floor", {})
+    overhead = floor.get("client_plus_scheduler_ms_per_tile", math.nan) / 1e3
+    cpu = stages.get("full_size_tiles", {}).get("worker_cpu_seconds_per_tile", math.nan)
     result = {
         "benchmark": "europe",
         "data": DATA,
@@ -549,12 +636,18 @@ def main() -> None:
             "cog_seconds": round(made, 1),
         },
         "planning": planning,
-        "sample": sample,
+        "note": f"sample tiles of {args.sample_tile_size} px and {args.sample_days} days of "
+        "scenes, so that the samples run in minutes on this machine; the runner's and the "
+        "scheduler's work per tile depends on neither",
+        **stages,
         "europe": {
             "tiles": planning["tiles"],
             "orchestration_floor_hours": round(planning["tiles"] * overhead / 3600, 3),
             "gpus_kept_fed_by_model_seconds_per_tile": {
-                str(t): int(t / overhead) for t in MODEL_SECONDS
+                str(t): round(t / overhead) for t in MODEL_SECONDS
+            },
+            "cpu_cores_per_gpu_by_model_seconds_per_tile": {
+                str(t): round(cpu / t, 1) for t in MODEL_SECONDS
             },
         },
     }

@@ -24,7 +24,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import CatalogError, NoScenesError, reason
-from pipeline.load import Scene, to_scene
+from pipeline.load import Scene, scene_from_dict, to_scene
 
 #: Items per page asked of an API: a continent's tens of thousands of items in tens of
 #: requests rather than thousands (an API may answer with fewer).
@@ -85,7 +85,7 @@ def search(
                 item.set_self_href(_as_href(stac))
         result = _filter_locally(items, query, reduce)
     elif api:
-        result = _search_api(stac, query, limit, reduce)
+        result = _search_api(stac, query, limit, scenes)
     else:
         catalog = pystac.read_dict(doc, href=_as_href(stac), stac_io=FsspecStacIO())
         if not isinstance(catalog, pystac.Catalog):
@@ -149,9 +149,7 @@ def _is_search_api(doc: dict) -> bool:
     return any(c.endswith("/item-search") for c in conforms)
 
 
-def _search_api(
-    url: str, query: Query, limit: int | None, reduce: Callable[[pystac.Item], object]
-) -> SearchResult:
+def _search_api(url: str, query: Query, limit: int | None, scenes: bool) -> SearchResult:
     max_cloud = query.max_cloud
     try:
         client = pystac_client.Client.open(url)
@@ -173,8 +171,15 @@ def _search_api(
                 kwargs["filter_lang"] = "cql2-json"
                 cloud_filter = "server-filter"
         found = client.search(**kwargs, max_items=limit, limit=PAGE_SIZE)
-        items = [reduce(i) for i in found.items()
-                 if cloud_filter != "client" or _cloud_cover(i) <= max_cloud]
+
+        def wanted(properties: dict) -> bool:
+            return cloud_filter != "client" or _cloud_cover(properties) <= max_cloud
+
+        if scenes:  # straight from the JSON: a pystac Item costs milliseconds to make
+            items = [scene_from_dict(d) for d in found.items_as_dicts()
+                     if wanted(d["properties"])]
+        else:
+            items = [i for i in found.items() if wanted(i.properties)]
         with warnings.catch_warnings():  # an API that does not count says so with a warning
             warnings.simplefilter("ignore")
             matched = found.matched() if limit is not None else None
@@ -197,13 +202,13 @@ def _filter_locally(
         and shape(item.geometry).intersects(query.aoi)
         and item.datetime is not None
         and first <= item.datetime <= last
-        and _cloud_cover(item) <= query.max_cloud
+        and _cloud_cover(item.properties) <= query.max_cloud
     ]
     return SearchResult(_sorted(kept), "client")
 
 
-def _cloud_cover(item: pystac.Item) -> float:
-    value = item.properties.get("eo:cloud_cover")
+def _cloud_cover(properties: dict) -> float:
+    value = properties.get("eo:cloud_cover")
     return 0.0 if value is None else float(value)
 
 

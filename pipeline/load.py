@@ -14,9 +14,10 @@ always read with nearest neighbour.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urljoin
 
 import numpy as np
 import pystac
@@ -43,7 +44,10 @@ def asset_key(item: pystac.Item, aliases: Sequence[str]) -> str | None:
 
 def boa_offset(item: pystac.Item) -> int:
     """DN offset to add before scaling by 1/10000, chosen from the item's processing baseline."""
-    props = item.properties
+    return _offset(item.properties)
+
+
+def _offset(props: Mapping) -> int:
     if any(props.get(p) for p in OFFSET_APPLIED_PROPERTIES):
         return 0
     baseline = props.get("s2:processing_baseline")
@@ -54,9 +58,10 @@ def boa_offset(item: pystac.Item) -> int:
 
 
 def _epsg(item: pystac.Item | Scene) -> int | None:
-    if isinstance(item, Scene):
-        return item.epsg
-    props = item.properties
+    return item.epsg if isinstance(item, Scene) else _epsg_of(item.properties)
+
+
+def _epsg_of(props: Mapping) -> int | None:
     if props.get("proj:epsg"):
         return int(props["proj:epsg"])
     code = props.get("proj:code")
@@ -78,18 +83,18 @@ def _aliases(key: str) -> tuple[str, ...]:
 def check_assets(items: Sequence[pystac.Item], bands: Sequence[str]) -> None:
     """Raise CatalogError for the first item lacking an asset for one of ``bands`` or SCL."""
     for item in items:
-        _asset_names(item, (*bands, "SCL"))
+        _asset_names(item.id, item.assets, (*bands, "SCL"))
 
 
-def _asset_names(item: pystac.Item, keys: Sequence[str]) -> dict[str, str]:
+def _asset_names(item_id: str, assets: Mapping, keys: Sequence[str]) -> dict[str, str]:
     """The item's asset for each of ``keys`` (band names, 'SCL'); CatalogError for a missing
     one."""
     names = {}
     for key in keys:
-        names[key] = asset_key(item, _aliases(key))
+        names[key] = next((a for a in _aliases(key) if a in assets), None)
         if names[key] is None:
             raise CatalogError(
-                f"item {item.id} has no asset for {key} (looked for {', '.join(_aliases(key))})"
+                f"item {item_id} has no asset for {key} (looked for {', '.join(_aliases(key))})"
             )
     return names
 
@@ -131,20 +136,32 @@ def to_scene(item: pystac.Item | Scene, keys: Sequence[str] = RUN_ASSETS) -> Sce
     if isinstance(item, Scene):
         return item
     doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    return scene_from_dict(doc, keys, item.get_self_href())
+
+
+def scene_from_dict(doc: Mapping, keys: Sequence[str] = RUN_ASSETS,
+                    base: str | None = None) -> Scene:
+    """The :class:`Scene` of an item's JSON (as an API sends it: no pystac Item is made, which
+    costs milliseconds an item), relative asset hrefs taken relative to ``base``."""
+    props = doc["properties"]
     assets = {}
-    for key, found in _asset_names(item, keys).items():
-        fields = {k: v for k, v in doc["assets"][found].items() if k.startswith("proj:")}
-        assets[key] = {"href": item.assets[found].get_absolute_href(), **fields}
-    epsg = _epsg(item)
-    properties = {k: v for k, v in doc["properties"].items() if k.startswith("proj:")}
-    properties["datetime"] = doc["properties"].get("datetime")
+    for key, found in _asset_names(doc["id"], doc["assets"], keys).items():
+        asset = doc["assets"][found]
+        href = urljoin(base, asset["href"]) if base else asset["href"]
+        assets[key] = {"href": href, **{k: v for k, v in asset.items() if k.startswith("proj:")}}
+    epsg = _epsg_of(props)
+    properties = {k: v for k, v in props.items() if k.startswith("proj:")}
+    properties["datetime"] = props.get("datetime")
     if epsg is not None:
         properties["proj:epsg"] = epsg
-    stac = {"type": "Feature", "id": item.id, "bbox": item.bbox, "properties": properties,
-            "assets": assets}
+    stac = {"type": "Feature", "id": doc["id"], "bbox": doc.get("bbox"),
+            "properties": properties, "assets": assets}
+    when = props.get("datetime")
+    self_href = next((link["href"] for link in doc.get("links", []) if link.get("rel") == "self"),
+                     base)
     return Scene(
-        item.id, item.datetime, epsg, boa_offset(item),
-        shape(item.geometry) if item.geometry else None, item.get_self_href(), stac,
+        doc["id"], datetime.fromisoformat(when) if when else None, epsg, _offset(props),
+        shape(doc["geometry"]) if doc.get("geometry") else None, self_href, stac,
     )
 
 

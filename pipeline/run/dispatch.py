@@ -3,21 +3,26 @@ time, with retries.
 
 The client's part per tile is picking the tile's scenes from the plan's index and submitting
 two tasks (see :mod:`pipeline.run.tile`): a composite task, which any thread may run, then a
-model task, which claims the ``GPU`` resource on a cluster whose workers offer one. Enough tiles
-are in flight that while a GPU runs one tile's models, CPU threads composite the next ones;
-model tasks go first when both wait, so composites never pile up ahead of the GPUs.
+model task (models, quality layers, write), which claims half the ``GPU`` resource on a
+cluster whose workers offer one, so that a GPU runs one tile's models while the tile before
+writes. Enough tiles are in flight that while a GPU runs one tile's models, CPU threads
+composite the next ones; model tasks go first when both wait, so composites never pile up
+ahead of the GPUs.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
+import pickle
+import queue
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from distributed import Client, Future, wait
+from distributed import Client, Future
 
 from pipeline.cluster import GPU_RESOURCE, has_gpu_workers
 from pipeline.errors import reason
@@ -25,13 +30,17 @@ from pipeline.grid import Tile
 from pipeline.overviews import level_one_with_tiles
 from pipeline.run.plan import Plan
 from pipeline.run.retry import RetryPolicy
-from pipeline.run.tile import TileJob, complete_tile, prepare_tile
+from pipeline.run.tile import TileInput, TileJob, complete_tile, prepare_tile
 from pipeline.store import ProductStore
 
 #: Key prefixes of a tile's two tasks, by which the task stream tells them apart.
 COMPOSITE_TASK, MODEL_TASK = "composite", "superresolve"
 #: Scheduler tasks per tile.
 TASKS_PER_TILE = 2
+#: The share of a GPU worker's ``GPU`` resource that a model task claims: two tiles' model
+#: tasks run on a GPU worker at once, one using the GPU while the other writes (the models
+#: themselves take turns, see :mod:`pipeline.run.tile`).
+MODEL_SHARE = 0.5
 #: Seconds between two looks at the cluster's size, so that workers joining a running job
 #: (a worker group scaled up, CPU workers added) raise the number of tiles in flight.
 RESIZE_EVERY = 30.0
@@ -46,28 +55,42 @@ class RunSummary:
     client_seconds: float = 0.0
 
 
-def tile_job(plan: Plan, store: ProductStore, level_one: bool = False) -> TileJob:
+def tile_job(
+    plan: Plan, store: ProductStore, level_one: bool = False, exclusive: bool = False
+) -> TileJob:
     """What the workers need of the plan besides the tile and its scenes."""
     r = plan.request
     return TileJob(
-        store, plan.grid, r.bands, plan.resolver, r.devices, r.mask_snow, r.block_size, level_one
+        store,
+        plan.grid,
+        r.bands,
+        plan.resolver,
+        r.devices,
+        r.mask_snow,
+        r.block_size,
+        level_one,
+        exclusive,
     )
 
 
 def submit_tile(
     client: Client,
-    job: TileJob,
+    job: bytes,
     plan: Plan,
     tile: Tile,
     name: str,
     resources: dict[str, float] | None,
 ) -> Future:
-    """Submit one tile's two tasks; return the future of the second (the tile's summary)."""
-    prepared = client.submit(
-        prepare_tile, job, tile, plan.scenes_over(tile), key=f"{COMPOSITE_TASK}-{name}"
-    )
+    """Submit one tile's two tasks; return the future of the second (the tile's summary).
+
+    ``job`` is the pickled :class:`TileJob`, and the tile's scenes travel pickled too: the
+    scheduler unpickles every task it is given, and a CRS or a footprint takes it far longer
+    to rebuild than bytes, which only the workers unpickle.
+    """
+    scenes = pickle.dumps(plan.scenes_over(tile), protocol=pickle.HIGHEST_PROTOCOL)
+    prepared = client.submit(_prepare, job, tile, scenes, key=f"{COMPOSITE_TASK}-{name}")
     return client.submit(
-        complete_tile,
+        _complete,
         job,
         tile,
         prepared,
@@ -75,6 +98,20 @@ def submit_tile(
         resources=resources,
         priority=1,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _job(job: bytes) -> TileJob:
+    """The run's job, unpickled once per worker process."""
+    return pickle.loads(job)
+
+
+def _prepare(job: bytes, tile: Tile, scenes: bytes) -> TileInput:
+    return prepare_tile(_job(job), tile, pickle.loads(scenes))
+
+
+def _complete(job: bytes, tile: Tile, prepared: TileInput) -> dict:
+    return complete_tile(_job(job), tile, prepared)
 
 
 def tiles_in_flight(client: Client) -> int:
@@ -104,17 +141,24 @@ def run_tiles(
     finished = store.done_tiles()
     todo = deque(t for t in plan.tiles if t.key not in finished)
     summary.skipped = [t.key for t in plan.tiles if t.key in finished]
-    job = tile_job(plan, store, level_one_with_tiles(store, plan.grid))
-    resources = {GPU_RESOURCE: 1} if has_gpu_workers(client) else None
+    gpu = has_gpu_workers(client)
+    level_one = level_one_with_tiles(store, plan.grid)
+    job = pickle.dumps(tile_job(plan, store, level_one, exclusive=gpu))
+    resources = {GPU_RESOURCE: MODEL_SHARE} if gpu else None
     in_flight, resized = tiles_in_flight(client), time.monotonic()
     run = uuid.uuid4().hex[:8]  # keys unique to this run, should two share a scheduler
     running: dict[Future, tuple[Tile, int]] = {}
     delayed: list[tuple[float, int, Tile, int]] = []  # (due time, order, tile, attempt)
+    # each future reports its own end here: waiting on all of them at every turn would cost
+    # the number in flight, thousands on a large cluster, per tile
+    ended: queue.SimpleQueue[Future] = queue.SimpleQueue()
 
     def submit(tile: Tile, attempt: int) -> None:
         started = time.perf_counter()
         name = f"{tile.key}-{run}-{attempt}"
-        running[submit_tile(client, job, plan, tile, name, resources)] = (tile, attempt)
+        future = submit_tile(client, job, plan, tile, name, resources)
+        running[future] = (tile, attempt)
+        future.add_done_callback(ended.put)
         summary.client_seconds += time.perf_counter() - started
 
     while todo or delayed or running:
@@ -129,10 +173,12 @@ def run_tiles(
         if not running:
             time.sleep(wait_for or 0.0)
             continue
-        try:
-            done = wait(list(running), timeout=wait_for, return_when="FIRST_COMPLETED").done
-        except TimeoutError:
+        try:  # in steps of a second at most, so that Ctrl-C is seen
+            done = [ended.get(timeout=min(wait_for, 1.0) if wait_for is not None else 1.0)]
+        except queue.Empty:
             continue
+        while not ended.empty():
+            done.append(ended.get())
         for future in done:
             tile, attempt = running.pop(future)
             error = future.exception()

@@ -11,7 +11,9 @@ thread (one GPU runs one block at a time).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from dataclasses import dataclass
 
 import dask
@@ -29,6 +31,10 @@ from pipeline.superresolve import SuperResolver
 
 #: Reads of one tile at once (assets × scenes).
 READ_THREADS = 8
+#: Held while a tile's models run on a worker's GPU: the model tasks of two tiles may run on
+#: one GPU worker at once (see :data:`pipeline.run.dispatch.MODEL_SHARE`), but only one of
+#: them uses the GPU at a time, while the other composes its quality layers or writes.
+_DEVICE = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,8 @@ class TileJob:
     #: Whether each tile writes its overview level 1 too (see
     #: :func:`pipeline.overviews.level_one_with_tiles`).
     level_one: bool = False
+    #: Whether the models of one worker process run one tile at a time (on a GPU).
+    exclusive: bool = False
 
     def bounds(self, tile: Tile) -> tuple[float, float, float, float]:
         """The tile's bounds widened by the models' halo."""
@@ -94,7 +102,8 @@ def complete_tile(job: TileJob, tile: Tile, prepared: TileInput) -> dict:
         offset = (round(-bounds[3] / INPUT_RESOLUTION), round(bounds[0] / INPUT_RESOLUTION))
         crop = halo * SCALE
         lazy = resolver.apply(da.from_array(prepared.composite, chunks=-1), job.block_size, offset)
-        high = lazy[:, crop:-crop, crop:-crop].compute(scheduler="sync")
+        with _DEVICE if job.exclusive else contextlib.nullcontext():
+            high = lazy[:, crop:-crop, crop:-crop].compute(scheduler="sync")
     else:  # no scene, or never clear: nothing for the models to see
         high = np.full((resolver.out_channels, tile.height, tile.width), np.nan, np.float32)
     band_index = [REFLECTANCE_BANDS.index(b) for b in job.bands]
