@@ -203,8 +203,8 @@ def run_size(plan: Plan, workers: int, tmp: str) -> dict:
 
 
 def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, dict]:
-    """Plan the AOI over a mosaic of ``size`` copies, count its scenes per tile and halo, and run it on
-    ``args.workers`` workers."""
+    """Plan the AOI over a mosaic of ``size`` copies, count its scenes per tile and halo, and
+    run it on ``args.workers`` workers."""
     k = math.isqrt(size)
     folder = Path(tmp) / f"mosaic-{k}x{k}"
     demo = demo_items()
