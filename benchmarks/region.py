@@ -36,7 +36,8 @@ from pipeline.cluster import dask_client
 from pipeline.grid import INPUT_RESOLUTION, RESOLUTION, SCALE, read_aoi
 from pipeline.models.diffusion.cost import executed_over_useful, sampled_windows, tile_windows
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
-from pipeline.region import Plan, RegionRequest, plan_region, run_tiles
+from pipeline.run.dispatch import run_tiles
+from pipeline.run.plan import Plan, RegionRequest, plan_region
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver, model_input
 
@@ -48,7 +49,8 @@ class TimedResolver(SuperResolver):
     """The plan's resolver, reporting the time inside each model call and the diffusion
     windows it evaluated as a worker event.
 
-    Dask fuses the model tasks with their neighbours, so the task stream cannot isolate them.
+    A tile's model task also runs its quality layers and write, so the task stream cannot
+    isolate the models.
     """
 
     def block(self, bands, origin, fusion_block=None):

@@ -24,7 +24,8 @@ from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
 from pipeline.grid import INPUT_RESOLUTION, SCALE, read_aoi
-from pipeline.region import RegionRequest, plan_region, run_tiles
+from pipeline.run.dispatch import run_tiles
+from pipeline.run.plan import RegionRequest, plan_region
 from pipeline.store import ProductStore
 
 RGB = ["B04", "B03", "B02"]

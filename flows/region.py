@@ -30,7 +30,8 @@ from pipeline.grid import read_aoi
 from pipeline.models import FUSION_MODELS, RGB_MODELS
 from pipeline.models.published import default_weights, describe, names
 from pipeline.quality.verdict import warning_line
-from pipeline.region import RegionRequest, plan_region, run_tiles
+from pipeline.run.dispatch import run_tiles
+from pipeline.run.plan import RegionRequest, plan_region
 from pipeline.store import ProductStore
 from pipeline.superresolve import Layout, layout_for
 

@@ -9,10 +9,8 @@ pixels where a halo was added. For a function whose output pixel depends only on
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -28,16 +26,12 @@ def map_with_halo(
     out_channels: int,
     dtype: np.dtype | type = np.float32,
     token: str = "halo-block",
-    resources: dict[str, float] | None = None,
 ) -> da.Array:
     """Apply ``fn`` to every (channel, y, x) block of ``array`` with a halo; crop it ×scale.
 
     The channel axis must be a single chunk. Chunks smaller than the halo are merged into
     their neighbour first, so that every halo comes from one adjacent block. ``token`` is the
     prefix of the tasks' keys, by which the task stream tells the model's time apart.
-    ``resources`` are the worker resources that each call of ``fn`` claims (a GPU, say); the
-    scheduler keeps them only in graphs computed with ``optimize_graph=False``, since fusing
-    the calls with their neighbours drops them.
     """
     if array.ndim != 3:
         raise ValueError("expected a (channel, y, x) array")
@@ -69,10 +63,9 @@ def map_with_halo(
         ].astype(dtype, copy=False)
 
     out_chunks = ((out_channels,),) + tuple(tuple(c * scale for c in ax) for ax in array.chunks[1:])
-    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-        return padded.map_blocks(
-            run, chunks=out_chunks, dtype=dtype, meta=np.empty((0, 0, 0), dtype), token=token
-        )
+    return padded.map_blocks(
+        run, chunks=out_chunks, dtype=dtype, meta=np.empty((0, 0, 0), dtype), token=token
+    )
 
 
 def _merge_small(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
@@ -96,6 +97,17 @@ class SuperResolver:
         spread = len(RGB_INDEX) if self.uncertainty else 0
         return len(REFLECTANCE_BANDS) + spread + (len(JUDGED) if self.judged else 0)
 
+    def on(self, rgb_device: str | None, fusion_device: str | None) -> SuperResolver:
+        """The same models running on these torch devices (None: the process's default).
+
+        A learned model moved to another device is built anew, so this runs where the models
+        run: on a worker, never on a runner that may have no GPU. Models without a device
+        (the baselines) stay as they are.
+        """
+        return dataclasses.replace(
+            self, rgb=_on(self.rgb, rgb_device), fusion=_on(self.fusion, fusion_device)
+        )
+
     def block(
         self, bands: np.ndarray, origin: tuple[int, int], fusion_block: int | None = None
     ) -> np.ndarray:
@@ -141,15 +153,13 @@ class SuperResolver:
         bands: da.Array,
         block_size: int | None = 240,
         offset: tuple[int, int] = (0, 0),
-        resources: dict[str, float] | None = None,
     ) -> da.Array:
         """Lazily super-resolve a (12, y, x) dask array whose edges lie on the 60 m lattice.
 
         ``offset`` is the array's top-left pixel on the global 10 m lattice, which the models
-        receive as block origins (see :mod:`pipeline.models.base`). ``resources`` are the
-        worker resources each model call claims (see :func:`pipeline.blocks.map_with_halo`).
-        ``block_size`` None makes the whole array one block, without the halos that blocks
-        inside it would add, the fusion then running in blocks of ``FUSION_BLOCK``.
+        receive as block origins (see :mod:`pipeline.models.base`). ``block_size`` None makes
+        the whole array one block, without the halos that blocks inside it would add, the
+        fusion then running in blocks of ``FUSION_BLOCK``.
         """
         if block_size is not None and block_size % LATTICE_PIXELS:
             raise ValueError(f"block size must be a multiple of {LATTICE_PIXELS} pixels")
@@ -157,7 +167,7 @@ class SuperResolver:
         fusion_block = None if block_size else FUSION_BLOCK
         return map_with_halo(
             bands, partial(self._block_at, offset, fusion_block), self.halo, SCALE,
-            self.out_channels, np.float32, token=TASK_PREFIX, resources=resources,
+            self.out_channels, np.float32, token=TASK_PREFIX,
         )
 
     def _block_at(
@@ -220,3 +230,9 @@ class SuperResolver:
         chosen = [REFLECTANCE_BANDS.index(b) for b in self.bands]
         layers = departure(bands, own[chosen], self.bands)
         return np.concatenate([out, np.stack([upsample_nearest(x, SCALE) for x in layers])])
+
+
+def _on(model: RGBModel | FusionModel, device: str | None) -> RGBModel | FusionModel:
+    if not hasattr(model, "device") or model.device == device:
+        return model
+    return dataclasses.replace(model, device=device)
