@@ -59,7 +59,9 @@ def make_consistent(
     ``valid`` (native grid, bool) says which footprints hold data; the others (and footprints
     whose native value or output is not finite) are not corrected and lend no residual to
     their neighbours, so a no-data fill the model turned into anything does not spread into
-    the valid footprints next to it. NaN pixels stay NaN. ``taps``: see :data:`TAPS`.
+    the valid footprints next to it. NaN pixels stay NaN. A footprint that the correction
+    would take below 0 reflectance is flattened towards its native value instead, as far as
+    needed (see :func:`_non_negative`). ``taps``: see :data:`TAPS`.
     """
     high64 = high.astype(np.float64)
     native = native.astype(np.float64)
@@ -70,7 +72,27 @@ def make_consistent(
     residual = np.where(ok, native - mean, 0.0)
     smooth = high64 + upsample_linear(inverse_stencil(residual, taps)[None], footprint)[0]
     remainder = np.where(ok, native - block_mean(smooth[None], footprint)[0], 0.0)
-    return (smooth + upsample_nearest(remainder, footprint)).astype(np.float32)
+    return _non_negative(smooth + upsample_nearest(remainder, footprint), native, footprint, ok)
+
+
+def _non_negative(
+    high: np.ndarray, native: np.ndarray, footprint: int, ok: np.ndarray
+) -> np.ndarray:
+    """``high`` (float64) as float32, with every footprint that dips below 0 reflectance
+    pulled towards its native value just enough to reach 0: its mean stays the native value,
+    and a model far off (a dark input under a bright output) cannot be corrected into
+    negative reflectance, which storage would clip, breaking the means."""
+    h, w = native.shape
+    low = high.reshape(h, footprint, w, footprint).min(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dips = ok & (low < 0)
+        keep = np.where(dips, np.clip(native / (native - low), 0, 1), 1.0)
+    if dips.any():
+        base = upsample_nearest(native, footprint)
+        # 0 up to rounding: the maximum only lifts a -1e-18 to 0
+        pulled = np.maximum(base + upsample_nearest(keep, footprint) * (high - base), 0)
+        high = np.where(upsample_nearest(dips, footprint), pulled, high)
+    return high.astype(np.float32)
 
 
 def inverse_stencil(residual: np.ndarray, taps: int = TAPS) -> np.ndarray:

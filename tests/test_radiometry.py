@@ -94,6 +94,19 @@ def test_no_data_is_left_alone_and_lends_nothing_to_its_neighbours() -> None:
     assert np.array_equal(make_consistent(high, nan_native, 8)[~hole], outs[0][~hole])
 
 
+def test_a_dark_scene_under_a_bright_model_is_not_corrected_below_zero() -> None:
+    """Water at 0.01 under a model output of 0.3–0.6: subtracting the residual would leave
+    negative reflectance, which storage clips; those footprints are flattened instead."""
+    rng = np.random.default_rng(2)
+    native = np.full((6, 8), 0.01, np.float32)
+    native[2:4, 3:6] = 0.3
+    high = (0.3 + 0.3 * rng.random((24, 32))).astype(np.float32)
+    out = make_consistent(high, native, 4)
+    assert out.min() >= 0 and out.min() < 1e-6  # reached 0 where it had to, not below
+    assert np.abs(means(out, 4) - native).max() <= 1e-6
+    assert np.ptp(out[8:16, 12:24]) > 0.1  # the bright footprints keep the model's detail
+
+
 def _tile_function(footprint: int):
     """A block function of (native, model input) at native resolution: a model that works
     footprint by footprint (no halo of its own), then the correction."""
