@@ -46,9 +46,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
 from pipeline.catalog import DEMO_CATALOG
-from pipeline.composite import median_composite
+from pipeline.composite import clear_sky
 from pipeline.grid import SCALE, read_aoi
-from pipeline.load import load_reflectance, load_scl
 from pipeline.models.baselines import Bicubic, GramSchmidt
 from pipeline.models.fusion.model import (
     FUSED_BANDS,
@@ -61,8 +60,8 @@ from pipeline.models.fusion.model import (
 from pipeline.models.fusion.mtf import MTFFusionNetwork
 from pipeline.models.fusion.network import FUSION_GROUPS, FusionNetwork, GroupedFusion
 from pipeline.models.fusion.weights import save_fusion_network
-from pipeline.region import RegionRequest, plan_region
 from pipeline.resample import upsample_cubic
+from pipeline.run.plan import RegionRequest, plan_region
 from pipeline.superresolve import SuperResolver
 
 SEED = 0
@@ -166,8 +165,7 @@ def demo_composite(crop: int) -> np.ndarray:
     no-data filled with 0 as the pipeline fills it for the models."""
     plan = plan_region(RegionRequest(read_aoi(str(DEMO_AOI)), *DEMO_DATES, str(DEMO_CATALOG)))
     epsg, bounds = plan.grid.crs.to_epsg(), plan.grid.bounds
-    reflectance = load_reflectance(plan.items, REFLECTANCE_BANDS, epsg, bounds)
-    composite, _ = median_composite(reflectance, load_scl(plan.items, epsg, bounds))
+    composite, _ = clear_sky(plan.items, epsg, bounds)
     image = np.asarray(composite.values, dtype=np.float32)
     if crop:
         image = image[:, :crop, :crop]

@@ -30,28 +30,55 @@ import psutil
 from distributed import Client, get_task_stream, get_worker
 
 from flows.region import DEMO_AOI, DEMO_DATES
+from pipeline.bands import RGB_INDEX
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
-from pipeline.grid import RESOLUTION, read_aoi
-from pipeline.region import Plan, RegionRequest, plan_region, run_tiles
+from pipeline.grid import INPUT_RESOLUTION, RESOLUTION, SCALE, read_aoi
+from pipeline.models.diffusion.cost import executed_over_useful, sampled_windows, tile_windows
+from pipeline.models.diffusion.rgb import DiffFuSRRGB
+from pipeline.run.dispatch import run_tiles
+from pipeline.run.plan import Plan, RegionRequest, plan_region
 from pipeline.store import ProductStore
-from pipeline.superresolve import SuperResolver
+from pipeline.superresolve import SuperResolver, model_input
 
 MODEL_EVENT = "benchmark-model-seconds"
 
 
 @dataclasses.dataclass(frozen=True)
 class TimedResolver(SuperResolver):
-    """The plan's resolver, reporting the time inside each model call as a worker event.
+    """The plan's resolver, reporting the time inside each model call and the diffusion
+    windows it evaluated as a worker event.
 
-    Dask fuses the model tasks with their neighbours, so the task stream cannot isolate them.
+    A tile's model task also runs its quality layers and write, so the task stream cannot
+    isolate the models.
     """
 
-    def block(self, bands, origin):
+    def block(self, bands, origin, fusion_block=None):
         started = time.time()
-        out = super().block(bands, origin)
-        get_worker().log_event(MODEL_EVENT, (get_worker().address, started, time.time()))
+        out = super().block(bands, origin, fusion_block)
+        windows = 0
+        if isinstance(self.rgb, DiffFuSRRGB):
+            rgb = model_input(bands)[1][RGB_INDEX]
+            windows = sampled_windows(rgb, origin, self.rgb.window, self.rgb.overlap)
+        get_worker().log_event(MODEL_EVENT, (get_worker().address, started, time.time(), windows))
         return out
+
+
+def windows_by_layout(plan: Plan) -> int | None:
+    """The windows the plan's layout evaluates for its tiles were they full of data
+    (:func:`tile_windows`), for the diffusion RGB model; None for another."""
+    rgb = plan.resolver.rgb
+    if not isinstance(rgb, DiffFuSRRGB):
+        return None
+    halo = plan.resolver.halo
+    total = 0
+    for tile in plan.tiles:
+        left, _, _, top = plan.grid.tile_bounds(tile)
+        origin = (round(-top / INPUT_RESOLUTION), round(left / INPUT_RESOLUTION))
+        shape = (tile.height // SCALE, tile.width // SCALE)
+        total += tile_windows(shape, halo, plan.request.block_size, rgb.window, rgb.overlap,
+                              origin)
+    return total
 
 
 def _peak_rss_mb() -> float:
@@ -129,8 +156,10 @@ def measure(plan: Plan, client: Client, workers: int, gpus: int, out: str) -> di
     with get_task_stream(client) as stream, gpu_utilisation(gpus) as utilisation:
         summary = run_tiles(plan, store, client)
     wall = time.perf_counter() - started
-    calls = [event for _, event in client.get_events(MODEL_EVENT)[before:]]
+    events = [event for _, event in client.get_events(MODEL_EVENT)[before:]]
+    calls = [(worker, start, stop) for worker, start, stop, _ in events]
     model = sum(stop - start for _, start, stop in calls)
+    windows = sum(event[3] for event in events)
     durations: dict[str, float] = {}
     for task in stream.data:
         prefix = task["key"][0] if isinstance(task["key"], tuple) else task["key"]
@@ -151,6 +180,12 @@ def measure(plan: Plan, client: Client, workers: int, gpus: int, out: str) -> di
         "model_share_of_worker_capacity": round(model / (wall * workers), 4),
         "most_model_calls_at_once_on_a_worker": most_at_once(calls),
     }
+    rgb = plan.resolver.rgb
+    if isinstance(rgb, DiffFuSRRGB):
+        # every window costs the same: executed / useful FLOPs is a ratio of pixels
+        result["rgb_windows_evaluated"] = windows
+        result["rgb_executed_over_useful"] = round(
+            executed_over_useful(windows, rgb.window, out_pixels), 4)
     if gpus:
         result["km2_per_gpu_hour"] = round(km2 / (wall / 3600 * gpus), 1)
         result["gpu_utilisation_percent_mean"] = (
@@ -165,12 +200,14 @@ def main() -> None:
     p.add_argument("--workers", type=int, help="worker processes (default: 2, or one per GPU)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs of a local dask-cuda cluster")
     p.add_argument("--tile-size", type=int, default=480)
-    p.add_argument("--block-size", type=int, default=240, help="model block edge, 10 m px")
+    p.add_argument("--block-size", type=int, default=240,
+                   help="model block edge, 10 m px; 0: each tile's region is one block")
     p.add_argument("--rgb-model", default="bicubic")
     p.add_argument("--fusion-model", default="gram-schmidt")
     p.add_argument("--steps", type=int, help="DDIM steps of difffusr (default: its own, 20)")
     p.add_argument("--batch", type=int, help="windows per difffusr network call")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="difffusr autocast")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="difffusr autocast (default: auto, bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--repeat", type=int, default=1, help="runs on the same cluster")
     p.add_argument("--json", default="benchmarks/results/region.json")
     args = p.parse_args()
@@ -182,7 +219,7 @@ def main() -> None:
         end=DEMO_DATES[1],
         stac=str(DEMO_CATALOG),
         tile_size=args.tile_size,
-        block_size=args.block_size,
+        block_size=args.block_size or None,
         rgb_model=args.rgb_model,
         rgb_options=rgb_options,
         fusion_model=args.fusion_model,
@@ -219,6 +256,7 @@ def main() -> None:
         "block_size": args.block_size,
         "output_pixels_per_band": out_pixels,
         "output_km2": round(out_pixels * RESOLUTION**2 / 1e6, 3),
+        "rgb_windows_of_the_layout": windows_by_layout(plan),
         "plan_seconds": round(planned - started, 3),
         "runs": runs,
         "peak_rss_mb_per_worker": {k: round(v, 1) for k, v in rss.items()},

@@ -30,7 +30,9 @@ import psutil
 from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.grid import read_aoi
-from pipeline.region import RegionRequest, plan_region, tile_task
+from pipeline.run.dispatch import tile_job
+from pipeline.run.plan import RegionRequest, plan_region
+from pipeline.run.tile import complete_tile, prepare_tile
 from pipeline.store import ProductStore
 
 
@@ -60,8 +62,9 @@ def main() -> None:
         for i in range(args.rounds):
             started = time.perf_counter()
             store = ProductStore.create(f"{tmp}/round-{i}.zarr", plan.grid, request.bands, {})
+            job = tile_job(plan, store)
             for tile in plan.tiles:
-                tile_task(plan, store, tile).compute(scheduler="sync")
+                complete_tile(job, tile, prepare_tile(job, tile, plan.scenes_over(tile)))
             gc.collect()
             collected = process.memory_info().rss / 2**20
             trimmed = process.memory_info().rss / 2**20 if _trim_heap() else None

@@ -1,5 +1,5 @@
 """Benchmark how the region flow scales with the AOI: worker memory, pipeline efficiency, halo
-redundancy and scheduler graph size at 1x, 4x and 16x the demo AOI, and the speed-up from one
+redundancy and scheduler tasks at 1x, 4x and 16x the demo AOI, and the speed-up from one
 worker to two.
 
     python -m benchmarks.scale [--sizes 1 4 16] [--tile-size 480] [--scaling-size 4] [--json PATH]
@@ -44,8 +44,8 @@ from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
 from pipeline.grid import INPUT_RESOLUTION, LATTICE_PIXELS, SCALE, project, read_aoi
 from pipeline.load import asset_key, scene_epsg
-from pipeline.region import Plan, RegionRequest, items_over, plan_region, tile_task
-from pipeline.store import ProductStore
+from pipeline.run.dispatch import TASKS_PER_TILE
+from pipeline.run.plan import Plan, RegionRequest, plan_region
 
 DATA = "synthetic granules: the real demo scene repeated k x k times per date"
 PIXELS_EVENT = "benchmark-model-input-pixels"
@@ -166,17 +166,9 @@ def by_quarter(samples: list[float]) -> list[float | None]:
     return [round(float(q.max()), 1) if q.size else None for q in quarters]
 
 
-def graph_sizes(plan: Plan, url: str) -> list[int]:
-    """Tasks in each tile's graph, as submitted (before Dask's optimisation fuses them)."""
-    store = ProductStore.create(url, plan.grid, plan.request.bands, {})
-    return [len(tile_task(plan, store, tile).__dask_graph__()) for tile in plan.tiles]
-
-
 def items_per_tile(plan: Plan) -> list[int]:
-    """Scenes each tile reads: a tile's memory and graph grow with them, not with the AOI."""
-    halo_m = plan.resolver.halo * INPUT_RESOLUTION
-    return [len(items_over(plan.items, plan.grid.tile_bounds(t, halo=halo_m), plan.grid.crs))
-            for t in plan.tiles]
+    """Scenes each tile reads: a tile's memory grows with them, not with the AOI."""
+    return [len(plan.scenes_over(t)) for t in plan.tiles]
 
 
 def halo_pixels(plan: Plan) -> tuple[int, int]:
@@ -194,7 +186,7 @@ def run_size(plan: Plan, workers: int, tmp: str) -> dict:
     """One run of ``plan`` on a fresh local cluster of ``workers`` processes."""
     with dask_client(None, workers) as client:
         # workers up and the pipeline imported before the clock starts
-        client.run(importlib.import_module, "pipeline.region")
+        client.run(importlib.import_module, "pipeline.run.tile")
         with scheduler_tasks(client) as held, worker_rss(client) as resident:
             run = measure(plan, client, workers, 0, f"{tmp}/run-{workers}.zarr")
         rss = client.run(_peak_rss_mb)
@@ -211,8 +203,8 @@ def run_size(plan: Plan, workers: int, tmp: str) -> dict:
 
 
 def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, dict]:
-    """Plan the AOI over a mosaic of ``size`` copies, count its graphs and halo, and run it on
-    ``args.workers`` workers."""
+    """Plan the AOI over a mosaic of ``size`` copies, count its scenes per tile and halo, and
+    run it on ``args.workers`` workers."""
     k = math.isqrt(size)
     folder = Path(tmp) / f"mosaic-{k}x{k}"
     demo = demo_items()
@@ -227,11 +219,10 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
     plan = dataclasses.replace(plan, resolver=CountingResolver(plan.resolver.rgb,
                                                                plan.resolver.fusion))
     planned = time.perf_counter()
-    sizes = graph_sizes(plan, str(folder / "graph.zarr"))
-    graphed = time.perf_counter()
+    scenes = items_per_tile(plan)
+    picked = time.perf_counter()
     run = run_size(plan, args.workers, str(folder))
     inside, loaded = halo_pixels(plan)
-    scenes = items_per_tile(plan)
     cap = max(2, 2 * args.workers)  # run_tiles keeps 2 tiles per worker in flight
     result = {
         "size": size,
@@ -240,12 +231,11 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
         "tiles": len(plan.tiles),
         "output_megapixels_per_band": round(sum(t.height * t.width for t in plan.tiles) / 1e6, 3),
         "plan_seconds": round(planned - started, 3),
-        "graph_build_seconds": round(graphed - planned, 3),
-        "graph_tasks_per_tile": {"min": min(sizes), "max": max(sizes)},
+        "scene_pick_seconds": round(picked - planned, 3),
         "items_per_tile": {"min": min(scenes), "max": max(scenes),
                            "mean": round(sum(scenes) / len(scenes), 2)},
         "tiles_in_flight_cap": cap,
-        "scheduler_tasks_bound": cap * max(sizes),
+        "scheduler_tasks_bound": cap * TASKS_PER_TILE,
         "halo_px_10m": plan.resolver.halo,
         "input_pixels_10m_inside_tiles": inside,
         "input_pixels_10m_loaded": loaded,
@@ -268,7 +258,7 @@ def summary_line(r: dict) -> str:
         f"model/wall {run['model_share_of_worker_capacity']:.2f}  "
         f"model/busy {run['model_share_of_busy_time']:.2f}  "
         f"halo load {r['load_redundancy']:.2f} model {r['model_redundancy']:.2f}  "
-        f"graph/tile {r['graph_tasks_per_tile']['max']}  "
+        f"tasks/tile {run['tasks_per_tile_run']}  "
         f"items/tile {r['items_per_tile']['max']}  "
         f"bound {r['scheduler_tasks_bound']}  sampled {run['scheduler_tasks_peak_sampled']}"
     )

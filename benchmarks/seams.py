@@ -1,6 +1,6 @@
 """Seam score of the RGB stage on a multi-tile run of the demo region.
 
-    python benchmarks/seams.py [--tile-size 480] [--block-size 240] [--steps 20]
+    python benchmarks/seams.py [--tile-size 480] [--block-size 240] [--steps 20] [--overlap N]
 
 Seam score = mean absolute difference between neighbouring 2.5 m pixels across a tile
 boundary (or, for DiffFuSR, a boundary between two sampling windows inside a tile) ÷ the same
@@ -24,7 +24,8 @@ from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
 from pipeline.grid import INPUT_RESOLUTION, SCALE, read_aoi
-from pipeline.region import RegionRequest, plan_region, run_tiles
+from pipeline.run.dispatch import run_tiles
+from pipeline.run.plan import RegionRequest, plan_region
 from pipeline.store import ProductStore
 
 RGB = ["B04", "B03", "B02"]
@@ -53,7 +54,7 @@ def window_boundaries(origin: int, length: int, window: int, overlap: int) -> np
 
 
 def run(
-    rgb_model: str, options: dict, tile_size: int, block_size: int, workers: int, out: str
+    rgb_model: str, options: dict, tile_size: int, block_size: int | None, workers: int, out: str
 ) -> dict:
     request = RegionRequest(
         aoi=read_aoi(str(DEMO_AOI)), start=DEMO_DATES[0], end=DEMO_DATES[1],
@@ -90,7 +91,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tile-size", type=int, default=480)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--block-size", type=int, default=240, help="model block, 10 m pixels")
+    p.add_argument("--block-size", type=int, default=240,
+                   help="model block, 10 m pixels; 0: each tile's region is one block")
+    p.add_argument("--overlap", type=int, help="difffusr window overlap, 10 m pixels "
+                   "(default: the model's)")
     p.add_argument("--rgb-model", default="difffusr")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default="benchmarks/results/seams.json")
@@ -99,7 +103,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for model in dict.fromkeys([args.rgb_model, "bicubic"]):
             options = {"steps": args.steps} if model == "difffusr" else {}
-            results[model] = run(model, options, args.tile_size, args.block_size,
+            if model == "difffusr" and args.overlap is not None:
+                options["overlap"] = args.overlap
+            results[model] = run(model, options, args.tile_size, args.block_size or None,
                                  args.workers, f"{tmp}/{model}.zarr")
             print(model, results[model])
     path = Path(args.json)

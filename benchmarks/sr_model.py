@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import functools
 import json
+import math
 import os
 import platform
 import statistics
@@ -32,8 +33,14 @@ from typing import Any, TypeVar
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from pipeline.models import get_fusion_model
+from pipeline.models.diffusion.cost import executed_over_useful, tile_windows
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
+from pipeline.models.diffusion.rgb import DEFAULT_WINDOW, device_defaults
 from pipeline.models.diffusion.unet import UNetConfig
+from pipeline.models.fusion.model import fusion_halo
+from pipeline.models.fusion.network import FusionNetwork
+from pipeline.superresolve import CPU_LAYOUT, GPU_LAYOUT, Layout, region_halo
 
 T = TypeVar("T")
 SEED = 0
@@ -142,6 +149,88 @@ def print_flops(flops: dict[str, Any], tile: int, scale: int) -> dict[str, float
         "sample_gflop_per_px": sample_flops(flops, PAPER_STEPS) / pixels / 1e9,
         "sample_tflop_per_tile": sample_flops(flops, PAPER_STEPS) / 1e12,
     }
+
+
+def layouts() -> list[tuple[str, Layout, int, int, str, int]]:
+    """(label, layout, window, overlap, fusion, fusion halo) at the defaults and around them:
+    the paper's 64-pixel windows and the demo weights' 16, the default fusion (Gram–Schmidt)
+    and the learned one at the paper's sizes."""
+    fusions = {
+        "gram-schmidt": get_fusion_model("gram-schmidt").halo,
+        "difffusr-fusion (paper sizes)": fusion_halo(FusionNetwork().blocks),
+    }
+    rows = []
+    for window in (DEFAULT_WINDOW, 16):
+        cpu = device_defaults(False, window)["overlap"]
+        gpu = device_defaults(True, window)["overlap"]
+        for fusion, halo in fusions.items():
+            rows += [
+                ("CPU defaults", CPU_LAYOUT, window, cpu, fusion, halo),
+                ("GPU defaults", GPU_LAYOUT, window, gpu, fusion, halo),
+            ]
+    paper = fusions["difffusr-fusion (paper sizes)"]
+    rows += [
+        ("GPU, 7680-px tiles", Layout(7680, None), DEFAULT_WINDOW, 2, "difffusr-fusion", paper),
+        ("GPU, overlap 1", GPU_LAYOUT, DEFAULT_WINDOW, 1, "difffusr-fusion", paper),
+        ("GPU, blocks of 240", Layout(15360, 240), DEFAULT_WINDOW, 2, "difffusr-fusion", paper),
+    ]
+    return rows
+
+
+def executed_vs_useful(flops: dict[str, Any], tile: int) -> list[dict[str, Any]]:
+    """Executed / useful FLOPs of one tile for each layout of ``layouts``, over the tile's
+    possible positions on the window lattice (its origin on the 60 m lattice), and the paper
+    model's TFLOP per tile at ``PAPER_STEPS`` when the window is the ``tile`` counted."""
+    rows = []
+    for label, layout, window, overlap, fusion, fusion_reach in layouts():
+        side = layout.tile_size // 4  # 10 m pixels
+        halo = region_halo(window, fusion_reach)
+        stride = window - 2 * overlap
+        offsets = range(0, math.lcm(stride, 6), 6)
+        ratios = [
+            executed_over_useful(
+                tile_windows((side, side), halo, layout.block_size, window, overlap, (o, o)),
+                window,
+                layout.tile_size**2,
+            )
+            for o in offsets
+        ]
+        row = {
+            "layout": label,
+            "tile_size": layout.tile_size,
+            "block_size": layout.block_size,
+            "window": window,
+            "overlap": overlap,
+            "fusion": fusion,
+            "halo": halo,
+            "executed_over_useful": {
+                "min": min(ratios),
+                "mean": statistics.fmean(ratios),
+                "max": max(ratios),
+            },
+        }
+        if window == tile:
+            useful = layout.tile_size**2 * sample_flops(flops, PAPER_STEPS) / (4 * window) ** 2
+            row["paper_useful_tflop_per_tile"] = useful / 1e12
+            row["paper_executed_tflop_per_tile"] = useful * statistics.fmean(ratios) / 1e12
+        rows.append(row)
+    return rows
+
+
+def print_executed_vs_useful(rows: list[dict[str, Any]]) -> None:
+    head = (
+        f"{'layout':<20} {'tile':>6} {'block':>6} {'window':>6} {'overlap':>7} {'halo':>5}  "
+        f"{'fusion':<30} {'executed / useful (min-max)':>28}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        ratio = r["executed_over_useful"]
+        print(
+            f"{r['layout']:<20} {r['tile_size']:>6} {r['block_size'] or 'whole':>6} "
+            f"{r['window']:>6} {r['overlap']:>7} {r['halo']:>5}  {r['fusion']:<30} "
+            f"{ratio['mean']:>14.3f} ({ratio['min']:.3f}-{ratio['max']:.3f})"
+        )
 
 
 def peak_tflops(device: torch.device, precision: str) -> tuple[str, float] | None:
@@ -312,6 +401,14 @@ def main() -> None:
     )
     paper_flops = flops_of(paper, args.tile)
     paper_summary = print_flops(paper_flops, args.tile, paper.scale)
+    print(
+        "\nExecuted vs useful at the defaults: U-Net windows evaluated for a tile holding data "
+        "everywhere\n(tile and block in 2.5 m / 10 m pixels, window, overlap and halo in 10 m "
+        "pixels), over the tile's\npositions on the window lattice; the same at any steps, "
+        "samples and hardware:"
+    )
+    layout_rows = executed_vs_useful(paper_flops, args.tile)
+    print_executed_vs_useful(layout_rows)
 
     built = build(args.config, device)
     if built is None:
@@ -359,6 +456,7 @@ def main() -> None:
         "repeats": args.repeats,
         "flops_per_window": flops,
         "paper_flops_per_window": {**paper_flops, **paper_summary},
+        "executed_vs_useful": layout_rows,
         "runs": rows,
         "bf16_vs_fp32_reflectance": change,
     }

@@ -28,6 +28,7 @@ from flows._training import (
     runtime,
     sentinel_query,
 )
+from pipeline.catalog import is_demo_catalog
 from pipeline.errors import OutputError, UserError, reason
 from pipeline.evaluation.benchmark import run_benchmark
 from pipeline.evaluation.data import (
@@ -41,9 +42,11 @@ from pipeline.evaluation.report import markdown, summarize, write_csv
 from pipeline.evaluation.wald import FUSION_INPUT, RGB_INPUT
 from pipeline.grid import SCALE
 from pipeline.models import FUSION_MODELS, RGB_MODELS, get_fusion_model, get_rgb_model
+from pipeline.models.published import default_weights, describe, name_of, names
 
-#: The models benchmarked by default: every registered one that needs no download (the
-#: learned ones use their shipped demo weights), each stage's bicubic baseline first.
+#: The models benchmarked by default: every registered one, each stage's bicubic baseline
+#: first (the learned ones run with their shipped demo weights on the demo, and download the
+#: published ones for other data).
 DEFAULT_RGB_MODELS = ("bicubic", "difffusr")
 DEFAULT_FUSION_MODELS = ("bicubic", "gram-schmidt", "difffusr-fusion")
 #: The learned models and the options the command line gives them.
@@ -78,10 +81,12 @@ def parser() -> argparse.ArgumentParser:
                         choices=sorted(FUSION_MODELS), metavar="MODEL",
                         help=f"fusion models, from {', '.join(sorted(FUSION_MODELS))}; none to "
                         f"skip the stage (default: {' '.join(DEFAULT_FUSION_MODELS)})")
-    models.add_argument("--weights", help=f"{LEARNED_RGB} weights (default: the shipped demo "
-                        "weights)")
-    models.add_argument("--fusion-weights", help=f"{LEARNED_FUSION} weights (default: the "
-                        "shipped demo weights)")
+    models.add_argument("--weights", help=f"{LEARNED_RGB} weights: a file, or one of "
+                        f"{', '.join(names(LEARNED_RGB))} (default: demo on the demo, else "
+                        f"{default_weights(LEARNED_RGB, False)})")
+    models.add_argument("--fusion-weights", help=f"{LEARNED_FUSION} weights: a file, or one of "
+                        f"{', '.join(names(LEARNED_FUSION))} (default: demo on the demo, else "
+                        f"{default_weights(LEARNED_FUSION, False)})")
     models.add_argument("--steps", type=positive, help=f"DDIM steps of {LEARNED_RGB} "
                         "(default: 20)")
     models.add_argument("--seed", type=int, default=0, help=f"noise seed of {LEARNED_RGB} and "
@@ -109,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
            for name in args.rgb_models for label, options in _rgb_rows(args, name, device)}
     fusion = {name: _build(get_fusion_model, name, _fusion_options(args, name, device))
               for name in args.fusion_models}
+    for model in [*rgb.values(), *fusion.values()]:
+        for line in describe(model, _demo_data(args)):
+            print(line, file=sys.stderr)
     with tqdm(total=len(data.patches) * (len(rgb) + len(fusion)), unit="run",
               desc="benchmark", dynamic_ncols=True) as bar:
         result = run_benchmark(data, rgb, fusion, bar.update)
@@ -157,13 +165,19 @@ def _data(args: argparse.Namespace) -> tuple[EvaluationSet, Path]:
     return data, Path(args.out or Path("output") / stem)
 
 
+def _demo_data(args: argparse.Namespace) -> bool:
+    """Whether the patches come from the embedded demo, the one place the demo weights fit."""
+    return not args.scenes and is_demo_catalog(args.stac)
+
+
 def _rgb_rows(args: argparse.Namespace, name: str, device: str) -> list[tuple[str, dict]]:
     """(row label, model options) of an RGB model: the learned one with and without its
     radiometric guarantee (only without, with --no-rgb-consistency)."""
     if name != LEARNED_RGB:
         return [(name, {})]
-    given = {"weights": args.weights, "steps": args.steps}
-    options = {"seed": args.seed, "device": device, **{k: v for k, v in given.items() if v}}
+    weights = args.weights or default_weights(LEARNED_RGB, _demo_data(args))
+    steps = {"steps": args.steps} if args.steps else {}
+    options = {"weights": weights, "seed": args.seed, "device": device, **steps}
     rows = [] if args.no_rgb_consistency else [(name, {**options, "consistent": True})]
     return [*rows, (NO_GUARANTEE, {**options, "consistent": False})]
 
@@ -171,7 +185,8 @@ def _rgb_rows(args: argparse.Namespace, name: str, device: str) -> list[tuple[st
 def _fusion_options(args: argparse.Namespace, name: str, device: str) -> dict:
     if name != LEARNED_FUSION:
         return {}
-    return {"device": device, **({"weights": args.fusion_weights} if args.fusion_weights else {})}
+    weights = args.fusion_weights or default_weights(LEARNED_FUSION, _demo_data(args))
+    return {"weights": weights, "device": device}
 
 
 def _build(factory: Callable[..., Any], name: str, options: dict) -> Any:
@@ -186,7 +201,8 @@ def _describe(model: object) -> str:
     """What identifies a model's numbers: its weights and, for diffusion, its sampling."""
     if not model.weights_sha256:
         return "no weights"
-    return ", ".join([f"weights sha256 {model.weights_sha256[:12]}…"]
+    name = name_of(model.name, getattr(model, "weights", None))
+    return ", ".join([f"weights {name + ' ' if name else ''}sha256 {model.weights_sha256[:12]}…"]
                      + [f"{k} {getattr(model, k)}" for k in DESCRIBED if hasattr(model, k)])
 
 

@@ -22,15 +22,18 @@ from tqdm import tqdm
 
 from flows._cli import OneLineErrors, run_command
 from pipeline.bands import REFLECTANCE_BANDS, validate_bands
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.catalog import DEMO_CATALOG, is_demo_catalog
 from pipeline.cluster import SCHEDULER_ENV, cuda_devices, dask_client
 from pipeline.errors import UserError
 from pipeline.finish import finish_product
 from pipeline.grid import read_aoi
 from pipeline.models import FUSION_MODELS, RGB_MODELS
+from pipeline.models.published import default_weights, describe, names
 from pipeline.quality.verdict import warning_line
-from pipeline.region import RegionRequest, plan_region, run_tiles
+from pipeline.run.dispatch import run_tiles
+from pipeline.run.plan import RegionRequest, plan_region
 from pipeline.store import ProductStore
+from pipeline.superresolve import Layout, layout_for
 
 DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
 DEMO_DATES = (date(2023, 1, 1), date(2023, 1, 31))
@@ -56,8 +59,9 @@ def parser() -> argparse.ArgumentParser:
                    "(default: ./output/<aoi>-<start>-<end>.zarr)")
     p.add_argument("--crs", type=_crs, help="output CRS as EPSG:code (default: EPSG:3035 "
                    "inside LAEA Europe's area, else the UTM zone of the AOI centroid)")
-    p.add_argument("--tile-size", type=int, default=1920,
-                   help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920)")
+    p.add_argument("--tile-size", type=int,
+                   help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920; "
+                   "15360 when --rgb-model difffusr runs on CUDA)")
     p.add_argument("--scheduler", default=os.environ.get(SCHEDULER_ENV),
                    help="address of an existing Dask scheduler (default: $"
                    f"{SCHEDULER_ENV} if set, else start a local cluster)")
@@ -66,8 +70,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rgb-model", default="bicubic", choices=sorted(RGB_MODELS),
                    help="RGB ×4 model (default: bicubic)")
     diffusion = p.add_argument_group("diffusion RGB model (--rgb-model difffusr)")
-    diffusion.add_argument("--weights", help="weight file: path, fsspec URL or "
-                           "hf://org/repo/file.safetensors (default: the shipped demo weights)")
+    diffusion.add_argument("--weights", help="weight file (path, fsspec URL or "
+                           "hf://org/repo/file) or the name of published weights: "
+                           f"{', '.join(names(LEARNED_RGB))} (default: demo on the demo "
+                           f"catalog, else {default_weights(LEARNED_RGB, False)})")
     diffusion.add_argument("--weights-sha256", metavar="HEX",
                            help="refuse weights whose sha256 differs")
     diffusion.add_argument("--steps", type=int, help="DDIM steps (default: 20)")
@@ -77,8 +83,9 @@ def parser() -> argparse.ArgumentParser:
                            "mean and the per-pixel standard deviation (default: 1)")
     diffusion.add_argument("--batch", type=int, help="windows per network call "
                            "(default: 8 on CPU, 128 on GPU)")
-    diffusion.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
-                           help="autocast precision (default: fp32)")
+    diffusion.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                           help="autocast precision (default: auto, the device's default: fp32 "
+                           "until bf16 is measured against a bound)")
     diffusion.add_argument("--compile", action="store_true", default=None,
                            help="torch.compile the U-Net")
     diffusion.add_argument("--no-rgb-consistency", action="store_true", default=None,
@@ -87,8 +94,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion-model", default="gram-schmidt", choices=sorted(FUSION_MODELS),
                    help="band fusion model (default: gram-schmidt)")
     fusion = p.add_argument_group("learned fusion model (--fusion-model difffusr-fusion)")
-    fusion.add_argument("--fusion-weights", help="fusion weight file: path, fsspec URL or "
-                        "hf://org/repo/file (default: the shipped demo weights)")
+    fusion.add_argument("--fusion-weights", help="fusion weight file (path, fsspec URL or "
+                        "hf://org/repo/file) or the name of published weights: "
+                        f"{', '.join(names(LEARNED_FUSION))} (default: demo on the demo "
+                        f"catalog, else {default_weights(LEARNED_FUSION, False)})")
     fusion.add_argument("--fusion-weights-sha256", metavar="HEX",
                         help="refuse fusion weights whose sha256 differs")
     fusion.add_argument("--no-fusion-consistency", action="store_true", default=None,
@@ -133,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or _default_out(args.aoi, request.start, request.end)
     started = time.perf_counter()
     plan = plan_region(request, estimate=args.dry_run)
+    for model in (plan.resolver.rgb, plan.resolver.fusion):
+        for line in describe(model, is_demo_catalog(args.stac)):
+            print(line, file=sys.stderr)
     print(plan.describe())
     print(f"output:        {out}")
     if args.dry_run:
@@ -182,6 +194,7 @@ def _request(args: argparse.Namespace) -> RegionRequest:
         bands = validate_bands(args.bands)
     except ValueError as err:
         raise UserError(str(err)) from None
+    layout = _layout(args)
     return RegionRequest(
         aoi=read_aoi(args.aoi),
         start=start,
@@ -190,7 +203,8 @@ def _request(args: argparse.Namespace) -> RegionRequest:
         collection=args.collection,
         max_cloud=args.max_cloud,
         crs=args.crs,
-        tile_size=_tile_size(args.tile_size),
+        tile_size=_tile_size(layout.tile_size if args.tile_size is None else args.tile_size),
+        block_size=layout.block_size,
         bands=bands,
         rgb_model=args.rgb_model,
         rgb_options=_rgb_options(args),
@@ -229,6 +243,7 @@ def _rgb_options(args: argparse.Namespace) -> dict:
     given = _given(args, DIFFUSION_OPTIONS, "rgb", LEARNED_RGB)
     if args.rgb_model != LEARNED_RGB:
         return given
+    given.setdefault("weights", default_weights(LEARNED_RGB, is_demo_catalog(args.stac)))
     given["consistent"] = not args.no_rgb_consistency
     if args.device is not None:
         given["device"] = args.device
@@ -240,6 +255,7 @@ def _fusion_options(args: argparse.Namespace) -> dict:
     if args.fusion_model != LEARNED_FUSION:
         return given
     given["consistent"] = not args.no_fusion_consistency
+    given.setdefault("weights", default_weights(LEARNED_FUSION, is_demo_catalog(args.stac)))
     if args.device is not None:
         given["device"] = args.device
     return given
@@ -258,6 +274,15 @@ def _local_gpus(args: argparse.Namespace) -> int:
     if args.scheduler or not learned or (args.device or "").startswith("cpu"):
         return 0
     return cuda_devices()
+
+
+def _layout(args: argparse.Namespace) -> Layout:
+    """The GPU layout when the diffusion model will run on CUDA, decided as the model decides
+    its own defaults (``--device``, else this machine's), else the CPU layout."""
+    if args.rgb_model != LEARNED_RGB:
+        return layout_for(False)
+    device = args.device or ("cuda" if cuda_devices() else "cpu")
+    return layout_for(device.startswith("cuda"))
 
 
 def _tile_size(size: int) -> int:

@@ -9,10 +9,8 @@ pixels where a halo was added. For a function whose output pixel depends only on
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 
-import dask
 import dask.array as da
 import numpy as np
 
@@ -28,16 +26,12 @@ def map_with_halo(
     out_channels: int,
     dtype: np.dtype | type = np.float32,
     token: str = "halo-block",
-    resources: dict[str, float] | None = None,
 ) -> da.Array:
     """Apply ``fn`` to every (channel, y, x) block of ``array`` with a halo; crop it ×scale.
 
     The channel axis must be a single chunk. Chunks smaller than the halo are merged into
     their neighbour first, so that every halo comes from one adjacent block. ``token`` is the
     prefix of the tasks' keys, by which the task stream tells the model's time apart.
-    ``resources`` are the worker resources that each call of ``fn`` claims (a GPU, say); the
-    scheduler keeps them only in graphs computed with ``optimize_graph=False``, since fusing
-    the calls with their neighbours drops them.
     """
     if array.ndim != 3:
         raise ValueError("expected a (channel, y, x) array")
@@ -52,17 +46,12 @@ def map_with_halo(
         2: halo if array.numblocks[2] > 1 else 0,
     }
     padded = da.overlap.overlap(array, depth=depth, boundary="none")
-    starts = [np.cumsum((0,) + c[:-1]) for c in array.chunks[1:]]
-    counts = [len(c) for c in array.chunks[1:]]
+    spans = [halo_spans(c, halo) for c in array.chunks[1:]]
 
     def run(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
         iy, ix = block_info[None]["chunk-location"][1:]
-        top = depth[1] if iy > 0 else 0
-        left = depth[2] if ix > 0 else 0
-        bottom = depth[1] if iy < counts[0] - 1 else 0
-        right = depth[2] if ix < counts[1] - 1 else 0
-        origin = (int(starts[0][iy]) - top, int(starts[1][ix]) - left)
-        out = fn(block, origin)
+        (y, top, bottom), (x, left, right) = spans[0][iy], spans[1][ix]
+        out = fn(block, (y, x))
         h, w = block.shape[1:]
         expected = (out_channels, h * scale, w * scale)
         if out.shape != expected:
@@ -74,10 +63,9 @@ def map_with_halo(
         ].astype(dtype, copy=False)
 
     out_chunks = ((out_channels,),) + tuple(tuple(c * scale for c in ax) for ax in array.chunks[1:])
-    with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-        return padded.map_blocks(
-            run, chunks=out_chunks, dtype=dtype, meta=np.empty((0, 0, 0), dtype), token=token
-        )
+    return padded.map_blocks(
+        run, chunks=out_chunks, dtype=dtype, meta=np.empty((0, 0, 0), dtype), token=token
+    )
 
 
 def _merge_small(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:
@@ -89,3 +77,28 @@ def _merge_small(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:
         else:
             merged.append(size)
     return tuple(merged)
+
+
+def halo_spans(chunks: tuple[int, ...], halo: int) -> list[tuple[int, int, int]]:
+    """Per block of one axis (chunks already merged, see ``_merge_small``): the first pixel
+    handed to the block function, and the halo added before and after the block. A single
+    block gets no halo, and the array's outer edges none either."""
+    depth = halo if len(chunks) > 1 else 0
+    spans, start = [], 0
+    for i, size in enumerate(chunks):
+        before = depth if i > 0 else 0
+        after = depth if i < len(chunks) - 1 else 0
+        spans.append((start - before, before, after))
+        start += size
+    return spans
+
+
+def halo_blocks(length: int, block_size: int, halo: int) -> list[tuple[int, int, int, int]]:
+    """The blocks that :func:`map_with_halo` hands to its function along an axis of
+    ``length`` pixels chunked by ``block_size``: (first pixel, size, halo before, halo after),
+    the size counting the halo."""
+    chunks = _merge_small(da.core.normalize_chunks(block_size, (length,))[0], halo)
+    return [
+        (at, size + before + after, before, after)
+        for (at, before, after), size in zip(halo_spans(chunks, halo), chunks, strict=True)
+    ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -23,9 +24,20 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import CatalogError, NoScenesError, reason
+from pipeline.load import Scene, scene_from_dict, to_scene
+
+#: Items per page asked of an API: a continent's tens of thousands of items in tens of
+#: requests rather than thousands (an API may answer with fewer).
+PAGE_SIZE = 1000
 
 #: The embedded demo catalog, used when no ``--stac`` is given.
 DEMO_CATALOG = Path(__file__).resolve().parents[1] / "examples" / "demo" / "catalog.json"
+
+
+def is_demo_catalog(stac: str | None) -> bool:
+    """Whether ``stac`` is the embedded demo catalog (None, no catalog given, stands for it)."""
+    return stac is None or ("://" not in stac and Path(stac).resolve() == DEMO_CATALOG)
+
 
 CloudFilter = Literal["server-query", "server-filter", "client"]
 
@@ -43,7 +55,7 @@ class Query:
 
 @dataclass(frozen=True)
 class SearchResult:
-    items: list[pystac.Item]
+    items: list[pystac.Item] | list[Scene]
     cloud_filter: CloudFilter  # where the cloud-cover filter ran
     #: How many items match in all, when only some were fetched (``limit``) and the catalog
     #: says (an API's ``numberMatched``, before a client-side cloud filter); else None.
@@ -58,14 +70,18 @@ def search(
     collection: str | None = None,
     max_cloud: float = 100.0,
     limit: int | None = None,
+    scenes: bool = False,
 ) -> SearchResult:
     """Items of ``collection`` that intersect ``aoi`` (WGS84) between ``start`` and ``end``.
 
     With ``limit``, at most that many items are fetched (a plan's estimate over a continent
     must not page through a hundred thousand items), none found is no error, and the result
-    says how many match in all when the catalog knows.
+    says how many match in all when the catalog knows. With ``scenes``, each item is reduced
+    to a :class:`~pipeline.load.Scene` as it arrives, so that the pages of a continent's
+    search never sit in memory as full items.
     """
     query = Query(aoi, start, end, collection, max_cloud)
+    reduce = to_scene if scenes else _as_is
     doc = _read_json(stac)
     api = _is_search_api(doc)
     if doc.get("type") == "FeatureCollection":
@@ -73,26 +89,35 @@ def search(
         for item in items:  # relative asset hrefs are relative to the file
             if item.get_self_href() is None:
                 item.set_self_href(_as_href(stac))
-        result = _filter_locally(items, query)
+        result = _filter_locally(items, query, reduce)
     elif api:
-        result = _search_api(stac, query, limit)
+        result = _search_api(stac, query, limit, scenes)
     else:
         catalog = pystac.read_dict(doc, href=_as_href(stac), stac_io=FsspecStacIO())
         if not isinstance(catalog, pystac.Catalog):
             raise CatalogError(f"{stac} is not a STAC catalog, collection, API or ItemCollection")
         items = list(catalog.get_items(recursive=True))
-        result = _filter_locally(items, query)
+        result = _filter_locally(items, query, reduce)
     if limit is not None:
         # searched locally, every match is at hand; an API counts them or does not
         matched = result.matched if api else len(result.items)
         return SearchResult(result.items[:limit], result.cloud_filter, matched)
     if not result.items:
-        where = f" in collection {collection}" if collection else ""
-        raise NoScenesError(
-            f"no scene{where} with cloud cover <= {max_cloud:g}% intersects the AOI "
-            f"between {start} and {end}"
-        )
+        raise no_scenes(query)
     return result
+
+
+def no_scenes(query: Query) -> NoScenesError:
+    """The one-line error of a search that matched nothing."""
+    where = f" in collection {query.collection}" if query.collection else ""
+    return NoScenesError(
+        f"no scene{where} with cloud cover <= {query.max_cloud:g}% intersects the AOI "
+        f"between {query.start} and {query.end}"
+    )
+
+
+def _as_is(item: pystac.Item) -> pystac.Item:
+    return item
 
 
 class FsspecStacIO(pystac.stac_io.DefaultStacIO):
@@ -130,7 +155,7 @@ def _is_search_api(doc: dict) -> bool:
     return any(c.endswith("/item-search") for c in conforms)
 
 
-def _search_api(url: str, query: Query, limit: int | None = None) -> SearchResult:
+def _search_api(url: str, query: Query, limit: int | None, scenes: bool) -> SearchResult:
     max_cloud = query.max_cloud
     try:
         client = pystac_client.Client.open(url)
@@ -151,8 +176,16 @@ def _search_api(url: str, query: Query, limit: int | None = None) -> SearchResul
                 }
                 kwargs["filter_lang"] = "cql2-json"
                 cloud_filter = "server-filter"
-        found = client.search(**kwargs, max_items=limit)
-        items = list(found.items())
+        found = client.search(**kwargs, max_items=limit, limit=PAGE_SIZE)
+
+        def wanted(properties: dict) -> bool:
+            return cloud_filter != "client" or _cloud_cover(properties) <= max_cloud
+
+        if scenes:  # straight from the JSON: a pystac Item costs milliseconds to make
+            items = [scene_from_dict(d) for d in found.items_as_dicts()
+                     if wanted(d["properties"])]
+        else:
+            items = [i for i in found.items() if wanted(i.properties)]
         with warnings.catch_warnings():  # an API that does not count says so with a warning
             warnings.simplefilter("ignore")
             matched = found.matched() if limit is not None else None
@@ -160,32 +193,33 @@ def _search_api(url: str, query: Query, limit: int | None = None) -> SearchResul
         raise CatalogError(f"STAC API {url} refused the search: {reason(err)}") from None
     except Exception as err:  # requests/urllib3 connection errors
         raise CatalogError(f"cannot search STAC API {url}: {reason(err)}") from None
-    if cloud_filter == "client":
-        items = [i for i in items if _cloud_cover(i) <= max_cloud]
     return SearchResult(_sorted(items), cloud_filter, matched)
 
 
-def _filter_locally(items: list[pystac.Item], query: Query) -> SearchResult:
+def _filter_locally(
+    items: list[pystac.Item], query: Query, reduce: Callable[[pystac.Item], object]
+) -> SearchResult:
     first, last = _datetime_range_bounds(query.start, query.end)
     kept = [
-        item
+        reduce(item)
         for item in items
         if (query.collection is None or item.collection_id == query.collection)
         and item.geometry is not None
         and shape(item.geometry).intersects(query.aoi)
         and item.datetime is not None
         and first <= item.datetime <= last
-        and _cloud_cover(item) <= query.max_cloud
+        and _cloud_cover(item.properties) <= query.max_cloud
     ]
     return SearchResult(_sorted(kept), "client")
 
 
-def _cloud_cover(item: pystac.Item) -> float:
-    value = item.properties.get("eo:cloud_cover")
+def _cloud_cover(properties: dict) -> float:
+    value = properties.get("eo:cloud_cover")
     return 0.0 if value is None else float(value)
 
 
-def _sorted(items: list[pystac.Item]) -> list[pystac.Item]:
+def _sorted(items: list) -> list:
+    """By date, then id (pystac Items and Scenes alike)."""
     earliest = datetime.min.replace(tzinfo=UTC)
     return sorted(items, key=lambda i: (i.datetime or earliest, i.id))
 

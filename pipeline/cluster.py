@@ -1,9 +1,10 @@
 """Dask clusters: a local one (CPU worker processes, or one dask-cuda worker per GPU), or an
 existing scheduler by address.
 
-GPU workers advertise a ``GPU`` resource of 1; the model tasks ask for it (see
-:data:`GPU_RESOURCE`), so that one GPU never runs two model tasks at once while the worker's
-other threads load, composite and write tiles beside it.
+GPU workers advertise a ``GPU`` resource of 1; the tiles' model tasks ask for half of it (see
+:data:`GPU_RESOURCE`), so that they run on GPU workers only, two at a time: one tile's models
+on the GPU while the tile before writes, and the worker's other threads (and plain CPU
+workers, if the cluster has some) load and composite the next tiles.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from distributed import Client, LocalCluster
 
 from pipeline.errors import ClusterError
 
-#: The worker resource that the GPU stages claim, one per task; ``dask cuda worker`` needs
-#: ``--resources GPU=1`` to offer it.
+#: The worker resource that the tiles' model tasks claim (a share each, see
+#: :data:`pipeline.run.dispatch.MODEL_SHARE`); ``dask cuda worker`` needs ``--resources GPU=1``
+#: to offer it.
 GPU_RESOURCE = "GPU"
 
 #: The scheduler address the Dask Kubernetes operator gives a DaskJob's runner.

@@ -1,11 +1,19 @@
-"""Clear-sky compositing: SCL masking and a per-pixel temporal median of clear observations."""
+"""Clear-sky compositing: SCL masking and a per-pixel temporal median of clear observations.
+
+:func:`clear_sky` is the one way from scenes and a box to the composite: the region run's
+tiles, a product's read-back, the training sources and the benchmarks all go through it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import pystac
 import xarray as xr
 
 from pipeline.bands import (
+    REFLECTANCE_BANDS,
     SCL_CIRRUS,
     SCL_CLOUD_HIGH,
     SCL_CLOUD_MEDIUM,
@@ -14,6 +22,7 @@ from pipeline.bands import (
     SCL_SATURATED,
     SCL_SNOW,
 )
+from pipeline.load import Scene, load_reflectance, load_scl
 
 #: SCL classes that never count as a clear observation.
 NOT_CLEAR = (
@@ -51,6 +60,20 @@ def median_composite(
     )
     count = clear.sum("time").clip(max=255).astype("uint8")  # uint8 on disk: cap, never wrap
     return median.rename("reflectance"), count.rename("clear_count")
+
+
+def clear_sky(
+    scenes: Sequence[pystac.Item | Scene],
+    epsg: int,
+    bounds: tuple[float, float, float, float],
+    mask_snow: bool = True,
+    bands: Sequence[str] = REFLECTANCE_BANDS,
+    chunksize: int = 1024,
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """The lazy clear-sky composite of ``bands`` at 10 m over ``bounds`` (in EPSG:``epsg``)
+    and its clear count, from ``scenes`` read in square chunks of ``chunksize`` pixels."""
+    reflectance = load_reflectance(scenes, bands, epsg, bounds, chunksize)
+    return median_composite(reflectance, load_scl(scenes, epsg, bounds, chunksize), mask_snow)
 
 
 def _nanmedian_time(values: np.ndarray) -> np.ndarray:

@@ -31,5 +31,9 @@ class ClusterError(UserError):
     """The Dask scheduler cannot be reached."""
 
 
+class WeightsError(UserError):
+    """Weights cannot be found, fetched, verified or read."""
+
+
 class ModelError(UserError):
     """A model cannot be built from the given name, options or weights."""

@@ -10,8 +10,9 @@ from distributed import Client
 
 from pipeline.overviews import build_overviews, level_count, level_path, multiscales_attrs
 from pipeline.product_stac import ProductFacts, QualitySummary, date_range, write_stac
-from pipeline.region import Plan, RunSummary
-from pipeline.store import ProductStore
+from pipeline.run.dispatch import RunSummary
+from pipeline.run.plan import Plan
+from pipeline.store import LEVEL_ONE, ProductStore
 
 
 def finish_product(
@@ -26,10 +27,13 @@ def finish_product(
     """
     quality = QualitySummary(len(plan.tiles), len(summary.failed))
     written: dict[str, str] = {}
+    level_one: set[str] = set()
     for marker in store.markers():  # one pass: marker versions for overviews, summaries
         written[marker["tile"]] = marker["written"]
+        if marker.get(LEVEL_ONE):
+            level_one.add(marker["tile"])
         quality.add(marker)
-    failed = build_overviews(store, plan.grid, client, written)
+    failed = build_overviews(store, plan.grid, client, written, level_one)
     product_quality = quality.as_dict()
     store.finalize({
         "tiles_failed": summary.failed,

@@ -14,15 +14,20 @@ always read with nearest neighbour.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urljoin
 
 import numpy as np
 import pystac
 import stackstac
 import xarray as xr
 from rasterio.enums import Resampling
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
 
-from pipeline.bands import BANDS, SCL_ALIASES
+from pipeline.bands import BANDS, REFLECTANCE_BANDS, SCL_ALIASES
 from pipeline.errors import CatalogError
 from pipeline.grid import INPUT_RESOLUTION
 
@@ -39,7 +44,10 @@ def asset_key(item: pystac.Item, aliases: Sequence[str]) -> str | None:
 
 def boa_offset(item: pystac.Item) -> int:
     """DN offset to add before scaling by 1/10000, chosen from the item's processing baseline."""
-    props = item.properties
+    return _offset(item.properties)
+
+
+def _offset(props: Mapping) -> int:
     if any(props.get(p) for p in OFFSET_APPLIED_PROPERTIES):
         return 0
     baseline = props.get("s2:processing_baseline")
@@ -49,8 +57,11 @@ def boa_offset(item: pystac.Item) -> int:
     return BOA_ADD_OFFSET if major >= 4 else 0
 
 
-def _epsg(item: pystac.Item) -> int | None:
-    props = item.properties
+def _epsg(item: pystac.Item | Scene) -> int | None:
+    return item.epsg if isinstance(item, Scene) else _epsg_of(item.properties)
+
+
+def _epsg_of(props: Mapping) -> int | None:
     if props.get("proj:epsg"):
         return int(props["proj:epsg"])
     code = props.get("proj:code")
@@ -59,7 +70,7 @@ def _epsg(item: pystac.Item) -> int | None:
     return None
 
 
-def scene_epsg(items: Sequence[pystac.Item]) -> int | None:
+def scene_epsg(items: Sequence[pystac.Item | Scene]) -> int | None:
     """The EPSG code shared by all items, or None when they differ or do not say."""
     codes = {_epsg(i) for i in items}
     return codes.pop() if len(codes) == 1 else None
@@ -72,34 +83,102 @@ def _aliases(key: str) -> tuple[str, ...]:
 def check_assets(items: Sequence[pystac.Item], bands: Sequence[str]) -> None:
     """Raise CatalogError for the first item lacking an asset for one of ``bands`` or SCL."""
     for item in items:
-        for key in (*bands, "SCL"):
-            if asset_key(item, _aliases(key)) is None:
-                raise CatalogError(
-                    f"item {item.id} has no asset for {key} "
-                    f"(looked for {', '.join(_aliases(key))})"
-                )
+        _asset_names(item.id, item.assets, (*bands, "SCL"))
 
 
-def _canonical(item: pystac.Item, keys: Sequence[str]) -> dict:
-    """The item as a dict whose assets are renamed to ``keys`` (band names, 'SCL')."""
-    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
-    assets = {}
+def _asset_names(item_id: str, assets: Mapping, keys: Sequence[str]) -> dict[str, str]:
+    """The item's asset for each of ``keys`` (band names, 'SCL'); CatalogError for a missing
+    one."""
+    names = {}
     for key in keys:
-        found = asset_key(item, _aliases(key))
-        if found is None:
-            raise KeyError(f"item {item.id} has no asset for {key}")
-        asset = dict(doc["assets"][found])
-        asset["href"] = item.assets[found].get_absolute_href()
-        assets[key] = asset
-    doc["assets"] = assets
-    epsg = _epsg(item)
+        names[key] = next((a for a in _aliases(key) if a in assets), None)
+        if names[key] is None:
+            raise CatalogError(
+                f"item {item_id} has no asset for {key} (looked for {', '.join(_aliases(key))})"
+            )
+    return names
+
+
+#: The assets a region run reads of every scene: the 12 bands and the scene classification.
+RUN_ASSETS = (*REFLECTANCE_BANDS, "SCL")
+#: The band whose grid anchors the output lattice (a 10 m band every product reads).
+ANCHOR_BAND = "B02"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One STAC item reduced to what loading needs, so that a continent's tens of thousands
+    of items fit in the runner's memory and each travels to a worker in a few kilobytes.
+
+    ``stac`` is the item as the loader reads it: assets named by band (and ``SCL``) with
+    absolute hrefs and only their ``proj:`` fields, properties reduced to the date and the
+    projection.
+    """
+
+    id: str
+    datetime: datetime | None
+    epsg: int | None
+    offset: int  # the BOA offset of its processing baseline (see boa_offset)
+    footprint: BaseGeometry | None  # WGS84
+    href: str | None  # the item's own STAC document, for provenance links
+    stac: dict
+
+    def anchor(self) -> tuple[float, float] | None:
+        """The top-left corner of its pixel grids (every band's, 10 to 60 m, starts there),
+        read from its B02 asset."""
+        transform = self.stac["assets"].get(ANCHOR_BAND, {}).get("proj:transform")
+        return (float(transform[2]), float(transform[5])) if transform else None
+
+
+def to_scene(item: pystac.Item | Scene, keys: Sequence[str] = RUN_ASSETS) -> Scene:
+    """The :class:`Scene` of ``item`` with the assets of ``keys`` (band names, ``SCL``);
+    CatalogError for an item lacking one."""
+    if isinstance(item, Scene):
+        return item
+    doc = item.to_dict(include_self_link=False, transform_hrefs=False)
+    return scene_from_dict(doc, keys, item.get_self_href())
+
+
+def scene_from_dict(doc: Mapping, keys: Sequence[str] = RUN_ASSETS,
+                    base: str | None = None) -> Scene:
+    """The :class:`Scene` of an item's JSON (as an API sends it: no pystac Item is made, which
+    costs milliseconds an item), relative asset hrefs taken relative to ``base``."""
+    props = doc["properties"]
+    assets = {}
+    for key, found in _asset_names(doc["id"], doc["assets"], keys).items():
+        asset = doc["assets"][found]
+        href = urljoin(base, asset["href"]) if base else asset["href"]
+        assets[key] = {"href": href, **{k: v for k, v in asset.items() if k.startswith("proj:")}}
+    epsg = _epsg_of(props)
+    properties = {k: v for k, v in props.items() if k.startswith("proj:")}
+    properties["datetime"] = props.get("datetime")
     if epsg is not None:
-        doc["properties"]["proj:epsg"] = epsg
-    return doc
+        properties["proj:epsg"] = epsg
+    stac = {"type": "Feature", "id": doc["id"], "bbox": doc.get("bbox"),
+            "properties": properties, "assets": assets}
+    when = props.get("datetime")
+    self_href = next((link["href"] for link in doc.get("links", []) if link.get("rel") == "self"),
+                     base)
+    return Scene(
+        doc["id"], datetime.fromisoformat(when) if when else None, epsg, _offset(props),
+        shape(doc["geometry"]) if doc.get("geometry") else None, self_href, stac,
+    )
+
+
+def lattice_anchor(scenes: Sequence[pystac.Item | Scene], epsg: int) -> tuple[float, float]:
+    """A corner of the scenes' pixel grid when they are all in ``epsg`` (so that a grid
+    through it has their native pixels nest in its cells), else the origin."""
+    if scene_epsg(scenes) != epsg:
+        return (0.0, 0.0)
+    for item in scenes:
+        corner = to_scene(item, [ANCHOR_BAND]).anchor()
+        if corner:
+            return corner
+    return (0.0, 0.0)
 
 
 def _stack(
-    items: Sequence[pystac.Item],
+    scenes: Sequence[Scene],
     keys: Sequence[str],
     epsg: int,
     bounds: tuple[float, float, float, float],
@@ -107,7 +186,7 @@ def _stack(
     chunksize: int,
 ) -> xr.DataArray:
     return stackstac.stack(
-        [_canonical(i, keys) for i in items],
+        [{**s.stac, "assets": {k: s.stac["assets"][k] for k in keys}} for s in scenes],
         assets=list(keys),
         epsg=epsg,
         resolution=INPUT_RESOLUTION,
@@ -126,16 +205,17 @@ def _stack(
 
 
 def load_reflectance(
-    items: Sequence[pystac.Item],
+    items: Sequence[pystac.Item | Scene],
     bands: Sequence[str],
     epsg: int,
     bounds: tuple[float, float, float, float],
     chunksize: int = 1024,
 ) -> xr.DataArray:
     """Lazy float32 reflectance, dims (time, band, y, x) at 10 m; NaN where there is no data."""
-    native = scene_epsg(items) == epsg
+    scenes = [to_scene(i, bands) for i in items]
+    native = scene_epsg(scenes) == epsg
     dn = _stack(
-        items,
+        scenes,
         bands,
         epsg,
         bounds,
@@ -143,18 +223,19 @@ def load_reflectance(
         chunksize,
     )
     offsets = xr.DataArray(
-        np.array([boa_offset(i) for i in items], dtype="float32"), dims="time"
+        np.array([s.offset for s in scenes], dtype="float32"), dims="time"
     )
     reflectance = (dn.where(dn != 0) + offsets) / np.float32(10000)
     return reflectance.astype("float32").rename("reflectance")
 
 
 def load_scl(
-    items: Sequence[pystac.Item],
+    items: Sequence[pystac.Item | Scene],
     epsg: int,
     bounds: tuple[float, float, float, float],
     chunksize: int = 1024,
 ) -> xr.DataArray:
     """Lazy scene classification, dims (time, y, x) at 10 m, nearest; NaN where missing."""
-    scl = _stack(items, ["SCL"], epsg, bounds, Resampling.nearest, chunksize)
+    scenes = [to_scene(i, ["SCL"]) for i in items]
+    scl = _stack(scenes, ["SCL"], epsg, bounds, Resampling.nearest, chunksize)
     return scl.isel(band=0, drop=True).rename("scl")

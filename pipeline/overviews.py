@@ -1,11 +1,15 @@
 """Factor-2 overviews (a pyramid) of every data array, so a continental product can be browsed.
 
 Level k is the group ``overviews/<k>``, with the same variables, coordinates and grid mapping as
-the product itself at 2.5 m × 2^k; level 0 is the product. Each level is built from the one
-below it, one output shard per Dask task (a task reads the 2 × 2 shards of the level below, one at
-a time), so no band is ever held whole. A marker per overview shard records which
-version of its sources it was built from; a re-run rebuilds only the shards whose sources
-changed, up the pyramid.
+the product itself at 2.5 m × 2^k; level 0 is the product (layout and reduction:
+:mod:`pipeline.pyramid`). A region run writes level 1 with each tile, from the tile in memory
+(its level-1 shards are half a tile a side, one per tile, so no two writers share one); the
+product at full resolution is never read back for it. Each higher level is built from the one
+below it, one region of a tile's size per Dask task (a task reads the 2 × 2 regions of the
+level below, one at a time), so no band is ever held whole. A marker per region records which
+version of its sources it was built from; a re-run rebuilds only the regions whose sources
+changed, up the pyramid. Level 1 is built from level 0 only where tiles were written without
+it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
@@ -27,14 +31,9 @@ from zarr.errors import ZarrUserWarning
 
 from pipeline.errors import reason
 from pipeline.grid import RESOLUTION, OutputGrid
+from pipeline.pyramid import AVERAGE, OVERVIEWS, RESAMPLING, level_path, reduce_2x2
 from pipeline.store import MARKERS, ProductStore
 
-#: Group holding the levels, ``overviews/1`` … ``overviews/N``.
-OVERVIEWS = "overviews"
-#: The flag's bits are combined, every other variable averaged over its pixels with data.
-BITWISE_OR = "bitwise_or"
-AVERAGE = "average"
-RESAMPLING = {"hallucination_risk": BITWISE_OR}
 #: The zarr-conventions multiscales convention that the root attribute ``multiscales`` follows.
 MULTISCALES_CONVENTION = {
     "uuid": "d35379db-88df-4056-af3a-620245f8e347",
@@ -57,56 +56,46 @@ def level_shape(grid: OutputGrid, level: int) -> tuple[int, int]:
     return (math.ceil(grid.height / 2**level), math.ceil(grid.width / 2**level))
 
 
-def level_path(level: int) -> str:
-    """The group of a level: the root for level 0."""
-    return f"{OVERVIEWS}/{level}" if level else ""
-
-
 def level_transform(grid: OutputGrid, level: int) -> list[float]:
     """Affine (a, b, c, d, e, f) of a level: the product's corner, pixels 2^level times larger."""
     size = RESOLUTION * 2**level
     return [size, 0.0, grid.x0, 0.0, -size, grid.y0]
 
 
-def reduce_2x2(values: np.ndarray, nodata: int, method: str) -> np.ndarray:
-    """Each 2 × 2 block of the last two axes to one pixel, leaving ``nodata`` pixels out.
-
-    A block with no valid pixel (an odd edge counts as missing pixels) stays ``nodata``; the
-    average is rounded to the stored integer type.
-    """
-    *lead, h, w = values.shape
-    padded = np.full((*lead, h + h % 2, w + w % 2), nodata, values.dtype)
-    padded[..., :h, :w] = values
-    blocks = padded.reshape(*lead, (h + 1) // 2, 2, (w + 1) // 2, 2)
-    valid = blocks != nodata
-    kept = np.where(valid, blocks, 0)
-    count = valid.sum(axis=(-3, -1))
-    if method == BITWISE_OR:
-        out = np.bitwise_or.reduce(kept, axis=(-3, -1))
-    else:
-        out = np.rint(kept.sum(axis=(-3, -1), dtype=np.float64) / np.maximum(count, 1))
-    out = out.astype(values.dtype)
-    out[count == 0] = nodata
-    return out
+def level_one_with_tiles(store: ProductStore, grid: OutputGrid) -> bool:
+    """Create level 1 if it is missing; say whether tiles may write their part of it: the grid
+    has overviews, and level 1's shards are one tile's share (those of a product made before
+    level 1 came with the tiles cover 2 × 2 tiles, which concurrent writers would share)."""
+    if level_count(grid) < 1:
+        return False
+    _create_levels(store, grid, 1)
+    level = zarr.open_group(store.zarr_store(), path=level_path(1), mode="r",
+                            use_consolidated=False)
+    return level["reflectance"].shards[-1] == grid.tile_size // 2
 
 
 def build_overviews(
-    store: ProductStore, grid: OutputGrid, client: Client, tiles: dict[str, str]
+    store: ProductStore, grid: OutputGrid, client: Client, tiles: dict[str, str],
+    with_level_one: Collection[str] = (),
 ) -> dict[str, str]:
-    """Build or update every level on the cluster; return the shards that failed (key: error).
+    """Build or update every level on the cluster; return the regions that failed (key:
+    error).
 
     ``tiles`` maps the key of every finished tile to the time its marker was written: the
-    version of level 0 that the levels above are checked against.
+    version of level 0 that the levels above are checked against. Tiles in ``with_level_one``
+    wrote their level-1 pixels themselves; level 1 is built only where another tile is.
     """
     levels = level_count(grid)
     _create_levels(store, grid, levels)
     failed: dict[str, str] = {}
     sources = tiles
+    lacking = set(_parents({k: "" for k in tiles if k not in set(with_level_one)}))
     for level in range(1, levels + 1):
         wanted = _parents(sources)
         built = {m["tile"]: m["sources"] for m in store.markers(f"{OVERVIEWS}/{level}")}
-        todo = [(key, sig) for key, sig in wanted.items() if built.get(key) != sig]
-        errors = _run_shards(store, client, level, todo)
+        todo = [(key, sig) for key, sig in wanted.items() if built.get(key) != sig
+                and (level > 1 or key in lacking)]
+        errors = _run_shards(store, client, level, grid.tile_size, todo)
         failed.update({f"{level}/{key}": error for key, error in errors.items()})
         # A failed shard keeps its old data and marker: the level above is built on that.
         sources = {k: built[k] if k in errors else sig for k, sig in wanted.items()
@@ -134,18 +123,20 @@ def multiscales_attrs(grid: OutputGrid) -> dict[str, Any]:
     }
 
 
-def build_shard(store: ProductStore, level: int, row: int, col: int, signature: str) -> str:
-    """Compute one shard of ``level`` from the level below, then write its marker.
+def build_shard(
+    store: ProductStore, level: int, row: int, col: int, signature: str, n: int
+) -> str:
+    """Compute one region of ``n`` × ``n`` pixels of ``level`` from the level below, then
+    write its marker.
 
-    The level below is read one whole shard at a time: a whole shard is one request to object
-    storage (a band of it is one per inner chunk), and the memory stays within two shards.
+    The level below is read one region at a time: whole shards, each one request to object
+    storage (a band of it is one per inner chunk), and the memory stays within two regions.
     """
     root = store.zarr_store()
     below = zarr.open_group(root, path=level_path(level - 1), mode="r", use_consolidated=False)
     for name in _variables(below):
         source = below[name]
         target = zarr.open_array(root, path=f"{level_path(level)}/{name}", mode="r+")
-        n = target.shards[-1]
         rows = range(row * n, min((row + 1) * n, target.shape[-2]))
         cols = range(col * n, min((col + 1) * n, target.shape[-1]))
         method = RESAMPLING.get(name, AVERAGE)
@@ -181,7 +172,7 @@ def _parents(sources: dict[str, str]) -> dict[str, str]:
 
 
 def _run_shards(
-    store: ProductStore, client: Client, level: int, todo: Iterable[tuple[str, str]]
+    store: ProductStore, client: Client, level: int, n: int, todo: Iterable[tuple[str, str]]
 ) -> dict[str, str]:
     """Build the shards on the cluster, a bounded number in flight; return the failures."""
     in_flight = max(2, 4 * len(client.scheduler_info(n_workers=-1).get("workers", {})))
@@ -193,7 +184,7 @@ def _run_shards(
     def submit(batch: list[tuple[str, str]]) -> None:
         for key, sig in batch:
             row, col = map(int, key.split("_"))
-            future = client.submit(build_shard, store, level, row, col, sig,
+            future = client.submit(build_shard, store, level, row, col, sig, n,
                                    key=f"overview-{level}-{key}-{sig}")
             keys[future] = key
             futures.add(future)
@@ -222,7 +213,8 @@ def _variables(group: zarr.Group) -> list[str]:
 
 def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
     """Create the metadata of missing levels like level 0's: same variables, attributes,
-    sharding and compression, coordinates and grid mapping of the level's pixel size."""
+    sharding and compression, coordinates and grid mapping of the level's pixel size; level
+    1's shards are half as wide, so that each tile writes a whole one."""
     zs = store.zarr_store()
     root = zarr.open_group(zs, mode="r+", use_consolidated=False)
     for level in range(1, levels + 1):
@@ -249,8 +241,11 @@ def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
         group.create_array("spatial_ref", shape=(), dtype="int64", fill_value=0, attributes=crs)
         for name in _variables(root):
             source = root[name]
+            shards = source.shards
+            if level == 1:
+                shards = (*shards[:-2], *(side // 2 for side in shards[-2:]))
             array = _like(group, source, (*source.shape[:-2], height, width), source.chunks,
-                          source.shards)
+                          shards)
             array.update_attributes({"resampling_method": RESAMPLING.get(name, AVERAGE)})
 
 

@@ -18,12 +18,10 @@ import xarray as xr
 from pyproj import CRS
 from shapely.geometry import shape
 
-from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.catalog import search
-from pipeline.composite import median_composite
+from pipeline.composite import clear_sky
 from pipeline.errors import CatalogError
 from pipeline.grid import OutputGrid
-from pipeline.load import load_reflectance, load_scl
 
 
 def product_grid(attrs: Mapping[str, Any]) -> OutputGrid:
@@ -57,10 +55,7 @@ def product_input(attrs: Mapping[str, Any]) -> tuple[xr.DataArray, xr.DataArray]
     if missing:
         raise CatalogError(f"the catalog {attrs['stac']} no longer has {', '.join(missing)}")
     grid = product_grid(attrs)
-    epsg = grid.crs.to_epsg()
-    reflectance = load_reflectance(items, REFLECTANCE_BANDS, epsg, grid.bounds)
-    scl = load_scl(items, epsg, grid.bounds)
-    return median_composite(reflectance, scl, attrs["scl_snow_masked"])
+    return clear_sky(items, grid.crs.to_epsg(), grid.bounds, attrs["scl_snow_masked"])
 
 
 def tile_summaries(

@@ -25,6 +25,7 @@ from shapely.geometry import box, mapping
 
 from pipeline.bands import BANDS
 from pipeline.grid import RESOLUTION, OutputGrid
+from pipeline.load import Scene
 from pipeline.overviews import level_count, level_path, level_shape, level_transform
 from pipeline.quality.verdict import verdict
 from pipeline.store import (
@@ -94,7 +95,7 @@ class ProductFacts:
     start: datetime
     end: datetime
     provenance: dict[str, Any]
-    source_items: list[pystac.Item]
+    source_items: list[Scene]
     uncertainty: bool
 
 
@@ -151,9 +152,9 @@ def product_item(facts: ProductFacts, quality: dict[str, Any]) -> pystac.Item:
     for level in range(1, level_count(grid) + 1):
         item.add_asset(f"overview_{level}", _overview_asset(grid, level))
     for source in facts.source_items:
-        href = source.get_self_href()
-        if href:
-            item.add_link(pystac.Link("derived_from", href, pystac.MediaType.JSON, source.id))
+        if source.href:
+            item.add_link(pystac.Link("derived_from", source.href, pystac.MediaType.JSON,
+                                      source.id))
     item.add_link(pystac.Link("collection", "./collection.json", pystac.MediaType.JSON))
     item.add_link(pystac.Link("parent", "./collection.json", pystac.MediaType.JSON))
     item.add_link(pystac.Link("root", "./collection.json", pystac.MediaType.JSON))

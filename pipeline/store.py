@@ -29,6 +29,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from pipeline.errors import OutputError, reason
 from pipeline.grid import RESOLUTION, OutputGrid, Tile
+from pipeline.pyramid import AVERAGE, RESAMPLING, level_path, reduce_2x2
 from pipeline.quality.layers import (
     INCONSISTENT,
     RISK_FILL,
@@ -49,6 +50,8 @@ MARKERS = "tiles"
 #: Markers read per request when gathering them all.
 _MARKER_BATCH = 1000
 
+#: Marker entry of a tile that wrote its level-1 overview pixels too.
+LEVEL_ONE = "level_one"
 #: Root attribute holding the settings that decide the pixel values of a product.
 RECIPE = "recipe"
 #: The per-pixel spread of the RGB model's samples, written when it draws more than one.
@@ -170,11 +173,15 @@ class ProductStore:
         summary: dict[str, Any],
         uncertainty: np.ndarray | None = None,
         quality: dict[str, np.ndarray] | None = None,
+        level_one: bool = False,
     ) -> None:
         """Write one tile's window of every array (whole shards), then its completion marker.
 
         ``quality`` maps names of ``QUALITY_LAYERS`` to (tile.height, tile.width) arrays: float
         with NaN for no data, or the flag's integers; layers left out keep their fill value.
+        With ``level_one``, each array's 2 × 2 reduction goes to the tile's shard of overview
+        level 1 too (see :func:`pipeline.overviews.level_one_with_tiles`), and the marker
+        says so.
         """
         if tile.y_off % grid.tile_size or tile.x_off % grid.tile_size:
             raise ValueError(f"tile {tile.key} does not start on a shard boundary")
@@ -199,28 +206,37 @@ class ProductStore:
             slice(tile.y_off, tile.y_off + tile.height),
             slice(tile.x_off, tile.x_off + tile.width),
         )
+        encoded = {
+            "reflectance": encode_reflectance(reflectance),
+            "clear_count": np.clip(clear_count, 0, 255).astype(np.uint8),
+            **({} if uncertainty is None
+               else {UNCERTAINTY: encode_reflectance(uncertainty, UNCERTAINTY_FILL)}),
+            **{name: QUALITY_LAYERS[name].encode(v) for name, v in (quality or {}).items()},
+        }
+        half = (
+            slice(tile.y_off // 2, tile.y_off // 2 + -(-tile.height // 2)),
+            slice(tile.x_off // 2, tile.x_off // 2 + -(-tile.width // 2)),
+        )
         with self._storage_errors(f"tile {tile.key} to "):
             store = self.zarr_store()
-            refl = zarr.open_array(store, path="reflectance", mode="r+")
-            if reflectance.shape[0] != refl.shape[0]:
-                raise ValueError(
-                    f"tile {tile.key}: {reflectance.shape[0]} bands given, "
-                    f"the product has {refl.shape[0]}"
-                )
-            refl[(slice(None), *window)] = encode_reflectance(reflectance)
-            count = zarr.open_array(store, path="clear_count", mode="r+")
-            count[window] = np.clip(clear_count, 0, 255).astype(np.uint8)
-            if uncertainty is not None:
-                spread = zarr.open_array(store, path=UNCERTAINTY, mode="r+")
-                spread[(slice(None), *window)] = encode_reflectance(uncertainty, UNCERTAINTY_FILL)
-            for name, values in (quality or {}).items():
-                layer = zarr.open_array(store, path=name, mode="r+")
-                layer[window] = QUALITY_LAYERS[name].encode(values)
+            for name, values in encoded.items():
+                array = zarr.open_array(store, path=name, mode="r+")
+                if array.shape[:-2] != values.shape[:-2]:
+                    raise ValueError(
+                        f"tile {tile.key}: {values.shape[0]} bands given, "
+                        f"the product has {array.shape[0]}"
+                    )
+                array[(..., *window)] = values
+                if level_one:
+                    level = zarr.open_array(store, path=f"{level_path(1)}/{name}", mode="r+")
+                    method = RESAMPLING.get(name, AVERAGE)
+                    level[(..., *half)] = reduce_2x2(values, array.fill_value, method)
             marker = {
                 "tile": tile.key,
                 "bounds": list(grid.tile_bounds(tile)),
                 "summary": summary,
                 "written": datetime.now(UTC).isoformat(timespec="seconds"),
+                **({LEVEL_ONE: True} if level_one else {}),
             }
             self.put_json(f"{MARKERS}/{tile.key}.json", marker)
 

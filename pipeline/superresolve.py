@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
@@ -9,13 +10,62 @@ import dask.array as da
 import numpy as np
 
 from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
-from pipeline.blocks import map_with_halo
+from pipeline.blocks import halo_blocks, map_with_halo
 from pipeline.grid import LATTICE_PIXELS, SCALE
-from pipeline.models import FusionModel, RGBModel, SamplingRGBModel
+from pipeline.models import (
+    FusionModel,
+    GuaranteedFusionModel,
+    GuaranteedRGBModel,
+    RGBModel,
+    SamplingRGBModel,
+)
+from pipeline.quality.layers import departure
 from pipeline.resample import upsample_nearest
 
+#: The layers a judged block adds after the bands (and the RGB spread), in this order.
+JUDGED = ("consistency", "spectral_angle")
 #: Key prefix of the model tasks in a Dask graph.
 TASK_PREFIX = "superresolve"
+#: Edge, in 10 m pixels, of the fusion's blocks when the RGB model has the whole array as one
+#: block (``apply(block_size=None)``): the fusion networks hold their activations for the
+#: whole block at once, which a tile's region would not fit.
+FUSION_BLOCK = 240
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the region flow cuts the work: output tiles of ``tile_size`` 2.5 m pixels, each
+    loaded with the models' halo, and model blocks of ``block_size`` 10 m pixels inside the
+    tile's region, each given the halo again (None: the region is one block)."""
+
+    tile_size: int
+    block_size: int | None
+
+
+#: On CPU workers: blocks small enough for a worker's memory, the model's time per block short.
+CPU_LAYOUT = Layout(tile_size=1920, block_size=240)
+#: On GPU workers, where the RGB model batches its windows whatever the block's size: large
+#: tiles, each one block, so that the halos (the tile's, and the blocks' inside it) are a small
+#: share of the work. See docs/benchmarks.md, "executed vs useful".
+GPU_LAYOUT = Layout(tile_size=15360, block_size=None)
+
+
+def layout_for(cuda: bool) -> Layout:
+    """The layout for a run whose RGB model runs on a CUDA device, or not."""
+    return GPU_LAYOUT if cuda else CPU_LAYOUT
+
+
+def region_halo(rgb_halo: int, fusion_halo: int) -> int:
+    """Both models' context in 10 m pixels, rounded up to whole 60 m pixels so blocks stay
+    aligned."""
+    return -(-(rgb_halo + fusion_halo) // LATTICE_PIXELS) * LATTICE_PIXELS
+
+
+def model_input(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels valid in every band, and the bands as the models see them: no-data pixels
+    at reflectance 0."""
+    valid = np.isfinite(bands).all(axis=0)
+    return valid, np.where(valid, bands, np.float32(0)).astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -24,12 +74,16 @@ class SuperResolver:
 
     rgb: RGBModel
     fusion: FusionModel
+    #: With ``judged``, two more channels: the consistency and spectral angle of the models'
+    #: own output for these ``bands`` (see :mod:`pipeline.quality.layers`), before any
+    #: radiometric guarantee, which would make every product average back to its input.
+    judged: bool = False
+    bands: tuple[str, ...] = REFLECTANCE_BANDS
 
     @property
     def halo(self) -> int:
-        """Context in 10 m pixels, rounded up to whole 60 m pixels so blocks stay aligned."""
-        total = self.rgb.halo + self.fusion.halo
-        return -(-total // LATTICE_PIXELS) * LATTICE_PIXELS
+        """Context in 10 m pixels (see ``region_halo``)."""
+        return region_halo(self.rgb.halo, self.fusion.halo)
 
     @property
     def uncertainty(self) -> bool:
@@ -38,51 +92,147 @@ class SuperResolver:
 
     @property
     def out_channels(self) -> int:
-        """The 12 bands, then the RGB standard deviation over samples when there is one."""
-        return len(REFLECTANCE_BANDS) + (len(RGB_INDEX) if self.uncertainty else 0)
+        """The 12 bands, then the RGB standard deviation over samples when there is one, then
+        the two layers that judge the models when ``judged``."""
+        spread = len(RGB_INDEX) if self.uncertainty else 0
+        return len(REFLECTANCE_BANDS) + spread + (len(JUDGED) if self.judged else 0)
 
-    def block(self, bands: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+    def on(self, rgb_device: str | None, fusion_device: str | None) -> SuperResolver:
+        """The same models running on these torch devices (None: the process's default).
+
+        A learned model moved to another device is built anew, so this runs where the models
+        run: on a worker, never on a runner that may have no GPU. Models without a device
+        (the baselines) stay as they are.
+        """
+        return dataclasses.replace(
+            self, rgb=_on(self.rgb, rgb_device), fusion=_on(self.fusion, fusion_device)
+        )
+
+    def block(
+        self, bands: np.ndarray, origin: tuple[int, int], fusion_block: int | None = None
+    ) -> np.ndarray:
         """(12, h, w) at 10 m → (out_channels, 4h, 4w) at 2.5 m; no-data pixels stay NaN.
 
         No-data pixels are given reflectance 0 for the models, so their neighbours within the
         models' reach see a dark border; the mask then restores NaN on the pixels themselves.
+        ``fusion_block``: the fusion runs in blocks of this edge with its halo, as
+        :func:`map_with_halo` would run it, rather than on the whole block at once.
         """
-        valid = np.isfinite(bands).all(axis=0)
+        valid, filled = model_input(bands)
         if not valid.any():  # outside the AOI's scenes: nothing for the models to see
             return np.full((self.out_channels, *(n * SCALE for n in valid.shape)), np.nan,
                            np.float32)
-        filled = np.where(valid, bands, np.float32(0)).astype(np.float32, copy=False)
-        if self.uncertainty:
-            rgb, spread = self.rgb.sample(filled[RGB_INDEX], origin)
-            out = np.concatenate([self.fusion(filled, rgb, origin), spread.astype(np.float32)])
-        else:
-            out = self.fusion(filled, self.rgb(filled[RGB_INDEX], origin), origin)
+        own_rgb, rgb, spread = self._rgb(filled[RGB_INDEX], origin)
+        fused = self._fuse(bands, filled, own_rgb, rgb, origin, fusion_block)
+        out = fused
+        if spread is not None:  # the spread goes between the bands and the judging layers
+            n = len(REFLECTANCE_BANDS)
+            out = np.concatenate([fused[:n], spread.astype(np.float32), fused[n:]])
         if not valid.all():
             out[:, upsample_nearest(~valid, SCALE)] = np.nan
         return out
 
+    def _rgb(
+        self, lr: np.ndarray, origin: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(the model's own RGB, the RGB of the product, its spread over samples or None)."""
+        model = self.rgb
+        if isinstance(model, GuaranteedRGBModel) and model.consistent:
+            draws = model.draw(lr, origin)
+            fixed = model.correct(draws, lr)
+            spread = fixed.std(axis=0) if self.uncertainty else None
+            return draws.mean(axis=0), fixed.mean(axis=0), spread
+        if self.uncertainty:
+            mean, spread = model.sample(lr, origin)
+            return mean, mean, spread
+        rgb = model(lr, origin)
+        return rgb, rgb, None
+
     def apply(
         self,
         bands: da.Array,
-        block_size: int = 240,
+        block_size: int | None = 240,
         offset: tuple[int, int] = (0, 0),
-        resources: dict[str, float] | None = None,
     ) -> da.Array:
         """Lazily super-resolve a (12, y, x) dask array whose edges lie on the 60 m lattice.
 
         ``offset`` is the array's top-left pixel on the global 10 m lattice, which the models
-        receive as block origins (see :mod:`pipeline.models.base`). ``resources`` are the
-        worker resources each model call claims (see :func:`pipeline.blocks.map_with_halo`).
+        receive as block origins (see :mod:`pipeline.models.base`). ``block_size`` None makes
+        the whole array one block, without the halos that blocks inside it would add, the
+        fusion then running in blocks of ``FUSION_BLOCK``.
         """
-        if block_size % LATTICE_PIXELS:
+        if block_size is not None and block_size % LATTICE_PIXELS:
             raise ValueError(f"block size must be a multiple of {LATTICE_PIXELS} pixels")
-        bands = bands.rechunk((-1, block_size, block_size))
+        bands = bands.rechunk((-1, block_size or -1, block_size or -1))
+        fusion_block = None if block_size else FUSION_BLOCK
         return map_with_halo(
-            bands, partial(self._block_at, offset), self.halo, SCALE, self.out_channels,
-            np.float32, token=TASK_PREFIX, resources=resources,
+            bands, partial(self._block_at, offset, fusion_block), self.halo, SCALE,
+            self.out_channels, np.float32, token=TASK_PREFIX,
         )
 
     def _block_at(
-        self, offset: tuple[int, int], bands: np.ndarray, origin: tuple[int, int]
+        self, offset: tuple[int, int], fusion_block: int | None, bands: np.ndarray,
+        origin: tuple[int, int],
     ) -> np.ndarray:
-        return self.block(bands, (offset[0] + origin[0], offset[1] + origin[1]))
+        return self.block(bands, (offset[0] + origin[0], offset[1] + origin[1]), fusion_block)
+
+    def _fuse(
+        self,
+        bands: np.ndarray,
+        filled: np.ndarray,
+        own_rgb: np.ndarray,
+        rgb: np.ndarray,
+        origin: tuple[int, int],
+        size: int | None,
+    ) -> np.ndarray:
+        """The fusion of a block (see :meth:`_fuse_part`), whole or in blocks of ``size`` with
+        the fusion's halo."""
+        if size is None:
+            return self._fuse_part(bands, filled, own_rgb, rgb, origin)
+        halo = region_halo(0, self.fusion.halo)
+        h, w = bands.shape[1:]
+        channels = len(REFLECTANCE_BANDS) + (len(JUDGED) if self.judged else 0)
+        out = np.empty((channels, h * SCALE, w * SCALE), np.float32)
+        for y, height, top, bottom in halo_blocks(h, size, halo):
+            for x, width, left, right in halo_blocks(w, size, halo):
+                low = (slice(None), slice(y, y + height), slice(x, x + width))
+                high = (slice(None), slice(SCALE * y, SCALE * (y + height)),
+                        slice(SCALE * x, SCALE * (x + width)))
+                part = self._fuse_part(bands[low], filled[low], own_rgb[high], rgb[high],
+                                       (origin[0] + y, origin[1] + x))
+                out[:, SCALE * (y + top) : SCALE * (y + height - bottom),
+                    SCALE * (x + left) : SCALE * (x + width - right)] = part[
+                    :, SCALE * top : SCALE * (height - bottom),
+                    SCALE * left : SCALE * (width - right)]
+        return out
+
+    def _fuse_part(
+        self,
+        bands: np.ndarray,
+        filled: np.ndarray,
+        own_rgb: np.ndarray,
+        rgb: np.ndarray,
+        origin: tuple[int, int],
+    ) -> np.ndarray:
+        """The 12 bands of the product, then with ``judged`` the consistency and spectral
+        angle of the models' own output (``own_rgb`` and the fusion's prediction) against
+        ``bands`` (NaN = no data)."""
+        if isinstance(self.fusion, GuaranteedFusionModel) and self.fusion.consistent:
+            own = self.fusion.predict(filled, rgb, origin)
+            out = self.fusion.correct(own, filled)
+        else:
+            out = self.fusion(filled, rgb, origin)
+            own = out.copy() if self.judged else out
+        if not self.judged:
+            return out
+        own[RGB_INDEX] = own_rgb
+        own[:, upsample_nearest(~np.isfinite(bands).all(axis=0), SCALE)] = np.nan
+        chosen = [REFLECTANCE_BANDS.index(b) for b in self.bands]
+        layers = departure(bands, own[chosen], self.bands)
+        return np.concatenate([out, np.stack([upsample_nearest(x, SCALE) for x in layers])])
+
+
+def _on(model: RGBModel | FusionModel, device: str | None) -> RGBModel | FusionModel:
+    if not hasattr(model, "device") or model.device == device:
+        return model
+    return dataclasses.replace(model, device=device)

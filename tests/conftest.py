@@ -21,6 +21,14 @@ Fixtures (all session-scoped, started lazily the first time a test asks for them
     ``collections=[id]``.  Fails (never skips) when PostgreSQL/PostGIS are missing.
 ``pgstac_server`` -> :class:`tests.servers.PgstacServer`
     The server behind ``pgstac_api``.
+``hub`` -> :class:`Hub` (per test; the session itself keeps ``HF_HOME`` and ``S2SR_CACHE``
+    in its temporary folder)
+    A folder of model repositories of its own, served by the session's
+    :class:`tests.servers.HubServer` (``hub_server``), with ``HF_ENDPOINT`` pointing at it and
+    ``HF_HOME`` and ``S2SR_CACHE`` in the test's temporary folder, so downloads and the
+    weights' trust file start empty.
+``sr_without_hparams`` -> ``(checkpoint path, hparams.yaml text)``
+    The SR fixture checkpoint without its hyper-parameters, and its run's ``hparams.yaml``.
 ``demo_product``, ``diffusion_product`` -> :class:`pathlib.Path`
     Products made by the region command (see :mod:`tests.products`), for tests that read them.
 ``flagged_product`` -> :class:`tests.products.Made`
@@ -33,6 +41,8 @@ Asset hrefs given to the STAC fixtures must be absolute (``file:///``, ``s3://``
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +51,7 @@ import pytest
 
 from tests.products import Made, make_demo_product, make_diffusion_product, make_flagged_product
 from tests.servers import (
+    HubServer,
     PgstacServer,
     RustacServer,
     S3Server,
@@ -49,9 +60,13 @@ from tests.servers import (
 )
 
 StacApiFactory = Callable[[dict[str, Any], list[dict[str, Any]]], str]
+#: The DiffFuSR reference fixture (random-weight checkpoints, their configs).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "difffusr"
 
 
-def _start_or_fail(server: S3Server | RustacServer | PgstacServer, what: str) -> None:
+def _start_or_fail(
+    server: S3Server | RustacServer | PgstacServer | HubServer, what: str
+) -> None:
     """Start ``server``; on failure clean up and fail the test (never skip) with the reason."""
     try:
         server.start()
@@ -69,6 +84,20 @@ def _loopback_bypasses_proxies() -> Iterator[None]:
         value = loopback_no_proxy()
         mp.setenv("NO_PROXY", value)
         mp.setenv("no_proxy", value)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Hub downloads and the weights cache of the session in its temporary folder, never in
+    the user's caches (``huggingface_hub`` reads ``HF_HOME`` at import: its constant too)."""
+    from huggingface_hub import constants
+
+    root = tmp_path_factory.mktemp("caches")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HOME", str(root / "hf"))
+        mp.setenv("S2SR_CACHE", str(root / "s2sr"))
+        mp.setattr(constants, "HF_HUB_CACHE", str(root / "hf" / "hub"))
         yield
 
 
@@ -146,6 +175,70 @@ def pgstac_api(pgstac_server: PgstacServer) -> StacApiFactory:
         return pgstac_server.url
 
     return load
+
+
+@pytest.fixture(scope="session")
+def hub_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
+    """The session's stand-in for the Hugging Face hub (see ``hub``)."""
+    server = HubServer(tmp_path_factory.mktemp("hub"))
+    _start_or_fail(server, "hub server")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Hub:
+    """One test's model repositories on the hub server, and the environment that uses them."""
+
+    def __init__(self, server: HubServer, space: str, home: Path) -> None:
+        self.server, self.space = server, space
+        self.env = {"HF_ENDPOINT": server.endpoint(space), "HF_HOME": str(home / "hf"),
+                    "S2SR_CACHE": str(home / "s2sr")}
+
+    def put(self, repo: str, path: str, content: bytes | Path) -> Path:
+        """Publish ``content`` (bytes, or a file's) at ``path`` in ``repo`` (org/name)."""
+        target = self.server.root / self.space / repo / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content.read_bytes() if isinstance(content, Path) else content)
+        return target
+
+    def remove(self, repo: str, path: str) -> None:
+        (self.server.root / self.space / repo / path).unlink()
+
+    def requests(self) -> list[str]:
+        """``"<METHOD> <path in the repository>"`` of every request made so far."""
+        return self.server.requests(self.space)
+
+
+@pytest.fixture
+def hub(hub_server: HubServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Hub:
+    """Repositories of this test's own on the hub server, with this process (and the
+    processes it starts) pointed at them and at empty caches."""
+    from huggingface_hub import constants
+
+    served = Hub(hub_server, uuid.uuid4().hex, tmp_path)
+    for name, value in served.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    return served
+
+
+@pytest.fixture(scope="session")
+def sr_without_hparams(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The SR fixture checkpoint with its hyper-parameters removed, and an ``hparams.yaml``
+    written from its config: a published checkpoint that the reference loads with its run's
+    ``hparams.yaml``."""
+    import torch
+    import yaml
+
+    checkpoint = torch.load(FIXTURES / "sr_small.ckpt", weights_only=True, map_location="cpu")
+    del checkpoint["hyper_parameters"]
+    path = tmp_path_factory.mktemp("sr-run") / "last.ckpt"
+    torch.save(checkpoint, path)
+    config = json.loads((FIXTURES / "sr_small_config.json").read_text())
+    return path, yaml.safe_dump(config)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,8 @@ server's log when it dies or does not come up in time) and, on ``__exit__`` (or
   item-search; *no* query/filter conformance), from the ``rustac`` wheel.
 * :class:`PgstacServer` -- PostgreSQL + PostGIS + pgstac behind stac-fastapi-pgstac: a STAC
   API that conforms to query, sort, fields and CQL2 filter.
+* :class:`HubServer` -- the Hugging Face hub's file downloads (``resolve`` URLs) over a local
+  folder, written here on the standard library (run as ``python servers.py hub ...``).
 
 Nothing here talks to any address but 127.0.0.1.  The system packages the servers need are
 installed by ``bash scripts/bootstrap.sh --test``.
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -755,3 +758,157 @@ class PgstacServer(_Server):
             loader.load_collections(iter([dict(collection)]), Methods.upsert)
             if feats:
                 loader.load_items(iter(feats), Methods.upsert)
+
+
+# --------------------------------------------------------------------------------------------
+# Hugging Face hub
+
+
+class HubServer(_Server):
+    """The Hugging Face hub's file endpoint over a folder, for ``huggingface_hub`` clients.
+
+    ``HEAD`` and ``GET /<space>/<org>/<repo>/resolve/<revision>/<path>`` answer with
+    ``<root>/<space>/<org>/<repo>/<path>``, as the hub answers LFS files: ``ETag`` the file's
+    sha256, ``X-Repo-Commit`` a hash of the repository's files (so changing a file makes a
+    new commit, as a push does) and ``Content-Length``. The revision is ``main`` or that
+    commit; anything else is ``404 RevisionNotFound``, an absent file ``404 EntryNotFound``
+    and an absent repository ``404 RepoNotFound``, with the hub's error headers. ``<space>``
+    lets tests serve folders of their own: point a client at :meth:`endpoint` with
+    ``HF_ENDPOINT``. Every request is appended to ``requests.log`` (:meth:`requests`).
+    """
+
+    def __init__(self, root: Path, *, startup_timeout: float = 30.0) -> None:
+        self.root = Path(root)
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self.workdir: Path | None = None
+        self._proc: ServerProcess | None = None
+
+    def endpoint(self, space: str) -> str:
+        """The ``HF_ENDPOINT`` of the repositories under ``<root>/<space>``."""
+        return f"http://{HOST}:{self.port}/{space}"
+
+    def requests(self, space: str) -> list[str]:
+        """``"<METHOD> <path in the repository>"`` of every request made to ``space``."""
+        assert self.workdir is not None
+        log = self.workdir / "requests.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        prefix = f"/{space}/"
+        return [f"{m} {_hub_file(p[len(prefix):])}" for m, p in (line.split(" ", 1)
+                for line in lines) if p.startswith(prefix)]
+
+    def start(self) -> Self:
+        t0 = time.monotonic()
+        self.workdir = Path(tempfile.mkdtemp(prefix="s2sr-hub-"))
+        for attempt in range(3):
+            self.port = free_port()
+            argv = [sys.executable, __file__, "hub", str(self.root), str(self.port),
+                    str(self.workdir / "requests.log")]
+            self._proc = ServerProcess("hub", argv, log_path=self.workdir / "hub.log")
+            self._proc.start()
+            try:
+                self._proc.wait_ready(self._ready, self.startup_timeout, "hub ready")
+                break
+            except ServerError:
+                clash = self._proc.port_clash()
+                self._proc.stop()
+                if not clash or attempt == 2:
+                    raise
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _ready(self) -> bool:
+        return http_status(f"http://{HOST}:{self.port}/ready") == 200
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+def _hub_file(url_path: str) -> str:
+    """The path in the repository of ``<org>/<repo>/resolve/<revision>/<path>``."""
+    parts = urllib.parse.unquote(url_path.split("?")[0]).split("/")
+    return "/".join(parts[4:])
+
+
+def _serve_hub(root: Path, port: int, log: Path) -> None:
+    """The :class:`HubServer` process."""
+    import hashlib
+    import http.server
+
+    def digest(path: Path) -> str:
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                sha.update(chunk)
+        return sha.hexdigest()
+
+    def commit(repo: Path) -> str:
+        files = sorted(p for p in repo.rglob("*") if p.is_file())
+        text = "".join(f"{p.relative_to(repo).as_posix()} {digest(p)}\n" for p in files)
+        return hashlib.sha1(text.encode()).hexdigest()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:  # noqa: N802 (the standard library's name)
+            self._answer(body=False)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._answer(body=True)
+
+        def _answer(self, body: bool) -> None:
+            if self.path == "/ready":
+                return self._send(200, {}, b"")
+            with open(log, "a") as f:
+                f.write(f"{self.command} {self.path}\n")
+            parts = urllib.parse.unquote(self.path.split("?")[0]).lstrip("/").split("/")
+            if len(parts) < 6 or parts[3] != "resolve":
+                return self._error(404, "RepoNotFound", "no such repository", None)
+            space, org, name, _, revision = parts[:5]
+            repo = root / space / org / name
+            if not repo.is_dir():
+                return self._error(404, "RepoNotFound", "Repository not found", None)
+            head = commit(repo)
+            if revision not in ("main", head):
+                return self._error(404, "RevisionNotFound", "Invalid rev id", head)
+            file = repo.joinpath(*parts[5:])
+            if not file.is_file():
+                return self._error(404, "EntryNotFound", "Entry not found", head)
+            data = file.read_bytes() if body else b""
+            headers = {"ETag": f'"{digest(file)}"', "X-Repo-Commit": head,
+                       "Content-Length": str(file.stat().st_size),
+                       "Content-Type": "application/octet-stream"}
+            self._send(200, headers, data)
+
+        def _error(self, status: int, code: str, message: str, head: str | None) -> None:
+            headers = {"X-Error-Code": code, "X-Error-Message": message,
+                       "Content-Type": "application/json"}
+            if head:
+                headers["X-Repo-Commit"] = head
+            text = json.dumps({"error": message}).encode()
+            self._send(status, {**headers, "Content-Length": str(len(text))},
+                       text if self.command == "GET" else b"")
+
+        def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            if "Content-Length" not in headers:
+                self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer((HOST, port), Handler)
+    server.serve_forever()
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["hub"]:
+    _serve_hub(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))

@@ -90,6 +90,19 @@ def test_superresolver_is_seamless_on_ragged_blocks(fusion, block):
     np.testing.assert_array_equal(blocked, whole)
 
 
+@pytest.mark.parametrize("fusion", ["gram-schmidt", "bicubic"])
+def test_the_fusion_in_blocks_of_a_whole_region_block_is_seamless(fusion):
+    """One model block for the whole array (as on a GPU), the fusion in blocks inside it."""
+    x = np.random.default_rng(8).random((12, 150, 126)).astype(np.float32)
+    x[0, 30:40, 60:70] = np.nan
+    resolver = SuperResolver(get_rgb_model("bicubic"), get_fusion_model(fusion))
+    whole = resolver.block(x, (0, 0))
+    np.testing.assert_array_equal(resolver.block(x, (0, 0), fusion_block=36), whole)
+    one_block = resolver.apply(da.from_array(x, chunks=(12, 60, 60)), None)
+    assert one_block.numblocks == (1, 1, 1)
+    np.testing.assert_array_equal(one_block.compute(scheduler="sync"), whole)
+
+
 def test_bicubic_preserves_constants_and_linear_ramps():
     ramp = np.tile(np.arange(12, dtype=np.float32), (1, 12, 1))
     up = upsample_cubic(ramp, 4)

@@ -6,10 +6,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pystac
 import pytest
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+from shapely.geometry import box, mapping
 
+from pipeline.catalog import DEMO_CATALOG
 from pipeline.models.fusion.model import DEMO_WEIGHTS as FUSION_DEMO_WEIGHTS
 from tests.products import DEMO_TILES, DEMO_TILING, DIFFUSION, SMALL_AOI, region, write
 
@@ -71,16 +74,43 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def over_europe(tmp_path: Path) -> str:
+    """An ItemCollection of one demo item moved over Germany, its assets where they are."""
+    item = next(pystac.read_file(str(DEMO_CATALOG)).get_items(recursive=True))
+    item.make_asset_hrefs_absolute()
+    item.geometry = mapping(box(8.0, 49.0, 9.5, 50.0))
+    item.bbox = [8.0, 49.0, 9.5, 50.0]
+    item.properties["proj:epsg"] = 32632
+    return write(tmp_path, "europe-items.json", json.dumps(
+        {"type": "FeatureCollection", "features": [item.to_dict(include_self_link=False)]}))
+
+
 def test_dry_run_over_europe_counts_tiles_in_the_polygon_not_its_box(tmp_path):
     out = tmp_path / "never.zarr"
     done = region("--aoi", str(ROOT / "examples" / "europe.geojson"), "--out", str(out),
-                  "--dry-run")
+                  "--stac", over_europe(tmp_path), "--start", "2023-01-01",
+                  "--end", "2023-01-31", "--dry-run")
     assert done.returncode == 0, done.stderr
     assert "output grid:   EPSG:3035, 1913592 x 1786632 px" in done.stdout
     # a fifth of the ~930 000 tiles of the bounding box would be sea or Asia
     assert "tiles:         445194 of 1920 px" in done.stdout
     assert "output size:   49.2 TB" in done.stdout
     assert not out.exists()
+
+
+def test_a_dry_run_that_matches_nothing_says_so_as_the_run_would(tmp_path):
+    done = region("--aoi", far_away(tmp_path), "--dry-run")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no scene") and len(done.stderr.splitlines()) == 1
+
+
+def test_a_runner_without_a_gpu_plans_learned_models_for_cuda():
+    """The GPU Kubernetes job starts its runner, a CPU pod, with --device cuda: the runner
+    checks the models on its CPU, and only the workers build them on the GPU."""
+    done = region("--rgb-model", "difffusr", "--fusion-model", "difffusr-fusion",
+                  "--device", "cuda", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "rgb=difffusr fusion=difffusr-fusion" in done.stdout
 
 
 def point(tmp_path):
@@ -128,6 +158,9 @@ BAD_INPUTS = {
     "hub weights offline": (lambda t: ["--rgb-model", "difffusr", "--weights",
                                        "hf://some-org/some-repo/w.safetensors"],
                             "cannot reach the Hugging Face hub"),
+    "unknown weights name": (lambda t: ["--rgb-model", "difffusr", "--weights", "naip-harmonised"],
+                             "unknown weights name 'naip-harmonised' for difffusr: the names "
+                             "are naip-harm, naip, worldstrat, demo"),
     "missing weights": (lambda t: ["--rgb-model", "difffusr", "--weights",
                                    str(t / "none.safetensors")], "weights not found"),
     "weights of another model": (lambda t: ["--rgb-model", "difffusr", "--weights",

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.models.diffusion.noise import position_noise
-from pipeline.models.diffusion.rgb import DiffFuSRRGB, _lattice, _profile
+from pipeline.models.diffusion.rgb import DiffFuSRRGB, _lattice, _profile, device_defaults
 from pipeline.superresolve import SuperResolver
 
 WEIGHTS = str(Path(__file__).parent / "fixtures" / "difffusr" / "sr_small.ckpt")
@@ -123,3 +123,15 @@ def test_the_window_defaults_to_the_one_the_weights_were_trained_on() -> None:
     drifts far off in brightness, so its file records the window to use."""
     assert DiffFuSRRGB(device="cpu").window == 16
     assert DiffFuSRRGB(weights=WEIGHTS, device="cpu").window == 64  # the reference records none
+
+
+def test_precision_and_overlap_follow_the_device_unless_given() -> None:
+    """auto: fp32 and an eighth of the window on a CPU, recorded nowhere (the defaults
+    products always had); fp32 (until bf16 is measured) and a 2-pixel overlap on a GPU,
+    recorded in the recipe."""
+    cpu = DiffFuSRRGB(**{**FAST, "overlap": None})
+    assert (cpu.precision, cpu.overlap, cpu.device_options) == ("fp32", 2, {})
+    assert DiffFuSRRGB(**{**FAST, "precision": "bf16"}).precision == "bf16"
+    assert device_defaults(True, 64) == {"precision": "fp32", "overlap": 2}
+    assert device_defaults(True, 8) == {"precision": "fp32", "overlap": 1}
+    assert device_defaults(False, 64) == {"precision": "fp32", "overlap": 8}

@@ -16,7 +16,8 @@ from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import GPU_RESOURCE, has_gpu_workers
 from pipeline.grid import read_aoi
-from pipeline.region import RegionRequest, plan_region, run_tiles
+from pipeline.run.dispatch import run_tiles
+from pipeline.run.plan import RegionRequest, plan_region
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
 from tests.products import SMALL_AOI, region, write

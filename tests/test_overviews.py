@@ -16,7 +16,13 @@ from affine import Affine
 from pyproj import CRS
 
 from pipeline.grid import OutputGrid, Tile
-from pipeline.overviews import build_overviews, level_count, multiscales_attrs, reduce_2x2
+from pipeline.overviews import (
+    build_overviews,
+    level_count,
+    level_one_with_tiles,
+    multiscales_attrs,
+    reduce_2x2,
+)
 from pipeline.quality.layers import INCONSISTENT, RISK_FILL, SPECTRAL_DISTORTION
 from pipeline.store import ProductStore
 
@@ -32,7 +38,7 @@ def tiles() -> dict[str, Tile]:
     return {t.key: t for t in GRID.all_tiles()}
 
 
-def write(store: ProductStore, tile: Tile, seed: int) -> None:
+def write(store: ProductStore, tile: Tile, seed: int, level_one: bool = False) -> None:
     """A tile with scattered no-data pixels, a no-data corner and every flag value."""
     rng = np.random.default_rng(seed)
     shape = (tile.height, tile.width)
@@ -47,7 +53,7 @@ def write(store: ProductStore, tile: Tile, seed: int) -> None:
     }
     flags = rng.choice([0, 0, 0, INCONSISTENT, SPECTRAL_DISTORTION], shape).astype(np.uint8)
     quality["hallucination_risk"] = np.where(missing, RISK_FILL, flags)
-    store.write_tile(GRID, tile, reflectance, count, {}, quality=quality)
+    store.write_tile(GRID, tile, reflectance, count, {}, quality=quality, level_one=level_one)
 
 
 def new_product(path: Path) -> ProductStore:
@@ -69,8 +75,8 @@ def versions(store: ProductStore) -> dict[str, str]:
     return {m["tile"]: m["written"] for m in store.markers()}
 
 
-def finish(store: ProductStore, client) -> dict[str, str]:
-    failed = build_overviews(store, GRID, client, versions(store))
+def finish(store: ProductStore, client, with_level_one: tuple[str, ...] = ()) -> dict[str, str]:
+    failed = build_overviews(store, GRID, client, versions(store), with_level_one)
     store.finalize(multiscales_attrs(GRID))
     return failed
 
@@ -168,3 +174,25 @@ def test_rerun_rebuilds_only_what_changed(tmp_path, dask_client):
     assert changed == ["1/0_0.json", "2/0_0.json", "3/0_0.json", "4/0_0.json"]
     level1 = xr.open_zarr(product.url, group="overviews/1")
     assert level1.reflectance.isel(y=slice(48, 75), x=slice(48, 96)).notnull().any()
+
+
+def test_level_one_written_with_each_tile_is_the_one_built_from_the_product(
+    tmp_path, dask_client, built
+):
+    """Tiles that write their own level 1 (as a region run's do) give the very pixels that
+    building it from level 0 gives, and the builder then reads no tile back for it."""
+    store = ProductStore.create(str(tmp_path / "with-tiles.zarr"), GRID, BANDS, {})
+    assert level_one_with_tiles(store, GRID)
+    keys = ("0_0", "0_1", "1_0", "1_2")
+    for seed, key in enumerate(keys):
+        write(store, tiles()[key], seed, level_one=True)
+    assert finish(store, dask_client, keys) == {}
+    assert not (Path(store.url) / "tiles" / "overviews" / "1").exists()  # nothing built
+    for level in ("overviews/1", "overviews/2"):
+        with_tiles = zarr.open_group(store.url, path=level, mode="r")
+        from_product = zarr.open_group(built.url, path=level, mode="r")
+        for name in ("reflectance", "clear_count", *MEAN_LAYERS, "hallucination_risk"):
+            np.testing.assert_array_equal(with_tiles[name][:], from_product[name][:],
+                                          err_msg=f"{level}/{name}")
+    level_one = zarr.open_array(store.url, path="overviews/1/reflectance", mode="r")
+    assert level_one.shards[-2:] == (GRID.tile_size // 2,) * 2  # one shard per tile

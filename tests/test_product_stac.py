@@ -23,7 +23,8 @@ from pipeline.catalog import DEMO_CATALOG
 from pipeline.finish import finish_product
 from pipeline.grid import read_aoi
 from pipeline.overviews import level_count
-from pipeline.region import Plan, RegionRequest, RunSummary, plan_region
+from pipeline.run.dispatch import RunSummary
+from pipeline.run.plan import Plan, RegionRequest, plan_region
 from pipeline.store import ProductStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")

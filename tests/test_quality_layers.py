@@ -24,6 +24,7 @@ from pipeline.quality.layers import (
     SPECTRAL_ANGLE_LIMIT,
     SPECTRAL_DISTORTION,
     UNCERTAIN,
+    judged,
     risk_flag,
     tile_quality,
 )
@@ -191,16 +192,22 @@ def check_quality_layers(ds: xr.Dataset, composite: np.ndarray, result: np.ndarr
 
 
 def test_diffusion_samples_add_the_uncertainty_to_the_flag(diffusion_product):
-    """A real run with --samples 2: the stored flag is the rule applied to its inputs."""
+    """A real run with --samples 2: the stored flag is the rule applied to its inputs, the
+    layers judging the model's own samples (before the RGB guarantee) and the spread."""
     out = diffusion_product
     ds = xr.open_zarr(out)
     low, _ = composite_under(ds, str(DEMO_CATALOG))
     result = ds.reflectance.values.astype(np.float32)
     spread = ds.rgb_uncertainty.values.astype(np.float32)
-    expected = tile_quality(low, result, REFLECTANCE_BANDS, spread).hallucination_risk
+    consistency, angle = (ds[name].values[::4, ::4] for name in ("consistency", "spectral_angle"))
+    expected = judged(consistency, angle, low, spread).hallucination_risk
     flag = stored_flag(out)
     assert (flag & UNCERTAIN).any()
     assert np.mean(flag == expected) > 0.999  # stored values are rounded: a pixel may flip
+    # the guaranteed product itself averages back to its input: its RGB is consistent by
+    # construction, so the layers can only have judged the samples before the guarantee
+    product = tile_quality(low, result, REFLECTANCE_BANDS)
+    assert np.nanmax(product.consistency) < np.nanmax(consistency)
     summary = json.loads(next((out / "tiles").glob("*.json")).read_text())["summary"]
     flagged = np.count_nonzero(flag[flag != RISK_FILL]) / np.count_nonzero(flag != RISK_FILL)
     assert summary["hallucination_risk_fraction"] == pytest.approx(flagged, abs=1e-6)

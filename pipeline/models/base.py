@@ -39,6 +39,23 @@ class SamplingRGBModel(RGBModel, Protocol):
         ...
 
 
+@runtime_checkable
+class GuaranteedRGBModel(SamplingRGBModel, Protocol):
+    """A sampling RGB model whose output carries the radiometric guarantee when ``consistent``:
+    its own draws, then their correction, apart, so that the quality layers can judge what
+    the model itself made (the corrected product averages back to its input by construction)."""
+
+    consistent: bool
+
+    def draw(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+        """The model's own samples (S, 3, 4h, 4w), before any guarantee."""
+        ...
+
+    def correct(self, draws: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+        """``draws`` made to average back to ``rgb`` over every 10 m pixel."""
+        ...
+
+
 class FusionModel(Protocol):
     name: str
     halo: int
@@ -48,6 +65,24 @@ class FusionModel(Protocol):
         self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]
     ) -> np.ndarray:
         """(12, h, w) at 10 m and the (3, 4h, 4w) RGB at 2.5 m → (12, 4h, 4w) at 2.5 m."""
+        ...
+
+
+@runtime_checkable
+class GuaranteedFusionModel(FusionModel, Protocol):
+    """A fusion model whose output carries the radiometric guarantee when ``consistent``,
+    with its own prediction and the correction apart (see :class:`GuaranteedRGBModel`)."""
+
+    consistent: bool
+
+    def predict(
+        self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]
+    ) -> np.ndarray:
+        """The model's own (12, 4h, 4w) output, before any guarantee."""
+        ...
+
+    def correct(self, out: np.ndarray, bands: np.ndarray) -> np.ndarray:
+        """``out`` made to average back to ``bands`` over every native pixel."""
         ...
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.models.published import fetch, weight_source
 from pipeline.models.weights import LocalWeights, resolve
 
 
@@ -33,21 +34,24 @@ def resident_network(
 
 
 class PinnedWeights:
-    """Weight handling of a frozen dataclass with ``weights``, ``sha256`` and ``device`` fields.
+    """Weight handling of a frozen dataclass with ``weights``, ``sha256``, ``device`` and
+    ``name`` (the model's registry name) fields.
 
-    :meth:`_pin` (from ``__post_init__``) resolves the weights once, checks the sha256 when one
-    is given and records the file's sha256, so that every worker loads the very same file.
+    :meth:`_pin` (from ``__post_init__``) resolves the weights once (a published checkpoint's
+    name to its hub reference, see :mod:`pipeline.models.published`), checks the sha256 when
+    one is given or remembered and records the file's sha256, so that every worker loads the
+    very same file.
     """
 
     weights: str | None
     sha256: str | None
     device: str | None
+    name: str
 
-    def _pin(self, default: str | None = None) -> LocalWeights:
-        source = self.weights or default
-        if source is None:
-            raise ValueError("no weights given")
-        local = resolve(source, self.sha256)
+    def _pin(self, demo: str) -> LocalWeights:
+        """Pin the weights; without any, the shipped ``demo`` file."""
+        source = weight_source(self.name, self.weights, demo)
+        local = fetch(self.name, source, self.sha256)
         object.__setattr__(self, "weights", source)
         object.__setattr__(self, "sha256", local.sha256)
         return local

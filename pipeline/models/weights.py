@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import pickle
+import posixpath
 import re
 import threading
 import uuid
@@ -32,7 +33,7 @@ from fsspec.implementations.local import LocalFileSystem
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from pipeline.errors import UserError, reason
+from pipeline.errors import WeightsError, reason
 
 #: Where the inference weights of the DiffFuSR SR LightningModule live in its state dict: the
 #: EMA U-Net, the RRDB spatial encoder, the MoCo query encoder and the noise-schedule buffers.
@@ -54,8 +55,24 @@ EASYDICT = (OrderedDict, "easydict.EasyDict")
 _CHUNK = 1 << 20
 
 
-class WeightsError(UserError):
-    """Weights cannot be found, fetched, verified or read."""
+class Sha256Mismatch(WeightsError):
+    """The file's sha256 is not the expected one."""
+
+    def __init__(self, source: str, expected: str, actual: str) -> None:
+        super().__init__(f"sha256 mismatch for {source}: expected {expected}, got {actual}")
+        self.expected, self.actual = expected, actual
+
+
+class HubUnreachable(WeightsError):
+    """A hub file that is neither in the local hub cache nor fetchable now (``why`` says why)."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+class NotOnHub(WeightsError):
+    """The hub answered that the repository, revision or file does not exist (or is gated)."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +115,7 @@ def resolve(
         path = _FETCHED[source, cache] = _fetch(source, cache)
     digest = file_sha256(path)
     if expected and digest != expected:
-        raise WeightsError(f"sha256 mismatch for {source}: expected {expected}, got {digest}")
+        raise Sha256Mismatch(source, expected, digest)
     return LocalWeights(path, digest)
 
 
@@ -221,29 +238,50 @@ def _from_hub(source: str) -> Path:
             f"malformed Hugging Face reference {source}: "
             "expected hf://<org>/<repo>[@<revision>]/<path/in/repo>"
         )
-    # huggingface_hub reads HF_HUB_OFFLINE once, at import; honour it as set now.
+    # huggingface_hub reads HF_HUB_OFFLINE and HF_ENDPOINT once, at import; honour them as
+    # set now.
     offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {
         "1", "ON", "YES", "TRUE"
     }
+    endpoint = (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
     revision = match["revision"] and unquote(match["revision"])
     try:
         return Path(hf_hub_download(match["repo"], match["path"], revision=revision,
-                                    local_files_only=offline))
+                                    endpoint=endpoint, local_files_only=offline))
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError) as err:
         why = "offline mode (HF_HUB_OFFLINE) is set" if offline else reason(_root_cause(err))
-        raise WeightsError(
+        raise HubUnreachable(
             f"cannot reach the Hugging Face hub for {source}: {why}; the file is not in the "
             "local hub cache (weights must be downloaded once while online, or given as a "
-            "local path / fsspec URL)"
+            "local path / fsspec URL)", why
         ) from None
     except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError,
             GatedRepoError) as err:
-        raise WeightsError(
+        raise NotOnHub(
             f"{source}: not on the Hugging Face hub or not accessible with your token "
             f"({type(err).__name__})"
         ) from None
     except Exception as err:  # other HTTP answers, malformed repo ids, network stacks
         raise WeightsError(f"Hugging Face hub error for {source}: {reason(err)}") from None
+
+
+def sibling(source: str, relative: str) -> str | None:
+    """The source of the file at ``relative`` (``hparams.yaml``, ``../hparams.yaml``) from the
+    folder of ``source``, in the same form (path, URL, hub reference); None where there is no
+    such folder (above a hub repository's root, or a URL with a query)."""
+    if source.startswith("hf://"):
+        match = HF_REFERENCE.fullmatch(source)
+        if match is None:
+            return None
+        head = source[: match.start("path")]
+        path = posixpath.normpath(posixpath.join(posixpath.dirname(match["path"]), relative))
+        return None if path.startswith("..") else head + path
+    if "://" in source:
+        scheme, path = source.split("://", 1)
+        if "?" in path or "/" not in path:
+            return None
+        return f"{scheme}://{posixpath.normpath(posixpath.join(posixpath.dirname(path), relative))}"
+    return os.path.normpath(os.path.join(os.path.dirname(source), relative))
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -330,14 +368,28 @@ def _kind(path: str | Path) -> str | None:
     return None
 
 
-def _read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _read_safetensors(
+    path: str | Path, data: bool = True
+) -> tuple[dict[str, torch.Tensor | tuple[int, ...]], dict[str, Any]]:
+    """Tensors (or, without ``data``, only their shapes) and decoded metadata."""
     try:
         with safe_open(path, framework="pt", device="cpu") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+            read = f.get_tensor if data else (lambda k: tuple(f.get_slice(k).get_shape()))
+            tensors = {k: read(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
             metadata = f.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise WeightsError(f"{path}: unreadable safetensors file: {reason(err)}") from None
     return tensors, {k: _decode(v) for k, v in metadata.items()}
+
+
+def tensor_shapes(path: str | Path) -> tuple[dict[str, tuple[int, ...]], dict[str, Any]]:
+    """The shape of every tensor of a local weight file, and its metadata, as
+    :func:`load_state_dict` gives them, without reading the tensors' data (a safetensors
+    header; a PyTorch checkpoint memory-mapped)."""
+    if _kind(path) == "safetensors":
+        return _read_safetensors(path, data=False)
+    state, metadata = load_state_dict(path)
+    return {k: tuple(v.shape) for k, v in state.items()}, metadata
 
 
 def _decode(value: str) -> Any:
@@ -426,14 +478,19 @@ def _sr_parts(checkpoint: dict[str, Any], src: str) -> tuple[dict[str, torch.Ten
     if not isinstance(state, Mapping) or not isinstance(args, dict):
         raise WeightsError(f"{src} is not a Lightning checkpoint of the DiffFuSR SR model "
                            "(no state_dict or no hyper_parameters.lit_model.args)")
+    if missing := missing_sr_parts(state):
+        raise WeightsError(f"{src} is not a DiffFuSR SR checkpoint: no {', '.join(missing)}")
+    return dict(state), args
+
+
+def missing_sr_parts(state: Mapping[str, object]) -> list[str]:
+    """The parts of the DiffFuSR SR model a state dict (or its shapes) lacks (none for SR
+    weights)."""
     needs = {"U-Net (ema./model.)": ("ema.", "model."), "encoder.": ("encoder.",),
              "E.encoder_q.": ("E.encoder_q.",)}
     missing = [name for name, starts in needs.items() if not any(k.startswith(starts)
                                                                  for k in state)]
-    missing += [k for k in SCHEDULE_KEYS if k not in state]
-    if missing:
-        raise WeightsError(f"{src} is not a DiffFuSR SR checkpoint: no {', '.join(missing)}")
-    return dict(state), args
+    return missing + [k for k in SCHEDULE_KEYS if k not in state]
 
 
 def _get(tree: Any, *keys: str) -> Any:

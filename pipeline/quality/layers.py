@@ -99,9 +99,27 @@ def tile_quality(
     the product's ``bands`` at 2.5 m, ``uncertainty`` the RGB models' (B04, B03, B02) standard
     deviation over samples at 2.5 m, or None.
     """
+    return judged(*departure(composite, high, bands), composite, uncertainty)
+
+
+def departure(
+    composite: np.ndarray, high: np.ndarray, bands: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(consistency, spectral angle), float32 at 10 m: how far ``high`` (``bands`` at 2.5 m),
+    averaged back over each band's native pixel, is from the 12-band ``composite``."""
     reference, back = averaged_back(composite[_indices(bands)], high, bands)
     consistency = np.abs(back - reference).mean(axis=0).astype(np.float32)
-    angle = spectral_angle(reference, back).astype(np.float32)
+    return consistency, spectral_angle(reference, back).astype(np.float32)
+
+
+def judged(
+    consistency: np.ndarray,
+    angle: np.ndarray,
+    composite: np.ndarray,
+    uncertainty: np.ndarray | None = None,
+) -> QualityLayers:
+    """The layers of :func:`departure`, and the RGB spread over samples when there is one,
+    turned into the hallucination-risk flag."""
     relative = None
     if uncertainty is not None:
         relative = relative_uncertainty(uncertainty, composite[RGB_INDEX])

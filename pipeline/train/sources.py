@@ -34,12 +34,12 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.bands import BANDS, RGB_BANDS
+from pipeline.bands import RGB_BANDS
 from pipeline.catalog import search
-from pipeline.composite import median_composite
+from pipeline.composite import clear_sky
 from pipeline.errors import UserError, reason
 from pipeline.grid import INPUT_RESOLUTION, default_crs, project
-from pipeline.load import asset_key, check_assets, load_reflectance, load_scl, scene_epsg
+from pipeline.load import check_assets, lattice_anchor, scene_epsg
 
 #: File name endings FolderSource reads (case-insensitive).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
@@ -262,9 +262,8 @@ def sentinel_composite(
     check_assets(items, bands)
     epsg = scene_epsg(items) or default_crs(aoi).to_epsg()
     footprint = project(aoi, f"EPSG:{epsg}")
-    bounds = _snap(footprint.bounds, _anchor(items, epsg), lattice)
-    reflectance = load_reflectance(items, bands, epsg, bounds)
-    composite, _ = median_composite(reflectance, load_scl(items, epsg, bounds), mask_snow)
+    bounds = _snap(footprint.bounds, lattice_anchor(items, epsg), lattice)
+    composite, _ = clear_sky(items, epsg, bounds, mask_snow, bands)
     image = np.asarray(composite.values, dtype=np.float32)
     inside = rasterio.features.geometry_mask(
         [shapely.geometry.mapping(footprint)],
@@ -279,19 +278,6 @@ def sentinel_composite(
 def split_columns(width: int, cut: int, split: Split) -> tuple[int, int]:
     """The columns [first, last) of ``split`` when the image is cut at column ``cut``."""
     return {"train": (0, cut), "test": (cut, width), "all": (0, width)}[split]
-
-
-def _anchor(items: Sequence, epsg: int) -> tuple[float, float]:
-    """The top-left corner of the scenes' pixel grids (every band's, 10 to 60 m, starts
-    there) when they are in ``epsg``, else the origin."""
-    if scene_epsg(items) != epsg:
-        return (0.0, 0.0)
-    for item in items:
-        key = asset_key(item, BANDS[RGB_BANDS[0]].aliases)
-        transform = item.assets[key].extra_fields.get("proj:transform") if key else None
-        if transform:
-            return (float(transform[2]), float(transform[5]))
-    return (0.0, 0.0)
 
 
 def _snap(

@@ -18,7 +18,6 @@ the weights' address and the sampling options, so it travels cheaply to Dask wor
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,8 @@ from torch.nn import functional as F
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.noise import position_noise
 from pipeline.models.diffusion.sampler import ddim_sample
-from pipeline.models.resident import PinnedWeights, resident_network
+from pipeline.models.diffusion.sizes import network_config
+from pipeline.models.resident import PinnedWeights, default_device, resident_network
 from pipeline.models.weights import load_state_dict, shipped_weights
 from pipeline.radiometry import correction_reach, make_consistent
 
@@ -43,6 +43,22 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_WINDOW = 64
 #: Windows per network call by default, on a CPU and on a GPU (``batch`` overrides both).
 CPU_BATCH, GPU_BATCH = 8, 128
+#: ``precision`` that picks the device's default (see ``device_defaults``).
+AUTO = "auto"
+#: Window overlap on a GPU at most, 10 m pixels: one pixel made window seams visible.
+GPU_OVERLAP = 2
+
+
+def device_defaults(cuda: bool, window: int) -> dict[str, str | int]:
+    """Precision and window overlap by default, on a CUDA device or not. fp32 on both until
+    bf16's change against fp32 has been measured against a stated bound
+    (``benchmarks/precision.py``). On a GPU an overlap of 2 pixels (neighbours blend over 16
+    output pixels, as the demo weights' default does), which with 64-pixel windows evaluates
+    the U-Net on 1.14 times the pixels it produces against 1.78 times at the CPU's eighth of a
+    window (docs/difffusr.md)."""
+    if cuda:
+        return {"precision": "fp32", "overlap": min(GPU_OVERLAP, window // 8)}
+    return {"precision": "fp32", "overlap": window // 8}
 
 
 def trained_window(path: str | Path) -> int | None:
@@ -55,21 +71,9 @@ def trained_window(path: str | Path) -> int | None:
     return int(window) if window else None
 
 
-def config_from_metadata(metadata: dict) -> DiffFuSRConfig:
-    """Network sizes recorded in a weight file (safetensors metadata or Lightning hparams)."""
-    if "config" in metadata:
-        args = metadata["config"]
-        args = json.loads(args) if isinstance(args, str) else args
-    elif "lit_model" in metadata:
-        args = metadata["lit_model"]["args"]
-    else:
-        raise ValueError("the weight file does not record the network configuration")
-    return DiffFuSRConfig.from_lit_args(args)
-
-
-def _build_network(path: str, compile: bool = False) -> DiffFuSR:
-    state, metadata = load_state_dict(path)
-    net = DiffFuSR(config_from_metadata(metadata))
+def _build_network(path: str, config: DiffFuSRConfig, compile: bool = False) -> DiffFuSR:
+    state, _ = load_state_dict(path)
+    net = DiffFuSR(config)
     net.load_weights(state)
     if compile:
         net.ema = torch.compile(net.ema)
@@ -79,16 +83,24 @@ def _build_network(path: str, compile: bool = False) -> DiffFuSR:
 def load_network(path: str, device: str, compile: bool, sha256: str | None = None) -> DiffFuSR:
     """The network of a local weight file on ``device``, built once per process and file
     version (``sha256`` is part of the cache key, so a replaced file is loaded again)."""
-    return resident_network(_build_network, path, device, sha256, compile)
+    config = network_config(path, path)
+    return resident_network(_build_network, path, device, sha256, config, compile)
 
 
 @dataclass(frozen=True)
 class DiffFuSRRGB(PinnedWeights):
     """The RGB stage by DiffFuSR; ``samples`` > 1 averages that many seeds; ``consistent``
-    makes every sample average back to the input over each 10 m pixel."""
+    makes every sample average back to the input over each 10 m pixel.
+
+    ``weights``: a weight file (path, fsspec URL, ``hf://`` reference) or the name of a
+    published checkpoint (see :mod:`pipeline.models.published`), by default the shipped demo
+    weights; ``sha256`` pins it; ``network``: its sizes, by default read from the weights (see
+    :func:`~pipeline.models.diffusion.sizes.network_config`).
+    """
 
     weights: str | None = None
     sha256: str | None = None
+    network: DiffFuSRConfig | None = None
     steps: int = 20
     eta: float = 0.0
     seed: int = 0
@@ -97,21 +109,26 @@ class DiffFuSRRGB(PinnedWeights):
     overlap: int | None = None
     batch: int | None = None
     device: str | None = None
-    precision: str = "fp32"
+    precision: str = AUTO
     compile: bool = False
     consistent: bool = True
     name: str = "difffusr"
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
+        if self.precision not in (AUTO, *PRECISIONS):
+            raise ValueError(f"precision must be one of {', '.join((AUTO, *PRECISIONS))}")
         if self.samples < 1 or self.steps < 1 or (self.batch is not None and self.batch < 1):
             raise ValueError("samples, steps and batch must be at least 1")
         local = self._pin(DEMO_WEIGHTS)
+        if self.network is None:
+            object.__setattr__(self, "network", network_config(self.weights, local.path))
         if self.window is None:
             object.__setattr__(self, "window", trained_window(local.path) or DEFAULT_WINDOW)
-        if self.overlap is None:
-            object.__setattr__(self, "overlap", self.window // 8)
+        # Chosen here, where the plan is made, so every worker samples alike.
+        object.__setattr__(self, "_cuda", (self.device or default_device()).startswith("cuda"))
+        for key, value in device_defaults(self._cuda, self.window).items():
+            if getattr(self, key) in (None, AUTO):
+                object.__setattr__(self, key, value)
         if not 0 <= 4 * self.overlap <= self.window:
             raise ValueError("overlap must be between 0 and a quarter of the window")
         multiple = self._network().config.unet.multiple
@@ -126,30 +143,39 @@ class DiffFuSRRGB(PinnedWeights):
         of the consistency correction when it is on."""
         return self.window + (correction_reach(1) if self.consistent else 0)
 
+    @property
+    def device_options(self) -> dict[str, str | int]:
+        """On CUDA, the options whose default is the GPU's own (``device_defaults``), as
+        resolved: they change pixels, so a product's recipe records them with the options
+        given. On a CPU none: its defaults are those products always had."""
+        keys = device_defaults(self._cuda, self.window) if self._cuda else {}
+        return {key: getattr(self, key) for key in keys}
+
     def _network(self) -> DiffFuSR:
-        return self._resident(_build_network, self.compile)
+        return self._resident(_build_network, self.network, self.compile)
 
     def __call__(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         return self.sample(rgb, origin)[0]
 
     def sample(self, rgb: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, per-pixel std over the samples) at 2.5 m, both (3, 4h, 4w) reflectance."""
+        """(mean, per-pixel std over the samples) at 2.5 m, both (3, 4h, 4w) reflectance,
+        each sample with the radiometric guarantee when ``consistent``."""
+        draws = self.draw(rgb, origin)
+        if self.consistent:
+            draws = self.correct(draws, rgb)
+        std = draws.std(axis=0) if self.samples > 1 else np.zeros_like(draws[0])
+        return draws.mean(axis=0), std
+
+    def draw(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+        """The network's own samples (S, 3, 4h, 4w), reflectance, before any guarantee."""
         net = self._network()
         device = next(net.parameters()).device
         _, h, w = rgb.shape
-        rows = _lattice(origin[0], h, self.window, self.overlap)
-        cols = _lattice(origin[1], w, self.window, self.overlap)
-        top, left = -rows[0], -cols[0]
-        rows, cols = [r + top for r in rows], [c + left for c in cols]
-        padded = (rows[-1] + self.window, cols[-1] + self.window)
-        lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
-        lr = F.pad(lr, (left, padded[1] - w - left, top, padded[0] - h - top), mode="replicate")
-        # A window holding nothing but zeros, the fill of no-data pixels, is not sampled: its
-        # pixels are no-data in the product anyway and stay at reflectance 0 (−1 in network
-        # space).
+        lr, top, left = _on_lattice(rgb, origin, self.window, self.overlap, device)
+        padded = tuple(lr.shape[-2:])
         corner = (origin[0] - top, origin[1] - left)
         with torch.inference_mode(), self._autocast(device):
-            blend = _Windows(lr, len(rows), len(cols), self.window, self.overlap)
+            blend = _Windows(lr, self.window, self.overlap)
             context, degradation = self._condition(net, blend.gather(lr, 1))
 
             def denoise(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -168,11 +194,18 @@ class DiffFuSRRGB(PinnedWeights):
             )
             out = torch.where(blend.total > 0, out, -1.0)
         out = out[:, :, top * SCALE : (top + h) * SCALE, left * SCALE : (left + w) * SCALE]
-        high = net.denormalize(out.float()).cpu().numpy()
-        if self.consistent:
-            high = _consistent(high, np.asarray(rgb, dtype=np.float32))
-        std = high.std(axis=0) if self.samples > 1 else np.zeros_like(high[0])
-        return high.mean(axis=0), std
+        return net.denormalize(out.float()).cpu().numpy()
+
+    @staticmethod
+    def correct(draws: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+        """Each sample (S, 3, 4h, 4w) corrected to average back to ``rgb`` (3, h, w) over
+        every 10 m pixel that holds data (:mod:`pipeline.radiometry`): a pixel whose three
+        bands are all 0 is the fill of no-data."""
+        rgb = np.asarray(rgb, dtype=np.float32)
+        valid = (rgb != 0).any(axis=0)
+        return np.stack([np.stack([make_consistent(band, native, SCALE, valid)
+                                   for band, native in zip(sample, rgb, strict=True)])
+                         for sample in draws])
 
     def _batch(self, device: torch.device) -> int:
         """Windows per network call: few on a CPU, where bigger batches gain nothing, many on
@@ -243,15 +276,6 @@ class DiffFuSRRGB(PinnedWeights):
         return torch.autocast(device.type, dtype=dtype)
 
 
-def _consistent(high: np.ndarray, rgb: np.ndarray) -> np.ndarray:
-    """Each sample (S, 3, 4h, 4w) corrected to average back to ``rgb`` (3, h, w) over every
-    10 m pixel that holds data: a pixel whose three bands are all 0 is the fill of no-data."""
-    valid = (rgb != 0).any(axis=0)
-    return np.stack([np.stack([make_consistent(band, native, SCALE, valid)
-                               for band, native in zip(sample, rgb, strict=True)])
-                     for sample in high])
-
-
 def _lattice(origin: int, n: int, window: int, overlap: int) -> list[int]:
     """Starts, relative to the block, of the windows of the global lattice (one every
     window − 2·overlap pixels, from global pixel −overlap) that touch the block's n pixels
@@ -262,16 +286,35 @@ def _lattice(origin: int, n: int, window: int, overlap: int) -> list[int]:
     return [k * stride - overlap - origin for k in range(first, last + 1)]
 
 
+def _on_lattice(
+    rgb: np.ndarray, origin: tuple[int, int], window: int, overlap: int, device: torch.device
+) -> tuple[torch.Tensor, int, int]:
+    """The block [1, 3, H, W] padded (edge pixels repeated) to the extent of the lattice
+    windows that touch it, and the padding's (top, left)."""
+    _, h, w = rgb.shape
+    rows = _lattice(origin[0], h, window, overlap)
+    cols = _lattice(origin[1], w, window, overlap)
+    top, left = -rows[0], -cols[0]
+    bottom, right = rows[-1] + window - h, cols[-1] + window - w
+    lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
+    return F.pad(lr, (left, right, top, bottom), mode="replicate"), top, left
+
+
 class _Windows:
     """The block's windows on the lattice: which are sampled (those holding data), their blend
     weights on the 2.5 m grid, and the gather (unfold) and scatter (fold) of all of them at
     once. A window's weight is 1 in its centre, ramping linearly down across each overlap it
     shares with a neighbour (a window's own outer edge, on the block's border, keeps weight
-    1); neighbours' ramps sum to 1."""
+    1); neighbours' ramps sum to 1. A window holding nothing but zeros, the fill of no-data
+    pixels, is not sampled: its pixels are no-data in the product anyway and stay at
+    reflectance 0 (−1 in network space)."""
 
-    def __init__(self, lr: torch.Tensor, rows: int, cols: int, window: int, overlap: int) -> None:
-        self.window, self.stride, self.lattice = window, window - 2 * overlap, rows * cols
+    def __init__(self, lr: torch.Tensor, window: int, overlap: int) -> None:
+        """``lr`` [1, 3, H, W]: a block padded to its lattice windows (``_on_lattice``)."""
+        self.window, self.stride = window, window - 2 * overlap
         self.shape = tuple(lr.shape[-2:])
+        rows, cols = ((n - window) // self.stride + 1 for n in self.shape)
+        self.lattice = rows * cols
         lattice = F.unfold(lr, window, stride=self.stride)  # [1, 3·win², rows·cols]
         #: Lattice positions (row-major) of the windows that hold any data.
         self.kept = lattice[0].ne(0).any(0).nonzero()[:, 0]

@@ -91,9 +91,10 @@ def _build(path: str) -> GroupedFusion:
 class DiffFuSRFusion(PinnedWeights):
     """The fusion stage by DiffFuSR's three group networks.
 
-    ``weights``: a fusion weight file of either generation (ours, written by
-    ``save_fusion_network``, or a reference Lightning checkpoint) as a path, fsspec URL or
-    ``hf://`` reference, by default the shipped demo weights;
+    ``weights``: the name of a published checkpoint (``gsd-v64``, ``gsd-v35``, ``demo``; see
+    :mod:`pipeline.models.published`) or a fusion weight file of either generation (ours,
+    written by ``save_fusion_network``, or a reference Lightning checkpoint) as a path,
+    fsspec URL or ``hf://`` reference, by default the shipped demo weights;
     ``sha256`` pins it; ``consistent`` applies the mean-preserving correction.
     """
 
@@ -124,7 +125,16 @@ class DiffFuSRFusion(PinnedWeights):
     def __call__(
         self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]
     ) -> np.ndarray:
-        """(12, h, w) reflectance at 10 m and the (3, 4h, 4w) RGB at 2.5 m → (12, 4h, 4w)."""
+        """(12, h, w) reflectance at 10 m and the (3, 4h, 4w) RGB at 2.5 m → (12, 4h, 4w),
+        with the radiometric guarantee when ``consistent``."""
+        out = self.predict(bands, rgb, origin)
+        return self.correct(out, bands) if self.consistent else out
+
+    def predict(
+        self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]
+    ) -> np.ndarray:
+        """The networks' own (12, 4h, 4w) output, B04 B03 B02 being ``rgb``, before any
+        guarantee."""
         h, w = bands.shape[1:]
         if h % MAX_RATIO or w % MAX_RATIO:
             raise ValueError(f"block of {h}×{w} pixels is not a whole number of 60 m pixels")
@@ -132,18 +142,24 @@ class DiffFuSRFusion(PinnedWeights):
             raise ValueError(f"RGB of shape {rgb.shape} does not match bands of {h}×{w}")
         bands = np.asarray(bands, dtype=np.float32)
         rgb = np.asarray(rgb, dtype=np.float32)
-        natives = native_grids(bands)
         out = np.empty((len(REFLECTANCE_BANDS), h * SCALE, w * SCALE), np.float32)
-        fused = self.fuse(bands, rgb)
-        for band, value in fused.items():
+        for band, value in self.fuse(bands, rgb).items():
             out[REFLECTANCE_BANDS.index(band)] = value
         out[RGB_INDEX] = rgb
-        if self.consistent:
-            data = (bands != 0).any(axis=0)  # 0 in every band is the fill of no-data
-            for band in FUSED_BANDS:
-                i, ratio = REFLECTANCE_BANDS.index(band), NATIVE_RATIO[band]
-                valid = block_mean(data[None].astype(np.float32), ratio)[0] > 0
-                out[i] = make_consistent(out[i], natives[band], SCALE * ratio, valid)
+        return out
+
+    @staticmethod
+    def correct(out: np.ndarray, bands: np.ndarray) -> np.ndarray:
+        """``out`` (12, 4h, 4w) with every fused band averaging back to its native input over
+        each native pixel that holds data (:mod:`pipeline.radiometry`); a copy."""
+        bands = np.asarray(bands, dtype=np.float32)
+        natives = native_grids(bands)
+        data = (bands != 0).any(axis=0)  # 0 in every band is the fill of no-data
+        out = out.copy()
+        for band in FUSED_BANDS:
+            i, ratio = REFLECTANCE_BANDS.index(band), NATIVE_RATIO[band]
+            valid = block_mean(data[None].astype(np.float32), ratio)[0] > 0
+            out[i] = make_consistent(out[i], natives[band], SCALE * ratio, valid)
         return out
 
     def fuse(self, bands: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:

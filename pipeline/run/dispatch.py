@@ -1,0 +1,198 @@
+"""The dispatch loop: every unfinished tile to the cluster as two tasks, a bounded number at a
+time, with retries.
+
+The client's part per tile is picking the tile's scenes from the plan's index and submitting
+two tasks (see :mod:`pipeline.run.tile`): a composite task, which any thread may run, then a
+model task (models, quality layers, write), which claims half the ``GPU`` resource on a
+cluster whose workers offer one, so that a GPU runs one tile's models while the tile before
+writes. Enough tiles are in flight that while a GPU runs one tile's models, CPU threads
+composite the next ones; model tasks go first when both wait, so composites never pile up
+ahead of the GPUs.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import pickle
+import queue
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from distributed import Client, Future
+
+from pipeline.cluster import GPU_RESOURCE, has_gpu_workers
+from pipeline.errors import reason
+from pipeline.grid import Tile
+from pipeline.overviews import level_one_with_tiles
+from pipeline.run.plan import Plan
+from pipeline.run.retry import RetryPolicy
+from pipeline.run.tile import TileInput, TileJob, complete_tile, prepare_tile
+from pipeline.store import ProductStore
+
+#: Key prefixes of a tile's two tasks, by which the task stream tells them apart.
+COMPOSITE_TASK, MODEL_TASK = "composite", "superresolve"
+#: Scheduler tasks per tile.
+TASKS_PER_TILE = 2
+#: The share of a GPU worker's ``GPU`` resource that a model task claims: two tiles' model
+#: tasks run on a GPU worker at once, one using the GPU while the other writes (the models
+#: themselves take turns, see :mod:`pipeline.run.tile`).
+MODEL_SHARE = 0.5
+#: Seconds between two looks at the cluster's size, so that workers joining a running job
+#: (a worker group scaled up, CPU workers added) raise the number of tiles in flight.
+RESIZE_EVERY = 30.0
+
+
+@dataclass
+class RunSummary:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    #: The runner's own time handing out tiles (picking their scenes, submitting their tasks).
+    client_seconds: float = 0.0
+
+
+def tile_job(
+    plan: Plan, store: ProductStore, level_one: bool = False, exclusive: bool = False
+) -> TileJob:
+    """What the workers need of the plan besides the tile and its scenes."""
+    r = plan.request
+    return TileJob(
+        store,
+        plan.grid,
+        r.bands,
+        plan.resolver,
+        r.devices,
+        r.mask_snow,
+        r.block_size,
+        level_one,
+        exclusive,
+    )
+
+
+def submit_tile(
+    client: Client,
+    job: bytes,
+    plan: Plan,
+    tile: Tile,
+    name: str,
+    resources: dict[str, float] | None,
+) -> Future:
+    """Submit one tile's two tasks; return the future of the second (the tile's summary).
+
+    ``job`` is the pickled :class:`TileJob`, and the tile's scenes travel pickled too: the
+    scheduler unpickles every task it is given, and a CRS or a footprint takes it far longer
+    to rebuild than bytes, which only the workers unpickle.
+    """
+    scenes = pickle.dumps(plan.scenes_over(tile), protocol=pickle.HIGHEST_PROTOCOL)
+    prepared = client.submit(_prepare, job, tile, scenes, key=f"{COMPOSITE_TASK}-{name}")
+    return client.submit(
+        _complete,
+        job,
+        tile,
+        prepared,
+        key=f"{MODEL_TASK}-{name}",
+        resources=resources,
+        priority=1,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _job(job: bytes) -> TileJob:
+    """The run's job, unpickled once per worker process."""
+    return pickle.loads(job)
+
+
+def _prepare(job: bytes, tile: Tile, scenes: bytes) -> TileInput:
+    return prepare_tile(_job(job), tile, pickle.loads(scenes))
+
+
+def _complete(job: bytes, tile: Tile, prepared: TileInput) -> dict:
+    return complete_tile(_job(job), tile, prepared)
+
+
+def tiles_in_flight(client: Client) -> int:
+    """Two tiles per worker thread: one composited while the other is modelled."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return max(2, 2 * sum(w.get("nthreads", 1) for w in workers.values()))
+
+
+def run_tiles(
+    plan: Plan,
+    store: ProductStore,
+    client: Client,
+    on_progress: Callable[[str, str | None], None] | None = None,
+    retry: RetryPolicy | None = None,
+    on_retry: Callable[[str, str, float], None] | None = None,
+) -> RunSummary:
+    """Compute every unfinished tile on the cluster, a bounded number at a time.
+
+    A tile that fails for a reason that may pass (a read error, a lost worker) is submitted
+    again after a growing delay; one that still fails, or fails for any other reason, is
+    recorded with its reason and the run goes on. ``on_progress(tile key, error or None)``
+    follows each tile that is finished with; ``on_retry(tile key, error, delay)`` each retry.
+    ``retry`` defaults to :class:`RetryPolicy`'s defaults.
+    """
+    retry = retry or RetryPolicy()
+    summary = RunSummary()
+    finished = store.done_tiles()
+    todo = deque(t for t in plan.tiles if t.key not in finished)
+    summary.skipped = [t.key for t in plan.tiles if t.key in finished]
+    gpu = has_gpu_workers(client)
+    level_one = level_one_with_tiles(store, plan.grid)
+    job = pickle.dumps(tile_job(plan, store, level_one, exclusive=gpu))
+    resources = {GPU_RESOURCE: MODEL_SHARE} if gpu else None
+    in_flight, resized = tiles_in_flight(client), time.monotonic()
+    run = uuid.uuid4().hex[:8]  # keys unique to this run, should two share a scheduler
+    running: dict[Future, tuple[Tile, int]] = {}
+    delayed: list[tuple[float, int, Tile, int]] = []  # (due time, order, tile, attempt)
+    # each future reports its own end here: waiting on all of them at every turn would cost
+    # the number in flight, thousands on a large cluster, per tile
+    ended: queue.SimpleQueue[Future] = queue.SimpleQueue()
+
+    def submit(tile: Tile, attempt: int) -> None:
+        started = time.perf_counter()
+        name = f"{tile.key}-{run}-{attempt}"
+        future = submit_tile(client, job, plan, tile, name, resources)
+        running[future] = (tile, attempt)
+        future.add_done_callback(ended.put)
+        summary.client_seconds += time.perf_counter() - started
+
+    while todo or delayed or running:
+        if time.monotonic() - resized > RESIZE_EVERY:
+            in_flight, resized = tiles_in_flight(client), time.monotonic()
+        while len(running) < in_flight and (delayed and delayed[0][0] <= time.monotonic()):
+            _, _, tile, attempt = heapq.heappop(delayed)
+            submit(tile, attempt)
+        while len(running) < in_flight and todo:
+            submit(todo.popleft(), 1)
+        wait_for = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
+        if not running:
+            time.sleep(wait_for or 0.0)
+            continue
+        try:  # in steps of a second at most, so that Ctrl-C is seen
+            done = [ended.get(timeout=min(wait_for, 1.0) if wait_for is not None else 1.0)]
+        except queue.Empty:
+            continue
+        while not ended.empty():
+            done.append(ended.get())
+        for future in done:
+            tile, attempt = running.pop(future)
+            error = future.exception()
+            message = None if error is None else f"{type(error).__name__}: {reason(error)}"
+            if error is not None and retry.again(error, attempt):
+                delay = retry.delay(attempt)
+                heapq.heappush(delayed, (time.monotonic() + delay, attempt, tile, attempt + 1))
+                if on_retry:
+                    on_retry(tile.key, message, delay)
+                continue
+            if message is None:
+                summary.done.append(tile.key)
+            else:
+                summary.failed[tile.key] = message
+            if on_progress:
+                on_progress(tile.key, message)
+    return summary

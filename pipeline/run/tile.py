@@ -1,0 +1,175 @@
+"""One tile's work, built and run on the worker in two steps.
+
+:func:`prepare_tile` reads the tile's scenes (with the models' halo around it) and makes the
+clear-sky composite: CPU work. :func:`complete_tile` runs the models over it block by block
+through the halo wrapper, computes the quality layers and writes the tile: the part that
+claims the GPU on a GPU cluster. Each step computes its own small Dask graph on the worker,
+so the scheduler sees two tasks per tile: the reads with a few threads of their own (they
+mostly wait on object storage), the models with the synchronous scheduler on the task's
+thread (one GPU runs one block at a time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from dataclasses import dataclass
+
+import dask
+import dask.array as da
+import numpy as np
+
+from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.composite import clear_sky
+from pipeline.grid import INPUT_RESOLUTION, SCALE, OutputGrid, Tile
+from pipeline.load import Scene
+from pipeline.quality.layers import judged
+from pipeline.resample import upsample_nearest
+from pipeline.store import ProductStore
+from pipeline.superresolve import SuperResolver
+
+#: Reads of one tile at once (assets × scenes).
+READ_THREADS = 8
+#: Held while a tile's models run on a worker's GPU: the model tasks of two tiles may run on
+#: one GPU worker at once (see :data:`pipeline.run.dispatch.MODEL_SHARE`), but only one of
+#: them uses the GPU at a time, while the other composes its quality layers or writes.
+_DEVICE = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """What every tile of a run shares: the product, its grid, the models and settings."""
+
+    store: ProductStore
+    grid: OutputGrid
+    bands: tuple[str, ...]
+    #: The models as the runner checked them, and the devices they run on (see
+    #: :meth:`SuperResolver.on`).
+    resolver: SuperResolver
+    devices: tuple[str | None, str | None]
+    mask_snow: bool
+    block_size: int
+    #: Whether each tile writes its overview level 1 too (see
+    #: :func:`pipeline.overviews.level_one_with_tiles`).
+    level_one: bool = False
+    #: Whether the models of one worker process run one tile at a time (on a GPU).
+    exclusive: bool = False
+
+    def bounds(self, tile: Tile) -> tuple[float, float, float, float]:
+        """The tile's bounds widened by the models' halo."""
+        return self.grid.tile_bounds(tile, halo=self.resolver.halo * INPUT_RESOLUTION)
+
+
+@dataclass(frozen=True)
+class TileInput:
+    """A tile's composite, as the models read it."""
+
+    composite: np.ndarray  # float32 (12, y, x) at 10 m with the halo; NaN where never clear
+    count: np.ndarray  # uint8 (y, x) clear observations at 10 m, inside the halo
+    item_ids: list[str]
+
+
+def prepare_tile(job: TileJob, tile: Tile, scenes: list[Scene]) -> TileInput:
+    """Read the scenes over the tile and its halo and composite them."""
+    bounds = job.bounds(tile)
+    shape = (
+        round((bounds[3] - bounds[1]) / INPUT_RESOLUTION),
+        round((bounds[2] - bounds[0]) / INPUT_RESOLUTION),
+    )
+    if scenes:
+        lazy = clear_sky(
+            scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=max(shape)
+        )
+        composite, count = dask.compute(
+            lazy[0].data, lazy[1].data, scheduler="threads", num_workers=READ_THREADS
+        )
+    else:
+        composite = np.full((len(REFLECTANCE_BANDS), *shape), np.nan, np.float32)
+        count = np.zeros(shape, np.uint8)
+    halo = job.resolver.halo
+    inside = (slice(halo, -halo),) * 2
+    return TileInput(composite, count[inside], [s.id for s in scenes])
+
+
+def complete_tile(job: TileJob, tile: Tile, prepared: TileInput) -> dict:
+    """Super-resolve the composite, compute the quality layers, write the tile; return its
+    summary."""
+    resolver = _on_devices(job.resolver, job.devices)
+    halo = resolver.halo
+    if np.isfinite(prepared.composite).any():
+        bounds = job.bounds(tile)
+        offset = (round(-bounds[3] / INPUT_RESOLUTION), round(bounds[0] / INPUT_RESOLUTION))
+        crop = halo * SCALE
+        lazy = resolver.apply(da.from_array(prepared.composite, chunks=-1), job.block_size, offset)
+        with _DEVICE if job.exclusive else contextlib.nullcontext():
+            high = lazy[:, crop:-crop, crop:-crop].compute(scheduler="sync")
+    else:  # no scene, or never clear: nothing for the models to see
+        high = np.full((resolver.out_channels, tile.height, tile.width), np.nan, np.float32)
+    band_index = [REFLECTANCE_BANDS.index(b) for b in job.bands]
+    composite = prepared.composite[:, halo:-halo, halo:-halo]
+    bands_end = len(REFLECTANCE_BANDS) + (len(RGB_INDEX) if resolver.uncertainty else 0)
+    uncertainty = high[len(REFLECTANCE_BANDS) : bands_end] if resolver.uncertainty else None
+    return write_tile(
+        job.store,
+        job.grid,
+        tile,
+        job.bands,
+        prepared.item_ids,
+        high[band_index],
+        prepared.count,
+        composite,
+        high[bands_end:],
+        uncertainty,
+        job.level_one,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _on_devices(resolver: SuperResolver, devices: tuple[str | None, str | None]) -> SuperResolver:
+    """The worker's models on their devices, built once per process."""
+    return resolver.on(*devices)
+
+
+def write_tile(
+    store: ProductStore,
+    grid: OutputGrid,
+    tile: Tile,
+    bands: tuple[str, ...],
+    item_ids: list[str],
+    reflectance: np.ndarray,
+    count: np.ndarray,
+    composite: np.ndarray,
+    layers: np.ndarray,
+    uncertainty: np.ndarray | None = None,
+    level_one: bool = False,
+) -> dict:
+    """Compute the tile's quality layers and summary, write everything (with overview level
+    1 if ``level_one``), return the summary.
+
+    ``composite`` is the tile's 12-band 10 m input without the halo, which the quality layers
+    compare the result with; ``layers`` the consistency and spectral angle that judged the
+    models' own output, block by block (see :class:`~pipeline.superresolve.SuperResolver`).
+    """
+    valid = np.isfinite(reflectance).all(axis=0)
+    consistency, angle = layers[:, ::SCALE, ::SCALE]  # judged at 10 m
+    quality = judged(consistency, angle, composite, uncertainty)
+    summary = {
+        "items": item_ids,
+        "valid_fraction": round(float(valid.mean()), 6),
+        "mean_clear_count": round(float(count.mean()), 4),
+        **quality.summary(),
+    }
+    if uncertainty is not None and np.isfinite(uncertainty).any():
+        summary["mean_rgb_uncertainty"] = round(float(np.nanmean(uncertainty)), 6)
+    store.write_tile(
+        grid,
+        tile,
+        reflectance,
+        upsample_nearest(count, SCALE),
+        summary,
+        uncertainty,
+        quality.on_output_grid(),
+        level_one,
+    )
+    return summary

@@ -1,0 +1,65 @@
+"""The RGB stage's cost accounting: the windows a layout evaluates, counted without running the
+model, against the windows the network is actually called on."""
+
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+
+from pipeline.models import get_fusion_model
+from pipeline.models.diffusion.cost import executed_over_useful, sampled_windows, tile_windows
+from pipeline.models.diffusion.rgb import DiffFuSRRGB
+from pipeline.superresolve import SuperResolver
+
+WEIGHTS = str(Path(__file__).parent / "fixtures" / "difffusr" / "sr_small.ckpt")
+#: One step: the count of U-Net rows per step is what is checked, not the sample.
+MODEL = {"weights": WEIGHTS, "steps": 1, "window": 16, "overlap": 4, "batch": 16, "device": "cpu"}
+
+
+def evaluated_windows(model: DiffFuSRRGB, run) -> int:
+    """Windows the U-Net evaluated while ``run()`` ran: the rows of its calls per step."""
+    rows: list[int] = []
+    unet = model._network().ema
+    hook = unet.register_forward_hook(lambda module, args, out: rows.append(len(args[0])))
+    try:
+        run()
+    finally:
+        hook.remove()
+    return sum(rows) // (model.steps * model.samples)
+
+
+@pytest.mark.parametrize("block_size", [42, None])
+def test_the_tile_layout_count_is_what_the_model_evaluates(block_size) -> None:
+    """A 48-pixel tile with its halo of 30, through the halo wrapper as the region flow runs
+    it: blocks of 42 (the region's last chunk, smaller than the halo, merged into its
+    neighbour) or one block for the whole region."""
+    model = DiffFuSRRGB(**MODEL)
+    resolver = SuperResolver(model, get_fusion_model("bicubic"))
+    tile, halo, origin = 48, resolver.halo, (606, -1200)
+    region = tile + 2 * halo
+    bands = np.random.default_rng(1).uniform(0.02, 0.3, (12, region, region)).astype(np.float32)
+    offset = (origin[0] - halo, origin[1] - halo)
+    lazy = resolver.apply(da.from_array(bands), block_size, offset)
+    counted = evaluated_windows(model, lambda: lazy.compute(scheduler="sync"))
+    assert counted == tile_windows((tile, tile), halo, block_size, 16, 4, origin)
+    assert halo == 30 and lazy.numblocks[1] == (2 if block_size else 1)
+
+
+def test_windows_without_data_are_neither_evaluated_nor_counted() -> None:
+    model = DiffFuSRRGB(**MODEL)
+    rgb = np.random.default_rng(2).uniform(0.02, 0.3, (3, 40, 40)).astype(np.float32)
+    rgb[:, 20:, :] = 0  # no data in the lower half
+    counted = evaluated_windows(model, lambda: model(rgb, (5, 7)))
+    assert counted == sampled_windows(rgb, (5, 7), 16, 4)
+    assert 0 < counted < sampled_windows(np.ones_like(rgb), (5, 7), 16, 4)
+
+
+def test_executed_over_useful_is_a_ratio_of_pixels() -> None:
+    # 16-pixel windows, one every 12 pixels from global pixel -2: a 48-pixel tile from there
+    # touches the windows from -14 to 34 along each axis, 5 × 5 of them; without overlap, a
+    # 48 × 32 tile on the lattice touches 3 × 2, no more pixels than it has
+    assert tile_windows((48, 48), 0, None, 16, 2, (-2, -2)) == 25
+    assert tile_windows((48, 32), 0, None, 16, 0, (0, 0)) == 6
+    assert executed_over_useful(25, 16, (4 * 48) ** 2) == pytest.approx(25 * 16**2 / 48**2)
+    assert executed_over_useful(6, 16, 4 * 48 * 4 * 32) == 1
