@@ -84,8 +84,8 @@ def parser() -> argparse.ArgumentParser:
     diffusion.add_argument("--batch", type=int, help="windows per network call "
                            "(default: 8 on CPU, 128 on GPU)")
     diffusion.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                           help="autocast precision (default: auto, the device's default: fp32 "
-                           "until bf16 is measured against a bound)")
+                           help="autocast precision (default: auto, i.e. bf16 on CUDA, "
+                           "fp32 on CPU)")
     diffusion.add_argument("--compile", action="store_true", default=None,
                            help="torch.compile the U-Net")
     diffusion.add_argument("--no-rgb-consistency", action="store_true", default=None,

@@ -127,11 +127,10 @@ def test_the_window_defaults_to_the_one_the_weights_were_trained_on() -> None:
 
 def test_precision_and_overlap_follow_the_device_unless_given() -> None:
     """auto: fp32 and an eighth of the window on a CPU, recorded nowhere (the defaults
-    products always had); fp32 (until bf16 is measured) and a 2-pixel overlap on a GPU,
-    recorded in the recipe."""
+    products always had); bf16 and a 2-pixel overlap on a GPU, recorded in the recipe."""
     cpu = DiffFuSRRGB(**{**FAST, "overlap": None})
     assert (cpu.precision, cpu.overlap, cpu.device_options) == ("fp32", 2, {})
     assert DiffFuSRRGB(**{**FAST, "precision": "bf16"}).precision == "bf16"
-    assert device_defaults(True, 64) == {"precision": "fp32", "overlap": 2}
-    assert device_defaults(True, 8) == {"precision": "fp32", "overlap": 1}
+    assert device_defaults(True, 64) == {"precision": "bf16", "overlap": 2}
+    assert device_defaults(True, 8) == {"precision": "bf16", "overlap": 1}
     assert device_defaults(False, 64) == {"precision": "fp32", "overlap": 8}

@@ -43,21 +43,20 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_WINDOW = 64
 #: Windows per network call by default, on a CPU and on a GPU (``batch`` overrides both).
 CPU_BATCH, GPU_BATCH = 8, 128
-#: ``precision`` that picks the device's default (see ``device_defaults``).
+#: ``precision`` that picks bf16 on a CUDA device and fp32 elsewhere (see ``device_defaults``).
 AUTO = "auto"
 #: Window overlap on a GPU at most, 10 m pixels: one pixel made window seams visible.
 GPU_OVERLAP = 2
 
 
 def device_defaults(cuda: bool, window: int) -> dict[str, str | int]:
-    """Precision and window overlap by default, on a CUDA device or not. fp32 on both until
-    bf16's change against fp32 has been measured against a stated bound
-    (``benchmarks/precision.py``). On a GPU an overlap of 2 pixels (neighbours blend over 16
-    output pixels, as the demo weights' default does), which with 64-pixel windows evaluates
-    the U-Net on 1.14 times the pixels it produces against 1.78 times at the CPU's eighth of a
-    window (docs/difffusr.md)."""
+    """Precision and window overlap by default, on a CUDA device or not. On a GPU: bf16,
+    whose change against fp32 stays within the bound measured in docs/benchmarks.md, and an
+    overlap of 2 pixels (neighbours blend over 16 output pixels, as the demo weights' default
+    does), which with 64-pixel windows evaluates the U-Net on 1.14 times the pixels it produces
+    against 1.78 times at the CPU's eighth of a window (docs/difffusr.md)."""
     if cuda:
-        return {"precision": "fp32", "overlap": min(GPU_OVERLAP, window // 8)}
+        return {"precision": "bf16", "overlap": min(GPU_OVERLAP, window // 8)}
     return {"precision": "fp32", "overlap": window // 8}
 
 
