@@ -1,6 +1,7 @@
 """How much bf16 autocast changes the DiffFuSR RGB model's output against fp32.
 
-    python benchmarks/precision.py [--steps 20] [--device cpu] [--threads N] [--json PATH]
+    python benchmarks/precision.py [--weights fixture demo] [--steps 20] [--device cpu]
+        [--threads N] [--json PATH]
 
 For the reference fixture checkpoint (small sizes, random weights) and the shipped demo weights,
 on the demo's held-out strip (the images of ``python -m flows.benchmark``): the reflectance
@@ -32,9 +33,10 @@ from pipeline.grid import read_aoi
 from pipeline.models.diffusion.rgb import DEMO_WEIGHTS, DiffFuSRRGB
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The reference fixture checkpoint (small sizes, random weights) and the trained demo weights.
 WEIGHTS = {
-    "fixture (random weights)": str(ROOT / "tests" / "fixtures" / "difffusr" / "sr_small.ckpt"),
-    "demo weights": str(DEMO_WEIGHTS),
+    "fixture": str(ROOT / "tests" / "fixtures" / "difffusr" / "sr_small.ckpt"),
+    "demo": str(DEMO_WEIGHTS),
 }
 PRECISIONS = ("fp32", "bf16")
 
@@ -75,6 +77,7 @@ def scores(weights: str, data, steps: int, device: str) -> dict[str, dict[str, f
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", nargs="+", choices=list(WEIGHTS), default=list(WEIGHTS))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
@@ -93,14 +96,15 @@ def main() -> None:
     )
     print(f"{len(data.patches)} images of the held-out strip, {args.steps} steps, {machine}")
     results = {}
-    for name, weights in WEIGHTS.items():
+    for name in args.weights:
+        weights = WEIGHTS[name]
         results[name] = {
             "reflectance_change": change(weights, data.patches, args.steps, args.device),
             "wald_scores": scores(weights, data, args.steps, args.device),
         }
         d = results[name]["reflectance_change"]
         print(
-            f"{name}: |bf16 - fp32| max {d['max_abs']:.5f}, mean {d['mean_abs']:.6f}, "
+            f"{name} weights: |bf16 - fp32| max {d['max_abs']:.5f}, mean {d['mean_abs']:.6f}, "
             f"99th percentile {d['p99_abs']:.5f} reflectance"
         )
         for precision, values in results[name]["wald_scores"].items():
