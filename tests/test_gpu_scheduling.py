@@ -29,10 +29,10 @@ MODEL_CALL = "test-model-call"
 class LoggedResolver(SuperResolver):
     """Records when each model call starts and stops on its worker, to see overlaps."""
 
-    def block(self, bands, origin):
+    def block(self, bands, origin, *args):
         started = time.monotonic()
         time.sleep(0.2)  # long enough for a second thread to start a call if it may
-        out = super().block(bands, origin)
+        out = super().block(bands, origin, *args)
         get_worker().log_event(MODEL_CALL, (get_worker().address, started, time.monotonic()))
         return out
 
@@ -53,8 +53,8 @@ def run(tmp_path: Path, gpu: bool) -> tuple[Path, list[tuple[str, float, float]]
         bands=("B02", "B03", "B04", "B08"),  # the 10 m bands: the scheduling is the same, quicker
     )
     plan = plan_region(request)
-    plan = dataclasses.replace(plan, resolver=LoggedResolver(plan.resolver.rgb,
-                                                             plan.resolver.fusion))
+    fields = {f.name: getattr(plan.resolver, f.name) for f in dataclasses.fields(SuperResolver)}
+    plan = dataclasses.replace(plan, resolver=LoggedResolver(**fields))
     out = tmp_path / f"{'gpu' if gpu else 'cpu'}.zarr"
     with cluster(gpu) as local, Client(local) as client:
         assert has_gpu_workers(client) is gpu
