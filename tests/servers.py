@@ -262,6 +262,48 @@ class _Server:
         self.stop()
 
 
+class _OneProcessServer(_Server):
+    """A server run as one process in a temporary folder of its own, started on a free port
+    (a new port when the first one was taken meanwhile) and stopped with its folder."""
+
+    startup_timeout: float
+    port: int
+    workdir: Path | None
+    _proc: ServerProcess | None
+
+    def _launch(
+        self, name: str, argv: Callable[[int], list[str]], ready: str, cwd: Path | None = None
+    ) -> None:
+        """Start ``argv(port)`` as ``name``, logging to ``<workdir>/<name>.log``, until
+        :meth:`_ready` says ``ready``."""
+        assert self.workdir is not None
+        for attempt in range(3):
+            self.port = free_port()
+            self._proc = ServerProcess(
+                name, argv(self.port), log_path=self.workdir / f"{name.split()[0]}.log", cwd=cwd
+            )
+            self._proc.start()
+            try:
+                self._proc.wait_ready(self._ready, self.startup_timeout, ready)
+                return
+            except ServerError:
+                clash = self._proc.port_clash()
+                self._proc.stop()
+                if not clash or attempt == 2:
+                    raise
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
 # --------------------------------------------------------------------------------------------
 # S3
 
@@ -448,7 +490,7 @@ def _check_absolute_hrefs(items: Iterable[Mapping[str, Any]]) -> None:
                 )
 
 
-class RustacServer(_Server):
+class RustacServer(_OneProcessServer):
     """``rustac serve``: an in-memory STAC API over one collection and its items.
 
     Conforms to core, collections, ogcapi-features and item-search only: it does *not*
@@ -483,34 +525,18 @@ class RustacServer(_Server):
         feats = self.workdir / "items.json"
         feats.write_text(json.dumps({"type": "FeatureCollection", "features": self.items}))
         rustac = _venv_script("rustac")
-        for attempt in range(3):
-            self.port = free_port()
-            argv = [rustac, "serve", "--addr", f"{HOST}:{self.port}", str(coll), str(feats)]
-            self._proc = ServerProcess(
-                "rustac serve", argv, log_path=self.workdir / "rustac.log", cwd=self.workdir
-            )
-            self._proc.start()
-            try:
-                self._proc.wait_ready(self._ready, self.startup_timeout, "STAC API ready")
-                break
-            except ServerError:
-                clash = self._proc.port_clash()
-                self._proc.stop()
-                if not clash or attempt == 2:
-                    raise
+        self._launch(
+            "rustac serve",
+            lambda port: [rustac, "serve", "--addr", f"{HOST}:{port}", str(coll), str(feats)],
+            "STAC API ready",
+            cwd=self.workdir,
+        )
         self.startup_seconds = time.monotonic() - t0
         return self
 
     def _ready(self) -> bool:
         return http_status(f"{self.url}/collections/{self.collection['id']}") == 200
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
 
 
 def _postgres_bindir() -> Path:
@@ -764,7 +790,7 @@ class PgstacServer(_Server):
 # Hugging Face hub
 
 
-class HubServer(_Server):
+class HubServer(_OneProcessServer):
     """The Hugging Face hub's file endpoint over a folder, for ``huggingface_hub`` clients.
 
     ``HEAD`` and ``GET /<space>/<org>/<repo>/resolve/<revision>/<path>`` answer with
@@ -800,33 +826,18 @@ class HubServer(_Server):
     def start(self) -> Self:
         t0 = time.monotonic()
         self.workdir = Path(tempfile.mkdtemp(prefix="s2sr-hub-"))
-        for attempt in range(3):
-            self.port = free_port()
-            argv = [sys.executable, __file__, "hub", str(self.root), str(self.port),
-                    str(self.workdir / "requests.log")]
-            self._proc = ServerProcess("hub", argv, log_path=self.workdir / "hub.log")
-            self._proc.start()
-            try:
-                self._proc.wait_ready(self._ready, self.startup_timeout, "hub ready")
-                break
-            except ServerError:
-                clash = self._proc.port_clash()
-                self._proc.stop()
-                if not clash or attempt == 2:
-                    raise
+        log = self.workdir / "requests.log"
+        self._launch(
+            "hub",
+            lambda port: [sys.executable, __file__, "hub", str(self.root), str(port), str(log)],
+            "hub ready",
+        )
         self.startup_seconds = time.monotonic() - t0
         return self
 
     def _ready(self) -> bool:
         return http_status(f"http://{HOST}:{self.port}/ready") == 200
 
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._proc.stop()
-            self._proc = None
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
 
 
 def _hub_file(url_path: str) -> str:
