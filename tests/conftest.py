@@ -101,6 +101,18 @@ def _own_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """PyTorch on one thread for a module's tests (``pytest.mark.usefixtures``): fixed
+    reduction orders, so results compare bit for bit with the reference fixtures."""
+    import torch  # here, not at import: most tests never load it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     """A running SeaweedFS S3 server whose env is set in ``os.environ`` meanwhile."""

@@ -28,12 +28,8 @@ SHORT = {"rrdb_block_10_fusion": "g10", "rrdb_block_20_fusion": "g20",
          "rrdb_block_60_fusion": "g60"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+#: One torch thread: the reference fixtures were made that way, and CPU kernels round alike.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
