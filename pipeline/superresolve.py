@@ -97,6 +97,13 @@ class SuperResolver:
         spread = len(RGB_INDEX) if self.uncertainty else 0
         return len(REFLECTANCE_BANDS) + spread + (len(JUDGED) if self.judged else 0)
 
+    def split(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The channels of an output (:attr:`out_channels`): the 12 bands, the RGB spread
+        over samples (None without), the judging layers (none unless ``judged``)."""
+        n = len(REFLECTANCE_BANDS)
+        end = n + (len(RGB_INDEX) if self.uncertainty else 0)
+        return out[:n], (out[n:end] if self.uncertainty else None), out[end:]
+
     def on(self, rgb_device: str | None, fusion_device: str | None) -> SuperResolver:
         """The same models running on these torch devices (None: the process's default).
 

@@ -20,7 +20,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.composite import clear_sky
 from pipeline.grid import INPUT_RESOLUTION, SCALE, OutputGrid, Tile
 from pipeline.load import Scene
@@ -108,18 +108,17 @@ def complete_tile(job: TileJob, tile: Tile, prepared: TileInput) -> dict:
         high = np.full((resolver.out_channels, tile.height, tile.width), np.nan, np.float32)
     band_index = [REFLECTANCE_BANDS.index(b) for b in job.bands]
     composite = prepared.composite[:, halo:-halo, halo:-halo]
-    bands_end = len(REFLECTANCE_BANDS) + (len(RGB_INDEX) if resolver.uncertainty else 0)
-    uncertainty = high[len(REFLECTANCE_BANDS) : bands_end] if resolver.uncertainty else None
+    reflectance, uncertainty, layers = resolver.split(high)
     return write_tile(
         job.store,
         job.grid,
         tile,
         job.bands,
         prepared.item_ids,
-        high[band_index],
+        reflectance[band_index],
         prepared.count,
         composite,
-        high[bands_end:],
+        layers,
         uncertainty,
         job.level_one,
     )
