@@ -102,6 +102,14 @@ class ProductStore:
 
     url: str
     storage_options: dict[str, Any] | None = field(default=None, repr=False)  # may hold secrets
+    #: Arrays opened by this process, by path: a tile writes a dozen, and opening one reads
+    #: its metadata, a request per array and tile on object storage. Never pickled.
+    _arrays: dict[str, zarr.Array] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": {}}
 
     @classmethod
     def create(
@@ -218,26 +226,37 @@ class ProductStore:
             slice(tile.x_off // 2, tile.x_off // 2 + -(-tile.width // 2)),
         )
         with self._storage_errors(f"tile {tile.key} to "):
-            store = self.zarr_store()
             for name, values in encoded.items():
-                array = zarr.open_array(store, path=name, mode="r+")
+                array = self._array(name)
                 if array.shape[:-2] != values.shape[:-2]:
                     raise ValueError(
                         f"tile {tile.key}: {values.shape[0]} bands given, "
                         f"the product has {array.shape[0]}"
                     )
+                if not (values != array.fill_value).any():
+                    # Zarr stores no chunk that is all fill: the window reads as fill already
+                    # (a tile of the sea, or never clear), and so does its level 1.
+                    continue
                 array[(..., *window)] = values
                 if level_one:
-                    level = zarr.open_array(store, path=f"{level_path(1)}/{name}", mode="r+")
+                    level = self._array(f"{level_path(1)}/{name}")
                     method = RESAMPLING.get(name, AVERAGE)
                     level[(..., *half)] = reduce_2x2(values, array.fill_value, method)
-            marker = {
-                "tile": tile.key,
-                "bounds": list(grid.tile_bounds(tile)),
-                "summary": summary,
-                "written": datetime.now(UTC).isoformat(timespec="seconds"),
-                **({LEVEL_ONE: True} if level_one else {}),
-            }
+        self.mark_done(grid, tile, summary, level_one)
+
+    def mark_done(
+        self, grid: OutputGrid, tile: Tile, summary: dict[str, Any], level_one: bool = False
+    ) -> None:
+        """Write the tile's completion marker: alone, for a tile with no data at all, whose
+        arrays keep their fill value; after its data, for any other."""
+        marker = {
+            "tile": tile.key,
+            "bounds": list(grid.tile_bounds(tile)),
+            "summary": summary,
+            "written": datetime.now(UTC).isoformat(timespec="seconds"),
+            **({LEVEL_ONE: True} if level_one else {}),
+        }
+        with self._storage_errors(f"tile {tile.key} to "):
             self.put_json(f"{MARKERS}/{tile.key}.json", marker)
 
     def finalize(self, attrs: dict[str, Any], groups: Iterable[str] = ()) -> None:
@@ -286,6 +305,11 @@ class ProductStore:
 
     def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
         return fsspec.core.url_to_fs(self.url, **(self.storage_options or {}))
+
+    def _array(self, path: str) -> zarr.Array:
+        if path not in self._arrays:
+            self._arrays[path] = zarr.open_array(self.zarr_store(), path=path, mode="r+")
+        return self._arrays[path]
 
     def _open_group(self) -> zarr.Group:
         return zarr.open_group(self.zarr_store(), mode="r+")

@@ -71,13 +71,14 @@ class QualityLayers:
             "hallucination_risk": self.hallucination_risk,
         }
 
+    #: The keys of :meth:`summary`, all None for a tile without data.
+    SUMMARY_KEYS = ("mean_consistency", "mean_spectral_angle", "hallucination_risk_fraction")
+
     def summary(self) -> dict[str, float | None]:
         """Tile means of the layers and the fraction of pixels with data that are flagged."""
         valid = self.hallucination_risk != RISK_FILL
         if not valid.any():
-            return dict.fromkeys(
-                ("mean_consistency", "mean_spectral_angle", "hallucination_risk_fraction")
-            )
+            return dict.fromkeys(self.SUMMARY_KEYS)
         return {
             "mean_consistency": _rounded_mean(self.consistency, 6),
             "mean_spectral_angle": _rounded_mean(self.spectral_angle, 4),

@@ -24,7 +24,7 @@ from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.composite import clear_sky
 from pipeline.grid import INPUT_RESOLUTION, SCALE, OutputGrid, Tile
 from pipeline.load import Scene
-from pipeline.quality.layers import judged
+from pipeline.quality.layers import QualityLayers, judged
 from pipeline.resample import upsample_nearest
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
@@ -95,17 +95,20 @@ def prepare_tile(job: TileJob, tile: Tile, scenes: list[Scene]) -> TileInput:
 def complete_tile(job: TileJob, tile: Tile, prepared: TileInput) -> dict:
     """Super-resolve the composite, compute the quality layers, write the tile; return its
     summary."""
+    if not (prepared.count.any() or np.isfinite(prepared.composite).any()):
+        # no scene, or never clear: every array keeps its fill value, only the marker is written
+        summary = _summary(prepared.item_ids, 0.0, prepared.count)
+        summary |= dict.fromkeys(QualityLayers.SUMMARY_KEYS)
+        job.store.mark_done(job.grid, tile, summary, job.level_one)
+        return summary
     resolver = _on_devices(job.resolver, job.devices)
     halo = resolver.halo
-    if np.isfinite(prepared.composite).any():
-        bounds = job.bounds(tile)
-        offset = (round(-bounds[3] / INPUT_RESOLUTION), round(bounds[0] / INPUT_RESOLUTION))
-        crop = halo * SCALE
-        lazy = resolver.apply(da.from_array(prepared.composite, chunks=-1), job.block_size, offset)
-        with _DEVICE if job.exclusive else contextlib.nullcontext():
-            high = lazy[:, crop:-crop, crop:-crop].compute(scheduler="sync")
-    else:  # no scene, or never clear: nothing for the models to see
-        high = np.full((resolver.out_channels, tile.height, tile.width), np.nan, np.float32)
+    bounds = job.bounds(tile)
+    offset = (round(-bounds[3] / INPUT_RESOLUTION), round(bounds[0] / INPUT_RESOLUTION))
+    crop = halo * SCALE
+    lazy = resolver.apply(da.from_array(prepared.composite, chunks=-1), job.block_size, offset)
+    with _DEVICE if job.exclusive else contextlib.nullcontext():
+        high = lazy[:, crop:-crop, crop:-crop].compute(scheduler="sync")
     band_index = [REFLECTANCE_BANDS.index(b) for b in job.bands]
     composite = prepared.composite[:, halo:-halo, halo:-halo]
     reflectance, uncertainty, layers = resolver.split(high)
@@ -153,12 +156,7 @@ def write_tile(
     valid = np.isfinite(reflectance).all(axis=0)
     consistency, angle = layers[:, ::SCALE, ::SCALE]  # judged at 10 m
     quality = judged(consistency, angle, composite, uncertainty)
-    summary = {
-        "items": item_ids,
-        "valid_fraction": round(float(valid.mean()), 6),
-        "mean_clear_count": round(float(count.mean()), 4),
-        **quality.summary(),
-    }
+    summary = {**_summary(item_ids, float(valid.mean()), count), **quality.summary()}
     if uncertainty is not None and np.isfinite(uncertainty).any():
         summary["mean_rgb_uncertainty"] = round(float(np.nanmean(uncertainty)), 6)
     store.write_tile(
@@ -172,3 +170,12 @@ def write_tile(
         level_one,
     )
     return summary
+
+
+def _summary(item_ids: list[str], valid_fraction: float, count: np.ndarray) -> dict:
+    """The part of a tile's summary that does not depend on its quality layers."""
+    return {
+        "items": item_ids,
+        "valid_fraction": round(valid_fraction, 6),
+        "mean_clear_count": round(float(count.mean()), 4),
+    }
