@@ -43,10 +43,9 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
-from pipeline.catalog import DEMO_CATALOG
 from pipeline.composite import clear_sky
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.grid import SCALE, read_aoi
 from pipeline.models.baselines import Bicubic, GramSchmidt
 from pipeline.models.fusion.model import (

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
-from pipeline.catalog import DEMO_CATALOG, search
+from pipeline.catalog import search
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.evaluation.benchmark import WALD_ERGAS_RATIO
 from pipeline.evaluation.data import PATCH_MULTIPLE, band_labels
 from pipeline.evaluation.report import cell

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.bands import RGB_INDEX
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.evaluation.benchmark import run_benchmark
 from pipeline.evaluation.data import stac_patches
 from pipeline.evaluation.report import summarize

@@ -29,10 +29,9 @@ from pathlib import Path
 import psutil
 from distributed import Client, get_task_stream, get_worker
 
-from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.bands import RGB_INDEX
-from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.grid import INPUT_RESOLUTION, RESOLUTION, SCALE, read_aoi
 from pipeline.models.diffusion.cost import executed_over_useful, sampled_windows, tile_windows
 from pipeline.models.diffusion.rgb import DiffFuSRRGB

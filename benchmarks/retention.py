@@ -27,8 +27,7 @@ from pathlib import Path
 
 import psutil
 
-from flows.region import DEMO_AOI, DEMO_DATES
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.grid import read_aoi
 from pipeline.run.dispatch import tile_job
 from pipeline.run.plan import RegionRequest, plan_region

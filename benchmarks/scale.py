@@ -38,10 +38,9 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from benchmarks.region import TimedResolver, _peak_rss_mb, _rss_mb, measure, sampling
-from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.bands import BANDS
-from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.grid import INPUT_RESOLUTION, LATTICE_PIXELS, SCALE, project, read_aoi
 from pipeline.load import asset_key, scene_epsg
 from pipeline.run.dispatch import TASKS_PER_TILE

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from flows.region import DEMO_AOI, DEMO_DATES
-from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import dask_client
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.grid import INPUT_RESOLUTION, SCALE, read_aoi
 from pipeline.run.dispatch import run_tiles
 from pipeline.run.plan import RegionRequest, plan_region

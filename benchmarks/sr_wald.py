@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flows.region import DEMO_AOI, DEMO_DATES
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.evaluation.scores import RGB_METRICS, rgb_scores
 from pipeline.evaluation.wald import rgb_input
 from pipeline.grid import SCALE, read_aoi

@@ -17,8 +17,7 @@ import torch
 from shapely.geometry.base import BaseGeometry
 from tqdm import tqdm
 
-from flows.region import DEMO_AOI, DEMO_DATES
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.errors import UserError, reason
 from pipeline.grid import read_aoi
 from pipeline.train.runs import Run, TrainingDiverged

@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from flows._cli import OneLineErrors, run_command
 from pipeline.bands import REFLECTANCE_BANDS, validate_bands
-from pipeline.catalog import DEMO_CATALOG, is_demo_catalog
-from pipeline.cluster import SCHEDULER_ENV, cuda_devices, dask_client
+from pipeline.catalog import is_demo_catalog
+from pipeline.cluster import SCHEDULER_ENV, cuda_devices, dask_client, runs_on_cuda
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.errors import UserError
 from pipeline.finish import finish_product
 from pipeline.grid import read_aoi
@@ -34,9 +35,6 @@ from pipeline.run.dispatch import run_tiles
 from pipeline.run.plan import RegionRequest, plan_region
 from pipeline.store import ProductStore
 from pipeline.superresolve import Layout, layout_for
-
-DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
-DEMO_DATES = (date(2023, 1, 1), date(2023, 1, 31))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -281,8 +279,7 @@ def _layout(args: argparse.Namespace) -> Layout:
     its own defaults (``--device``, else this machine's), else the CPU layout."""
     if args.rgb_model != LEARNED_RGB:
         return layout_for(False)
-    device = args.device or ("cuda" if cuda_devices() else "cpu")
-    return layout_for(device.startswith("cuda"))
+    return layout_for(runs_on_cuda(args.device))
 
 
 def _tile_size(size: int) -> int:

@@ -23,16 +23,13 @@ from pystac_client.conformance import ConformanceClasses
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from pipeline.demo import DEMO_CATALOG
 from pipeline.errors import CatalogError, NoScenesError, reason
 from pipeline.load import Scene, scene_from_dict, to_scene
 
 #: Items per page asked of an API: a continent's tens of thousands of items in tens of
 #: requests rather than thousands (an API may answer with fewer).
 PAGE_SIZE = 1000
-
-#: The embedded demo catalog, used when no ``--stac`` is given.
-DEMO_CATALOG = Path(__file__).resolve().parents[1] / "examples" / "demo" / "catalog.json"
-
 
 def is_demo_catalog(stac: str | None) -> bool:
     """Whether ``stac`` is the embedded demo catalog (None, no catalog given, stands for it)."""

@@ -43,6 +43,13 @@ def cuda_devices() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def runs_on_cuda(device: str | None) -> bool:
+    """Whether a model asked to run on ``device`` runs on CUDA, as this process can tell:
+    the device named, else this machine's (that of a local cluster's workers). A runner
+    without a GPU that drives a GPU cluster is told so with ``--device cuda``."""
+    return device.startswith("cuda") if device else cuda_devices() > 0
+
+
 @contextmanager
 def dask_client(
     scheduler: str | None = None, workers: int | None = None, gpus: int = 0

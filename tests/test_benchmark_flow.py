@@ -19,9 +19,8 @@ import torch
 from PIL import Image
 
 from flows.benchmark import main
-from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.grid import LATTICE, read_aoi
 from pipeline.models import get_fusion_model
 from pipeline.quality import fusion_metrics, opensr_metrics

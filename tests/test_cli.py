@@ -12,7 +12,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from shapely.geometry import box, mapping
 
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.demo import DEMO_CATALOG
 from pipeline.models.fusion.model import DEMO_WEIGHTS as FUSION_DEMO_WEIGHTS
 from tests.products import DEMO_TILES, DEMO_TILING, DIFFUSION, SMALL_AOI, region, write
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import dask.array as da
@@ -9,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from pipeline.grid import read_aoi
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.models.diffusion.noise import position_noise
 from pipeline.models.diffusion.rgb import DiffFuSRRGB, _lattice, _profile, device_defaults
+from pipeline.run.plan import RegionRequest, plan_region
 from pipeline.superresolve import SuperResolver
 
 WEIGHTS = str(Path(__file__).parent / "fixtures" / "difffusr" / "sr_small.ckpt")
@@ -129,8 +133,28 @@ def test_precision_and_overlap_follow_the_device_unless_given() -> None:
     """auto: fp32 and an eighth of the window on a CPU, recorded nowhere (the defaults
     products always had); bf16 and a 2-pixel overlap on a GPU, recorded in the recipe."""
     cpu = DiffFuSRRGB(**{**FAST, "overlap": None})
-    assert (cpu.precision, cpu.overlap, cpu.device_options) == ("fp32", 2, {})
+    assert (cpu.precision, cpu.overlap) == ("fp32", 2)
+    assert cpu.cuda_defaults(given=()) == {"precision": "bf16", "overlap": 2}
+    assert cpu.cuda_defaults(given={"overlap": 4}) == {"precision": "bf16"}
     assert DiffFuSRRGB(**{**FAST, "precision": "bf16"}).precision == "bf16"
     assert device_defaults(True, 64) == {"precision": "bf16", "overlap": 2}
     assert device_defaults(True, 8) == {"precision": "bf16", "overlap": 1}
     assert device_defaults(False, 64) == {"precision": "fp32", "overlap": 8}
+
+
+@pytest.mark.parametrize(("device", "resolved"), [
+    ("cuda", {"precision": "bf16", "overlap": 2}),
+    ("cpu", {}),
+])
+def test_a_runner_without_a_gpu_fixes_what_the_gpus_will_sample_with(device, resolved) -> None:
+    """Planned on a CPU for CUDA workers, the model keeps the GPU's defaults on its way to
+    the workers, and the recipe records them; planned for CPUs, the recipe is as it was."""
+    request = RegionRequest(read_aoi(str(DEMO_AOI)), *DEMO_DATES, str(DEMO_CATALOG),
+                            rgb_model="difffusr", rgb_options={"device": device})
+    plan = plan_region(request)
+    rgb = plan.resolver.rgb
+    assert rgb.device == "cpu"  # checked on the runner's CPU either way
+    expected = resolved or {"precision": "fp32", "overlap": rgb.window // 8}
+    worker = replace(rgb, device="cpu")  # as SuperResolver.on rebuilds it on a worker
+    assert {k: getattr(worker, k) for k in expected} == expected
+    assert plan.provenance()["recipe"]["rgb_model_options"] == resolved

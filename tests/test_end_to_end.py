@@ -20,7 +20,8 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from pipeline.bands import BANDS, REFLECTANCE_BANDS
-from pipeline.catalog import DEMO_CATALOG, search
+from pipeline.catalog import search
+from pipeline.demo import DEMO_CATALOG
 from pipeline.grid import read_aoi
 from pipeline.resample import block_mean
 from tests.test_quality_layers import check_quality_layers, composite_under

@@ -12,9 +12,8 @@ import pytest
 import xarray as xr
 from distributed import Client, LocalCluster, get_worker
 
-from flows.region import DEMO_AOI, DEMO_DATES
-from pipeline.catalog import DEMO_CATALOG
 from pipeline.cluster import GPU_RESOURCE, has_gpu_workers
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.grid import read_aoi
 from pipeline.run.dispatch import run_tiles
 from pipeline.run.plan import RegionRequest, plan_region

@@ -18,8 +18,7 @@ import xarray as xr
 import zarr
 from shapely.geometry import box
 
-from flows.region import DEMO_AOI, DEMO_DATES
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.finish import finish_product
 from pipeline.grid import read_aoi
 from pipeline.overviews import level_count

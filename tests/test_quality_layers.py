@@ -12,8 +12,9 @@ import xarray as xr
 from shapely.geometry import shape
 
 from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_INDEX
-from pipeline.catalog import DEMO_CATALOG, search
+from pipeline.catalog import search
 from pipeline.composite import median_composite
+from pipeline.demo import DEMO_CATALOG
 from pipeline.load import load_reflectance, load_scl
 from pipeline.quality.layers import (
     CONSISTENCY_LIMIT,

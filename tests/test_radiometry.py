@@ -7,9 +7,8 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from flows.region import DEMO_AOI, DEMO_DATES
 from pipeline.blocks import map_with_halo
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.grid import LATTICE, read_aoi
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.quality.footprints import blockiness

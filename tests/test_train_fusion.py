@@ -18,7 +18,7 @@ from rasterio.windows import from_bounds
 
 from flows.train_fusion import main
 from pipeline.bands import REFLECTANCE_BANDS
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.demo import DEMO_CATALOG
 from pipeline.errors import UserError
 from pipeline.grid import LATTICE, read_aoi
 from pipeline.models.fusion.weights import load_fusion_network

@@ -12,7 +12,7 @@ from rasterio.io import MemoryFile
 from rasterio.transform import from_origin
 from rasterio.windows import from_bounds
 
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.demo import DEMO_CATALOG
 from pipeline.errors import NoScenesError, UserError
 from pipeline.grid import read_aoi
 from pipeline.train.sources import FolderSource, SentinelWaldSource, TrainingDataError, augment

@@ -73,21 +73,43 @@ def tile_job(
     )
 
 
+class ScenePayloads:
+    """A tile's scenes as the bytes its composite task carries.
+
+    They travel pickled: the scheduler unpickles every task it is given, and a CRS or a
+    footprint takes it far longer to rebuild than bytes, which only the workers unpickle.
+    Each scene is pickled once per run: a scene covers thousands of tiles, and pickling a
+    European tile's 46 scenes anew would cost the runner more than the rest of its work on
+    the tile.
+    """
+
+    def __init__(self, plan: Plan) -> None:
+        self._plan = plan
+        self._pickled: dict[int, bytes] = {}
+
+    def __call__(self, tile: Tile) -> bytes:
+        pickled = [self._scene(i) for i in self._plan.scene_indices_over(tile)]
+        return pickle.dumps(pickled, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _scene(self, index: int) -> bytes:
+        if index not in self._pickled:
+            scene = self._plan.items[index]
+            self._pickled[index] = pickle.dumps(scene, protocol=pickle.HIGHEST_PROTOCOL)
+        return self._pickled[index]
+
+
 def submit_tile(
     client: Client,
     job: bytes,
-    plan: Plan,
+    scenes: bytes,
     tile: Tile,
     name: str,
     resources: dict[str, float] | None,
 ) -> Future:
     """Submit one tile's two tasks; return the future of the second (the tile's summary).
 
-    ``job`` is the pickled :class:`TileJob`, and the tile's scenes travel pickled too: the
-    scheduler unpickles every task it is given, and a CRS or a footprint takes it far longer
-    to rebuild than bytes, which only the workers unpickle.
+    ``job`` is the pickled :class:`TileJob`, ``scenes`` the tile's (see :class:`ScenePayloads`).
     """
-    scenes = pickle.dumps(plan.scenes_over(tile), protocol=pickle.HIGHEST_PROTOCOL)
     prepared = client.submit(_prepare, job, tile, scenes, key=f"{COMPOSITE_TASK}-{name}")
     return client.submit(
         _complete,
@@ -107,7 +129,7 @@ def _job(job: bytes) -> TileJob:
 
 
 def _prepare(job: bytes, tile: Tile, scenes: bytes) -> TileInput:
-    return prepare_tile(_job(job), tile, pickle.loads(scenes))
+    return prepare_tile(_job(job), tile, [pickle.loads(s) for s in pickle.loads(scenes)])
 
 
 def _complete(job: bytes, tile: Tile, prepared: TileInput) -> dict:
@@ -145,6 +167,7 @@ def run_tiles(
     level_one = level_one_with_tiles(store, plan.grid)
     job = pickle.dumps(tile_job(plan, store, level_one, exclusive=gpu))
     resources = {GPU_RESOURCE: MODEL_SHARE} if gpu else None
+    payloads = ScenePayloads(plan)
     in_flight, resized = tiles_in_flight(client), time.monotonic()
     run = uuid.uuid4().hex[:8]  # keys unique to this run, should two share a scheduler
     running: dict[Future, tuple[Tile, int]] = {}
@@ -156,7 +179,7 @@ def run_tiles(
     def submit(tile: Tile, attempt: int) -> None:
         started = time.perf_counter()
         name = f"{tile.key}-{run}-{attempt}"
-        future = submit_tile(client, job, plan, tile, name, resources)
+        future = submit_tile(client, job, payloads(tile), tile, name, resources)
         running[future] = (tile, attempt)
         future.add_done_callback(ended.put)
         summary.client_seconds += time.perf_counter() - started

@@ -10,7 +10,7 @@ a continent's tens of thousands takes microseconds.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import cached_property
 
@@ -23,6 +23,7 @@ from shapely.geometry.base import BaseGeometry
 import pipeline
 from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.catalog import Query, no_scenes, search
+from pipeline.cluster import runs_on_cuda
 from pipeline.errors import ModelError, reason
 from pipeline.grid import INPUT_RESOLUTION, OutputGrid, Tile, default_crs, plan_grid, project
 from pipeline.load import Scene, lattice_anchor
@@ -96,10 +97,13 @@ class Plan:
     def scenes_over(self, tile: Tile) -> list[Scene]:
         """The scenes whose footprint touches the tile and the models' halo around it, in the
         plan's order (by date, then id)."""
+        return [self.items[i] for i in self.scene_indices_over(tile)]
+
+    def scene_indices_over(self, tile: Tile) -> np.ndarray:
+        """The indices in ``items`` of :meth:`scenes_over`, in ascending order."""
         bounds = self.grid.tile_bounds(tile, halo=self.resolver.halo * INPUT_RESOLUTION)
         footprint = box(*self._to_wgs84.transform_bounds(*bounds, densify_pts=21))
-        hits = self._index.query(footprint, predicate="intersects")
-        return [self.items[i] for i in np.sort(hits)]
+        return np.sort(self._index.query(footprint, predicate="intersects"))
 
     @cached_property
     def _index(self) -> shapely.STRtree:
@@ -143,8 +147,9 @@ class Plan:
             "rgb_model_options": _recorded(_with_consistency(r.rgb_options, self.resolver.rgb)),
             "fusion_model": self.resolver.fusion.name,
             "fusion_model_sha256": self.resolver.fusion.weights_sha256,
-            **_options_entry("fusion_model_options",
-                             _with_consistency(r.fusion_options, self.resolver.fusion)),
+            **_options_entry(
+                "fusion_model_options", _with_consistency(r.fusion_options, self.resolver.fusion)
+            ),
             "stac": r.stac,
             "collection": r.collection,
             "date_range": [r.start.isoformat(), r.end.isoformat()],
@@ -161,7 +166,6 @@ class Plan:
             "aoi": json.dumps(shapely.geometry.mapping(r.aoi)),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-
 
 
 def _with_consistency(options: dict, model: object) -> dict:
@@ -190,7 +194,7 @@ def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
     catalog's count of matches stands for the rest, so a continent plans in seconds. Either
     way a search that matches nothing is a NoScenesError.
     """
-    resolver = _checked_models(request)
+    resolver, request = _checked_models(request)
     found = search(
         request.stac,
         request.aoi,
@@ -213,19 +217,27 @@ def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
     )
 
 
-def _checked_models(request: RegionRequest) -> SuperResolver:
+def _checked_models(request: RegionRequest) -> tuple[SuperResolver, RegionRequest]:
     """Both models built from their options on the runner's CPU (a device asked for is the
-    workers' to use), or a ModelError naming what is wrong with them."""
+    workers' to use), or a ModelError naming what is wrong with them; and the request with
+    the RGB options that the workers' device resolves by default (on CUDA: precision and
+    window overlap) made explicit, for the workers to keep and the recipe to record."""
     rgb, fusion = (_planning(options) for options in (request.rgb_options, request.fusion_options))
     try:
-        return SuperResolver(
-            get_rgb_model(request.rgb_model, **rgb),
+        rgb_model = get_rgb_model(request.rgb_model, **rgb)
+        resolved = {}
+        if hasattr(rgb_model, "cuda_defaults") and runs_on_cuda(request.devices[0]):
+            resolved = rgb_model.cuda_defaults(request.rgb_options)
+            rgb_model = replace(rgb_model, **resolved)
+        resolver = SuperResolver(
+            rgb_model,
             get_fusion_model(request.fusion_model, **fusion),
             judged=True,
             bands=request.bands,
         )
     except (ValueError, TypeError) as err:
         raise ModelError(f"cannot build the models: {reason(err)}") from None
+    return resolver, replace(request, rgb_options={**request.rgb_options, **resolved})
 
 
 def _planning(options: dict) -> dict:

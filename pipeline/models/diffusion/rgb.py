@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,9 +124,10 @@ class DiffFuSRRGB(PinnedWeights):
             object.__setattr__(self, "network", network_config(self.weights, local.path))
         if self.window is None:
             object.__setattr__(self, "window", trained_window(local.path) or DEFAULT_WINDOW)
-        # Chosen here, where the plan is made, so every worker samples alike.
-        object.__setattr__(self, "_cuda", (self.device or default_device()).startswith("cuda"))
-        for key, value in device_defaults(self._cuda, self.window).items():
+        # Resolved once, where the plan is made (see cuda_defaults), so every worker samples
+        # alike: a copy moved to another device keeps them.
+        cuda = (self.device or default_device()).startswith("cuda")
+        for key, value in device_defaults(cuda, self.window).items():
             if getattr(self, key) in (None, AUTO):
                 object.__setattr__(self, key, value)
         if not 0 <= 4 * self.overlap <= self.window:
@@ -142,13 +144,12 @@ class DiffFuSRRGB(PinnedWeights):
         of the consistency correction when it is on."""
         return self.window + (correction_reach(1) if self.consistent else 0)
 
-    @property
-    def device_options(self) -> dict[str, str | int]:
-        """On CUDA, the options whose default is the GPU's own (``device_defaults``), as
-        resolved: they change pixels, so a product's recipe records them with the options
-        given. On a CPU none: its defaults are those products always had."""
-        keys = device_defaults(self._cuda, self.window) if self._cuda else {}
-        return {key: getattr(self, key) for key in keys}
+    def cuda_defaults(self, given: Collection[str]) -> dict[str, str | int]:
+        """The options that a CUDA device resolves by default (``device_defaults``), but for
+        those ``given``: a runner without a GPU builds the model on its CPU, and must fix
+        what the workers' GPUs will sample with, for them all to sample alike and for the
+        product's recipe to say so."""
+        return {k: v for k, v in device_defaults(True, self.window).items() if k not in given}
 
     def _network(self) -> DiffFuSR:
         return self._resident(_build_network, self.network, self.compile)
