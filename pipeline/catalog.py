@@ -20,11 +20,13 @@ import pystac.stac_io
 import pystac_client
 import shapely
 from pystac_client.conformance import ConformanceClasses
+from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import CatalogError, NoScenesError, reason
 from pipeline.load import Scene, scene_from_dict, to_scene
+from pipeline.network import http_retries, storage_options, timeout
 
 #: Items per page asked of an API: a continent's tens of thousands of items in tens of
 #: requests rather than thousands (an API may answer with fewer).
@@ -124,8 +126,13 @@ class FsspecStacIO(pystac.stac_io.DefaultStacIO):
     """Reads catalogs from anything fsspec opens (local, http, s3://, gs://, ...)."""
 
     def read_text_from_href(self, href: str) -> str:
-        with fsspec.open(href, "rt") as f:
+        with _open(href) as f:
             return f.read()
+
+
+def _open(href: str) -> fsspec.core.OpenFile:
+    """``href`` opened for reading text, with the network's time limits."""
+    return fsspec.open(href, "rt", **storage_options(href, timeout()))
 
 
 def _as_href(stac: str) -> str:
@@ -134,7 +141,7 @@ def _as_href(stac: str) -> str:
 
 def _read_json(stac: str) -> dict:
     try:
-        with fsspec.open(stac, "rt") as f:
+        with _open(stac) as f:
             doc = json.load(f)
     except FileNotFoundError as err:
         cause = err.__cause__  # fsspec's HTTP filesystem wraps connection failures
@@ -157,8 +164,10 @@ def _is_search_api(doc: dict) -> bool:
 
 def _search_api(url: str, query: Query, limit: int | None, scenes: bool) -> SearchResult:
     max_cloud = query.max_cloud
+    wait = (timeout(),) * 2  # to connect, and between two bytes of an answer
     try:
-        client = pystac_client.Client.open(url)
+        io = StacApiIO(timeout=wait, max_retries=http_retries())
+        client = pystac_client.Client.open(url, stac_io=io, timeout=wait)
         kwargs: dict = {
             "intersects": shapely.geometry.mapping(query.aoi),
             "datetime": _datetime_range(query.start, query.end),

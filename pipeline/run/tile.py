@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dask
 import dask.array as da
@@ -24,6 +24,7 @@ from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.composite import clear_sky
 from pipeline.grid import INPUT_RESOLUTION, SCALE, OutputGrid, Tile
 from pipeline.load import Scene
+from pipeline.network import timeout
 from pipeline.quality.layers import judged
 from pipeline.resample import upsample_nearest
 from pipeline.store import ProductStore
@@ -55,6 +56,8 @@ class TileJob:
     level_one: bool = False
     #: Whether the models of one worker process run one tile at a time (on a GPU).
     exclusive: bool = False
+    #: How long a read may wait for a server: the runner's setting, wherever the job runs.
+    timeout: float = field(default_factory=timeout)
 
     def bounds(self, tile: Tile) -> tuple[float, float, float, float]:
         """The tile's bounds widened by the models' halo."""
@@ -79,7 +82,8 @@ def prepare_tile(job: TileJob, tile: Tile, scenes: list[Scene]) -> TileInput:
     )
     if scenes:
         lazy = clear_sky(
-            scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=max(shape)
+            scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=max(shape),
+            timeout=job.timeout,
         )
         composite, count = dask.compute(
             lazy[0].data, lazy[1].data, scheduler="threads", num_workers=READ_THREADS
