@@ -220,8 +220,8 @@ def _lost(plan: Plan, summary: RunSummary) -> str | None:
     if summary.lost is None:
         return None
     left = len(plan.tiles) - len(summary.done) - len(summary.skipped) - len(summary.failed)
-    return (f"lost the Dask scheduler {summary.lost}; {left} tiles not tried: finished tiles "
-            "are kept, re-run to complete the rest")
+    return (f"lost the Dask scheduler {summary.lost} before {left} tiles were done: the tiles "
+            "written are kept; re-run to complete the rest")
 
 
 def _request(args: argparse.Namespace) -> RegionRequest:

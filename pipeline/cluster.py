@@ -30,6 +30,9 @@ GPU_RESOURCE = "GPU"
 
 #: The scheduler address the Dask Kubernetes operator gives a DaskJob's runner.
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+#: Seconds to reach a scheduler, or to reach it again after losing it: it is on the cluster's
+#: own network, a few milliseconds away when it is there at all.
+SCHEDULER_TIMEOUT = 10.0
 
 _QUIET = {
     "host": "127.0.0.1",
@@ -61,16 +64,16 @@ def dask_client(
     ``workers`` (default 2) processes of one thread each: the model stages use whole cores
     through NumPy, and a process per core keeps the GIL out of the way.
 
-    The client waits :func:`pipeline.network.timeout` seconds for the scheduler, when
-    connecting and when reconnecting after losing it (then its futures are cancelled, see
+    The client waits :data:`SCHEDULER_TIMEOUT` seconds for the scheduler (or
+    :func:`pipeline.network.timeout`'s, if shorter), when connecting and when reconnecting
+    after losing it (then its futures are cancelled, see
     :func:`pipeline.run.dispatch.run_tiles`); Dask's own log lines stay quiet, the caller
     reports what went wrong.
     """
     if scheduler:
-        wait = timeout()
         with silence_logging_cmgr(logging.CRITICAL):
             try:
-                client = Client(scheduler, timeout=wait)
+                client = Client(scheduler, timeout=min(SCHEDULER_TIMEOUT, timeout()))
             except (OSError, TimeoutError) as err:
                 raise ClusterError(f"cannot reach Dask scheduler {scheduler}: {err}") from None
             with client:

@@ -188,9 +188,11 @@ def _stack(
     resampling: Resampling,
     chunksize: int,
     timeout: float | None,
+    cached: bool,
 ) -> xr.DataArray:
     """The assets ``keys`` of ``scenes``; an asset that cannot be read fails the
-    computation (stackstac's default would read an asset that answers 404 as no data)."""
+    computation (stackstac's default would read an asset that answers 404 as no data).
+    ``timeout`` and ``cached``: see :func:`pipeline.network.gdal_options`."""
     seconds = network_timeout() if timeout is None else timeout
     return stackstac.stack(
         [{**s.stac, "assets": {k: s.stac["assets"][k] for k in keys}} for s in scenes],
@@ -208,7 +210,7 @@ def _stack(
         properties=False,
         band_coords=False,
         sortby_date=False,  # keep the caller's order, which the offsets follow
-        gdal_env=DEFAULT_GDAL_ENV.updated(always=gdal_options(seconds)),
+        gdal_env=DEFAULT_GDAL_ENV.updated(always=gdal_options(seconds, cached)),
         errors_as_nodata=(),
     )
 
@@ -220,10 +222,12 @@ def load_reflectance(
     bounds: tuple[float, float, float, float],
     chunksize: int = 1024,
     timeout: float | None = None,
+    cached: bool = True,
 ) -> xr.DataArray:
     """Lazy float32 reflectance, dims (time, band, y, x) at 10 m; NaN where there is no data.
 
-    ``timeout``: see :func:`pipeline.network.timeout` (None: this process's)."""
+    ``timeout`` (None: this process's :func:`pipeline.network.timeout`) and ``cached``: see
+    :func:`pipeline.network.gdal_options`."""
     scenes = [to_scene(i, bands) for i in items]
     native = scene_epsg(scenes) == epsg
     dn = _stack(
@@ -234,6 +238,7 @@ def load_reflectance(
         Resampling.nearest if native else Resampling.bilinear,
         chunksize,
         timeout,
+        cached,
     )
     offsets = xr.DataArray(
         np.array([s.offset for s in scenes], dtype="float32"), dims="time"
@@ -248,8 +253,9 @@ def load_scl(
     bounds: tuple[float, float, float, float],
     chunksize: int = 1024,
     timeout: float | None = None,
+    cached: bool = True,
 ) -> xr.DataArray:
     """Lazy scene classification, dims (time, y, x) at 10 m, nearest; NaN where missing."""
     scenes = [to_scene(i, ["SCL"]) for i in items]
-    scl = _stack(scenes, ["SCL"], epsg, bounds, Resampling.nearest, chunksize, timeout)
+    scl = _stack(scenes, ["SCL"], epsg, bounds, Resampling.nearest, chunksize, timeout, cached)
     return scl.isel(band=0, drop=True).rename("scl")

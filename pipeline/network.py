@@ -18,7 +18,7 @@ from pipeline.errors import UserError
 
 #: The environment variable that sets :func:`timeout`, in seconds.
 TIMEOUT_ENV = "S2SR_TIMEOUT"
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 30.0
 #: Tries of one request that may pass on another try.
 TRIES = 3
 #: HTTP answers that may pass on another try.
@@ -26,7 +26,7 @@ RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
 def timeout() -> float:
-    """Seconds a request may wait for the server: ``$S2SR_TIMEOUT``, else 60."""
+    """Seconds a request may wait for the server: ``$S2SR_TIMEOUT``, else 30."""
     text = os.environ.get(TIMEOUT_ENV)
     if text is None:
         return DEFAULT_TIMEOUT
@@ -39,10 +39,36 @@ def timeout() -> float:
     return value
 
 
-def gdal_options(seconds: float) -> dict[str, str]:
+#: GDAL's network file systems, whose answers (failures included) it remembers per process.
+GDAL_NETWORK_PREFIXES = ("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/", "/vsiadls/", "/vsioss/")
+
+
+def timed_out(err: BaseException) -> bool:
+    """Whether ``err``, or an error it wraps, is a request's time-out (each client has its
+    own types for it; their messages say "timed out")."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, TimeoutError) or "timed out" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def no_answer(seconds: float) -> str:
+    """What a message says of a server that did not answer in time."""
+    return f"no answer in {seconds:g} s (${TIMEOUT_ENV} sets how long to wait)"
+
+
+def gdal_options(seconds: float, cached: bool = True) -> dict[str, str]:
     """GDAL configuration for reading assets over HTTP (and ``/vsis3``): connect and stall
-    limits, retries; no ``HEAD`` request, which a URL signed for ``GET`` answers with 403."""
+    limits, retries; no ``HEAD`` request, which a URL signed for ``GET`` answers with 403.
+
+    GDAL remembers what a URL answered for the life of the process, a 404 or a time-out
+    too: without ``cached``, requests bypass that memory (and refresh it), as a retry must.
+    """
+    fresh = {} if cached else {"CPL_VSIL_CURL_NON_CACHED": ":".join(GDAL_NETWORK_PREFIXES)}
     return {
+        **fresh,
         "GDAL_HTTP_CONNECTTIMEOUT": f"{seconds:g}",
         "GDAL_HTTP_LOW_SPEED_TIME": f"{math.ceil(seconds)}",  # whole seconds
         "GDAL_HTTP_LOW_SPEED_LIMIT": "1",  # byte per second: nothing at all

@@ -295,9 +295,10 @@ class ProductStore:
         """Write a JSON document (marker, STAC file) at ``relative`` inside the product."""
         fs, path = self._fs()
         target = f"{path}/{relative}"
-        if isinstance(fs, LocalFileSystem):  # object stores have no folders to make
-            fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        fs.pipe_file(target, json.dumps(doc, default=_json_default, indent=indent).encode())
+        with self._storage_errors(f"{relative} to "):
+            if isinstance(fs, LocalFileSystem):  # object stores have no folders to make
+                fs.makedirs(posixpath.dirname(target), exist_ok=True)
+            fs.pipe_file(target, json.dumps(doc, default=_json_default, indent=indent).encode())
 
     def remove(self, relative: str) -> None:
         """Remove the file at ``relative`` inside the product, and its folder once empty."""

@@ -26,7 +26,9 @@ from pipeline.grid import INPUT_RESOLUTION, SCALE, OutputGrid, Tile
 from pipeline.load import Scene
 from pipeline.network import timeout
 from pipeline.quality.layers import judged
+from pipeline.redact import redact
 from pipeline.resample import upsample_nearest
+from pipeline.run.retry import may_pass
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
 
@@ -81,19 +83,48 @@ def prepare_tile(job: TileJob, tile: Tile, scenes: list[Scene]) -> TileInput:
         round((bounds[2] - bounds[0]) / INPUT_RESOLUTION),
     )
     if scenes:
-        lazy = clear_sky(
-            scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=max(shape),
-            timeout=job.timeout,
-        )
-        composite, count = dask.compute(
-            lazy[0].data, lazy[1].data, scheduler="threads", num_workers=READ_THREADS
-        )
+        composite, count = _read(job, tile, scenes, bounds, max(shape))
     else:
         composite = np.full((len(REFLECTANCE_BANDS), *shape), np.nan, np.float32)
         count = np.zeros(shape, np.uint8)
     halo = job.resolver.halo
     inside = (slice(halo, -halo),) * 2
     return TileInput(composite, count[inside], [s.id for s in scenes])
+
+
+class ReadError(OSError):
+    """A tile's scenes could not be read: an asset that answers an error, or none, or is cut
+    short. It may pass on another try (see :mod:`pipeline.run.retry`)."""
+
+
+#: Keys of the tiles whose reads failed in this process: GDAL remembers a failed request for
+#: the life of the process, so that their next reads here must bypass its memory.
+_FAILED_HERE: set[str] = set()
+
+
+def _read(
+    job: TileJob, tile: Tile, scenes: list[Scene], bounds: tuple[float, ...], chunk: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The composite and clear count over ``bounds``; a read error is a :class:`ReadError`
+    whose message names the asset by its URL without secrets (it reaches the runner and the
+    worker's log), never no data."""
+    cached = tile.key not in _FAILED_HERE
+    lazy = clear_sky(scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=chunk,
+                     timeout=job.timeout, cached=cached)
+    try:
+        composite, count = dask.compute(
+            lazy[0].data, lazy[1].data, scheduler="threads", num_workers=READ_THREADS
+        )
+    except Exception as err:
+        if not may_pass(err):
+            raise
+        failure = redact(str(err).strip().splitlines()[0])
+    else:
+        _FAILED_HERE.discard(tile.key)
+        return composite, count
+    _FAILED_HERE.add(tile.key)
+    # raised outside the handler: the error it replaces (and its URL) does not travel with it
+    raise ReadError(failure)
 
 
 def complete_tile(job: TileJob, tile: Tile, prepared: TileInput) -> dict:
