@@ -302,7 +302,7 @@ CASES = [
          r"\d+/hostile/cut/\S+/B04\.tif': RasterioIOError\('Read", product=_tile_failed),
     Case("asset server resets the connection", _asset_case("reset"), 1,
          r"^  failed tile 0_0: ReadError: Error opening 'http://127\.0\.0\.1:\d+/\S+/B04\.tif': "
-         r"RasterioIOError\('CURL error: .*(reset|[Ee]mpty reply)", product=_tile_failed),
+         r"RasterioIOError\('CURL error: .*(reset|[Ee]mpty reply|connect)", product=_tile_failed),
     Case("asset server never answers", _asset_case("silent"), 1,
          r"^  failed tile 0_0: ReadError: Error opening 'http://127\.0\.0\.1:\d+/\S+/B04\.tif': "
          r"RasterioIOError\('CURL error: Operation too slow", env={"S2SR_TIMEOUT": QUICK_TIMEOUT},
