@@ -16,6 +16,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+from distributed import Client
 from pyproj import CRS
 from pyproj.exceptions import CRSError
 from tqdm import tqdm
@@ -28,11 +29,14 @@ from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.errors import UserError
 from pipeline.finish import finish_product
 from pipeline.grid import read_aoi
+from pipeline.lease import held
 from pipeline.models import FUSION_MODELS, RGB_MODELS
 from pipeline.models.published import default_weights, describe, names
-from pipeline.quality.verdict import warning_line
-from pipeline.run.dispatch import run_tiles
-from pipeline.run.plan import RegionRequest, plan_region
+from pipeline.network import timeout
+from pipeline.quality.verdict import no_data_line, warning_line
+from pipeline.redact import redact
+from pipeline.run.dispatch import RunSummary, run_tiles
+from pipeline.run.plan import Plan, RegionRequest, plan_region
 from pipeline.store import ProductStore
 from pipeline.superresolve import Layout, layout_for
 
@@ -63,7 +67,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=os.environ.get(SCHEDULER_ENV),
                    help="address of an existing Dask scheduler (default: $"
                    f"{SCHEDULER_ENV} if set, else start a local cluster)")
-    p.add_argument("--workers", type=int, help="worker processes of the local cluster "
+    p.add_argument("--workers", type=_workers, help="worker processes of the local cluster "
                    "(default: 2 on CPUs; one per GPU when a learned model runs on CUDA)")
     p.add_argument("--rgb-model", default="bicubic", choices=sorted(RGB_MODELS),
                    help="RGB ×4 model (default: bicubic)")
@@ -108,7 +112,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-snow", action="store_true",
                    help="count SCL snow/ice pixels as clear (default: masked)")
     p.add_argument("--overwrite", action="store_true",
-                   help="recompute finished tiles (default: a re-run skips them)")
+                   help="recompute finished tiles (default: a re-run skips them); refused "
+                   "while another run writes the product")
+    p.add_argument("--create-bucket", action="store_true",
+                   help="create the bucket of --out if it does not exist (default: refused)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (tiles, items, output size) and do no work")
     return p
@@ -119,6 +126,16 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _workers(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of workers, got {text!r}")
+    return count
 
 
 def _crs(text: str) -> CRS:
@@ -136,34 +153,33 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    timeout()  # a bad $S2SR_TIMEOUT is refused before anything is read
     request = _request(args)
     out = args.out or _default_out(args.aoi, request.start, request.end)
+    shown = redact(out)  # what is printed of it
     started = time.perf_counter()
     plan = plan_region(request, estimate=args.dry_run)
     for model in (plan.resolver.rgb, plan.resolver.fusion):
         for line in describe(model, is_demo_catalog(args.stac)):
-            print(line, file=sys.stderr)
+            print(redact(line), file=sys.stderr)
     print(plan.describe())
-    print(f"output:        {out}")
+    print(f"output:        {shown}")
     if args.dry_run:
         return 0
     with dask_client(args.scheduler, args.workers, _local_gpus(args)) as client:
         store = ProductStore.create(
             out, plan.grid, request.bands, plan.provenance(),
             uncertainty=plan.resolver.uncertainty, overwrite=args.overwrite,
+            create_bucket=args.create_bucket,
         )
-        with tqdm(total=len(plan.tiles), unit="tile", desc="tiles", dynamic_ncols=True) as bar:
-
-            def progress(key: str, error: str | None) -> None:
-                bar.update(1)
-                if error:
-                    bar.write(f"tile {key} failed: {error}", file=sys.stderr)
-
-            def retrying(key: str, error: str, delay: float) -> None:
-                bar.write(f"tile {key} failed: {error}; retrying in {delay:g} s", file=sys.stderr)
-
-            summary = run_tiles(plan, store, client, on_progress=progress, on_retry=retrying)
-        quality = finish_product(plan, store, client, summary)
+        with held(store):
+            summary = _run_tiles(plan, store, client)
+            quality, stopped = {}, _lost(plan, summary)
+            if stopped is None:
+                try:
+                    quality = finish_product(plan, store, client, summary)
+                except UserError as err:  # a full disk, say: the tiles written are kept
+                    stopped = str(err)
     elapsed = time.perf_counter() - started
     print(
         f"{len(summary.done)} tiles written, {len(summary.skipped)} already finished, "
@@ -171,13 +187,39 @@ def run(args: argparse.Namespace) -> int:
     )
     for key, reason in summary.failed.items():
         print(f"  failed tile {key}: {reason}", file=sys.stderr)
+    if stopped:
+        print(f"error: {redact(stopped)}", file=sys.stderr)
     if summary.done or summary.skipped:
-        print(f"product: {out}")
-        print(f"open it in Python: import xarray as xr; ds = xr.open_zarr({out!r})")
-    warning = warning_line(quality)
-    if warning:  # the last line, where nobody can miss it
-        print(warning, file=sys.stderr)
-    return 1 if summary.failed else 0
+        print(f"product: {shown}")
+        print(f"open it in Python: import xarray as xr; ds = xr.open_zarr({shown!r})")
+    for warning in (warning_line(quality), no_data_line(quality)):
+        if warning:  # the last lines, where nobody can miss them
+            print(warning, file=sys.stderr)
+    return 1 if summary.failed or stopped else 0
+
+
+def _run_tiles(plan: Plan, store: ProductStore, client: Client) -> RunSummary:
+    """Every unfinished tile, under a progress bar with a line per failed try."""
+    with tqdm(total=len(plan.tiles), unit="tile", desc="tiles", dynamic_ncols=True) as bar:
+
+        def progress(key: str, error: str | None) -> None:
+            bar.update(1)
+            if error:
+                bar.write(f"tile {key} failed: {error}", file=sys.stderr)
+
+        def retrying(key: str, error: str, delay: float) -> None:
+            bar.write(f"tile {key} failed: {error}; retrying in {delay:g} s", file=sys.stderr)
+
+        return run_tiles(plan, store, client, on_progress=progress, on_retry=retrying)
+
+
+def _lost(plan: Plan, summary: RunSummary) -> str | None:
+    """What to say when the run lost its scheduler before every tile was tried."""
+    if summary.lost is None:
+        return None
+    left = len(plan.tiles) - len(summary.done) - len(summary.skipped) - len(summary.failed)
+    return (f"lost the Dask scheduler {summary.lost} before {left} tiles were done: the tiles "
+            "written are kept; re-run to complete the rest")
 
 
 def _request(args: argparse.Namespace) -> RegionRequest:

@@ -20,12 +20,14 @@ import pystac.stac_io
 import pystac_client
 import shapely
 from pystac_client.conformance import ConformanceClasses
+from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.demo import DEMO_CATALOG
 from pipeline.errors import CatalogError, NoScenesError, reason
 from pipeline.load import Scene, scene_from_dict, to_scene
+from pipeline.network import http_retries, no_answer, storage_options, timed_out, timeout
 
 #: Items per page asked of an API: a continent's tens of thousands of items in tens of
 #: requests rather than thousands (an API may answer with fewer).
@@ -121,8 +123,13 @@ class FsspecStacIO(pystac.stac_io.DefaultStacIO):
     """Reads catalogs from anything fsspec opens (local, http, s3://, gs://, ...)."""
 
     def read_text_from_href(self, href: str) -> str:
-        with fsspec.open(href, "rt") as f:
+        with _open(href) as f:
             return f.read()
+
+
+def _open(href: str) -> fsspec.core.OpenFile:
+    """``href`` opened for reading text, with the network's time limits."""
+    return fsspec.open(href, "rt", **storage_options(href, timeout()))
 
 
 def _as_href(stac: str) -> str:
@@ -130,18 +137,23 @@ def _as_href(stac: str) -> str:
 
 
 def _read_json(stac: str) -> dict:
+    seconds = timeout()
     try:
-        with fsspec.open(stac, "rt") as f:
+        with _open(stac) as f:
             doc = json.load(f)
     except FileNotFoundError as err:
-        cause = err.__cause__  # fsspec's HTTP filesystem wraps connection failures
-        if cause is not None:
-            raise CatalogError(f"cannot reach STAC catalog {stac}: {reason(cause)}") from None
+        cause = err  # fsspec's HTTP filesystem wraps connection failures, once or twice
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        if not isinstance(cause, FileNotFoundError):
+            why = no_answer(seconds) if timed_out(cause) else reason(cause)
+            raise CatalogError(f"cannot reach STAC catalog {stac}: {why}") from None
         raise CatalogError(f"STAC catalog not found: {stac}") from None
     except json.JSONDecodeError:
         raise CatalogError(f"{stac} does not answer with STAC JSON") from None
     except Exception as err:  # network stacks raise many unrelated types
-        raise CatalogError(f"cannot reach STAC catalog {stac}: {reason(err)}") from None
+        why = no_answer(seconds) if timed_out(err) else reason(err)
+        raise CatalogError(f"cannot reach STAC catalog {stac}: {why}") from None
     if not isinstance(doc, dict):
         raise CatalogError(f"{stac} does not answer with STAC JSON")
     return doc
@@ -154,8 +166,10 @@ def _is_search_api(doc: dict) -> bool:
 
 def _search_api(url: str, query: Query, limit: int | None, scenes: bool) -> SearchResult:
     max_cloud = query.max_cloud
+    wait = (timeout(),) * 2  # to connect, and between two bytes of an answer
     try:
-        client = pystac_client.Client.open(url)
+        io = StacApiIO(timeout=wait, max_retries=http_retries())
+        client = pystac_client.Client.open(url, stac_io=io, timeout=wait)
         kwargs: dict = {
             "intersects": shapely.geometry.mapping(query.aoi),
             "datetime": _datetime_range(query.start, query.end),
@@ -186,9 +200,12 @@ def _search_api(url: str, query: Query, limit: int | None, scenes: bool) -> Sear
         with warnings.catch_warnings():  # an API that does not count says so with a warning
             warnings.simplefilter("ignore")
             matched = found.matched() if limit is not None else None
-    except pystac_client.exceptions.APIError as err:
-        raise CatalogError(f"STAC API {url} refused the search: {reason(err)}") from None
-    except Exception as err:  # requests/urllib3 connection errors
+    except Exception as err:
+        if timed_out(err):  # after its retries
+            raise CatalogError(f"cannot search STAC API {url}: {no_answer(wait[1])}") from None
+        if isinstance(err, pystac_client.exceptions.APIError):
+            raise CatalogError(f"STAC API {url} refused the search: {reason(err)}") from None
+        # requests/urllib3 connection errors
         raise CatalogError(f"cannot search STAC API {url}: {reason(err)}") from None
     return SearchResult(_sorted(items), cloud_filter, matched)
 

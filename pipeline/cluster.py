@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dask
 from distributed import Client, LocalCluster
+from distributed.utils import silence_logging_cmgr
 
 from pipeline.errors import ClusterError
+from pipeline.network import timeout
 
 #: The worker resource that the tiles' model tasks claim (a share each, see
 #: :data:`pipeline.run.dispatch.MODEL_SHARE`); ``dask cuda worker`` needs ``--resources GPU=1``
@@ -26,11 +30,16 @@ GPU_RESOURCE = "GPU"
 
 #: The scheduler address the Dask Kubernetes operator gives a DaskJob's runner.
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
+#: Seconds to reach a scheduler, or to reach it again after losing it: it is on the cluster's
+#: own network, a few milliseconds away when it is there at all.
+SCHEDULER_TIMEOUT = 10.0
 
 _QUIET = {
     "host": "127.0.0.1",
     "dashboard_address": None,
-    "silence_logs": logging.ERROR,  # failed tiles are reported by the flow, once each
+    # failed tiles are reported by the flow, once each: not also by the worker that ran them
+    # (its "Compute Failed" block with the task and the traceback is logged as an ERROR)
+    "silence_logs": logging.CRITICAL,
     # the scheduler serves HTTP even without a dashboard: any free port, not 8787
     "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
 }
@@ -61,14 +70,21 @@ def dask_client(
     thread per CPU core it can share for the stages around the models. Otherwise it has
     ``workers`` (default 2) processes of one thread each: the model stages use whole cores
     through NumPy, and a process per core keeps the GIL out of the way.
+
+    The client waits :data:`SCHEDULER_TIMEOUT` seconds for the scheduler (or
+    :func:`pipeline.network.timeout`'s, if shorter), when connecting and when reconnecting
+    after losing it (then its futures are cancelled, see
+    :func:`pipeline.run.dispatch.run_tiles`); Dask's own log lines stay quiet, the caller
+    reports what went wrong.
     """
     if scheduler:
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as err:
-            raise ClusterError(f"cannot reach Dask scheduler {scheduler}: {err}") from None
-        with client:
-            yield client
+        with silence_logging_cmgr(logging.CRITICAL):
+            try:
+                client = Client(scheduler, timeout=min(SCHEDULER_TIMEOUT, timeout()))
+            except (OSError, TimeoutError) as err:
+                raise ClusterError(f"cannot reach Dask scheduler {scheduler}: {err}") from None
+            with client:
+                yield client
         return
     with _local_cluster(workers, gpus) as cluster, Client(cluster) as client:
         yield client
@@ -83,8 +99,24 @@ _NO_PROFILER = {"distributed.worker.profile.enabled": False}
 
 def _local_cluster(workers: int | None, gpus: int) -> LocalCluster:
     # a nanny hands the configuration it was created under to its worker process
-    with dask.config.set(_NO_PROFILER):
+    with dask.config.set(_NO_PROFILER), _workers_ignore_ctrl_c():
         return _new_local_cluster(workers, gpus)
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Ctrl-C in a terminal interrupts every process of its group: the worker processes
+    started meanwhile ignore it (an ignored signal stays ignored in a new process), so that
+    only the runner stops, closes the cluster and says so, rather than each worker printing
+    its own traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may change how a signal is handled
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _new_local_cluster(workers: int | None, gpus: int) -> LocalCluster:

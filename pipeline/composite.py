@@ -69,11 +69,15 @@ def clear_sky(
     mask_snow: bool = True,
     bands: Sequence[str] = REFLECTANCE_BANDS,
     chunksize: int = 1024,
+    timeout: float | None = None,
+    cached: bool = True,
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """The lazy clear-sky composite of ``bands`` at 10 m over ``bounds`` (in EPSG:``epsg``)
-    and its clear count, from ``scenes`` read in square chunks of ``chunksize`` pixels."""
-    reflectance = load_reflectance(scenes, bands, epsg, bounds, chunksize)
-    return median_composite(reflectance, load_scl(scenes, epsg, bounds, chunksize), mask_snow)
+    and its clear count, from ``scenes`` read in square chunks of ``chunksize`` pixels
+    (``timeout``, ``cached``: see :func:`pipeline.load.load_reflectance`)."""
+    reflectance = load_reflectance(scenes, bands, epsg, bounds, chunksize, timeout, cached)
+    scl = load_scl(scenes, epsg, bounds, chunksize, timeout, cached)
+    return median_composite(reflectance, scl, mask_snow)
 
 
 def _nanmedian_time(values: np.ndarray) -> np.ndarray:

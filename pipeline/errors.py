@@ -1,10 +1,13 @@
 """Errors a user can cause. The CLI prints their message as one line and exits non-zero."""
 
+from pipeline.redact import redact
+
 
 def reason(err: BaseException) -> str:
-    """The first line of an error's own words, without errno numbers or file names."""
+    """The first line of an error's own words, without errno numbers, file names or the
+    secrets of URLs (see :func:`pipeline.redact.redact`)."""
     text = (isinstance(err, OSError) and err.strerror) or str(err) or type(err).__name__
-    return text.strip().splitlines()[0][:200]
+    return redact(text.strip().splitlines()[0])[:200]
 
 
 class UserError(Exception):

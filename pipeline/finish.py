@@ -10,6 +10,7 @@ from distributed import Client
 
 from pipeline.overviews import build_overviews, level_count, level_path, multiscales_attrs
 from pipeline.product_stac import ProductFacts, QualitySummary, date_range, write_stac
+from pipeline.redact import redact
 from pipeline.run.dispatch import RunSummary
 from pipeline.run.plan import Plan
 from pipeline.store import LEVEL_ONE, ProductStore
@@ -44,7 +45,7 @@ def finish_product(
     request = plan.request
     start, end = date_range(request.start, request.end)
     facts = ProductFacts(
-        name=PurePosixPath(store.url.rstrip("/")).stem,
+        name=PurePosixPath(redact(store.url).rstrip("/")).stem,
         grid=plan.grid,
         bands=request.bands,
         start=start,

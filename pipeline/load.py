@@ -26,10 +26,13 @@ import xarray as xr
 from rasterio.enums import Resampling
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
+from stackstac.rio_reader import DEFAULT_GDAL_ENV
 
 from pipeline.bands import BANDS, REFLECTANCE_BANDS, SCL_ALIASES
 from pipeline.errors import CatalogError
 from pipeline.grid import INPUT_RESOLUTION
+from pipeline.network import gdal_options
+from pipeline.network import timeout as network_timeout
 
 #: BOA_ADD_OFFSET applied by ESA from processing baseline 04.00 on.
 BOA_ADD_OFFSET = -1000
@@ -184,7 +187,13 @@ def _stack(
     bounds: tuple[float, float, float, float],
     resampling: Resampling,
     chunksize: int,
+    timeout: float | None,
+    cached: bool,
 ) -> xr.DataArray:
+    """The assets ``keys`` of ``scenes``; an asset that cannot be read fails the
+    computation (stackstac's default would read an asset that answers 404 as no data).
+    ``timeout`` and ``cached``: see :func:`pipeline.network.gdal_options`."""
+    seconds = network_timeout() if timeout is None else timeout
     return stackstac.stack(
         [{**s.stac, "assets": {k: s.stac["assets"][k] for k in keys}} for s in scenes],
         assets=list(keys),
@@ -201,6 +210,8 @@ def _stack(
         properties=False,
         band_coords=False,
         sortby_date=False,  # keep the caller's order, which the offsets follow
+        gdal_env=DEFAULT_GDAL_ENV.updated(always=gdal_options(seconds, cached)),
+        errors_as_nodata=(),
     )
 
 
@@ -210,8 +221,13 @@ def load_reflectance(
     epsg: int,
     bounds: tuple[float, float, float, float],
     chunksize: int = 1024,
+    timeout: float | None = None,
+    cached: bool = True,
 ) -> xr.DataArray:
-    """Lazy float32 reflectance, dims (time, band, y, x) at 10 m; NaN where there is no data."""
+    """Lazy float32 reflectance, dims (time, band, y, x) at 10 m; NaN where there is no data.
+
+    ``timeout`` (None: this process's :func:`pipeline.network.timeout`) and ``cached``: see
+    :func:`pipeline.network.gdal_options`."""
     scenes = [to_scene(i, bands) for i in items]
     native = scene_epsg(scenes) == epsg
     dn = _stack(
@@ -221,6 +237,8 @@ def load_reflectance(
         bounds,
         Resampling.nearest if native else Resampling.bilinear,
         chunksize,
+        timeout,
+        cached,
     )
     offsets = xr.DataArray(
         np.array([s.offset for s in scenes], dtype="float32"), dims="time"
@@ -234,8 +252,10 @@ def load_scl(
     epsg: int,
     bounds: tuple[float, float, float, float],
     chunksize: int = 1024,
+    timeout: float | None = None,
+    cached: bool = True,
 ) -> xr.DataArray:
     """Lazy scene classification, dims (time, y, x) at 10 m, nearest; NaN where missing."""
     scenes = [to_scene(i, ["SCL"]) for i in items]
-    scl = _stack(scenes, ["SCL"], epsg, bounds, Resampling.nearest, chunksize)
+    scl = _stack(scenes, ["SCL"], epsg, bounds, Resampling.nearest, chunksize, timeout, cached)
     return scl.isel(band=0, drop=True).rename("scl")

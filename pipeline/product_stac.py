@@ -28,6 +28,7 @@ from pipeline.grid import RESOLUTION, OutputGrid
 from pipeline.load import Scene
 from pipeline.overviews import level_count, level_path, level_shape, level_transform
 from pipeline.quality.verdict import verdict
+from pipeline.redact import redact
 from pipeline.store import (
     QUALITY_LAYERS,
     SCALE_FACTOR,
@@ -153,8 +154,8 @@ def product_item(facts: ProductFacts, quality: dict[str, Any]) -> pystac.Item:
         item.add_asset(f"overview_{level}", _overview_asset(grid, level))
     for source in facts.source_items:
         if source.href:
-            item.add_link(pystac.Link("derived_from", source.href, pystac.MediaType.JSON,
-                                      source.id))
+            item.add_link(pystac.Link("derived_from", redact(source.href),
+                                      pystac.MediaType.JSON, source.id))
     item.add_link(pystac.Link("collection", "./collection.json", pystac.MediaType.JSON))
     item.add_link(pystac.Link("parent", "./collection.json", pystac.MediaType.JSON))
     item.add_link(pystac.Link("root", "./collection.json", pystac.MediaType.JSON))

@@ -7,7 +7,9 @@ in between leaves an unmarked tile that the next run redoes.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import posixpath
 import warnings
 from collections.abc import Iterable, Iterator
@@ -27,8 +29,10 @@ from zarr.abc.store import Store
 from zarr.errors import ZarrUserWarning
 from zarr.storage import FsspecStore, LocalStore
 
+from pipeline import network
 from pipeline.errors import OutputError, reason
 from pipeline.grid import RESOLUTION, OutputGrid, Tile
+from pipeline.lease import describe, holders
 from pipeline.pyramid import AVERAGE, RESAMPLING, level_path, reduce_2x2
 from pipeline.quality.layers import (
     INCONSISTENT,
@@ -43,6 +47,8 @@ SCALE_FACTOR = 1e-4
 
 #: What storage raises for unwritable locations; s3fs maps most S3 errors to OSError subclasses.
 _STORAGE_ERRORS = (OSError, BotoCoreError, ClientError)
+#: Protocols whose first path element is a bucket, which a product is never written without.
+_BUCKETS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})
 
 
 #: Folder of the completion markers (not a Zarr node): tiles at its top, overview shards below.
@@ -122,19 +128,27 @@ class ProductStore:
         uncertainty: bool = False,
         overwrite: bool = False,
         storage_options: dict[str, Any] | None = None,
+        create_bucket: bool = False,
     ) -> ProductStore:
         """Create the product's metadata, or reuse a product with the same grid and bands.
 
         A product is reused only if its ``attrs[RECIPE]`` (the settings that decide pixel
         values) equals the new one, so tiles made in different ways never mix. Reusing keeps
         the tile markers so the caller can skip finished tiles. Nothing of an existing product
-        is touched unless it is reused or ``overwrite`` is set. ``uncertainty`` adds the
-        RGB models' per-pixel standard deviation over samples.
+        is touched unless it is reused or ``overwrite`` is set, and ``overwrite`` is refused
+        while another run holds a lease on it (see :mod:`pipeline.lease`). A bucket that does
+        not exist is refused, or made with ``create_bucket``: a typo in a bucket's name
+        should not make a new one. ``uncertainty`` adds the RGB models' per-pixel standard
+        deviation over samples. The store's requests get the network's time limits (see
+        :mod:`pipeline.network`; ``storage_options`` may override them).
         """
-        store = cls(url, storage_options)
+        limits = network.storage_options(url, network.timeout())
+        store = cls(url, {**limits, **(storage_options or {})} or None)
         root_attrs = {**attrs, "Conventions": "CF-1.8", **_grid_attrs(grid, bands)}
         with store._storage_errors():
             existing = store._existing_attrs()
+            if existing is None:
+                store._require_bucket(create_bucket)
             if existing is not None and not overwrite:
                 if not _same_grid(existing, grid, bands):
                     raise OutputError(
@@ -150,6 +164,12 @@ class ProductStore:
                 store._open_group().update_attributes(_plain(root_attrs))
                 return store
             if existing is not None:
+                running = holders(store)
+                if running:
+                    raise OutputError(
+                        f"another run is writing {url} ({describe(running[0])}); --overwrite "
+                        "would delete its tiles: wait for it to end"
+                    )
                 store._delete()
             store._create_arrays(grid, bands, uncertainty)
             # The grid attributes go last: a product interrupted while being created lacks them.
@@ -272,10 +292,14 @@ class ProductStore:
                 zarr.consolidate_metadata(self.zarr_store())
 
     def markers(self, under: str = "") -> Iterator[dict[str, Any]]:
-        """The completion markers in ``tiles/<under>``, read in batches so that hundreds of
-        thousands of them stream through without being held at once."""
+        """The completion markers in ``tiles/<under>``."""
+        return self.documents(posixpath.join(MARKERS, under))
+
+    def documents(self, relative: str) -> Iterator[dict[str, Any]]:
+        """The JSON documents in the folder ``relative`` inside the product, read in batches
+        so that hundreds of thousands of them stream through without being held at once."""
         fs, path = self._fs()
-        folder = posixpath.join(path, MARKERS, under)
+        folder = posixpath.join(path, relative)
         fs.invalidate_cache(folder)
         try:
             names = sorted(n for n in fs.ls(folder, detail=False) if n.endswith(".json"))
@@ -290,9 +314,19 @@ class ProductStore:
         """Write a JSON document (marker, STAC file) at ``relative`` inside the product."""
         fs, path = self._fs()
         target = f"{path}/{relative}"
-        if isinstance(fs, LocalFileSystem):  # object stores have no folders to make
-            fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        fs.pipe_file(target, json.dumps(doc, default=_json_default, indent=indent).encode())
+        with self._storage_errors(f"{relative} to "):
+            if isinstance(fs, LocalFileSystem):  # object stores have no folders to make
+                fs.makedirs(posixpath.dirname(target), exist_ok=True)
+            fs.pipe_file(target, json.dumps(doc, default=_json_default, indent=indent).encode())
+
+    def remove(self, relative: str) -> None:
+        """Remove the file at ``relative`` inside the product, and its folder once empty."""
+        fs, path = self._fs()
+        target = f"{path}/{relative}"
+        fs.rm_file(target)
+        if isinstance(fs, LocalFileSystem):  # object stores have no folders to leave behind
+            with contextlib.suppress(OSError):
+                os.rmdir(posixpath.dirname(target))
 
     def zarr_store(self) -> Store:
         """The product as a zarr store, for readers and writers of whole groups and arrays."""
@@ -325,6 +359,22 @@ class ProductStore:
             yield
         except _STORAGE_ERRORS as err:
             raise OutputError(f"cannot write {what}{self.url}: {reason(err)}") from None
+
+    def _require_bucket(self, create: bool) -> None:
+        """OutputError for a bucket that does not exist, unless ``create``, which makes it."""
+        fs, path = self._fs()
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        if not protocols & _BUCKETS:
+            return
+        bucket = path.split("/", 1)[0]
+        if fs.exists(bucket):
+            return
+        if not create:
+            scheme = self.url.split("://", 1)[0]
+            raise OutputError(
+                f"bucket {scheme}://{bucket} does not exist: create it, or pass --create-bucket"
+            )
+        fs.mkdir(bucket)
 
     def _existing_attrs(self) -> dict[str, Any] | None:
         """Root attributes of the product at the URL; None if nothing (or an empty folder) is."""

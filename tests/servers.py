@@ -13,6 +13,8 @@ server's log when it dies or does not come up in time) and, on ``__exit__`` (or
   API that conforms to query, sort, fields and CQL2 filter.
 * :class:`HubServer` -- the Hugging Face hub's file downloads (``resolve`` URLs) over a local
   folder, written here on the standard library (run as ``python servers.py hub ...``).
+* :class:`SilentServer` -- accepts connections and never answers them (or resets them), on
+  threads of the test process: what only a client's time-out gets past.
 
 Nothing here talks to any address but 127.0.0.1.  The system packages the servers need are
 installed by ``bash scripts/bootstrap.sh --test``.
@@ -28,9 +30,11 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -784,6 +788,86 @@ class PgstacServer(_Server):
             loader.load_collections(iter([dict(collection)]), Methods.upsert)
             if feats:
                 loader.load_items(iter(feats), Methods.upsert)
+
+
+# --------------------------------------------------------------------------------------------
+# A server that hangs its clients
+
+
+class SilentServer(_Server):
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers it: a
+    server hanging its clients, which only a time-out ends. With ``reset`` it drops each
+    connection at once instead (the client sees "connection reset by peer"). HTTP ``GET``s of
+    the paths in ``answers`` get that JSON, so that a client can get past a first request
+    (a STAC API's root) and hang on the next one (its search).
+
+    It runs on threads of the test process: it needs nothing but the standard library.
+    """
+
+    def __init__(self, answers: Mapping[str, Any] | None = None, *, reset: bool = False) -> None:
+        self.answers = dict(answers or {})
+        self.reset = reset
+        self.port = 0
+        self._listener: socket.socket | None = None
+        self._stop = threading.Event()
+        self._held: list[socket.socket] = []
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT``."""
+        return f"http://{HOST}:{self.port}"
+
+    def start(self) -> Self:
+        t0 = time.monotonic()
+        self._listener = socket.create_server((HOST, 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, name="silent-server", daemon=True).start()
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for conn in self._held:
+            with contextlib.suppress(OSError):
+                conn.close()
+        self._held.clear()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                assert self._listener is not None
+                conn, _ = self._listener.accept()
+            except (OSError, AssertionError):
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        if self.reset:  # linger 0: close with a RST, not a FIN
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            return
+        request = b""
+        with contextlib.suppress(OSError):
+            conn.settimeout(5)
+            while b"\r\n\r\n" not in request and len(request) < 65536:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                request += chunk
+        method, _, rest = request.decode("latin-1").partition(" ")
+        path = urllib.parse.urlsplit(rest.partition(" ")[0]).path
+        if method == "GET" and path in self.answers:
+            body = json.dumps(self.answers[path]).encode()
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            with contextlib.suppress(OSError):
+                conn.sendall(head.encode() + body)
+            conn.close()
+            return
+        self._held.append(conn)  # never answered: closed when the server stops
 
 
 # --------------------------------------------------------------------------------------------

@@ -46,6 +46,17 @@ def warning_line(summary: Mapping[str, Any]) -> str | None:
     )
 
 
+def no_data_line(summary: Mapping[str, Any]) -> str | None:
+    """The one line a command ends with when tiles were finished but not one of their pixels
+    has data: a product that looks made and holds nothing."""
+    if not summary.get("tiles_done") or summary.get("valid_fraction"):
+        return None
+    return (
+        f"warning: all {summary['tiles_done']} finished tiles are no data: no clear "
+        "observation of the AOI (every scene cloudy there, or no scene over it)"
+    )
+
+
 def _percent(fraction: float) -> str:
     """0.234 → "23.4 %", 0.05 → "5 %"."""
     return f"{round(100 * fraction, 1):g} %"

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
 
 from distributed import Client, Future
@@ -53,6 +54,9 @@ class RunSummary:
     failed: dict[str, str] = field(default_factory=dict)
     #: The runner's own time handing out tiles (picking their scenes, submitting their tasks).
     client_seconds: float = 0.0
+    #: The scheduler's address when the run lost it before every tile was tried; the tiles
+    #: neither done nor failed are left for the next run.
+    lost: str | None = None
 
 
 def tile_job(
@@ -184,7 +188,14 @@ def run_tiles(
         future.add_done_callback(ended.put)
         summary.client_seconds += time.perf_counter() - started
 
+    address = client.scheduler.address if client.scheduler else None
     while todo or delayed or running:
+        if client.status != "running":  # reconnecting to a lost scheduler, or given up
+            if client.status in ("closing", "closed"):
+                summary.lost = address
+                break
+            time.sleep(0.1)
+            continue
         if time.monotonic() - resized > RESIZE_EVERY:
             in_flight, resized = tiles_in_flight(client), time.monotonic()
         while len(running) < in_flight and (delayed and delayed[0][0] <= time.monotonic()):
@@ -204,7 +215,9 @@ def run_tiles(
             done.append(ended.get())
         for future in done:
             tile, attempt = running.pop(future)
-            error = future.exception()
+            # a future is cancelled when the client loses the scheduler (see retry.TRANSIENT)
+            cancelled = future.cancelled()
+            error = CancelledError("lost the scheduler") if cancelled else future.exception()
             message = None if error is None else f"{type(error).__name__}: {reason(error)}"
             if error is not None and retry.again(error, attempt):
                 delay = retry.delay(attempt)

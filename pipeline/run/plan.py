@@ -29,6 +29,7 @@ from pipeline.grid import INPUT_RESOLUTION, OutputGrid, Tile, default_crs, plan_
 from pipeline.load import Scene, lattice_anchor
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.quality.layers import risk_rule
+from pipeline.redact import redact
 from pipeline.store import QUALITY_LAYERS, RECIPE
 from pipeline.superresolve import SuperResolver
 
@@ -150,7 +151,7 @@ class Plan:
             **_options_entry(
                 "fusion_model_options", _with_consistency(r.fusion_options, self.resolver.fusion)
             ),
-            "stac": r.stac,
+            "stac": redact(r.stac),  # a product is shared: never with the catalog's token
             "collection": r.collection,
             "date_range": [r.start.isoformat(), r.end.isoformat()],
             "max_cloud_cover": r.max_cloud,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 
 #: Errors that may pass on a second try: reads and connections (OSError covers rasterio's
-#: read errors and the network's), time-outs, and workers lost under a task.
-TRANSIENT = (OSError, TimeoutError, KilledWorker, CommClosedError)
+#: read errors and the network's), time-outs, workers lost under a task, and tasks cancelled
+#: when the runner lost the scheduler (it reconnects, or the run stops).
+TRANSIENT = (OSError, TimeoutError, KilledWorker, CommClosedError, CancelledError)
 
 
 @dataclass(frozen=True)

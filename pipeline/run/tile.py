@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dask
 import dask.array as da
@@ -24,8 +24,11 @@ from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.composite import clear_sky
 from pipeline.grid import INPUT_RESOLUTION, SCALE, OutputGrid, Tile
 from pipeline.load import Scene
+from pipeline.network import timeout
 from pipeline.quality.layers import QualityLayers, judged
+from pipeline.redact import redact
 from pipeline.resample import upsample_nearest
+from pipeline.run.retry import may_pass
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
 
@@ -55,6 +58,8 @@ class TileJob:
     level_one: bool = False
     #: Whether the models of one worker process run one tile at a time (on a GPU).
     exclusive: bool = False
+    #: How long a read may wait for a server: the runner's setting, wherever the job runs.
+    timeout: float = field(default_factory=timeout)
 
     def bounds(self, tile: Tile) -> tuple[float, float, float, float]:
         """The tile's bounds widened by the models' halo."""
@@ -78,18 +83,48 @@ def prepare_tile(job: TileJob, tile: Tile, scenes: list[Scene]) -> TileInput:
         round((bounds[2] - bounds[0]) / INPUT_RESOLUTION),
     )
     if scenes:
-        lazy = clear_sky(
-            scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=max(shape)
-        )
-        composite, count = dask.compute(
-            lazy[0].data, lazy[1].data, scheduler="threads", num_workers=READ_THREADS
-        )
+        composite, count = _read(job, tile, scenes, bounds, max(shape))
     else:
         composite = np.full((len(REFLECTANCE_BANDS), *shape), np.nan, np.float32)
         count = np.zeros(shape, np.uint8)
     halo = job.resolver.halo
     inside = (slice(halo, -halo),) * 2
     return TileInput(composite, count[inside], [s.id for s in scenes])
+
+
+class ReadError(OSError):
+    """A tile's scenes could not be read: an asset that answers an error, or none, or is cut
+    short. It may pass on another try (see :mod:`pipeline.run.retry`)."""
+
+
+#: Keys of the tiles whose reads failed in this process: GDAL remembers a failed request for
+#: the life of the process, so that their next reads here must bypass its memory.
+_FAILED_HERE: set[str] = set()
+
+
+def _read(
+    job: TileJob, tile: Tile, scenes: list[Scene], bounds: tuple[float, ...], chunk: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The composite and clear count over ``bounds``; a read error is a :class:`ReadError`
+    whose message names the asset by its URL without secrets (it reaches the runner and the
+    worker's log), never no data."""
+    cached = tile.key not in _FAILED_HERE
+    lazy = clear_sky(scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=chunk,
+                     timeout=job.timeout, cached=cached)
+    try:
+        composite, count = dask.compute(
+            lazy[0].data, lazy[1].data, scheduler="threads", num_workers=READ_THREADS
+        )
+    except Exception as err:
+        if not may_pass(err):
+            raise
+        failure = redact(str(err).strip().splitlines()[0])
+    else:
+        _FAILED_HERE.discard(tile.key)
+        return composite, count
+    _FAILED_HERE.add(tile.key)
+    # raised outside the handler: the error it replaces (and its URL) does not travel with it
+    raise ReadError(failure)
 
 
 def complete_tile(job: TileJob, tile: Tile, prepared: TileInput) -> dict:
