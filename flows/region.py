@@ -13,30 +13,34 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 from pyproj import CRS
-from pyproj.exceptions import CRSError
 from tqdm import tqdm
 
 from flows._cli import OneLineErrors, run_command
 from pipeline.bands import REFLECTANCE_BANDS, validate_bands
 from pipeline.catalog import DEMO_CATALOG, is_demo_catalog
-from pipeline.cluster import SCHEDULER_ENV, cuda_devices, dask_client
+from pipeline.cluster import SCHEDULER_ENV, cuda_devices, dask_client, scheduler_address
 from pipeline.errors import UserError
 from pipeline.finish import finish_product
-from pipeline.grid import read_aoi
+from pipeline.grid import check_tile_size, parse_crs, read_aoi
 from pipeline.models import FUSION_MODELS, RGB_MODELS
 from pipeline.models.published import default_weights, describe, names
 from pipeline.quality.verdict import warning_line
 from pipeline.run.dispatch import run_tiles
-from pipeline.run.plan import RegionRequest, plan_region
+from pipeline.run.plan import Plan, RegionRequest, plan_region
 from pipeline.store import ProductStore
 from pipeline.superresolve import Layout, layout_for
 
 DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
 DEMO_DATES = (date(2023, 1, 1), date(2023, 1, 31))
+#: At most this many ``warning: item ... skipped`` lines; a count stands for the rest.
+SKIPPED_SHOWN = 5
+T = TypeVar("T")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
                    "default: the embedded demo catalog)")
     p.add_argument("--collection", help="collection id, e.g. sentinel-2-c1-l2a (Earth Search) "
                    "or sentinel-2-l2a (Planetary Computer)")
-    p.add_argument("--max-cloud", type=float, default=100.0, metavar="PERCENT",
+    p.add_argument("--max-cloud", type=_percent, default=100.0, metavar="PERCENT",
                    help="skip scenes with more cloud cover than this (default: 100)")
     p.add_argument("--out", help="output Zarr: local path or fsspec URL such as s3://bucket/x.zarr "
                    "(default: ./output/<aoi>-<start>-<end>.zarr)")
@@ -62,10 +66,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int,
                    help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920; "
                    "15360 when --rgb-model difffusr runs on CUDA)")
-    p.add_argument("--scheduler", default=os.environ.get(SCHEDULER_ENV),
+    p.add_argument("--scheduler", type=_scheduler, default=os.environ.get(SCHEDULER_ENV),
                    help="address of an existing Dask scheduler (default: $"
                    f"{SCHEDULER_ENV} if set, else start a local cluster)")
-    p.add_argument("--workers", type=int, help="worker processes of the local cluster "
+    p.add_argument("--workers", type=_positive, help="worker processes of the local cluster "
                    "(default: 2 on CPUs; one per GPU when a learned model runs on CUDA)")
     p.add_argument("--rgb-model", default="bicubic", choices=sorted(RGB_MODELS),
                    help="RGB ×4 model (default: bicubic)")
@@ -124,13 +128,33 @@ def _date(text: str) -> date:
 
 
 def _crs(text: str) -> CRS:
+    return _checked(parse_crs, text)
+
+
+def _scheduler(text: str) -> str:
+    return _checked(scheduler_address, text)
+
+
+def _percent(text: str) -> float:
+    value = _checked(float, text)
+    if not 0 <= value <= 100:  # NaN too
+        raise argparse.ArgumentTypeError(f"not a percentage from 0 to 100: {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _checked(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _checked(parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)``; its ValueError as argparse's one-line usage error."""
     try:
-        crs = CRS.from_user_input(text)
-    except CRSError:
-        raise argparse.ArgumentTypeError(f"unknown CRS {text!r}") from None
-    if crs.to_epsg() is None or not crs.is_projected:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a projected CRS with an EPSG code")
-    return crs
+        return parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     for model in (plan.resolver.rgb, plan.resolver.fusion):
         for line in describe(model, is_demo_catalog(args.stac)):
             print(line, file=sys.stderr)
+    for line in _plan_warnings(plan):
+        print(line, file=sys.stderr)
     print(plan.describe())
     print(f"output:        {out}")
     if args.dry_run:
@@ -180,6 +206,17 @@ def run(args: argparse.Namespace) -> int:
     if warning:  # the last line, where nobody can miss it
         print(warning, file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def _plan_warnings(plan: Plan) -> list[str]:
+    """The plan's warnings and its skipped items (the first few, then how many more)."""
+    lines = [f"warning: {w}" for w in plan.warnings]
+    reasons = list(plan.skipped.values())
+    lines += [f"warning: skipped {r}" for r in reasons[:SKIPPED_SHOWN]]
+    if len(reasons) > SKIPPED_SHOWN:
+        lines.append(f"warning: skipped {len(reasons) - SKIPPED_SHOWN} more items whose "
+                     "properties cannot be read")
+    return lines
 
 
 def _request(args: argparse.Namespace) -> RegionRequest:
@@ -286,9 +323,10 @@ def _layout(args: argparse.Namespace) -> Layout:
 
 
 def _tile_size(size: int) -> int:
-    if size <= 0 or size % 24:
-        raise UserError(f"--tile-size must be a positive multiple of 24, got {size}")
-    return size
+    try:
+        return check_tile_size(size)
+    except ValueError as err:
+        raise UserError(f"--tile-size {size}: {err}") from None
 
 
 def _default_out(aoi: str, start: date, end: date) -> str:

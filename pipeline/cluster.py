@@ -16,8 +16,10 @@ from contextlib import contextmanager
 
 import dask
 from distributed import Client, LocalCluster
+from distributed.comm.addressing import parse_address
+from distributed.comm.registry import get_backend
 
-from pipeline.errors import ClusterError
+from pipeline.errors import ClusterError, reason
 
 #: The worker resource that the tiles' model tasks claim (a share each, see
 #: :data:`pipeline.run.dispatch.MODEL_SHARE`); ``dask cuda worker`` needs ``--resources GPU=1``
@@ -34,6 +36,17 @@ _QUIET = {
     # the scheduler serves HTTP even without a dashboard: any free port, not 8787
     "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
 }
+
+
+def scheduler_address(text: str) -> str:
+    """``text`` when it is an address Dask can connect to (``tcp://host:port``, ``tls://``,
+    ``ws://``...), else ValueError: a malformed one is refused before any work is planned."""
+    try:
+        scheme, location = parse_address(text)
+        get_backend(scheme).get_address_host(location)
+    except ValueError as err:
+        raise ValueError(f"not a Dask scheduler address: {text!r} ({reason(err)})") from None
+    return text
 
 
 def cuda_devices() -> int:
