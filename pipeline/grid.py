@@ -113,13 +113,14 @@ def aoi_from_geojson(doc: object, name: str = "AOI") -> BaseGeometry:
     if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
         raise AOIError(f"{name} coordinates are not longitude/latitude in WGS84")
     polygons = [g for p in parts for g in getattr(p, "geoms", [p])]
-    aoi = shapely.union_all([shapely.make_valid(_on_the_sphere(p, name)) for p in polygons])
+    aoi = shapely.union_all([shapely.make_valid(split_at_antimeridian(p, name))
+                             for p in polygons])
     if aoi.is_empty or aoi.area == 0:
         raise AOIError(f"{name} has an empty polygon")
     return aoi
 
 
-def _on_the_sphere(polygon: Polygon, name: str) -> BaseGeometry:
+def split_at_antimeridian(polygon: Polygon, name: str = "the polygon") -> BaseGeometry:
     """``polygon`` as meant when an edge of it jumps more than 180° in longitude: across the
     antimeridian (no one draws an edge around half the world), split there (RFC 7946). An
     edge from -180° to 180° (of a cap, or of a part already split) is taken as drawn."""
@@ -167,15 +168,28 @@ def default_crs(aoi: BaseGeometry) -> CRS:
 
 
 def _centre(aoi: BaseGeometry) -> tuple[float, float]:
-    """The centroid of the AOI, with its parts in the western hemisphere moved east by 360°
-    when that makes it narrower (an AOI split at the antimeridian), as longitude/latitude."""
-    parts = getattr(aoi, "geoms", [aoi])
+    """The centroid of the AOI as longitude/latitude, across the antimeridian where the AOI
+    lies across it."""
+    centroid = _eastward(aoi).centroid
+    return (centroid.x + 180) % 360 - 180, centroid.y
+
+
+def wgs84_bbox(geometry: BaseGeometry) -> list[float]:
+    """The bbox of a longitude/latitude geometry; across the antimeridian, as RFC 7946 writes
+    it there: its west bound east of its east bound."""
+    west, south, east, north = _eastward(geometry).bounds
+    return [west, south, east - 360 if east > 180 else east, north]
+
+
+def _eastward(geometry: BaseGeometry) -> BaseGeometry:
+    """``geometry`` with its parts in the western hemisphere moved east by 360° when that
+    makes it narrower (one split at the antimeridian), else itself."""
+    parts = getattr(geometry, "geoms", [geometry])
     moved = shapely.union_all(
         [shapely.affinity.translate(p, 360) if p.bounds[2] <= 0 else p for p in parts]
     )
-    narrower = moved.bounds[2] - moved.bounds[0] < aoi.bounds[2] - aoi.bounds[0]
-    centroid = (moved if narrower else aoi).centroid
-    return (centroid.x + 180) % 360 - 180, centroid.y
+    narrower = moved.bounds[2] - moved.bounds[0] < geometry.bounds[2] - geometry.bounds[0]
+    return moved if narrower else geometry
 
 
 def parse_crs(text: str) -> CRS:

@@ -27,8 +27,16 @@ from shapely.geometry import box, mapping
 
 from flows import region as command
 from pipeline.catalog import DEMO_CATALOG
-from pipeline.grid import MAX_AOI_BYTES, aoi_from_geojson, project, read_aoi
+from pipeline.grid import (
+    MAX_AOI_BYTES,
+    aoi_from_geojson,
+    plan_grid,
+    project,
+    read_aoi,
+    wgs84_bbox,
+)
 from pipeline.models.diffusion.rgb import DEMO_WEIGHTS
+from pipeline.product_stac import footprint
 from tests.products import DEMO_TILES, DEMO_TILING
 
 
@@ -306,12 +314,13 @@ def test_an_aoi_across_the_antimeridian_is_gridded_where_it_is(geometry, tmp_pat
     assert "tiles:         15 of 1920 px" in out
 
 
+CAP = [[-180, 80], [180, 80], [180, 90], [-180, 90], [-180, 80]]
+
+
 def test_a_polar_cap_in_a_polar_crs_is_the_whole_disc():
     """The cap north of 80°, drawn as RFC 7946 draws it (along the antimeridian to the pole),
     projected into polar stereographic: the disc, not the line its four corners make."""
-    cap = aoi_from_geojson(
-        json.loads(polygon([[-180, 80], [180, 80], [180, 90], [-180, 90], [-180, 80]]))
-    )
+    cap = aoi_from_geojson(json.loads(polygon(CAP)))
     disc = project(cap, CRS.from_epsg(3413))
     radius = project(shapely.Point(0, 80), CRS.from_epsg(3413)).distance(shapely.Point(0, 0))
     assert disc.area == pytest.approx(math.pi * radius**2, rel=1e-3)
@@ -371,3 +380,17 @@ def test_a_crs_spelt_otherwise_resumes_the_product_unchanged(
     assert "output grid:   EPSG:32719" in out
     after = xr.open_zarr(copy).attrs["grid_crs_wkt"]
     assert after == before and 'ID["EPSG",32719]' in after
+
+
+def test_the_product_footprint_across_the_antimeridian_and_around_a_pole():
+    """The STAC footprint of a product gridded across the antimeridian is split there, its
+    bbox west of east as RFC 7946 writes it; that of a grid around a pole is the cap."""
+    strip = aoi_from_geojson(json.loads(polygon(STRIP)))
+    outline = footprint(plan_grid(strip, CRS.from_epsg(32701), 1920))
+    assert outline.geom_type == "MultiPolygon"
+    west, south, east, north = wgs84_bbox(outline)
+    assert 179.85 < west <= 179.9 and -179.9 <= east < -179.85
+    assert -16.2 < south < -16.1 and -16 < north < -15.9
+    cap = aoi_from_geojson(json.loads(polygon(CAP)))
+    west, south, east, north = footprint(plan_grid(cap, CRS.from_epsg(3413), 1920)).bounds
+    assert (west, east, north) == (-180, 180, 90) and 75.5 < south < 76  # the corners
