@@ -126,8 +126,8 @@ class DiffFuSRRGB(PinnedWeights):
             raise ValueError("samples, steps and batch must be at least 1")
         if not 0 <= self.eta <= 1:  # beyond 1 the DDIM step takes the root of a negative
             raise ValueError(f"eta must be from 0 to 1, got {self.eta}")
-        if not -(2**63) <= self.seed < 2**63:  # the noise streams are keyed by 64 bits
-            raise ValueError(f"seed must fit in 64 bits, got {self.seed}")
+        if not -(2**63) <= self.seed <= 2**63 - self.samples:  # each draw's seed is 64 bits
+            raise ValueError(f"seed must fit in 64 bits with its samples, got {self.seed}")
         local = self._pin(DEMO_WEIGHTS)
         if self.network is None:
             object.__setattr__(self, "network", network_config(self.weights, local.path))
