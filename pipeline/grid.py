@@ -17,7 +17,7 @@ import fsspec
 import numpy as np
 import shapely
 import shapely.affinity
-from pyproj import CRS, Transformer
+from pyproj import CRS, Proj, Transformer
 from pyproj.exceptions import CRSError
 from shapely.geometry import Point, Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
@@ -51,6 +51,12 @@ DENSIFY_DEGREES = 0.1
 #: Latitudes where UTM zones end (the polar caps are UPS's): no UTM or LAEA grid holds an AOI
 #: that reaches beyond them, unless the CRS's area of use does.
 POLAR_LIMITS = (-80.0, 84.0)
+#: The most a grid CRS may stretch or shrink the 2.5 m pixels over the AOI: EPSG:3035 does up
+#: to about 5 % over all Europe, a UTM zone 3.4 % at 15° from its central meridian on the
+#: equator; Web Mercator 100 % at 60° of latitude.
+MAX_SCALE_ERROR = 0.1
+#: Boundary points at which the scale error is measured, at most.
+SCALE_SAMPLES = 10_000
 
 
 def read_aoi(path: str) -> BaseGeometry:
@@ -215,15 +221,14 @@ def parse_crs(text: str) -> CRS:
 
 def check_crs(aoi: BaseGeometry, crs: CRS, given: bool = True) -> str | None:
     """Refuse a grid CRS that cannot hold the AOI: one that stops short of the polar
-    latitudes the AOI reaches (UTM, LAEA) or, when the user ``given`` it, whose area of use
-    the AOI misses. Returns a warning line when a given CRS's area of use holds only part of
-    the AOI: pixels there are not 2.5 m on the ground, yet the grid holds them (a country in
-    its national UTM zone does). A default CRS is the project's choice (see
-    :func:`default_crs`), not checked against its area of use."""
+    latitudes the AOI reaches (UTM, LAEA), or whose projection stretches or shrinks the
+    pixels over the AOI by more than :data:`MAX_SCALE_ERROR`. Returns a warning line when the
+    user ``given`` a CRS whose area of use does not hold the AOI though its pixels are still
+    true enough there (a neighbouring UTM zone; a country in its national zone, as Norway in
+    EPSG:25833). A default CRS is the project's choice (see :func:`default_crs`), not
+    compared with its area of use."""
     area = crs.area_of_use
-    if area is None:
-        return None
-    west, south, east, north = area.bounds
+    west, south, east, north = area.bounds if area else (-180.0, -90.0, 180.0, 90.0)
     where = (f"{crs.to_string()} is meant for longitudes {west:g}° to {east:g}°, "
              f"latitudes {south:g}° to {north:g}°")
     _, low, _, high = aoi.bounds
@@ -234,16 +239,28 @@ def check_crs(aoi: BaseGeometry, crs: CRS, given: bool = True) -> str | None:
                         f"what the grid's CRS can hold ({where}): clip it at "
                         f"{POLAR_LIMITS[1]:g}°N / {-POLAR_LIMITS[0]:g}°S, or give --crs a polar "
                         "CRS such as EPSG:3413 (Arctic) or EPSG:3031 (Antarctic)")
-    if not given:
-        return None
+    error = _scale_error(aoi, crs)
+    if not error <= MAX_SCALE_ERROR:  # NaN too
+        raise GridError(f"{crs.to_string()} would make the pixels over the AOI up to "
+                        f"{error:.0%} off 2.5 m on the ground (at most {MAX_SCALE_ERROR:.0%} is "
+                        f"taken): {where}")
     parts = [box(west, south, east, north)] if west <= east else [
         box(west, south, 180, north), box(-180, south, east, north)]
-    usable = shapely.union_all(parts)
-    if not usable.intersects(aoi):
-        raise GridError(f"the AOI lies outside the area of use of the CRS: {where}")
-    if not usable.covers(aoi):
-        return f"the AOI reaches beyond the area of use of the CRS ({where})"
+    if given and not shapely.union_all(parts).covers(aoi):
+        return (f"the AOI reaches beyond the area of use of the CRS ({where}); its pixels "
+                f"there are up to {error:.1%} off 2.5 m on the ground")
     return None
+
+
+def _scale_error(aoi: BaseGeometry, crs: CRS) -> float:
+    """The largest relative error of the projection's scale, along meridians or parallels,
+    at the AOI's boundary (where it is largest, for the projections a grid takes), sampled
+    at most :data:`SCALE_SAMPLES` points."""
+    points = shapely.get_coordinates(shapely.segmentize(aoi.boundary, DENSIFY_DEGREES))
+    points = points[:: max(1, len(points) // SCALE_SAMPLES)]
+    factors = Proj(crs).get_factors(points[:, 0], points[:, 1])
+    scales = np.concatenate([factors.meridional_scale, factors.parallel_scale])
+    return float(np.max(np.abs(scales - 1))) if np.isfinite(scales).all() else math.inf
 
 
 def project(geometry: BaseGeometry, crs: CRS | str) -> BaseGeometry:
