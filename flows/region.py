@@ -13,22 +13,29 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import TypeVar
 
 from distributed import Client
 from pyproj import CRS
-from pyproj.exceptions import CRSError
 from tqdm import tqdm
 
 from flows._cli import OneLineErrors, run_command
 from pipeline.bands import REFLECTANCE_BANDS, validate_bands
 from pipeline.catalog import is_demo_catalog
-from pipeline.cluster import SCHEDULER_ENV, cuda_devices, dask_client, runs_on_cuda
+from pipeline.cluster import (
+    SCHEDULER_ENV,
+    cuda_devices,
+    dask_client,
+    runs_on_cuda,
+    scheduler_address,
+)
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.errors import UserError
 from pipeline.finish import finish_product
-from pipeline.grid import read_aoi
+from pipeline.grid import check_tile_size, parse_crs, read_aoi
 from pipeline.lease import held
 from pipeline.models import FUSION_MODELS, RGB_MODELS
 from pipeline.models.published import default_weights, describe, names
@@ -39,6 +46,10 @@ from pipeline.run.dispatch import RunSummary, run_tiles
 from pipeline.run.plan import Plan, RegionRequest, plan_region
 from pipeline.store import ProductStore
 from pipeline.superresolve import Layout, layout_for
+
+#: At most this many ``warning: item ... skipped`` lines; a count stands for the rest.
+SKIPPED_SHOWN = 5
+T = TypeVar("T")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -55,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
                    "default: the embedded demo catalog)")
     p.add_argument("--collection", help="collection id, e.g. sentinel-2-c1-l2a (Earth Search) "
                    "or sentinel-2-l2a (Planetary Computer)")
-    p.add_argument("--max-cloud", type=float, default=100.0, metavar="PERCENT",
+    p.add_argument("--max-cloud", type=_percent, default=100.0, metavar="PERCENT",
                    help="skip scenes with more cloud cover than this (default: 100)")
     p.add_argument("--out", help="output Zarr: local path or fsspec URL such as s3://bucket/x.zarr "
                    "(default: ./output/<aoi>-<start>-<end>.zarr)")
@@ -64,10 +75,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int,
                    help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920; "
                    "15360 when --rgb-model difffusr runs on CUDA)")
-    p.add_argument("--scheduler", default=os.environ.get(SCHEDULER_ENV),
+    p.add_argument("--scheduler", type=_scheduler, default=os.environ.get(SCHEDULER_ENV),
                    help="address of an existing Dask scheduler (default: $"
                    f"{SCHEDULER_ENV} if set, else start a local cluster)")
-    p.add_argument("--workers", type=_workers, help="worker processes of the local cluster "
+    p.add_argument("--workers", type=_positive, help="worker processes of the local cluster "
                    "(default: 2 on CPUs; one per GPU when a learned model runs on CUDA)")
     p.add_argument("--rgb-model", default="bicubic", choices=sorted(RGB_MODELS),
                    help="RGB ×4 model (default: bicubic)")
@@ -128,24 +139,35 @@ def _date(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
-def _workers(text: str) -> int:
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of workers, got {text!r}")
-    return count
-
 
 def _crs(text: str) -> CRS:
+    return _checked(parse_crs, text)
+
+
+def _scheduler(text: str) -> str:
+    return _checked(scheduler_address, text)
+
+
+def _percent(text: str) -> float:
+    value = _checked(float, text)
+    if not 0 <= value <= 100:  # NaN too
+        raise argparse.ArgumentTypeError(f"not a percentage from 0 to 100: {text!r}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _checked(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _checked(parse: Callable[[str], T], text: str) -> T:
+    """``parse(text)``; its ValueError as argparse's one-line usage error."""
     try:
-        crs = CRS.from_user_input(text)
-    except CRSError:
-        raise argparse.ArgumentTypeError(f"unknown CRS {text!r}") from None
-    if crs.to_epsg() is None or not crs.is_projected:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a projected CRS with an EPSG code")
-    return crs
+        return parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
     for model in (plan.resolver.rgb, plan.resolver.fusion):
         for line in describe(model, is_demo_catalog(args.stac)):
             print(redact(line), file=sys.stderr)
+    for line in _plan_warnings(plan):
+        print(redact(line), file=sys.stderr)
     print(plan.describe())
     print(f"output:        {shown}")
     if args.dry_run:
@@ -220,6 +244,17 @@ def _lost(plan: Plan, summary: RunSummary) -> str | None:
     left = len(plan.tiles) - len(summary.done) - len(summary.skipped) - len(summary.failed)
     return (f"lost the Dask scheduler {summary.lost} before {left} tiles were done: the tiles "
             "written are kept; re-run to complete the rest")
+
+
+def _plan_warnings(plan: Plan) -> list[str]:
+    """The plan's warnings and its skipped items (the first few, then how many more)."""
+    lines = [f"warning: {w}" for w in plan.warnings]
+    reasons = list(plan.skipped.values())
+    lines += [f"warning: skipped {r}" for r in reasons[:SKIPPED_SHOWN]]
+    if len(reasons) > SKIPPED_SHOWN:
+        lines.append(f"warning: skipped {len(reasons) - SKIPPED_SHOWN} more items whose "
+                     "properties cannot be read")
+    return lines
 
 
 def _request(args: argparse.Namespace) -> RegionRequest:
@@ -325,9 +360,10 @@ def _layout(args: argparse.Namespace) -> Layout:
 
 
 def _tile_size(size: int) -> int:
-    if size <= 0 or size % 24:
-        raise UserError(f"--tile-size must be a positive multiple of 24, got {size}")
-    return size
+    try:
+        return check_tile_size(size)
+    except ValueError as err:
+        raise UserError(f"--tile-size {size}: {err}") from None
 
 
 def _default_out(aoi: str, start: date, end: date) -> str:

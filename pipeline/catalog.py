@@ -2,17 +2,23 @@
 
 The cloud-cover filter runs on the server when the API conforms to the query or CQL2 filter
 extension, and on the client otherwise; the result says which one ran.
+
+An item whose document the STAC library cannot read stops the search with one line (the
+catalog is broken, and what the item held is unknown). An item that reads but holds a value
+that this pipeline cannot interpret (``eo:cloud_cover`` when a cloud filter is asked, its
+processing baseline, projection, date or footprint) is skipped, and the result lists it with
+the reason: one bad item of a continent's catalog does not stop a run.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import fsspec
 import pystac
@@ -25,8 +31,8 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.demo import DEMO_CATALOG
-from pipeline.errors import CatalogError, NoScenesError, reason
-from pipeline.load import Scene, scene_from_dict, to_scene
+from pipeline.errors import CatalogError, ItemError, NoScenesError, reason
+from pipeline.load import Scene, read_property, scene_from_dict, to_scene
 from pipeline.network import http_retries, no_answer, storage_options, timed_out, timeout
 
 #: Items per page asked of an API: a continent's tens of thousands of items in tens of
@@ -38,6 +44,7 @@ def is_demo_catalog(stac: str | None) -> bool:
     return stac is None or ("://" not in stac and Path(stac).resolve() == DEMO_CATALOG)
 
 
+T = TypeVar("T")
 CloudFilter = Literal["server-query", "server-filter", "client"]
 
 
@@ -59,6 +66,8 @@ class SearchResult:
     #: How many items match in all, when only some were fetched (``limit``) and the catalog
     #: says (an API's ``numberMatched``, before a client-side cloud filter); else None.
     matched: int | None = None
+    #: The items left out for a value that cannot be read: id → the one-line reason.
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def search(
@@ -83,36 +92,66 @@ def search(
     reduce = to_scene if scenes else _as_is
     doc = _read_json(stac)
     api = _is_search_api(doc)
-    if doc.get("type") == "FeatureCollection":
-        items = list(pystac.ItemCollection.from_dict(doc, preserve_dict=False))
-        for item in items:  # relative asset hrefs are relative to the file
-            if item.get_self_href() is None:
-                item.set_self_href(_as_href(stac))
-        result = _filter_locally(items, query, reduce)
-    elif api:
+    if api:
         result = _search_api(stac, query, limit, scenes)
     else:
-        catalog = pystac.read_dict(doc, href=_as_href(stac), stac_io=FsspecStacIO())
-        if not isinstance(catalog, pystac.Catalog):
-            raise CatalogError(f"{stac} is not a STAC catalog, collection, API or ItemCollection")
-        items = list(catalog.get_items(recursive=True))
-        result = _filter_locally(items, query, reduce)
+        result = _filter_locally(_static_items(stac, doc), query, reduce)
     if limit is not None:
         # searched locally, every match is at hand; an API counts them or does not
         matched = result.matched if api else len(result.items)
-        return SearchResult(result.items[:limit], result.cloud_filter, matched)
+        return SearchResult(result.items[:limit], result.cloud_filter, matched, result.skipped)
     if not result.items:
-        raise no_scenes(query)
+        raise no_scenes(query, result.skipped)
     return result
 
 
-def no_scenes(query: Query) -> NoScenesError:
-    """The one-line error of a search that matched nothing."""
+def _static_items(stac: str, doc: dict) -> list[pystac.Item]:
+    """Every item of an ItemCollection or a static catalog; CatalogError for one that the STAC
+    library cannot read."""
+    try:
+        if doc.get("type") == "FeatureCollection":
+            items = list(pystac.ItemCollection.from_dict(doc, preserve_dict=False))
+            for item in items:  # relative asset hrefs are relative to the file
+                if item.get_self_href() is None:
+                    item.set_self_href(_as_href(stac))
+            return items
+        catalog = pystac.read_dict(doc, href=_as_href(stac), stac_io=FsspecStacIO())
+        if not isinstance(catalog, pystac.Catalog):
+            raise CatalogError(f"{stac} is not a STAC catalog, collection, API or ItemCollection")
+        return list(catalog.get_items(recursive=True))
+    except CatalogError:
+        raise
+    except Exception as err:  # pystac raises many types for a broken document
+        raise CatalogError(f"cannot read the items of {stac}: {reason(err)}") from None
+
+
+def no_scenes(query: Query, skipped: dict[str, str] | None = None) -> NoScenesError:
+    """The one-line error of a search that matched nothing (saying so when items were skipped
+    for values that cannot be read)."""
     where = f" in collection {query.collection}" if query.collection else ""
+    why = ""
+    if skipped:
+        why = f" ({len(skipped)} skipped as unreadable, the first: {next(iter(skipped.values()))})"
     return NoScenesError(
         f"no scene{where} with cloud cover <= {query.max_cloud:g}% intersects the AOI "
-        f"between {query.start} and {query.end}"
+        f"between {query.start} and {query.end}{why}"
     )
+
+
+def _usable(
+    items: Iterable[T], wanted: Callable[[T], bool], reduce: Callable[[T], object],
+    skipped: dict[str, str],
+) -> list:
+    """``reduce`` of the ``wanted`` items; those with a value that cannot be read are left out
+    and recorded in ``skipped``."""
+    kept = []
+    for item in items:
+        try:
+            if wanted(item):
+                kept.append(reduce(item))
+        except ItemError as err:
+            skipped[err.item_id] = str(err)
+    return kept
 
 
 def _as_is(item: pystac.Item) -> pystac.Item:
@@ -189,14 +228,16 @@ def _search_api(url: str, query: Query, limit: int | None, scenes: bool) -> Sear
                 cloud_filter = "server-filter"
         found = client.search(**kwargs, max_items=limit, limit=PAGE_SIZE)
 
-        def wanted(properties: dict) -> bool:
-            return cloud_filter != "client" or _cloud_cover(properties) <= max_cloud
+        def wanted(item_id: str, properties: dict) -> bool:
+            return cloud_filter != "client" or _cloud_free_enough(item_id, properties, max_cloud)
 
+        skipped: dict[str, str] = {}
         if scenes:  # straight from the JSON: a pystac Item costs milliseconds to make
-            items = [scene_from_dict(d) for d in found.items_as_dicts()
-                     if wanted(d["properties"])]
+            items = _usable(found.items_as_dicts(), lambda d: wanted(d["id"], d["properties"]),
+                            scene_from_dict, skipped)
         else:
-            items = [i for i in found.items() if wanted(i.properties)]
+            items = _usable(found.items(), lambda i: wanted(i.id, i.properties), _as_is,
+                            skipped)
         with warnings.catch_warnings():  # an API that does not count says so with a warning
             warnings.simplefilter("ignore")
             matched = found.matched() if limit is not None else None
@@ -207,29 +248,37 @@ def _search_api(url: str, query: Query, limit: int | None, scenes: bool) -> Sear
             raise CatalogError(f"STAC API {url} refused the search: {reason(err)}") from None
         # requests/urllib3 connection errors
         raise CatalogError(f"cannot search STAC API {url}: {reason(err)}") from None
-    return SearchResult(_sorted(items), cloud_filter, matched)
+    return SearchResult(_sorted(items), cloud_filter, matched, skipped)
 
 
 def _filter_locally(
     items: list[pystac.Item], query: Query, reduce: Callable[[pystac.Item], object]
 ) -> SearchResult:
     first, last = _datetime_range_bounds(query.start, query.end)
-    kept = [
-        reduce(item)
-        for item in items
-        if (query.collection is None or item.collection_id == query.collection)
-        and item.geometry is not None
-        and shape(item.geometry).intersects(query.aoi)
-        and item.datetime is not None
-        and first <= item.datetime <= last
-        and _cloud_cover(item.properties) <= query.max_cloud
-    ]
-    return SearchResult(_sorted(kept), "client")
+
+    def wanted(item: pystac.Item) -> bool:
+        return (
+            (query.collection is None or item.collection_id == query.collection)
+            and item.geometry is not None
+            and read_property(item.id, "geometry", item.geometry, "a GeoJSON geometry", shape)
+            .intersects(query.aoi)
+            and item.datetime is not None
+            and first <= item.datetime <= last
+            and _cloud_free_enough(item.id, item.properties, query.max_cloud)
+        )
+
+    skipped: dict[str, str] = {}
+    kept = _usable(items, wanted, reduce, skipped)
+    return SearchResult(_sorted(kept), "client", skipped=skipped)
 
 
-def _cloud_cover(properties: dict) -> float:
+def _cloud_free_enough(item_id: str, properties: dict, max_cloud: float) -> bool:
+    """Whether the item's cloud cover is within ``max_cloud`` (at 100 it is not looked at;
+    an item without one is kept); ItemError for one that is not a number."""
     value = properties.get("eo:cloud_cover")
-    return 0.0 if value is None else float(value)
+    if max_cloud >= 100 or value is None:
+        return True
+    return read_property(item_id, "eo:cloud_cover", value, "a number", float) <= max_cloud
 
 
 def _sorted(items: list) -> list:

@@ -18,9 +18,11 @@ from contextlib import contextmanager
 
 import dask
 from distributed import Client, LocalCluster
+from distributed.comm.addressing import parse_address
+from distributed.comm.registry import get_backend
 from distributed.utils import silence_logging_cmgr
 
-from pipeline.errors import ClusterError
+from pipeline.errors import ClusterError, reason
 from pipeline.network import timeout
 
 #: The worker resource that the tiles' model tasks claim (a share each, see
@@ -43,6 +45,17 @@ _QUIET = {
     # the scheduler serves HTTP even without a dashboard: any free port, not 8787
     "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
 }
+
+
+def scheduler_address(text: str) -> str:
+    """``text`` when it is an address Dask can connect to (``tcp://host:port``, ``tls://``,
+    ``ws://``...), else ValueError: a malformed one is refused before any work is planned."""
+    try:
+        scheme, location = parse_address(text)
+        get_backend(scheme).get_address_host(location)
+    except ValueError as err:
+        raise ValueError(f"not a Dask scheduler address: {text!r} ({reason(err)})") from None
+    return text
 
 
 def cuda_devices() -> int:

@@ -18,8 +18,21 @@ class AOIError(UserError):
     """The area of interest cannot be read or is not a polygon."""
 
 
+class GridError(UserError):
+    """The output grid cannot hold the AOI in the CRS asked for (or chosen)."""
+
+
 class CatalogError(UserError):
     """The STAC catalog cannot be reached or answers with something unusable."""
+
+
+class ItemError(CatalogError):
+    """A catalog item's property holds a value that cannot be read: the item is skipped."""
+
+    def __init__(self, item_id: str, key: str, value: object, expected: str) -> None:
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        super().__init__(f"item {item_id}: {key} {shown} is not {expected}")
+        self.item_id = item_id
 
 
 class NoScenesError(UserError):

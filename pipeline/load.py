@@ -14,13 +14,16 @@ always read with nearest neighbour.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urljoin
 
 import numpy as np
 import pystac
+import shapely
 import stackstac
 import xarray as xr
 from rasterio.enums import Resampling
@@ -29,7 +32,7 @@ from shapely.geometry.base import BaseGeometry
 from stackstac.rio_reader import DEFAULT_GDAL_ENV
 
 from pipeline.bands import BANDS, REFLECTANCE_BANDS, SCL_ALIASES
-from pipeline.errors import CatalogError
+from pipeline.errors import CatalogError, ItemError
 from pipeline.grid import INPUT_RESOLUTION
 from pipeline.network import gdal_options
 from pipeline.network import timeout as network_timeout
@@ -47,29 +50,47 @@ def asset_key(item: pystac.Item, aliases: Sequence[str]) -> str | None:
 
 def boa_offset(item: pystac.Item) -> int:
     """DN offset to add before scaling by 1/10000, chosen from the item's processing baseline."""
-    return _offset(item.properties)
+    return _offset(item.id, item.properties)
 
 
-def _offset(props: Mapping) -> int:
+def _offset(item_id: str, props: Mapping) -> int:
+    """The BOA offset of a processing baseline (none without one); ItemError for a baseline
+    that is not a version number, whose offset (a tenth of reflectance) cannot be known."""
     if any(props.get(p) for p in OFFSET_APPLIED_PROPERTIES):
         return 0
     baseline = props.get("s2:processing_baseline")
     if baseline is None:
         return 0
-    major = float(str(baseline).split(".")[0] or 0)
+    major = read_property(item_id, "s2:processing_baseline", baseline,
+                          "a version number such as 05.11",
+                          lambda v: float(str(v).split(".")[0] or 0))
     return BOA_ADD_OFFSET if major >= 4 else 0
 
 
+def read_property(item_id: str, key: str, value: object, expected: str,
+                  parse: Callable[[Any], Any]) -> Any:
+    """``parse(value)``, or an ItemError naming the item, the property and what it should be."""
+    try:
+        parsed = parse(value)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError,
+            shapely.errors.ShapelyError):
+        parsed = None
+    if parsed is None or (isinstance(parsed, float) and not math.isfinite(parsed)):
+        raise ItemError(item_id, key, value, expected)
+    return parsed
+
+
 def _epsg(item: pystac.Item | Scene) -> int | None:
-    return item.epsg if isinstance(item, Scene) else _epsg_of(item.properties)
+    return item.epsg if isinstance(item, Scene) else _epsg_of(item.id, item.properties)
 
 
-def _epsg_of(props: Mapping) -> int | None:
+def _epsg_of(item_id: str, props: Mapping) -> int | None:
     if props.get("proj:epsg"):
-        return int(props["proj:epsg"])
+        return read_property(item_id, "proj:epsg", props["proj:epsg"], "an EPSG code", int)
     code = props.get("proj:code")
     if isinstance(code, str) and code.upper().startswith("EPSG:"):
-        return int(code.split(":")[1])
+        return read_property(item_id, "proj:code", code, "EPSG:<code>",
+                             lambda c: int(c.split(":")[1]))
     return None
 
 
@@ -145,14 +166,16 @@ def to_scene(item: pystac.Item | Scene, keys: Sequence[str] = RUN_ASSETS) -> Sce
 def scene_from_dict(doc: Mapping, keys: Sequence[str] = RUN_ASSETS,
                     base: str | None = None) -> Scene:
     """The :class:`Scene` of an item's JSON (as an API sends it: no pystac Item is made, which
-    costs milliseconds an item), relative asset hrefs taken relative to ``base``."""
+    costs milliseconds an item), relative asset hrefs taken relative to ``base``; ItemError
+    for a property that cannot be read (the item is then skipped, see :mod:`pipeline.catalog`).
+    """
     props = doc["properties"]
     assets = {}
     for key, found in _asset_names(doc["id"], doc["assets"], keys).items():
         asset = doc["assets"][found]
         href = urljoin(base, asset["href"]) if base else asset["href"]
         assets[key] = {"href": href, **{k: v for k, v in asset.items() if k.startswith("proj:")}}
-    epsg = _epsg_of(props)
+    epsg = _epsg_of(doc["id"], props)
     properties = {k: v for k, v in props.items() if k.startswith("proj:")}
     properties["datetime"] = props.get("datetime")
     if epsg is not None:
@@ -160,12 +183,20 @@ def scene_from_dict(doc: Mapping, keys: Sequence[str] = RUN_ASSETS,
     stac = {"type": "Feature", "id": doc["id"], "bbox": doc.get("bbox"),
             "properties": properties, "assets": assets}
     when = props.get("datetime")
+    when = when and read_property(doc["id"], "datetime", when, "an RFC 3339 date-time",
+                          datetime.fromisoformat)
+    footprint = doc.get("geometry") and read_property(doc["id"], "geometry", doc["geometry"],
+                                              "a GeoJSON geometry", _footprint)
     self_href = next((link["href"] for link in doc.get("links", []) if link.get("rel") == "self"),
                      base)
-    return Scene(
-        doc["id"], datetime.fromisoformat(when) if when else None, epsg, _offset(props),
-        shape(doc["geometry"]) if doc.get("geometry") else None, self_href, stac,
-    )
+    return Scene(doc["id"], when or None, epsg, _offset(doc["id"], props), footprint or None,
+                 self_href, stac)
+
+
+def _footprint(geometry: Mapping) -> BaseGeometry | None:
+    """A geometry with finite coordinates, or None."""
+    footprint = shape(geometry)
+    return footprint if np.isfinite(shapely.get_coordinates(footprint)).all() else None
 
 
 def lattice_anchor(scenes: Sequence[pystac.Item | Scene], epsg: int) -> tuple[float, float]:

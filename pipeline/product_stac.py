@@ -24,7 +24,7 @@ from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from shapely.geometry import box, mapping
 
 from pipeline.bands import BANDS
-from pipeline.grid import RESOLUTION, OutputGrid
+from pipeline.grid import RESOLUTION, OutputGrid, project, split_at_antimeridian, wgs84_bbox
 from pipeline.load import Scene
 from pipeline.overviews import level_count, level_path, level_shape, level_transform
 from pipeline.quality.verdict import verdict
@@ -109,12 +109,19 @@ def write_stac(store: ProductStore, facts: ProductFacts, quality: dict[str, Any]
         store.put_json(f"{STAC_DIR}/{name}.json", doc, indent=2)
 
 
-def footprint(grid: OutputGrid) -> shapely.Polygon:
-    """The product grid's outline in WGS84, densified so that its curved edges stay inside."""
+def footprint(grid: OutputGrid) -> shapely.Polygon | shapely.MultiPolygon:
+    """The product grid's outline in WGS84, densified so that its curved edges stay inside,
+    and split at the antimeridian where it crosses it (RFC 7946); the cap beyond its nearest
+    latitude for a grid around a pole."""
     minx, miny, maxx, maxy = grid.bounds
     outline = shapely.segmentize(box(*grid.bounds), max(maxx - minx, maxy - miny) / 16)
     to_wgs84 = Transformer.from_crs(grid.crs, 4326, always_xy=True)
-    return shapely.transform(outline, lambda xy: np.column_stack(to_wgs84.transform(*xy.T)))
+    lonlat = shapely.transform(outline, lambda xy: np.column_stack(to_wgs84.transform(*xy.T)))
+    lats = shapely.get_coordinates(lonlat)[:, 1]
+    for pole in (90.0, -90.0):
+        if box(*grid.bounds).contains(project(shapely.Point(0.0, pole), grid.crs)):
+            return box(-180, lats.min(), 180, 90) if pole > 0 else box(-180, -90, 180, lats.max())
+    return split_at_antimeridian(lonlat)
 
 
 def product_item(facts: ProductFacts, quality: dict[str, Any]) -> pystac.Item:
@@ -123,7 +130,7 @@ def product_item(facts: ProductFacts, quality: dict[str, Any]) -> pystac.Item:
     item = pystac.Item(
         id=facts.name,
         geometry=mapping(outline),
-        bbox=list(outline.bounds),
+        bbox=wgs84_bbox(outline),
         datetime=None,
         start_datetime=facts.start,
         end_datetime=facts.end,

@@ -364,6 +364,8 @@ def _kind(path: str | Path) -> str | None:
     if head[8:] == b"{":
         return "safetensors"
     if head.startswith((b"PK\x03\x04", b"\x80")):
+        if Path(path).suffix == ".safetensors":  # whoever named it so expects no pickle
+            raise WeightsError(f"{path}: named .safetensors but holds a PyTorch pickle; refused")
         return "torch"
     return None
 
@@ -390,6 +392,12 @@ def tensor_shapes(path: str | Path) -> tuple[dict[str, tuple[int, ...]], dict[st
         return _read_safetensors(path, data=False)
     state, metadata = load_state_dict(path)
     return {k: tuple(v.shape) for k, v in state.items()}, metadata
+
+
+def header_metadata(path: str | Path) -> dict[str, Any]:
+    """The decoded metadata of a safetensors file, checked as :func:`load_state_dict` checks
+    the file; {} for a PyTorch checkpoint (whose hyper-parameters take reading it whole)."""
+    return _read_safetensors(path, data=False)[1] if _kind(path) == "safetensors" else {}
 
 
 def _decode(value: str) -> Any:

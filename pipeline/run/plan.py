@@ -17,7 +17,6 @@ from functools import cached_property
 import numpy as np
 import shapely
 from pyproj import CRS, Transformer
-from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 import pipeline
@@ -25,7 +24,16 @@ from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.catalog import Query, no_scenes, search
 from pipeline.cluster import runs_on_cuda
 from pipeline.errors import ModelError, reason
-from pipeline.grid import INPUT_RESOLUTION, OutputGrid, Tile, default_crs, plan_grid, project
+from pipeline.grid import (
+    INPUT_RESOLUTION,
+    OutputGrid,
+    Tile,
+    check_crs,
+    default_crs,
+    plan_grid,
+    project,
+    wgs84_box,
+)
 from pipeline.load import Scene, lattice_anchor
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.quality.layers import risk_rule
@@ -86,6 +94,10 @@ class Plan:
     estimate: bool = False
     #: ... and then how many match in all, if the catalog says.
     matched: int | None = None
+    #: Items left out for a value that cannot be read: id → the one-line reason.
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: What the user should know before the run: the grid's CRS meant for less than the AOI.
+    warnings: tuple[str, ...] = ()
 
     @property
     def output_bytes(self) -> int:
@@ -103,7 +115,7 @@ class Plan:
     def scene_indices_over(self, tile: Tile) -> np.ndarray:
         """The indices in ``items`` of :meth:`scenes_over`, in ascending order."""
         bounds = self.grid.tile_bounds(tile, halo=self.resolver.halo * INPUT_RESOLUTION)
-        footprint = box(*self._to_wgs84.transform_bounds(*bounds, densify_pts=21))
+        footprint = wgs84_box(self._to_wgs84.transform_bounds(*bounds, densify_pts=21))
         return np.sort(self._index.query(footprint, predicate="intersects"))
 
     @cached_property
@@ -196,6 +208,8 @@ def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
     way a search that matches nothing is a NoScenesError.
     """
     resolver, request = _checked_models(request)
+    crs = request.crs or default_crs(request.aoi)
+    warning = check_crs(request.aoi, crs, given=request.crs is not None)
     found = search(
         request.stac,
         request.aoi,
@@ -207,14 +221,14 @@ def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
         scenes=True,
     )
     if not found.items and not found.matched:
-        raise no_scenes(request.query)
-    crs = request.crs or default_crs(request.aoi)
+        raise no_scenes(request.query, found.skipped)
     grid = plan_grid(
         request.aoi, crs, request.tile_size, lattice_anchor(found.items, crs.to_epsg())
     )
     tiles = grid.tiles_in(project(request.aoi, crs))
     return Plan(
-        request, found.items, found.cloud_filter, grid, tiles, resolver, estimate, found.matched
+        request, found.items, found.cloud_filter, grid, tiles, resolver, estimate, found.matched,
+        found.skipped, (warning,) if warning else (),
     )
 
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch.nn import functional as F
 
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
@@ -33,7 +32,12 @@ from pipeline.models.diffusion.noise import position_noise
 from pipeline.models.diffusion.sampler import ddim_sample
 from pipeline.models.diffusion.sizes import network_config
 from pipeline.models.resident import PinnedWeights, default_device, resident_network
-from pipeline.models.weights import load_state_dict, shipped_weights
+from pipeline.models.weights import (
+    WeightsError,
+    header_metadata,
+    load_state_dict,
+    shipped_weights,
+)
 from pipeline.radiometry import correction_reach, make_consistent
 
 SCALE = 4
@@ -64,11 +68,13 @@ def device_defaults(cuda: bool, window: int) -> dict[str, str | int]:
 def trained_window(path: str | Path) -> int | None:
     """The LR window the weights were trained on, if their file records it (ours do). A
     model sampled on much larger windows than it learnt on can drift far off in brightness."""
-    if Path(path).suffix != ".safetensors":
+    window = header_metadata(path).get("window")
+    if not window:
         return None
-    with safe_open(str(path), framework="pt") as f:
-        window = (f.metadata() or {}).get("window")
-    return int(window) if window else None
+    try:
+        return int(window)
+    except (TypeError, ValueError):
+        raise WeightsError(f"{path}: its window {window!r} is not a number") from None
 
 
 def _build_network(path: str, config: DiffFuSRConfig, compile: bool = False) -> DiffFuSR:
@@ -119,6 +125,10 @@ class DiffFuSRRGB(PinnedWeights):
             raise ValueError(f"precision must be one of {', '.join((AUTO, *PRECISIONS))}")
         if self.samples < 1 or self.steps < 1 or (self.batch is not None and self.batch < 1):
             raise ValueError("samples, steps and batch must be at least 1")
+        if not 0 <= self.eta <= 1:  # beyond 1 the DDIM step takes the root of a negative
+            raise ValueError(f"eta must be from 0 to 1, got {self.eta}")
+        if not -(2**63) <= self.seed <= 2**63 - self.samples:  # each draw's seed is 64 bits
+            raise ValueError(f"seed must fit in 64 bits with its samples, got {self.seed}")
         local = self._pin(DEMO_WEIGHTS)
         if self.network is None:
             object.__setattr__(self, "network", network_config(self.weights, local.path))
