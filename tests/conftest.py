@@ -262,7 +262,8 @@ def demo_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def diffusion_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small corner of the demo with the diffusion RGB drawn twice (uncertainty layer)."""
+    """A small corner of the demo with the diffusion RGB drawn twice (uncertainty layer) and
+    the learned fusion: both learned models with the demo weights."""
     return make_diffusion_product(tmp_path_factory.mktemp("diffusion-product"))
 
 

@@ -28,8 +28,10 @@ SMALL_AOI = json.dumps({"type": "Polygon", "coordinates": [[
 #: The demo product's tiling: 1056 x 648 px in 6 tiles, all intersecting the AOI.
 DEMO_TILING = ("--tile-size", "480")
 DEMO_TILES = 6
-#: The diffusion product's model settings: one step is enough for samples that differ.
+#: The diffusion product's RGB model settings: one step is enough for samples that differ.
 DIFFUSION = ("--rgb-model", "difffusr", "--steps", "1", "--samples", "2")
+#: Its fusion model: the learned one, so that the product has both learned models.
+LEARNED_FUSION = ("--fusion-model", "difffusr-fusion")
 
 
 #: The name the tests register ``PurpleFusion`` under.
@@ -86,12 +88,13 @@ def make_demo_product(folder: Path) -> Path:
 
 
 def make_diffusion_product(folder: Path) -> Path:
-    """Every band over ``SMALL_AOI``, the RGB drawn twice by the demo diffusion model."""
+    """Every band over ``SMALL_AOI``, the RGB drawn twice by the demo diffusion model, fused
+    by the demo fusion networks."""
     out = folder / "difffusr.zarr"
     aoi = write(folder, "small.geojson", SMALL_AOI)
-    done = region("--aoi", aoi, "--out", str(out), *DIFFUSION, "--workers", "1")
+    done = region("--aoi", aoi, "--out", str(out), *DIFFUSION, *LEARNED_FUSION, "--workers", "1")
     assert done.returncode == 0, done.stderr
-    assert "rgb=difffusr" in done.stdout
+    assert "rgb=difffusr fusion=difffusr-fusion" in done.stdout
     return out
 
 

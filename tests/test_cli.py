@@ -14,7 +14,15 @@ from shapely.geometry import box, mapping
 
 from pipeline.catalog import DEMO_CATALOG
 from pipeline.models.fusion.model import DEMO_WEIGHTS as FUSION_DEMO_WEIGHTS
-from tests.products import DEMO_TILES, DEMO_TILING, DIFFUSION, SMALL_AOI, region, write
+from tests.products import (
+    DEMO_TILES,
+    DEMO_TILING,
+    DIFFUSION,
+    LEARNED_FUSION,
+    SMALL_AOI,
+    region,
+    write,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "difffusr"
@@ -253,7 +261,7 @@ def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(diffusion_produ
     # The RGB guarantee changes pixels: a product made with it is not resumed without it.
     before = tree_digest(diffusion_product)
     aoi = write(tmp_path, "small.geojson", SMALL_AOI)
-    again = region("--aoi", aoi, "--out", str(diffusion_product), *DIFFUSION,
+    again = region("--aoi", aoi, "--out", str(diffusion_product), *DIFFUSION, *LEARNED_FUSION,
                    "--no-rgb-consistency")
     assert again.returncode == 2 and "made with other settings" in again.stderr
     assert tree_digest(diffusion_product) == before

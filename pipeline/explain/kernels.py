@@ -36,7 +36,7 @@ class TorchKernels:
         rows, cols = (
             torch.from_numpy(axis_matrix(kernel, n, parameter)).to(x) for n in x.shape[-2:]
         )
-        return torch.einsum("ij,cjk,lk->cil", rows, x, cols)
+        return rows @ x @ cols.T
 
     def upsample_cubic(self, x: torch.Tensor, factor: int) -> torch.Tensor:
         return self._separable(x, "upsample_cubic", factor)

@@ -124,7 +124,7 @@ def integrate(
         grads = {}
         for i, (name, detect) in enumerate(detectors.items()):
             value = detect(out)
-            values[name].append(float(value))
+            values[name].append(float(value.detach()))
             found = torch.autograd.grad(
                 value, leaves, retain_graph=i < len(detectors) - 1, allow_unused=True
             )
