@@ -1,8 +1,8 @@
 """The region command as the tests run it, and the products that several test modules read.
 
 Making a product is the slow part of most command tests, so each kind is made once per test
-session (fixtures ``demo_product``, ``diffusion_product`` and ``flagged_product`` in
-``conftest.py``); a test that changes a product works on a copy.
+session (fixtures ``demo_product``, ``diffusion_product``, ``fusion_product`` and
+``flagged_product`` in ``conftest.py``); a test that changes a product works on a copy.
 """
 
 from __future__ import annotations
@@ -28,10 +28,8 @@ SMALL_AOI = json.dumps({"type": "Polygon", "coordinates": [[
 #: The demo product's tiling: 1056 x 648 px in 6 tiles, all intersecting the AOI.
 DEMO_TILING = ("--tile-size", "480")
 DEMO_TILES = 6
-#: The diffusion product's RGB model settings: one step is enough for samples that differ.
+#: The diffusion product's model settings: one step is enough for samples that differ.
 DIFFUSION = ("--rgb-model", "difffusr", "--steps", "1", "--samples", "2")
-#: Its fusion model: the learned one, so that the product has both learned models.
-LEARNED_FUSION = ("--fusion-model", "difffusr-fusion")
 
 
 #: The name the tests register ``PurpleFusion`` under.
@@ -88,14 +86,17 @@ def make_demo_product(folder: Path) -> Path:
 
 
 def make_diffusion_product(folder: Path) -> Path:
-    """Every band over ``SMALL_AOI``, the RGB drawn twice by the demo diffusion model, fused
-    by the demo fusion networks."""
+    """Every band over ``SMALL_AOI``, the RGB drawn twice by the demo diffusion model."""
     out = folder / "difffusr.zarr"
     aoi = write(folder, "small.geojson", SMALL_AOI)
-    done = region("--aoi", aoi, "--out", str(out), *DIFFUSION, *LEARNED_FUSION, "--workers", "1")
+    done = region("--aoi", aoi, "--out", str(out), *DIFFUSION, "--workers", "1")
     assert done.returncode == 0, done.stderr
-    assert "rgb=difffusr fusion=difffusr-fusion" in done.stdout
+    assert "rgb=difffusr" in done.stdout
     return out
+
+
+#: The learned-fusion product's arguments, beside its AOI and output.
+LEARNED_FUSION = ("--fusion-model", "difffusr-fusion")
 
 
 class Made(NamedTuple):
@@ -103,6 +104,13 @@ class Made(NamedTuple):
 
     out: Path
     done: subprocess.CompletedProcess
+
+
+def make_fusion_product(folder: Path) -> Made:
+    """Every band over ``SMALL_AOI`` with bicubic and the learned fusion (demo weights)."""
+    out = folder / "fusion.zarr"
+    aoi = write(folder, "small.geojson", SMALL_AOI)
+    return Made(out, region("--aoi", aoi, "--out", str(out), *LEARNED_FUSION, "--workers", "1"))
 
 
 def make_flagged_product(folder: Path, scheduler: str) -> Made:

@@ -261,19 +261,20 @@ def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(diffusion_produ
     # The RGB guarantee changes pixels: a product made with it is not resumed without it.
     before = tree_digest(diffusion_product)
     aoi = write(tmp_path, "small.geojson", SMALL_AOI)
-    again = region("--aoi", aoi, "--out", str(diffusion_product), *DIFFUSION, *LEARNED_FUSION,
+    again = region("--aoi", aoi, "--out", str(diffusion_product), *DIFFUSION,
                    "--no-rgb-consistency")
     assert again.returncode == 2 and "made with other settings" in again.stderr
     assert tree_digest(diffusion_product) == before
 
 
-def test_learned_fusion_writes_every_band_and_its_weights_decide_the_recipe(tmp_path):
+def test_learned_fusion_writes_every_band_and_its_weights_decide_the_recipe(
+    fusion_product, tmp_path
+):
     """Without --fusion-weights the shipped demo weights are used."""
     aoi = write(tmp_path, "small.geojson", SMALL_AOI)
     weights = FUSION_DEMO_WEIGHTS
-    out = tmp_path / "fusion.zarr"
-    learned = ["--aoi", aoi, "--out", str(out), "--fusion-model", "difffusr-fusion"]
-    done = region(*learned, "--workers", "1")
+    out, done = fusion_product
+    learned = ["--aoi", aoi, "--out", str(out), *LEARNED_FUSION]
     assert done.returncode == 0, done.stderr
     assert "fusion=difffusr-fusion (halo 54 px at 10 m)" in done.stdout
     ds = xr.open_zarr(out)

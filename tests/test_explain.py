@@ -135,30 +135,28 @@ def test_explain_a_pixel_of_the_baselines_product(demo_product, tmp_path, capsys
     assert "diffusion index" in capsys.readouterr().out
 
 
-def test_explain_a_pixel_of_the_learned_models_product(diffusion_product, tmp_path):
-    """One denoising step, two path steps and the 60 m group keep it quick."""
-    report = _explain(
-        tmp_path,
-        diffusion_product,
-        "--point",
-        "60",
-        "60",
-        "--steps",
-        "2",
-        "--noise-level",
-        "500",
-        "--groups",
-        "60",
-        "--no-baselines",
-    )
+def test_explain_a_pixel_of_the_diffusion_product(diffusion_product, tmp_path):
+    """The diffusion RGB's single step and two path steps keep it quick."""
+    report = _explain(tmp_path, diffusion_product, "--point", "60", "60", "--steps", "2",
+                      "--noise-level", "500", "--groups", "20")
     assert report["reproduced_rgb_max_abs_diff"] < 1e-4
     assert [(s["model"], s["stage"]) for s in report["stages"]] == [
-        ("difffusr", "rgb"),
-        ("difffusr-fusion", "fusion 60 m"),
-    ]
+        ("difffusr", "rgb"), ("bicubic", "rgb"), ("gram-schmidt", "fusion 20 m")]
     for stage in report["stages"]:
         assert 0 < stage["diffusion_index"] < 100
         assert 0 < stage["share_within_10m_px"]["1"] <= stage["share_within_10m_px"]["4"] <= 1
+
+
+def test_explain_a_pixel_of_the_learned_fusion_product(fusion_product, tmp_path):
+    """One group of the learned fusion, beside Gram–Schmidt's."""
+    report = _explain(tmp_path, fusion_product.out, "--point", "60", "60", "--steps", "1",
+                      "--groups", "60")
+    assert report["reproduced_rgb_max_abs_diff"] < 1e-4
+    stages = {(s["model"], s["stage"]): s for s in report["stages"]}
+    assert set(stages) == {("bicubic", "rgb"), ("difffusr-fusion", "fusion 60 m"),
+                           ("gram-schmidt", "fusion 60 m")}
+    learned = stages["difffusr-fusion", "fusion 60 m"]
+    assert learned["detector_change"] != 0 and learned["input_shares"]["guide B04"] > 0
 
 
 def _no_items(tmp_path) -> str:
