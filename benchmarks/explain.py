@@ -85,6 +85,7 @@ def rgb_case(model, level: int | None) -> float:
 
 
 def fusion_case(model, groups: dict[str, tuple[str, ...]]) -> float:
+    resolutions = [int(g.split()[1]) for g in groups]
     region = Region.around(WINDOW, own_halo(model))
     rng = np.random.default_rng(SEED)
     bands = torch.from_numpy(rng.random((12, region.height, region.width), dtype=np.float32) * 0.3)
@@ -95,7 +96,7 @@ def fusion_case(model, groups: dict[str, tuple[str, ...]]) -> float:
     detectors = {
         g: (lambda out, b=b: detect(torch.stack([out[x] for x in b]))) for g, b in groups.items()
     }
-    return time_points(fusion_function(model), detectors, [bands, guide], [1, 4])
+    return time_points(fusion_function(model, resolutions), detectors, [bands, guide], [1, 4])
 
 
 def main() -> None:

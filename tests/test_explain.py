@@ -66,7 +66,7 @@ def test_gram_schmidt_attribution_is_zero_beyond_its_reach():
     guide = torch.from_numpy(rng.random((3, 384, 384), dtype=np.float32) * 0.3)
     pixel = detector("value", slice(190, 191), slice(193, 194))  # 10 m pixel (47, 48)
     result = integrate(
-        fusion_function(model),
+        fusion_function(model, [20]),
         {"B11": lambda out: pixel(out["B11"][None])},
         [bands, guide],
         [1, 4],
@@ -137,11 +137,25 @@ def test_explain_a_pixel_of_the_baselines_product(demo_product, tmp_path, capsys
 
 def test_explain_a_pixel_of_the_diffusion_product(diffusion_product, tmp_path):
     """The diffusion RGB's single step and two path steps keep it quick."""
-    report = _explain(tmp_path, diffusion_product, "--point", "60", "60", "--steps", "2",
-                      "--noise-level", "500", "--groups", "20")
+    report = _explain(
+        tmp_path,
+        diffusion_product,
+        "--point",
+        "60",
+        "60",
+        "--steps",
+        "2",
+        "--noise-level",
+        "500",
+        "--groups",
+        "20",
+    )
     assert report["reproduced_rgb_max_abs_diff"] < 1e-4
     assert [(s["model"], s["stage"]) for s in report["stages"]] == [
-        ("difffusr", "rgb"), ("bicubic", "rgb"), ("gram-schmidt", "fusion 20 m")]
+        ("difffusr", "rgb"),
+        ("bicubic", "rgb"),
+        ("gram-schmidt", "fusion 20 m"),
+    ]
     for stage in report["stages"]:
         assert 0 < stage["diffusion_index"] < 100
         assert 0 < stage["share_within_10m_px"]["1"] <= stage["share_within_10m_px"]["4"] <= 1
@@ -149,12 +163,16 @@ def test_explain_a_pixel_of_the_diffusion_product(diffusion_product, tmp_path):
 
 def test_explain_a_pixel_of_the_learned_fusion_product(fusion_product, tmp_path):
     """One group of the learned fusion, beside Gram–Schmidt's."""
-    report = _explain(tmp_path, fusion_product.out, "--point", "60", "60", "--steps", "1",
-                      "--groups", "60")
+    report = _explain(
+        tmp_path, fusion_product.out, "--point", "60", "60", "--steps", "1", "--groups", "60"
+    )
     assert report["reproduced_rgb_max_abs_diff"] < 1e-4
     stages = {(s["model"], s["stage"]): s for s in report["stages"]}
-    assert set(stages) == {("bicubic", "rgb"), ("difffusr-fusion", "fusion 60 m"),
-                           ("gram-schmidt", "fusion 60 m")}
+    assert set(stages) == {
+        ("bicubic", "rgb"),
+        ("difffusr-fusion", "fusion 60 m"),
+        ("gram-schmidt", "fusion 60 m"),
+    }
     learned = stages["difffusr-fusion", "fusion 60 m"]
     assert learned["detector_change"] != 0 and learned["input_shares"]["guide B04"] > 0
 

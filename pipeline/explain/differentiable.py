@@ -9,7 +9,7 @@ registered by a user) is refused with one line.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import torch
 
@@ -50,8 +50,9 @@ def rgb_function(
     )
 
 
-def fusion_function(model: FusionModel) -> FusionFunction:
-    """The fusion model's fused bands (not B04 B03 B02, the guide's own)."""
+def fusion_function(model: FusionModel, resolutions: Collection[int]) -> FusionFunction:
+    """The fusion model's fused bands (not B04 B03 B02, the guide's own), at least those of
+    the groups of these native ``resolutions``."""
     if type(model) is GramSchmidt:
 
         def baseline(bands: torch.Tensor, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -60,7 +61,7 @@ def fusion_function(model: FusionModel) -> FusionFunction:
 
         return baseline
     if type(model) is DiffFuSRFusion:
-        return model.fuse_tensors
+        return lambda bands, rgb: model.fuse_tensors(bands, rgb, resolutions)
     raise ModelError(
         f"the fusion model {model.name} cannot be explained: it has no differentiable form"
     )

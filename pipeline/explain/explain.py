@@ -254,7 +254,7 @@ def _fusion_stages(
     device = _device(model)
     inputs = [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in (bands, guide)]
     results = integrate(
-        fusion_function(model),
+        fusion_function(model, settings.groups),
         {g: group(fused[g]) for g in fused},
         inputs,
         [1, SCALE],

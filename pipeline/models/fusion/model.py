@@ -19,6 +19,7 @@ the input at the input's own resolution.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,14 +177,19 @@ class DiffFuSRFusion(PinnedWeights):
                                       torch.from_numpy(rgb).to(device))
             return {b: value.float().cpu().numpy() for b, value in fused.items()}
 
-    def fuse_tensors(self, bands: torch.Tensor, rgb: torch.Tensor) -> dict[str, torch.Tensor]:
+    def fuse_tensors(
+        self, bands: torch.Tensor, rgb: torch.Tensor, resolutions: Collection[int] | None = None
+    ) -> dict[str, torch.Tensor]:
         """:meth:`fuse` of tensors on the network's device, in the caller's autograd mode, so
-        that an attribution can follow every fused band back to the inputs."""
+        that an attribution can follow every fused band back to the inputs; only the groups
+        of these native ``resolutions`` (metres) when given."""
         net = self._network()
         guide = normalize(rgb[None], RGB_BANDS)
         lifted = _lifted(net, bands)
         result: dict[str, torch.Tensor] = {}
         for g in FUSION_GROUPS:
+            if resolutions is not None and g.resolution not in resolutions:
+                continue
             wanted = [b for b in g.outputs if b in FUSED_BANDS]
             ms = net.ms_input(g.name, lifted)
             pred = denormalize(net.group_forward(g.name, guide, ms), g.outputs)[0]
