@@ -18,6 +18,7 @@ from functools import cached_property
 
 import numpy as np
 import torch
+import xarray as xr
 
 from pipeline.bands import GROUPS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
 from pipeline.errors import UserError
@@ -190,15 +191,15 @@ def _with_baseline(
 
 
 def _stored_rgb(url: str, window: Window) -> np.ndarray:
-    import xarray as xr
-
-    reflectance = xr.open_zarr(url).reflectance
-    rows = slice(window.row, window.row + window.height)
-    cols = slice(window.col, window.col + window.width)
-    present = [b for b in RGB_BANDS if b in reflectance.band.values]
+    """The product's B04 B03 B02 at the window (NaN: a band it does not have, or no data)."""
+    at = xr.open_zarr(url).reflectance.isel(
+        y=slice(window.row, window.row + window.height),
+        x=slice(window.col, window.col + window.width),
+    )
     values = np.full((len(RGB_BANDS), window.height, window.width), np.nan, np.float32)
-    for b in present:
-        values[RGB_BANDS.index(b)] = reflectance.sel(band=b).values[rows, cols]
+    for i, b in enumerate(RGB_BANDS):
+        if b in at.band.values:
+            values[i] = at.sel(band=b).values
     return values
 
 
