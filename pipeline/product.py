@@ -33,8 +33,12 @@ def product_grid(attrs: Mapping[str, Any]) -> OutputGrid:
     )
 
 
-def product_input(attrs: Mapping[str, Any]) -> tuple[xr.DataArray, xr.DataArray]:
-    """The lazy 10 m clear-sky composite (all 12 bands) and clear count a product was made from.
+def product_input(
+    attrs: Mapping[str, Any], bounds: tuple[float, float, float, float] | None = None
+) -> tuple[xr.DataArray, xr.DataArray]:
+    """The lazy 10 m clear-sky composite (all 12 bands) and clear count a product was made from,
+    over its grid or over ``bounds`` (in its CRS, on its 10 m pixels; they may reach past the
+    grid, as a tile's halo does).
 
     The catalog is searched again as the run did, and only the items the product records are
     kept; a recorded item the catalog no longer has raises CatalogError rather than silently
@@ -55,7 +59,7 @@ def product_input(attrs: Mapping[str, Any]) -> tuple[xr.DataArray, xr.DataArray]
     if missing:
         raise CatalogError(f"the catalog {attrs['stac']} no longer has {', '.join(missing)}")
     grid = product_grid(attrs)
-    return clear_sky(items, grid.crs.to_epsg(), grid.bounds, attrs["scl_snow_masked"])
+    return clear_sky(items, grid.crs.to_epsg(), bounds or grid.bounds, attrs["scl_snow_masked"])
 
 
 def tile_summaries(

@@ -60,7 +60,8 @@ def _upsample_axis(
 
 
 def block_mean(x: np.ndarray, ratio: int) -> np.ndarray:
-    """Mean over non-overlapping ratio×ratio blocks of (c, h, w); h and w must divide."""
+    """Mean over non-overlapping ratio×ratio blocks of (c, h, w); h and w must divide.
+    Slices and sums only, so a torch tensor goes through it too, gradients and all."""
     if ratio == 1:
         return x
     c, h, w = x.shape
@@ -72,7 +73,7 @@ def block_mean(x: np.ndarray, ratio: int) -> np.ndarray:
     total = rows[:, :, 0::ratio]
     for dx in range(1, ratio):
         total = total + rows[:, :, dx::ratio]
-    return total / np.asarray(ratio * ratio, dtype=x.dtype)
+    return total / (ratio * ratio)  # a Python number keeps x's float type
 
 
 def box_mean(x: np.ndarray, radius: int) -> np.ndarray:

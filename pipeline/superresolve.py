@@ -129,7 +129,7 @@ class SuperResolver:
         if not valid.any():  # outside the AOI's scenes: nothing for the models to see
             return np.full((self.out_channels, *(n * SCALE for n in valid.shape)), np.nan,
                            np.float32)
-        own_rgb, rgb, spread = self._rgb(filled[RGB_INDEX], origin)
+        own_rgb, rgb, spread = self.rgb_stage(filled[RGB_INDEX], origin)
         fused = self._fuse(bands, filled, own_rgb, rgb, origin, fusion_block)
         out = fused
         if spread is not None:  # the spread goes between the bands and the judging layers
@@ -139,10 +139,11 @@ class SuperResolver:
             out[:, upsample_nearest(~valid, SCALE)] = np.nan
         return out
 
-    def _rgb(
+    def rgb_stage(
         self, lr: np.ndarray, origin: tuple[int, int]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(the model's own RGB, the RGB of the product, its spread over samples or None)."""
+        """The RGB stage of B04 B03 B02 at 10 m: (the model's own RGB, the RGB of the product,
+        which the fusion is guided by, its spread over samples or None)."""
         model = self.rgb
         if isinstance(model, GuaranteedRGBModel) and model.consistent:
             draws = model.draw(lr, origin)

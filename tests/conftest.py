@@ -31,6 +31,8 @@ Fixtures (all session-scoped, started lazily the first time a test asks for them
     The SR fixture checkpoint without its hyper-parameters, and its run's ``hparams.yaml``.
 ``demo_product``, ``diffusion_product`` -> :class:`pathlib.Path`
     Products made by the region command (see :mod:`tests.products`), for tests that read them.
+``fusion_product`` -> :class:`tests.products.Made`
+    A small corner of the demo made with the learned fusion, and the command's run.
 ``flagged_product`` -> :class:`tests.products.Made`
     A product made on ``dask_client``'s cluster with a fusion model known to be bad, and the
     command's run that made it (its exit code and output).
@@ -49,7 +51,13 @@ from typing import Any
 
 import pytest
 
-from tests.products import Made, make_demo_product, make_diffusion_product, make_flagged_product
+from tests.products import (
+    Made,
+    make_demo_product,
+    make_diffusion_product,
+    make_flagged_product,
+    make_fusion_product,
+)
 from tests.servers import (
     HubServer,
     PgstacServer,
@@ -264,6 +272,13 @@ def demo_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def diffusion_product(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small corner of the demo with the diffusion RGB drawn twice (uncertainty layer)."""
     return make_diffusion_product(tmp_path_factory.mktemp("diffusion-product"))
+
+
+@pytest.fixture(scope="session")
+def fusion_product(tmp_path_factory: pytest.TempPathFactory) -> Made:
+    """A small corner of the demo with bicubic and the learned fusion's demo weights, and the
+    command's run that made it. Read it, never change it: copy it first."""
+    return make_fusion_product(tmp_path_factory.mktemp("fusion-product"))
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
 """The region command as the tests run it, and the products that several test modules read.
 
 Making a product is the slow part of most command tests, so each kind is made once per test
-session (fixtures ``demo_product``, ``diffusion_product`` and ``flagged_product`` in
-``conftest.py``); a test that changes a product works on a copy.
+session (fixtures ``demo_product``, ``diffusion_product``, ``fusion_product`` and
+``flagged_product`` in ``conftest.py``); a test that changes a product works on a copy.
 """
 
 from __future__ import annotations
@@ -95,11 +95,22 @@ def make_diffusion_product(folder: Path) -> Path:
     return out
 
 
+#: The learned-fusion product's arguments, beside its AOI and output.
+LEARNED_FUSION = ("--fusion-model", "difffusr-fusion")
+
+
 class Made(NamedTuple):
     """A product and the command's run that made it."""
 
     out: Path
     done: subprocess.CompletedProcess
+
+
+def make_fusion_product(folder: Path) -> Made:
+    """Every band over ``SMALL_AOI`` with bicubic and the learned fusion (demo weights)."""
+    out = folder / "fusion.zarr"
+    aoi = write(folder, "small.geojson", SMALL_AOI)
+    return Made(out, region("--aoi", aoi, "--out", str(out), *LEARNED_FUSION, "--workers", "1"))
 
 
 def make_flagged_product(folder: Path, scheduler: str) -> Made:

@@ -14,7 +14,15 @@ from shapely.geometry import box, mapping
 
 from pipeline.demo import DEMO_CATALOG
 from pipeline.models.fusion.model import DEMO_WEIGHTS as FUSION_DEMO_WEIGHTS
-from tests.products import DEMO_TILES, DEMO_TILING, DIFFUSION, SMALL_AOI, region, write
+from tests.products import (
+    DEMO_TILES,
+    DEMO_TILING,
+    DIFFUSION,
+    LEARNED_FUSION,
+    SMALL_AOI,
+    region,
+    write,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "difffusr"
@@ -259,13 +267,14 @@ def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(diffusion_produ
     assert tree_digest(diffusion_product) == before
 
 
-def test_learned_fusion_writes_every_band_and_its_weights_decide_the_recipe(tmp_path):
+def test_learned_fusion_writes_every_band_and_its_weights_decide_the_recipe(
+    fusion_product, tmp_path
+):
     """Without --fusion-weights the shipped demo weights are used."""
     aoi = write(tmp_path, "small.geojson", SMALL_AOI)
     weights = FUSION_DEMO_WEIGHTS
-    out = tmp_path / "fusion.zarr"
-    learned = ["--aoi", aoi, "--out", str(out), "--fusion-model", "difffusr-fusion"]
-    done = region(*learned, "--workers", "1")
+    out, done = fusion_product
+    learned = ["--aoi", aoi, "--out", str(out), *LEARNED_FUSION]
     assert done.returncode == 0, done.stderr
     assert "fusion=difffusr-fusion (halo 54 px at 10 m)" in done.stdout
     ds = xr.open_zarr(out)

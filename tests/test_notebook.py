@@ -122,7 +122,7 @@ def test_it_draws_the_images_and_the_layers(run):
         Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"])))
         for cell in notebook.cells for out in _outputs(cell) if "image/png" in out.get("data", {})
     ]
-    assert len(images) == 3  # true colour, false colour, the quality layers
+    assert len(images) == 4  # true colour, false colour, the quality layers, an explanation
     for image in images:
         pixels = np.asarray(image.convert("L"), dtype=float)
         assert image.width > 800 and pixels.std() > 10  # drawn, not blank
@@ -156,3 +156,17 @@ def test_the_figures_describe_the_product(run):
     # of the stored reflectance and layers.
     assert metrics["recomputed - stored consistency: max |Δ|"] < 1e-4
     assert metrics["recomputed - stored spectral_angle: max |Δ|"] < 0.02
+
+
+def test_it_explains_the_worst_pixel(run):
+    """The baselines' product has no flag: the pixel explained is the least consistent one,
+    by the product's own models, and the bicubic RGB stage's path integral is exact."""
+    product, notebook, _ = run
+    ds = xr.open_zarr(product)
+    printed = next(t for t in _texts(notebook) if t.startswith("pixel: column"))
+    col, row = (int(n) for n in re.findall(r"column (\d+), row (\d+)", printed)[0])
+    assert float(ds.consistency[row, col]) == pytest.approx(float(ds.consistency.max()))
+    reproduced = float(re.findall(r"reproduced within (\S+)", printed)[0])
+    assert reproduced < 1e-4  # the stored rounding only
+    table = next(t for t in _texts(notebook) if "diffusion_index" in t)
+    assert re.search(r"bicubic\s+rgb", table) and re.search(r"gram-schmidt\s+fusion 20 m", table)

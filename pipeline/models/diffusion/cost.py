@@ -21,7 +21,8 @@ from pipeline.models.diffusion.rgb import SCALE, _lattice, _on_lattice, _Windows
 def sampled_windows(rgb: np.ndarray, origin: tuple[int, int], window: int, overlap: int) -> int:
     """Windows the sampler evaluates for the block ``rgb`` (3, h, w) whose first pixel is at
     ``origin`` on the global 10 m lattice: the lattice windows that touch it and hold data."""
-    lr, _, _ = _on_lattice(rgb, origin, window, overlap, torch.device("cpu"))
+    block = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))
+    lr, _, _ = _on_lattice(block, origin, window, overlap)
     return _Windows(lr, window, overlap).count
 
 

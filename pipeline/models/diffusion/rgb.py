@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.noise import position_noise
-from pipeline.models.diffusion.sampler import ddim_sample
+from pipeline.models.diffusion.sampler import ddim_chain
 from pipeline.models.diffusion.sizes import network_config
 from pipeline.models.resident import PinnedWeights, default_device, resident_network
 from pipeline.models.weights import (
@@ -152,7 +152,12 @@ class DiffFuSRRGB(PinnedWeights):
         """A whole window: the windows that reach a tile then lie wholly inside the block of
         that tile and of its neighbour, conditioned and noised alike in both; plus the reach
         of the consistency correction when it is on."""
-        return self.window + (correction_reach(1) if self.consistent else 0)
+        return self.own_halo + (correction_reach(1) if self.consistent else 0)
+
+    @property
+    def own_halo(self) -> int:
+        """The context of the network's own samples, before the guarantee: a whole window."""
+        return self.window
 
     def cuda_defaults(self, given: Collection[str]) -> dict[str, str | int]:
         """The options that a CUDA device resolves by default (``device_defaults``), but for
@@ -178,14 +183,38 @@ class DiffFuSRRGB(PinnedWeights):
 
     def draw(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         """The network's own samples (S, 3, 4h, 4w), reflectance, before any guarantee."""
+        device = next(self._network().parameters()).device
+        lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).to(device)
+        with torch.inference_mode():
+            return self.draw_tensor(lr, origin).cpu().numpy()
+
+    def draw_tensor(
+        self,
+        rgb: torch.Tensor,
+        origin: tuple[int, int],
+        focus: tuple[slice, slice] | None = None,
+        level: int | None = None,
+    ) -> torch.Tensor:
+        """:meth:`draw` of a (3, h, w) tensor on the network's device, in the caller's
+        autograd mode, so that an attribution can follow the samples back to the input.
+
+        ``focus`` (rows, columns of the block): only the lattice windows that touch it are
+        sampled, which leaves the focus's pixels as they are and the others at 0. ``level``:
+        instead of the whole chain, one denoising step at that timestep from x_t = √ᾱ·x̂ +
+        √(1 − ᾱ)·ε, x̂ the bilinear ×4 of the input (held fixed), ε the block's own noise:
+        the network's x0 prediction at that noise level, for a fraction of the chain's cost.
+        """
         net = self._network()
-        device = next(net.parameters()).device
+        device = rgb.device
         _, h, w = rgb.shape
-        lr, top, left = _on_lattice(rgb, origin, self.window, self.overlap, device)
+        lr, top, left = _on_lattice(rgb, origin, self.window, self.overlap)
         padded = tuple(lr.shape[-2:])
         corner = (origin[0] - top, origin[1] - left)
-        with torch.inference_mode(), self._autocast(device):
-            blend = _Windows(lr, self.window, self.overlap)
+        if focus is not None:
+            focus = tuple(slice(s.start + o, s.stop + o) for s, o in zip(focus, (top, left),
+                                                                            strict=True))
+        with self._autocast(device):
+            blend = _Windows(lr, self.window, self.overlap, focus)
             context, degradation = self._condition(net, blend.gather(lr, 1))
 
             def denoise(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -194,17 +223,20 @@ class DiffFuSRRGB(PinnedWeights):
             def noise(stream: int) -> torch.Tensor:
                 return self._noise(stream, corner, padded, device)
 
-            out = ddim_sample(
-                denoise,
-                net.diffusion,
-                noise(0),
-                self.steps,
-                self.eta,
-                step_noise=lambda k: noise(k + 1),
-            )
+            if level is None:
+                out = ddim_chain(
+                    denoise,
+                    net.diffusion,
+                    noise(0),
+                    self.steps,
+                    self.eta,
+                    step_noise=lambda k: noise(k + 1),
+                )
+            else:
+                out = _one_step(net, denoise, lr, noise(0), level)
             out = torch.where(blend.total > 0, out, -1.0)
         out = out[:, :, top * SCALE : (top + h) * SCALE, left * SCALE : (left + w) * SCALE]
-        return net.denormalize(out.float()).cpu().numpy()
+        return net.denormalize(out.float())
 
     @staticmethod
     def correct(draws: np.ndarray, rgb: np.ndarray) -> np.ndarray:
@@ -297,17 +329,32 @@ def _lattice(origin: int, n: int, window: int, overlap: int) -> list[int]:
 
 
 def _on_lattice(
-    rgb: np.ndarray, origin: tuple[int, int], window: int, overlap: int, device: torch.device
+    rgb: torch.Tensor, origin: tuple[int, int], window: int, overlap: int
 ) -> tuple[torch.Tensor, int, int]:
-    """The block [1, 3, H, W] padded (edge pixels repeated) to the extent of the lattice
-    windows that touch it, and the padding's (top, left)."""
+    """The block (3, h, w) as [1, 3, H, W], padded (edge pixels repeated) to the extent of the
+    lattice windows that touch it, and the padding's (top, left)."""
     _, h, w = rgb.shape
     rows = _lattice(origin[0], h, window, overlap)
     cols = _lattice(origin[1], w, window, overlap)
     top, left = -rows[0], -cols[0]
     bottom, right = rows[-1] + window - h, cols[-1] + window - w
-    lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32))[None].to(device)
-    return F.pad(lr, (left, right, top, bottom), mode="replicate"), top, left
+    return F.pad(rgb[None], (left, right, top, bottom), mode="replicate"), top, left
+
+
+def _one_step(
+    net: DiffFuSR, denoise: Callable, lr: torch.Tensor, noise: torch.Tensor, level: int
+) -> torch.Tensor:
+    """The denoiser's clipped x0 from x_t at timestep ``level``, x_t made of the bilinear ×4
+    of ``lr`` [1, 3, H, W] (held fixed) and ``noise`` [S, 3, 4H, 4W] (see ``draw_tensor``)."""
+    schedule = net.diffusion
+    if not 0 <= level < schedule.timesteps:
+        raise ValueError(f"the noise level must be a timestep from 0 to {schedule.timesteps - 1}")
+    clean = net.normalize(F.interpolate(lr.detach(), scale_factor=SCALE, mode="bilinear",
+                                        align_corners=False))
+    x_t = schedule.sqrt_alphas_cumprod[level] * clean + (
+        schedule.sqrt_one_minus_alphas_cumprod[level] * noise)
+    gamma = schedule.sqrt_alphas_cumprod[level].expand(len(x_t), 1)
+    return denoise(x_t, gamma).clamp(-1.0, 1.0)
 
 
 class _Windows:
@@ -319,15 +366,26 @@ class _Windows:
     pixels, is not sampled: its pixels are no-data in the product anyway and stay at
     reflectance 0 (−1 in network space)."""
 
-    def __init__(self, lr: torch.Tensor, window: int, overlap: int) -> None:
-        """``lr`` [1, 3, H, W]: a block padded to its lattice windows (``_on_lattice``)."""
+    def __init__(
+        self,
+        lr: torch.Tensor,
+        window: int,
+        overlap: int,
+        focus: tuple[slice, slice] | None = None,
+    ) -> None:
+        """``lr`` [1, 3, H, W]: a block padded to its lattice windows (``_on_lattice``);
+        ``focus``: sample only the windows that touch these rows and columns of it."""
         self.window, self.stride = window, window - 2 * overlap
         self.shape = tuple(lr.shape[-2:])
         rows, cols = ((n - window) // self.stride + 1 for n in self.shape)
         self.lattice = rows * cols
-        lattice = F.unfold(lr, window, stride=self.stride)  # [1, 3·win², rows·cols]
-        #: Lattice positions (row-major) of the windows that hold any data.
-        self.kept = lattice[0].ne(0).any(0).nonzero()[:, 0]
+        lattice = F.unfold(lr.detach(), window, stride=self.stride)  # [1, 3·win², rows·cols]
+        sampled = lattice[0].ne(0).any(0)
+        if focus is not None:
+            touch = [self._touching(n, s) for n, s in zip((rows, cols), focus, strict=True)]
+            sampled &= (touch[0][:, None] & touch[1][None, :]).flatten().to(sampled.device)
+        #: Lattice positions (row-major) of the windows that are sampled.
+        self.kept = sampled.nonzero()[:, 0]
         self.count = len(self.kept)
         by_row = torch.stack([_profile(i, rows, window, overlap) for i in range(rows)])
         by_col = torch.stack([_profile(j, cols, window, overlap) for j in range(cols)])
@@ -335,6 +393,11 @@ class _Windows:
         #: Each sampled window's weight [N, 1, 4·win, 4·win], made once for every step.
         self.weights = weights.flatten(0, 1)[self.kept.cpu()][:, None].to(lr.device)
         self.total = self.scatter(torch.ones_like(self.weights), 1)[0, 0]
+
+    def _touching(self, count: int, span: slice) -> torch.Tensor:
+        """Which of ``count`` windows along an axis overlap the pixels of ``span``."""
+        start = torch.arange(count) * self.stride
+        return (start < span.stop) & (start + self.window > span.start)
 
     def gather(self, x: torch.Tensor, scale: int) -> torch.Tensor:
         """The sampled windows of ``x`` [S, C, H·scale, W·scale] as [S·N, C, k, k], k =

@@ -40,6 +40,20 @@ def ddim_sample(
     clip: bool = True,
 ) -> torch.Tensor:
     """Run the reverse process from ``x_t`` (noise at t = T) to an x0 sample, network space."""
+    return ddim_chain(denoise, schedule, x_t, steps, eta, step_noise, clip)
+
+
+def ddim_chain(
+    denoise: Denoiser,
+    schedule: NoiseSchedule,
+    x_t: torch.Tensor,
+    steps: int = 20,
+    eta: float = 0.0,
+    step_noise: StepNoise | None = None,
+    clip: bool = True,
+) -> torch.Tensor:
+    """:func:`ddim_sample` in the caller's autograd mode: differentiable when the denoiser's
+    inputs require gradients (what an attribution of the sample to its input needs)."""
     if eta and step_noise is None:
         raise ValueError("eta > 0 needs a step_noise source")
     s = schedule

@@ -19,6 +19,7 @@ the input at the input's own resolution.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,7 +118,12 @@ class DiffFuSRFusion(PinnedWeights):
         whole block, so a block's result still depends slightly on the block's extent:
         blocks are close to a whole-array run, not bit-identical to it. The consistency
         correction, when on, adds its reach over the coarsest band's native pixels."""
-        return self._halo + (correction_reach(MAX_RATIO) if self.consistent else 0)
+        return self.own_halo + (correction_reach(MAX_RATIO) if self.consistent else 0)
+
+    @property
+    def own_halo(self) -> int:
+        """The context of the networks' own output, before the guarantee."""
+        return self._halo
 
     def _network(self) -> GroupedFusion:
         return self._resident(_build)
@@ -165,44 +171,54 @@ class DiffFuSRFusion(PinnedWeights):
     def fuse(self, bands: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
         """The networks' 2.5 m prediction of every fused band, from the (12, h, w) 10 m
         block and the 2.5 m RGB, before any consistency correction."""
-        net = self._network()
-        device = next(net.parameters()).device
+        device = next(self._network().parameters()).device
         with torch.inference_mode():
-            guide = normalize(torch.from_numpy(rgb)[None].to(device), RGB_BANDS)
-            lifted = _lifted(net, bands, device)
-            result: dict[str, np.ndarray] = {}
-            for g in FUSION_GROUPS:
-                wanted = [b for b in g.outputs if b in FUSED_BANDS]
-                ms = net.ms_input(g.name, lifted)
-                pred = denormalize(net.group_forward(g.name, guide, ms), g.outputs)
-                pred = pred[0].float().cpu().numpy()
-                result.update({b: pred[g.outputs.index(b)] for b in wanted})
+            fused = self.fuse_tensors(torch.from_numpy(bands).to(device),
+                                      torch.from_numpy(rgb).to(device))
+            return {b: value.float().cpu().numpy() for b, value in fused.items()}
+
+    def fuse_tensors(
+        self, bands: torch.Tensor, rgb: torch.Tensor, resolutions: Collection[int] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`fuse` of tensors on the network's device, in the caller's autograd mode, so
+        that an attribution can follow every fused band back to the inputs; only the groups
+        of these native ``resolutions`` (metres) when given."""
+        net = self._network()
+        guide = normalize(rgb[None], RGB_BANDS)
+        lifted = _lifted(net, bands)
+        result: dict[str, torch.Tensor] = {}
+        for g in FUSION_GROUPS:
+            if resolutions is not None and g.resolution not in resolutions:
+                continue
+            wanted = [b for b in g.outputs if b in FUSED_BANDS]
+            ms = net.ms_input(g.name, lifted)
+            pred = denormalize(net.group_forward(g.name, guide, ms), g.outputs)[0]
+            result.update({b: pred[g.outputs.index(b)] for b in wanted})
         return result
 
 
-def native_grids(bands: np.ndarray) -> dict[str, np.ndarray]:
-    """Each band's native pixels, (h / ratio, w / ratio), from the (12, h, w) 10 m block."""
+def native_grids(bands: np.ndarray | torch.Tensor) -> dict[str, np.ndarray | torch.Tensor]:
+    """Each band's native pixels, (h / ratio, w / ratio), from the (12, h, w) 10 m block
+    (an array or a tensor, :func:`~pipeline.resample.block_mean` taking either)."""
     return {
         b: block_mean(bands[i : i + 1], NATIVE_RATIO[b])[0]
         for i, b in enumerate(REFLECTANCE_BANDS)
     }
 
 
-def _lifted(net: GroupedFusion, bands: np.ndarray, device: torch.device) -> torch.Tensor:
-    """The 12 bands normalised on the 2.5 m grid, [1, 12, 4h, 4w], as each generation is
-    fed: the first (which we train that way) from each band's native grid; the second the
-    reference's way, every band bilinear ×4 from the common 10 m grid."""
+def _lifted(net: GroupedFusion, bands: torch.Tensor) -> torch.Tensor:
+    """The 12 bands (12, h, w) normalised on the 2.5 m grid, [1, 12, 4h, 4w], as each
+    generation is fed: the first (which we train that way) from each band's native grid; the
+    second the reference's way, every band bilinear ×4 from the common 10 m grid."""
     if isinstance(net, MTFFusionNetwork):
-        return upsample(normalize(torch.from_numpy(bands)[None].to(device)))
+        return upsample(normalize(bands[None]))
     natives = native_grids(bands)
-    return torch.cat([_lift(natives[b], b, device) for b in REFLECTANCE_BANDS], 1)
+    return torch.cat([_lift(natives[b], b) for b in REFLECTANCE_BANDS], 1)
 
 
-def _lift(native: np.ndarray, band: str, device: torch.device) -> torch.Tensor:
+def _lift(native: torch.Tensor, band: str) -> torch.Tensor:
     """A band's native grid, normalised and bilinearly upsampled onto the 2.5 m grid."""
-    x = normalize(torch.from_numpy(np.ascontiguousarray(native))[None, None].to(device),
-                  (band,))
-    return upsample(x, SCALE * NATIVE_RATIO[band])
+    return upsample(normalize(native[None, None], (band,)), SCALE * NATIVE_RATIO[band])
 
 
 def consistency_error(
