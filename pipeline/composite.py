@@ -23,6 +23,7 @@ from pipeline.bands import (
     SCL_SNOW,
 )
 from pipeline.load import Scene, load_reflectance, load_scl
+from pipeline.signing import Signer
 
 #: SCL classes that never count as a clear observation.
 NOT_CLEAR = (
@@ -69,11 +70,14 @@ def clear_sky(
     mask_snow: bool = True,
     bands: Sequence[str] = REFLECTANCE_BANDS,
     chunksize: int = 1024,
+    signer: Signer | None = None,
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """The lazy clear-sky composite of ``bands`` at 10 m over ``bounds`` (in EPSG:``epsg``)
-    and its clear count, from ``scenes`` read in square chunks of ``chunksize`` pixels."""
-    reflectance = load_reflectance(scenes, bands, epsg, bounds, chunksize)
-    return median_composite(reflectance, load_scl(scenes, epsg, bounds, chunksize), mask_snow)
+    and its clear count, from ``scenes`` read in square chunks of ``chunksize`` pixels (their
+    hrefs signed by ``signer`` as they are read, when the catalog needs it)."""
+    reflectance = load_reflectance(scenes, bands, epsg, bounds, chunksize, signer)
+    scl = load_scl(scenes, epsg, bounds, chunksize, signer)
+    return median_composite(reflectance, scl, mask_snow)
 
 
 def _nanmedian_time(values: np.ndarray) -> np.ndarray:

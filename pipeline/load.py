@@ -30,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 from pipeline.bands import BANDS, REFLECTANCE_BANDS, SCL_ALIASES
 from pipeline.errors import CatalogError
 from pipeline.grid import INPUT_RESOLUTION
+from pipeline.signing import Signer, reader_for
 
 #: BOA_ADD_OFFSET applied by ESA from processing baseline 04.00 on.
 BOA_ADD_OFFSET = -1000
@@ -184,6 +185,7 @@ def _stack(
     bounds: tuple[float, float, float, float],
     resampling: Resampling,
     chunksize: int,
+    signer: Signer | None,
 ) -> xr.DataArray:
     return stackstac.stack(
         [{**s.stac, "assets": {k: s.stac["assets"][k] for k in keys}} for s in scenes],
@@ -201,6 +203,7 @@ def _stack(
         properties=False,
         band_coords=False,
         sortby_date=False,  # keep the caller's order, which the offsets follow
+        reader=reader_for(signer),  # signs each href as it is opened, when the catalog needs it
     )
 
 
@@ -210,8 +213,10 @@ def load_reflectance(
     epsg: int,
     bounds: tuple[float, float, float, float],
     chunksize: int = 1024,
+    signer: Signer | None = None,
 ) -> xr.DataArray:
-    """Lazy float32 reflectance, dims (time, band, y, x) at 10 m; NaN where there is no data."""
+    """Lazy float32 reflectance, dims (time, band, y, x) at 10 m; NaN where there is no data.
+    ``signer`` signs the asset hrefs as they are read (see :mod:`pipeline.signing`)."""
     scenes = [to_scene(i, bands) for i in items]
     native = scene_epsg(scenes) == epsg
     dn = _stack(
@@ -221,6 +226,7 @@ def load_reflectance(
         bounds,
         Resampling.nearest if native else Resampling.bilinear,
         chunksize,
+        signer,
     )
     offsets = xr.DataArray(
         np.array([s.offset for s in scenes], dtype="float32"), dims="time"
@@ -234,8 +240,9 @@ def load_scl(
     epsg: int,
     bounds: tuple[float, float, float, float],
     chunksize: int = 1024,
+    signer: Signer | None = None,
 ) -> xr.DataArray:
     """Lazy scene classification, dims (time, y, x) at 10 m, nearest; NaN where missing."""
     scenes = [to_scene(i, ["SCL"]) for i in items]
-    scl = _stack(scenes, ["SCL"], epsg, bounds, Resampling.nearest, chunksize)
+    scl = _stack(scenes, ["SCL"], epsg, bounds, Resampling.nearest, chunksize, signer)
     return scl.isel(band=0, drop=True).rename("scl")

@@ -70,6 +70,7 @@ def tile_job(
         r.block_size,
         level_one,
         exclusive,
+        plan.signer,
     )
 
 

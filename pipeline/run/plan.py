@@ -28,6 +28,7 @@ from pipeline.grid import INPUT_RESOLUTION, OutputGrid, Tile, default_crs, plan_
 from pipeline.load import Scene, lattice_anchor
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.quality.layers import risk_rule
+from pipeline.signing import AUTO, PLANETARY_COMPUTER, Signer, signer_for
 from pipeline.store import QUALITY_LAYERS, RECIPE
 from pipeline.superresolve import SuperResolver
 
@@ -59,6 +60,8 @@ class RegionRequest:
     fusion_options: dict = field(default_factory=dict)
     mask_snow: bool = True
     block_size: int = 240
+    #: How asset hrefs are signed: one of :data:`pipeline.signing.SIGN_CHOICES`.
+    sign: str = AUTO
 
     @property
     def query(self) -> Query:
@@ -84,6 +87,8 @@ class Plan:
     estimate: bool = False
     #: ... and then how many match in all, if the catalog says.
     matched: int | None = None
+    #: What signs the asset hrefs on the workers, when the catalog needs it.
+    signer: Signer | None = None
 
     @property
     def output_bytes(self) -> int:
@@ -157,6 +162,7 @@ class Plan:
             "software": f"s2sr {pipeline.__version__}",
             **recipe,
             RECIPE: recipe,
+            **({"asset_signing": PLANETARY_COMPUTER} if self.signer else {}),
             "stac_item_ids": [i.id for i in self.items],
             "aoi": json.dumps(shapely.geometry.mapping(r.aoi)),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -190,6 +196,7 @@ def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
     catalog's count of matches stands for the rest, so a continent plans in seconds. Either
     way a search that matches nothing is a NoScenesError.
     """
+    signer = signer_for(request.stac, request.collection, request.sign)
     resolver = _checked_models(request)
     found = search(
         request.stac,
@@ -209,7 +216,8 @@ def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
     )
     tiles = grid.tiles_in(project(request.aoi, crs))
     return Plan(
-        request, found.items, found.cloud_filter, grid, tiles, resolver, estimate, found.matched
+        request, found.items, found.cloud_filter, grid, tiles, resolver, estimate, found.matched,
+        signer,
     )
 
 

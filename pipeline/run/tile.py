@@ -26,6 +26,7 @@ from pipeline.grid import INPUT_RESOLUTION, SCALE, OutputGrid, Tile
 from pipeline.load import Scene
 from pipeline.quality.layers import judged
 from pipeline.resample import upsample_nearest
+from pipeline.signing import Signer
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
 
@@ -55,6 +56,8 @@ class TileJob:
     level_one: bool = False
     #: Whether the models of one worker process run one tile at a time (on a GPU).
     exclusive: bool = False
+    #: What signs the asset hrefs just before each read, when the catalog needs it.
+    signer: Signer | None = None
 
     def bounds(self, tile: Tile) -> tuple[float, float, float, float]:
         """The tile's bounds widened by the models' halo."""
@@ -79,7 +82,8 @@ def prepare_tile(job: TileJob, tile: Tile, scenes: list[Scene]) -> TileInput:
     )
     if scenes:
         lazy = clear_sky(
-            scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=max(shape)
+            scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=max(shape),
+            signer=job.signer,
         )
         composite, count = dask.compute(
             lazy[0].data, lazy[1].data, scheduler="threads", num_workers=READ_THREADS
