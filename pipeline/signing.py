@@ -85,8 +85,7 @@ def _token(signer: Signer, refused: str | None) -> str:
 def _fetch(signer: Signer) -> Token:
     url = f"{signer.endpoint.rstrip('/')}/{signer.collection}"
     key = os.environ.get(SUBSCRIPTION_KEY_ENV)
-    request = urllib.request.Request(url, headers={"Ocp-Apim-Subscription-Key": key} if key
-                                     else {})
+    request = urllib.request.Request(url, headers={"Ocp-Apim-Subscription-Key": key} if key else {})
     asked = time.time()
     try:
         with urllib.request.urlopen(request, timeout=TOKEN_TIMEOUT) as answer:
@@ -94,8 +93,9 @@ def _fetch(signer: Signer) -> Token:
         value = doc["token"]
         expires = datetime.fromisoformat(doc["msft:expiry"]).timestamp()
     except urllib.error.HTTPError as err:
-        raise OSError(f"the token API refused a token for {signer.collection}: HTTP "
-                      f"{err.code}") from None
+        raise OSError(
+            f"the token API refused a token for {signer.collection}: HTTP {err.code}"
+        ) from None
     except (KeyError, TypeError, ValueError):
         raise OSError(f"the token API sent no token for {signer.collection}") from None
     life = expires - asked
@@ -108,8 +108,10 @@ def signer_for(stac: str | None, collection: str | None, sign: str = AUTO) -> Si
     if sign == NONE or (sign == AUTO and not is_planetary_computer(stac)):
         return None
     if not collection:
-        raise UserError(f"--sign {PLANETARY_COMPUTER} needs --collection (its tokens are per "
-                        "collection), e.g. --collection sentinel-2-l2a")
+        raise UserError(
+            f"--sign {PLANETARY_COMPUTER} needs --collection (its tokens are per "
+            "collection), e.g. --collection sentinel-2-l2a"
+        )
     return Signer(collection, os.environ.get(TOKEN_API_ENV) or PC_TOKEN_API)
 
 

@@ -541,7 +541,6 @@ class RustacServer(_OneProcessServer):
         return http_status(f"{self.url}/collections/{self.collection['id']}") == 200
 
 
-
 def _postgres_bindir() -> Path:
     """Directory holding ``initdb`` and ``postgres`` (Debian keeps them off PATH)."""
     found = shutil.which("initdb")
@@ -823,8 +822,11 @@ class HubServer(_OneProcessServer):
         log = self.workdir / "requests.log"
         lines = log.read_text().splitlines() if log.exists() else []
         prefix = f"/{space}/"
-        return [f"{m} {_hub_file(p[len(prefix):])}" for m, p in (line.split(" ", 1)
-                for line in lines) if p.startswith(prefix)]
+        return [
+            f"{m} {_hub_file(p[len(prefix) :])}"
+            for m, p in (line.split(" ", 1) for line in lines)
+            if p.startswith(prefix)
+        ]
 
     def start(self) -> Self:
         t0 = time.monotonic()
@@ -842,7 +844,6 @@ class HubServer(_OneProcessServer):
         return http_status(f"http://{HOST}:{self.port}/ready") == 200
 
 
-
 class SasServer(_OneProcessServer):
     """Planetary Computer as its assets' readers meet it: a token API and a blob store.
 
@@ -857,8 +858,14 @@ class SasServer(_OneProcessServer):
     goes to ``requests.log`` (:meth:`log`).
     """
 
-    def __init__(self, root: Path, *, lifetime: float = 60.0, revoke_after: int = 10,
-                 startup_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        lifetime: float = 60.0,
+        revoke_after: int = 10,
+        startup_timeout: float = 30.0,
+    ) -> None:
         self.root = Path(root)
         self.lifetime, self.revoke_after = lifetime, revoke_after
         self.startup_timeout = startup_timeout
@@ -888,8 +895,16 @@ class SasServer(_OneProcessServer):
         log = self.workdir / "requests.log"
         self._launch(
             "sas",
-            lambda port: [sys.executable, __file__, "sas", str(self.root), str(port), str(log),
-                          str(self.lifetime), str(self.revoke_after)],
+            lambda port: [
+                sys.executable,
+                __file__,
+                "sas",
+                str(self.root),
+                str(port),
+                str(log),
+                str(self.lifetime),
+                str(self.revoke_after),
+            ],
             "token API ready",
         )
         self.startup_seconds = time.monotonic() - t0
@@ -937,13 +952,15 @@ def _serve_sas(root: Path, port: int, log: Path, lifetime: float, revoke_after: 
             if not path.startswith("/blob/"):
                 return self._send(404, {}, b"not found")
             number, valid = self._check(urllib.parse.parse_qs(query).get("sig", [""])[0])
-            file = root / urllib.parse.unquote(path[len("/blob/"):])
+            file = root / urllib.parse.unquote(path[len("/blob/") :])
             status = 403 if not valid else 200 if file.is_file() else 404
             write(f"{self.command} {status} {number or '-'} {path}")
             if status == 403:
-                text = (b"<?xml version=\"1.0\" encoding=\"utf-8\"?><Error><Code>"
-                        b"AuthenticationFailed</Code><Message>Signature not valid in the "
-                        b"specified time frame</Message></Error>")
+                text = (
+                    b'<?xml version="1.0" encoding="utf-8"?><Error><Code>'
+                    b"AuthenticationFailed</Code><Message>Signature not valid in the "
+                    b"specified time frame</Message></Error>"
+                )
                 return self._send(403, {"Content-Type": "application/xml"}, text)
             if status == 404:
                 return self._send(404, {}, b"BlobNotFound")
@@ -955,7 +972,7 @@ def _serve_sas(root: Path, port: int, log: Path, lifetime: float, revoke_after: 
                 start = int(first)
                 end = min(int(last) if last else len(data) - 1, len(data) - 1)
                 headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-                return self._send(206, headers, data[start:end + 1], body)
+                return self._send(206, headers, data[start : end + 1], body)
             self._send(200, headers, data, body)
 
         def _token(self, collection: str) -> None:
@@ -983,8 +1000,9 @@ def _serve_sas(root: Path, port: int, log: Path, lifetime: float, revoke_after: 
                     entry[2] -= 1
                 return entry[0], True
 
-        def _send(self, status: int, headers: dict[str, str], data: bytes,
-                  body: bool = True) -> None:
+        def _send(
+            self, status: int, headers: dict[str, str], data: bytes, body: bool = True
+        ) -> None:
             self.send_response(status)
             for key, value in headers.items():
                 self.send_header(key, value)
@@ -1051,19 +1069,28 @@ def _serve_hub(root: Path, port: int, log: Path) -> None:
             if not file.is_file():
                 return self._error(404, "EntryNotFound", "Entry not found", head)
             data = file.read_bytes() if body else b""
-            headers = {"ETag": f'"{digest(file)}"', "X-Repo-Commit": head,
-                       "Content-Length": str(file.stat().st_size),
-                       "Content-Type": "application/octet-stream"}
+            headers = {
+                "ETag": f'"{digest(file)}"',
+                "X-Repo-Commit": head,
+                "Content-Length": str(file.stat().st_size),
+                "Content-Type": "application/octet-stream",
+            }
             self._send(200, headers, data)
 
         def _error(self, status: int, code: str, message: str, head: str | None) -> None:
-            headers = {"X-Error-Code": code, "X-Error-Message": message,
-                       "Content-Type": "application/json"}
+            headers = {
+                "X-Error-Code": code,
+                "X-Error-Message": message,
+                "Content-Type": "application/json",
+            }
             if head:
                 headers["X-Repo-Commit"] = head
             text = json.dumps({"error": message}).encode()
-            self._send(status, {**headers, "Content-Length": str(len(text))},
-                       text if self.command == "GET" else b"")
+            self._send(
+                status,
+                {**headers, "Content-Length": str(len(text))},
+                text if self.command == "GET" else b"",
+            )
 
         def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
             self.send_response(status)
@@ -1081,5 +1108,6 @@ def _serve_hub(root: Path, port: int, log: Path) -> None:
 if __name__ == "__main__" and sys.argv[1:2] == ["hub"]:
     _serve_hub(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
 if __name__ == "__main__" and sys.argv[1:2] == ["sas"]:
-    _serve_sas(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), float(sys.argv[5]),
-               int(sys.argv[6]))
+    _serve_sas(
+        Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+    )

@@ -70,11 +70,27 @@ def test_which_catalogs_are_signed(stac, collection, sign, expected, monkeypatch
 
 
 def test_signing_without_a_collection_is_refused_in_one_line(capsys):
-    assert main(["--stac", "items.json", "--start", "2023-01-01", "--end", "2023-01-31",
-                 "--sign", "planetary-computer", "--dry-run"]) == 2
+    assert (
+        main(
+            [
+                "--stac",
+                "items.json",
+                "--start",
+                "2023-01-01",
+                "--end",
+                "2023-01-31",
+                "--sign",
+                "planetary-computer",
+                "--dry-run",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: --sign planetary-computer needs --collection (its tokens are per "
-                   "collection), e.g. --collection sentinel-2-l2a"]
+    assert err == [
+        "error: --sign planetary-computer needs --collection (its tokens are per "
+        "collection), e.g. --collection sentinel-2-l2a"
+    ]
 
 
 @pytest.mark.slow
@@ -89,9 +105,25 @@ def test_a_run_signs_each_read_and_outlives_its_tokens(
     before = len(sas_server.log())
     out = tmp_path / "pc.zarr"
     dask_client.get_worker_logs()  # the logs so far are not this run's
-    code = main(["--stac", planetary_catalog(sas_server, tmp_path), "--collection", COLLECTION,
-                 "--sign", "planetary-computer", "--start", "2023-01-01", "--end", "2023-01-31",
-                 *DEMO_TILING, "--out", str(out), "--scheduler", dask_client.scheduler.address])
+    code = main(
+        [
+            "--stac",
+            planetary_catalog(sas_server, tmp_path),
+            "--collection",
+            COLLECTION,
+            "--sign",
+            "planetary-computer",
+            "--start",
+            "2023-01-01",
+            "--end",
+            "2023-01-31",
+            *DEMO_TILING,
+            "--out",
+            str(out),
+            "--scheduler",
+            dask_client.scheduler.address,
+        ]
+    )
     printed = capfd.readouterr()
     assert code == 0, printed.err
     assert f"{DEMO_TILES} tiles written, 0 already finished, 0 failed" in printed.out
@@ -101,7 +133,8 @@ def test_a_run_signs_each_read_and_outlives_its_tokens(
     reads = [line.split() for line in log if not line.startswith("TOKEN")]
     assert {t[2] for t in tokens} == {COLLECTION}
     assert ["GET", "403", "1"] in [r[:3] for r in reads] or ["HEAD", "403", "1"] in [
-        r[:3] for r in reads], "the token issued already expired was never refused"
+        r[:3] for r in reads
+    ], "the token issued already expired was never refused"
     by_token_two = [r[1] for r in reads if r[2] == "2"]
     assert "200" in by_token_two and "403" in by_token_two, "token 2 did not run out mid-run"
     assert len(tokens) >= 3  # renewed after the refusals
@@ -119,7 +152,10 @@ def test_a_run_signs_each_read_and_outlives_its_tokens(
     metadata = "".join(p.read_text() for p in out.rglob("*.json"))
     logs = json.dumps(dask_client.get_worker_logs())
     for secret in [t[3] for t in tokens] + ["sig="]:
-        for where, text in (("product", product if "=" not in secret else metadata),
-                            ("stdout", printed.out), ("stderr", printed.err),
-                            ("worker logs", logs)):
+        for where, text in (
+            ("product", product if "=" not in secret else metadata),
+            ("stdout", printed.out),
+            ("stderr", printed.err),
+            ("worker logs", logs),
+        ):
             assert secret not in text, f"{secret!r} in the {where}"
