@@ -44,6 +44,7 @@ from pipeline.quality.verdict import no_data_line, warning_line
 from pipeline.redact import redact
 from pipeline.run.dispatch import RunSummary, run_tiles
 from pipeline.run.plan import Plan, RegionRequest, plan_region
+from pipeline.signing import AUTO, SIGN_CHOICES
 from pipeline.store import ProductStore
 from pipeline.superresolve import Layout, layout_for
 
@@ -66,6 +67,10 @@ def parser() -> argparse.ArgumentParser:
                    "default: the embedded demo catalog)")
     p.add_argument("--collection", help="collection id, e.g. sentinel-2-c1-l2a (Earth Search) "
                    "or sentinel-2-l2a (Planetary Computer)")
+    p.add_argument("--sign", choices=SIGN_CHOICES, default=AUTO,
+                   help="sign asset hrefs with short-lived tokens just before each read: "
+                   "planetary-computer, or none (default: auto, i.e. planetary-computer for "
+                   "Planetary Computer's STAC API, else none)")
     p.add_argument("--max-cloud", type=_percent, default=100.0, metavar="PERCENT",
                    help="skip scenes with more cloud cover than this (default: 100)")
     p.add_argument("--out", help="output Zarr: local path or fsspec URL such as s3://bucket/x.zarr "
@@ -286,6 +291,7 @@ def _request(args: argparse.Namespace) -> RegionRequest:
         fusion_model=args.fusion_model,
         fusion_options=_fusion_options(args),
         mask_snow=not args.keep_snow,
+        sign=args.sign,
     )
 
 

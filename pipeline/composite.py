@@ -23,6 +23,7 @@ from pipeline.bands import (
     SCL_SNOW,
 )
 from pipeline.load import Scene, load_reflectance, load_scl
+from pipeline.signing import Signer
 
 #: SCL classes that never count as a clear observation.
 NOT_CLEAR = (
@@ -71,12 +72,15 @@ def clear_sky(
     chunksize: int = 1024,
     timeout: float | None = None,
     cached: bool = True,
+    signer: Signer | None = None,
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """The lazy clear-sky composite of ``bands`` at 10 m over ``bounds`` (in EPSG:``epsg``)
     and its clear count, from ``scenes`` read in square chunks of ``chunksize`` pixels
-    (``timeout``, ``cached``: see :func:`pipeline.load.load_reflectance`)."""
-    reflectance = load_reflectance(scenes, bands, epsg, bounds, chunksize, timeout, cached)
-    scl = load_scl(scenes, epsg, bounds, chunksize, timeout, cached)
+    (``timeout``, ``cached``, ``signer``: see :func:`pipeline.load.load_reflectance`)."""
+    reflectance = load_reflectance(
+        scenes, bands, epsg, bounds, chunksize, timeout, cached, signer
+    )
+    scl = load_scl(scenes, epsg, bounds, chunksize, timeout, cached, signer)
     return median_composite(reflectance, scl, mask_snow)
 
 

@@ -36,6 +36,7 @@ from pipeline.errors import CatalogError, ItemError
 from pipeline.grid import INPUT_RESOLUTION
 from pipeline.network import gdal_options
 from pipeline.network import timeout as network_timeout
+from pipeline.signing import Signer, reader_for
 
 #: BOA_ADD_OFFSET applied by ESA from processing baseline 04.00 on.
 BOA_ADD_OFFSET = -1000
@@ -220,6 +221,7 @@ def _stack(
     chunksize: int,
     timeout: float | None,
     cached: bool,
+    signer: Signer | None,
 ) -> xr.DataArray:
     """The assets ``keys`` of ``scenes``; an asset that cannot be read fails the
     computation (stackstac's default would read an asset that answers 404 as no data).
@@ -243,6 +245,7 @@ def _stack(
         sortby_date=False,  # keep the caller's order, which the offsets follow
         gdal_env=DEFAULT_GDAL_ENV.updated(always=gdal_options(seconds, cached)),
         errors_as_nodata=(),
+        reader=reader_for(signer),  # signs each href as it is opened, when the catalog needs it
     )
 
 
@@ -254,11 +257,13 @@ def load_reflectance(
     chunksize: int = 1024,
     timeout: float | None = None,
     cached: bool = True,
+    signer: Signer | None = None,
 ) -> xr.DataArray:
     """Lazy float32 reflectance, dims (time, band, y, x) at 10 m; NaN where there is no data.
 
     ``timeout`` (None: this process's :func:`pipeline.network.timeout`) and ``cached``: see
-    :func:`pipeline.network.gdal_options`."""
+    :func:`pipeline.network.gdal_options`; ``signer`` signs the asset hrefs as they are read
+    (see :mod:`pipeline.signing`)."""
     scenes = [to_scene(i, bands) for i in items]
     native = scene_epsg(scenes) == epsg
     dn = _stack(
@@ -270,6 +275,7 @@ def load_reflectance(
         chunksize,
         timeout,
         cached,
+        signer,
     )
     offsets = xr.DataArray(
         np.array([s.offset for s in scenes], dtype="float32"), dims="time"
@@ -285,8 +291,11 @@ def load_scl(
     chunksize: int = 1024,
     timeout: float | None = None,
     cached: bool = True,
+    signer: Signer | None = None,
 ) -> xr.DataArray:
     """Lazy scene classification, dims (time, y, x) at 10 m, nearest; NaN where missing."""
     scenes = [to_scene(i, ["SCL"]) for i in items]
-    scl = _stack(scenes, ["SCL"], epsg, bounds, Resampling.nearest, chunksize, timeout, cached)
+    scl = _stack(
+        scenes, ["SCL"], epsg, bounds, Resampling.nearest, chunksize, timeout, cached, signer
+    )
     return scl.isel(band=0, drop=True).rename("scl")

@@ -29,20 +29,11 @@ import zarr
 from distributed import Client, Future, as_completed
 from zarr.errors import ZarrUserWarning
 
+from pipeline.conventions import MULTISCALES, PROJ, SPATIAL, spatial_grid
 from pipeline.errors import reason
 from pipeline.grid import RESOLUTION, OutputGrid
 from pipeline.pyramid import AVERAGE, OVERVIEWS, RESAMPLING, level_path, reduce_2x2
 from pipeline.store import MARKERS, ProductStore
-
-#: The zarr-conventions multiscales convention that the root attribute ``multiscales`` follows.
-MULTISCALES_CONVENTION = {
-    "uuid": "d35379db-88df-4056-af3a-620245f8e347",
-    "name": "multiscales",
-    "schema_url": "https://raw.githubusercontent.com/zarr-conventions/multiscales/refs/tags/"
-                  "v0.1/schema.json",
-    "spec_url": "https://github.com/zarr-conventions/multiscales/blob/v0.1/README.md",
-    "description": "multiscale layout of zarr datasets",
-}
 
 
 def level_count(grid: OutputGrid) -> int:
@@ -104,7 +95,8 @@ def build_overviews(
 
 
 def multiscales_attrs(grid: OutputGrid) -> dict[str, Any]:
-    """Root attributes describing the pyramid (zarr-conventions multiscales v0.1)."""
+    """Root attributes describing the pyramid (zarr-conventions multiscales v1), each level
+    with its pixel grid (spatial convention), beside the root's CRS (proj convention)."""
     layout = []
     for level in range(level_count(grid) + 1):
         entry: dict[str, Any] = {"asset": level_path(level) or "."}
@@ -113,11 +105,10 @@ def multiscales_attrs(grid: OutputGrid) -> dict[str, Any]:
             entry["transform"] = {"scale": [2.0, 2.0], "translation": [0.0, 0.0]}
         else:
             entry["transform"] = {"scale": [1.0, 1.0], "translation": [0.0, 0.0]}
-        entry["proj:shape"] = list(level_shape(grid, level))
-        entry["proj:transform"] = level_transform(grid, level)
+        entry.update(spatial_grid(level_transform(grid, level), level_shape(grid, level)))
         layout.append(entry)
     return {
-        "zarr_conventions": [MULTISCALES_CONVENTION],
+        "zarr_conventions": [MULTISCALES, PROJ, SPATIAL],
         "multiscales": {"layout": layout, "resampling_method": AVERAGE,
                         "variable_resampling": RESAMPLING},
     }
@@ -246,7 +237,9 @@ def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
                 shards = (*shards[:-2], *(side // 2 for side in shards[-2:]))
             array = _like(group, source, (*source.shape[:-2], height, width), source.chunks,
                           shards)
-            array.update_attributes({"resampling_method": RESAMPLING.get(name, AVERAGE)})
+            array.update_attributes({"resampling_method": RESAMPLING.get(name, AVERAGE),
+                                     **spatial_grid(level_transform(grid, level),
+                                                    (height, width))})
 
 
 def _like(

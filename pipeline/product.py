@@ -22,6 +22,7 @@ from pipeline.catalog import search
 from pipeline.composite import clear_sky
 from pipeline.errors import CatalogError
 from pipeline.grid import OutputGrid
+from pipeline.signing import AUTO, signer_for
 
 
 def product_grid(attrs: Mapping[str, Any]) -> OutputGrid:
@@ -59,7 +60,9 @@ def product_input(
     if missing:
         raise CatalogError(f"the catalog {attrs['stac']} no longer has {', '.join(missing)}")
     grid = product_grid(attrs)
-    return clear_sky(items, grid.crs.to_epsg(), bounds or grid.bounds, attrs["scl_snow_masked"])
+    signer = signer_for(attrs["stac"], attrs["collection"], attrs.get("asset_signing", AUTO))
+    return clear_sky(items, grid.crs.to_epsg(), bounds or grid.bounds, attrs["scl_snow_masked"],
+                     signer=signer)
 
 
 def tile_summaries(

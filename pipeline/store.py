@@ -30,6 +30,7 @@ from zarr.errors import ZarrUserWarning
 from zarr.storage import FsspecStore, LocalStore
 
 from pipeline import network
+from pipeline.conventions import array_attrs, group_attrs
 from pipeline.errors import OutputError, reason
 from pipeline.grid import RESOLUTION, OutputGrid, Tile
 from pipeline.lease import describe, holders
@@ -144,7 +145,12 @@ class ProductStore:
         """
         limits = network.storage_options(url, network.timeout())
         store = cls(url, {**limits, **(storage_options or {})} or None)
-        root_attrs = {**attrs, "Conventions": "CF-1.8", **_grid_attrs(grid, bands)}
+        root_attrs = {
+            **attrs,
+            "Conventions": "CF-1.8",
+            **group_attrs(grid.crs, grid.bounds),
+            **_grid_attrs(grid, bands),
+        }
         with store._storage_errors():
             existing = store._existing_attrs()
             if existing is None:
@@ -441,7 +447,11 @@ class ProductStore:
         )
 
         n, inner = grid.tile_size, grid.tile_size // 4
-        located = {"grid_mapping": "spatial_ref", "coordinates": "spatial_ref"}
+        located = {  # CF's grid mapping, and the zarr-conventions' georeferencing
+            "grid_mapping": "spatial_ref",
+            "coordinates": "spatial_ref",
+            **array_attrs(grid.crs, grid.transform, (grid.height, grid.width)),
+        }
         group.create_array(
             "reflectance",
             shape=(len(bands), grid.height, grid.width),

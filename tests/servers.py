@@ -15,6 +15,9 @@ server's log when it dies or does not come up in time) and, on ``__exit__`` (or
   folder, written here on the standard library (run as ``python servers.py hub ...``).
 * :class:`SilentServer` -- accepts connections and never answers them (or resets them), on
   threads of the test process: what only a client's time-out gets past.
+* :class:`SasServer` -- Planetary Computer's token API and a blob store that serves a folder
+  only to requests signed with a valid token, on the standard library
+  (``python servers.py sas ...``).
 
 Nothing here talks to any address but 127.0.0.1.  The system packages the servers need are
 installed by ``bash scripts/bootstrap.sh --test``.
@@ -542,7 +545,6 @@ class RustacServer(_OneProcessServer):
         return http_status(f"{self.url}/collections/{self.collection['id']}") == 200
 
 
-
 def _postgres_bindir() -> Path:
     """Directory holding ``initdb`` and ``postgres`` (Debian keeps them off PATH)."""
     found = shutil.which("initdb")
@@ -904,8 +906,11 @@ class HubServer(_OneProcessServer):
         log = self.workdir / "requests.log"
         lines = log.read_text().splitlines() if log.exists() else []
         prefix = f"/{space}/"
-        return [f"{m} {_hub_file(p[len(prefix):])}" for m, p in (line.split(" ", 1)
-                for line in lines) if p.startswith(prefix)]
+        return [
+            f"{m} {_hub_file(p[len(prefix) :])}"
+            for m, p in (line.split(" ", 1) for line in lines)
+            if p.startswith(prefix)
+        ]
 
     def start(self) -> Self:
         t0 = time.monotonic()
@@ -922,6 +927,176 @@ class HubServer(_OneProcessServer):
     def _ready(self) -> bool:
         return http_status(f"http://{HOST}:{self.port}/ready") == 200
 
+
+class SasServer(_OneProcessServer):
+    """Planetary Computer as its assets' readers meet it: a token API and a blob store.
+
+    ``GET /api/sas/v1/token/<collection>`` issues token number *n* (1, 2, ...) as
+    ``{"msft:expiry": ..., "token": "st=...&se=...&sp=rl&sig=<n>-<random>"}``, valid for
+    ``lifetime`` seconds, except that token 1 is issued already expired and token 2 stops
+    being accepted after ``revoke_after`` requests (a token that runs out in the middle of a
+    run, whatever its stated expiry). ``GET``/``HEAD /blob/<path>?<token>`` serve
+    ``<root>/<path>`` (with single byte ranges) to a request that carries a valid token, and
+    answer 403 ``AuthenticationFailed`` otherwise. Every token issued and every blob request
+    (its status and the number of the token it carried, ``-`` for none or one never issued)
+    goes to ``requests.log`` (:meth:`log`).
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        lifetime: float = 60.0,
+        revoke_after: int = 10,
+        startup_timeout: float = 30.0,
+    ) -> None:
+        self.root = Path(root)
+        self.lifetime, self.revoke_after = lifetime, revoke_after
+        self.startup_timeout = startup_timeout
+        self.port = 0
+        self.workdir: Path | None = None
+        self._proc: ServerProcess | None = None
+
+    @property
+    def token_api(self) -> str:
+        """The token endpoint (what ``PC_SDK_SAS_URL`` names)."""
+        return f"http://{HOST}:{self.port}/api/sas/v1/token"
+
+    def href(self, path: str) -> str:
+        """The unsigned href of ``<root>/<path>``."""
+        return f"http://{HOST}:{self.port}/blob/{path}"
+
+    def log(self) -> list[str]:
+        """``"TOKEN <n> <collection> <sig>"`` and ``"<METHOD> <status> <n or -> <path>"``
+        lines, in order."""
+        assert self.workdir is not None
+        log = self.workdir / "requests.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def start(self) -> Self:
+        t0 = time.monotonic()
+        self.workdir = Path(tempfile.mkdtemp(prefix="s2sr-sas-"))
+        log = self.workdir / "requests.log"
+        self._launch(
+            "sas",
+            lambda port: [
+                sys.executable,
+                __file__,
+                "sas",
+                str(self.root),
+                str(port),
+                str(log),
+                str(self.lifetime),
+                str(self.revoke_after),
+            ],
+            "token API ready",
+        )
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def _ready(self) -> bool:
+        return http_status(f"http://{HOST}:{self.port}/ready") == 200
+
+
+def _serve_sas(root: Path, port: int, log: Path, lifetime: float, revoke_after: int) -> None:
+    """The :class:`SasServer` process."""
+    import http.server
+    import secrets
+    import threading
+    from datetime import UTC, datetime
+
+    lock = threading.Lock()
+    issued: dict[str, list] = {}  # sig -> [number, expiry (time.time()), requests left]
+
+    def write(line: str) -> None:
+        with lock, open(log, "a") as f:
+            f.write(line + "\n")
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_HEAD(self) -> None:  # noqa: N802 (the standard library's name)
+            self._answer(body=False)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._answer(body=True)
+
+        def _answer(self, body: bool) -> None:
+            path, _, query = self.path.partition("?")
+            if path == "/ready":
+                return self._send(200, {}, b"")
+            if path.startswith("/api/sas/v1/token/"):
+                return self._token(path.rsplit("/", 1)[-1])
+            if not path.startswith("/blob/"):
+                return self._send(404, {}, b"not found")
+            number, valid = self._check(urllib.parse.parse_qs(query).get("sig", [""])[0])
+            file = root / urllib.parse.unquote(path[len("/blob/") :])
+            status = 403 if not valid else 200 if file.is_file() else 404
+            write(f"{self.command} {status} {number or '-'} {path}")
+            if status == 403:
+                text = (
+                    b'<?xml version="1.0" encoding="utf-8"?><Error><Code>'
+                    b"AuthenticationFailed</Code><Message>Signature not valid in the "
+                    b"specified time frame</Message></Error>"
+                )
+                return self._send(403, {"Content-Type": "application/xml"}, text)
+            if status == 404:
+                return self._send(404, {}, b"BlobNotFound")
+            data = file.read_bytes()
+            headers = {"Accept-Ranges": "bytes", "Content-Type": "image/tiff"}
+            ranges = self.headers.get("Range", "").removeprefix("bytes=")
+            if ranges and "," not in ranges:
+                first, _, last = ranges.partition("-")
+                start = int(first)
+                end = min(int(last) if last else len(data) - 1, len(data) - 1)
+                headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+                return self._send(206, headers, data[start : end + 1], body)
+            self._send(200, headers, data, body)
+
+        def _token(self, collection: str) -> None:
+            with lock:
+                number = len(issued) + 1
+                now = time.time()
+                expiry = now - 1 if number == 1 else now + lifetime
+                sig = f"{number}-{secrets.token_hex(8)}"
+                issued[sig] = [number, expiry, revoke_after if number == 2 else None]
+            write(f"TOKEN {number} {collection} {sig}")
+            token = f"st={iso(now)}&se={iso(expiry)}&sp=rl&sv=2024-05-04&sr=c&sig={sig}"
+            text = json.dumps({"msft:expiry": iso(expiry), "token": token}).encode()
+            self._send(200, {"Content-Type": "application/json"}, text)
+
+        def _check(self, sig: str) -> tuple[int | None, bool]:
+            """The number of token ``sig`` (None: not issued) and whether it is valid now;
+            a valid one is counted against its requests left."""
+            with lock:
+                entry = issued.get(sig)
+                if entry is None:
+                    return None, False
+                if time.time() >= entry[1] or entry[2] == 0:
+                    return entry[0], False
+                if entry[2] is not None:
+                    entry[2] -= 1
+                return entry[0], True
+
+        def _send(
+            self, status: int, headers: dict[str, str], data: bytes, body: bool = True
+        ) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if body and self.command != "HEAD":
+                self.wfile.write(data)
+
+    server = http.server.ThreadingHTTPServer((HOST, port), Handler)
+    server.serve_forever()
 
 
 def _hub_file(url_path: str) -> str:
@@ -978,19 +1153,28 @@ def _serve_hub(root: Path, port: int, log: Path) -> None:
             if not file.is_file():
                 return self._error(404, "EntryNotFound", "Entry not found", head)
             data = file.read_bytes() if body else b""
-            headers = {"ETag": f'"{digest(file)}"', "X-Repo-Commit": head,
-                       "Content-Length": str(file.stat().st_size),
-                       "Content-Type": "application/octet-stream"}
+            headers = {
+                "ETag": f'"{digest(file)}"',
+                "X-Repo-Commit": head,
+                "Content-Length": str(file.stat().st_size),
+                "Content-Type": "application/octet-stream",
+            }
             self._send(200, headers, data)
 
         def _error(self, status: int, code: str, message: str, head: str | None) -> None:
-            headers = {"X-Error-Code": code, "X-Error-Message": message,
-                       "Content-Type": "application/json"}
+            headers = {
+                "X-Error-Code": code,
+                "X-Error-Message": message,
+                "Content-Type": "application/json",
+            }
             if head:
                 headers["X-Repo-Commit"] = head
             text = json.dumps({"error": message}).encode()
-            self._send(status, {**headers, "Content-Length": str(len(text))},
-                       text if self.command == "GET" else b"")
+            self._send(
+                status,
+                {**headers, "Content-Length": str(len(text))},
+                text if self.command == "GET" else b"",
+            )
 
         def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
             self.send_response(status)
@@ -1007,3 +1191,7 @@ def _serve_hub(root: Path, port: int, log: Path) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["hub"]:
     _serve_hub(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))
+if __name__ == "__main__" and sys.argv[1:2] == ["sas"]:
+    _serve_sas(
+        Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+    )

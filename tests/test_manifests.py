@@ -267,6 +267,18 @@ def test_secret_references_exist() -> None:
         assert ref["key"] in secrets[ref["name"]], ref
 
 
+def test_s3_clients_get_their_region() -> None:
+    """Every container that holds S3 credentials names the region as botocore (s3fs) reads
+    it, ``AWS_DEFAULT_REGION`` (GDAL reads it too); ``AWS_REGION`` alone is lost on s3fs."""
+    pods = [pod for doc in DASK_DOCUMENTS for pod in embedded_pods(doc).values()]
+    with_keys = [_env(c) for pod in pods for c in _containers(pod)
+                 if "AWS_ACCESS_KEY_ID" in _env(c)]
+    assert with_keys
+    for env in with_keys:
+        assert env.get("AWS_DEFAULT_REGION", {}).get("value"), sorted(env)
+        assert "AWS_REGION" not in env
+
+
 def test_gpu_workers_claim_a_gpu() -> None:
     """Every ``dask cuda worker`` asks Kubernetes for one GPU and offers Dask the ``GPU``
     resource that the flow's model tasks claim; no other container asks for a GPU."""

@@ -143,10 +143,13 @@ def test_levels_are_georeferenced_and_described(built):
         ds = xr.open_zarr(product.url, group=None if level == 0 else entry["asset"])
         size = 2.5 * 2**level
         shape = (-(-150 // 2**level), -(-250 // 2**level))
-        assert ds.reflectance.shape == (len(BANDS), *shape) == (len(BANDS), *entry["proj:shape"])
+        assert ds.reflectance.shape == (len(BANDS), *shape) == (len(BANDS),
+                                                                *entry["spatial:shape"])
         assert ds.rio.crs == GRID.crs
         assert ds.reflectance.rio.transform() == Affine(size, 0, 600000.0, 0, -size, 4700020.0)
-        assert list(ds.rio.transform())[:6] == entry["proj:transform"]
+        assert list(ds.rio.transform())[:6] == entry["spatial:transform"]
+        assert ds.reflectance.attrs["spatial:transform"] == entry["spatial:transform"]
+        assert ds.reflectance.attrs["spatial:shape"] == entry["spatial:shape"]
         assert ds.x.values[0] == 600000.0 + size / 2
         assert list(ds.band.values) == list(BANDS)
     flag = zarr.open_array(product.url, path="overviews/1/hallucination_risk", mode="r")

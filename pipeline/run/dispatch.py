@@ -74,6 +74,7 @@ def tile_job(
         r.block_size,
         level_one,
         exclusive,
+        signer=plan.signer,
     )
 
 

@@ -38,6 +38,7 @@ from pipeline.load import Scene, lattice_anchor
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.quality.layers import risk_rule
 from pipeline.redact import redact
+from pipeline.signing import AUTO, PLANETARY_COMPUTER, Signer, signer_for
 from pipeline.store import QUALITY_LAYERS, RECIPE
 from pipeline.superresolve import SuperResolver
 
@@ -69,6 +70,8 @@ class RegionRequest:
     fusion_options: dict = field(default_factory=dict)
     mask_snow: bool = True
     block_size: int = 240
+    #: How asset hrefs are signed: one of :data:`pipeline.signing.SIGN_CHOICES`.
+    sign: str = AUTO
 
     @property
     def query(self) -> Query:
@@ -98,6 +101,8 @@ class Plan:
     skipped: dict[str, str] = field(default_factory=dict)
     #: What the user should know before the run: the grid's CRS meant for less than the AOI.
     warnings: tuple[str, ...] = ()
+    #: What signs the asset hrefs on the workers, when the catalog needs it.
+    signer: Signer | None = None
 
     @property
     def output_bytes(self) -> int:
@@ -175,6 +180,7 @@ class Plan:
             "software": f"s2sr {pipeline.__version__}",
             **recipe,
             RECIPE: recipe,
+            **({"asset_signing": PLANETARY_COMPUTER} if self.signer else {}),
             "stac_item_ids": [i.id for i in self.items],
             "aoi": json.dumps(shapely.geometry.mapping(r.aoi)),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -207,6 +213,7 @@ def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
     catalog's count of matches stands for the rest, so a continent plans in seconds. Either
     way a search that matches nothing is a NoScenesError.
     """
+    signer = signer_for(request.stac, request.collection, request.sign)
     resolver, request = _checked_models(request)
     crs = request.crs or default_crs(request.aoi)
     warning = check_crs(request.aoi, crs, given=request.crs is not None)
@@ -228,7 +235,7 @@ def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
     tiles = grid.tiles_in(project(request.aoi, crs))
     return Plan(
         request, found.items, found.cloud_filter, grid, tiles, resolver, estimate, found.matched,
-        found.skipped, (warning,) if warning else (),
+        found.skipped, (warning,) if warning else (), signer,
     )
 
 

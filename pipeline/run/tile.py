@@ -29,6 +29,7 @@ from pipeline.quality.layers import QualityLayers, judged
 from pipeline.redact import redact
 from pipeline.resample import upsample_nearest
 from pipeline.run.retry import may_pass
+from pipeline.signing import Signer
 from pipeline.store import ProductStore
 from pipeline.superresolve import SuperResolver
 
@@ -60,6 +61,8 @@ class TileJob:
     exclusive: bool = False
     #: How long a read may wait for a server: the runner's setting, wherever the job runs.
     timeout: float = field(default_factory=timeout)
+    #: What signs the asset hrefs just before each read, when the catalog needs it.
+    signer: Signer | None = None
 
     def bounds(self, tile: Tile) -> tuple[float, float, float, float]:
         """The tile's bounds widened by the models' halo."""
@@ -110,7 +113,7 @@ def _read(
     worker's log), never no data."""
     cached = tile.key not in _FAILED_HERE
     lazy = clear_sky(scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=chunk,
-                     timeout=job.timeout, cached=cached)
+                     timeout=job.timeout, cached=cached, signer=job.signer)
     try:
         composite, count = dask.compute(
             lazy[0].data, lazy[1].data, scheduler="threads", num_workers=READ_THREADS

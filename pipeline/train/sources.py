@@ -40,6 +40,7 @@ from pipeline.composite import clear_sky
 from pipeline.errors import UserError, reason
 from pipeline.grid import INPUT_RESOLUTION, default_crs, project
 from pipeline.load import check_assets, lattice_anchor, scene_epsg
+from pipeline.signing import signer_for
 
 #: File name endings FolderSource reads (case-insensitive).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
@@ -263,7 +264,8 @@ def sentinel_composite(
     epsg = scene_epsg(items) or default_crs(aoi).to_epsg()
     footprint = project(aoi, f"EPSG:{epsg}")
     bounds = _snap(footprint.bounds, lattice_anchor(items, epsg), lattice)
-    composite, _ = clear_sky(items, epsg, bounds, mask_snow, bands)
+    composite, _ = clear_sky(items, epsg, bounds, mask_snow, bands,
+                             signer=signer_for(stac, collection))
     image = np.asarray(composite.values, dtype=np.float32)
     inside = rasterio.features.geometry_mask(
         [shapely.geometry.mapping(footprint)],
