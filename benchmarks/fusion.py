@@ -77,22 +77,44 @@ DEFAULT_TILES = {"small": 48, "paper": 18, "mtf": 24}
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--weights", help="fusion weight file to time (default: random weights of "
-                   "each --configs size)")
+    p.add_argument(
+        "--weights",
+        help="fusion weight file to time (default: random weights of each --configs size)",
+    )
     p.add_argument("--sha256", help="refuse --weights whose sha256 differs")
-    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS),
-                   help="random-weight networks to time without --weights (default: small "
-                   "paper mtf)")
-    p.add_argument("--device", nargs="+",
-                   default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    p.add_argument("--tile", type=int, nargs="+", help="tile side in 10 m pixels, one per "
-                   "config, a multiple of 6 (default: 48 small, 18 paper, 24 mtf; 96 on cuda)")
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(CONFIGS),
+        default=list(CONFIGS),
+        help="random-weight networks to time without --weights (default: small paper mtf)",
+    )
+    p.add_argument(
+        "--device", nargs="+", default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        nargs="+",
+        help="tile side in 10 m pixels, one per "
+        "config, a multiple of 6 (default: 48 small, 18 paper, 24 mtf; 96 on cuda)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="timed runs after a warm-up (median)")
     p.add_argument("--threads", type=int, help="CPU threads for PyTorch")
-    p.add_argument("--crop", type=int, default=0, help="consistency on the composite's "
-                   "top-left N×N 10 m pixels, a multiple of 6 (default: 0, the whole demo)")
-    p.add_argument("--block-size", type=int, default=0, help="also measure blocks of N 10 m "
-                   "pixels against one whole-composite run, a multiple of 6 (default: off)")
+    p.add_argument(
+        "--crop",
+        type=int,
+        default=0,
+        help="consistency on the composite's "
+        "top-left N×N 10 m pixels, a multiple of 6 (default: 0, the whole demo)",
+    )
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=0,
+        help="also measure blocks of N 10 m "
+        "pixels against one whole-composite run, a multiple of 6 (default: off)",
+    )
     p.add_argument("--out", help="JSON result (default: benchmarks/results/fusion-DEVICE.json)")
     args = p.parse_args()
     if any(t <= 0 or t % 6 for t in args.tile or []) or args.crop % 6 or args.block_size % 6:
@@ -142,8 +164,9 @@ def throughput(model: DiffFuSRFusion, tile: int, repeats: int) -> dict[str, Any]
         for g in FUSION_GROUPS:
             channels = len(net.ms_bands(g.name))
             ms = torch.randn(1, channels, side, side, generator=generator).to(device)
-            seconds = timed(lambda g=g, ms=ms: net.group_forward(g.name, guide, ms), repeats,
-                            device)
+            seconds = timed(
+                lambda g=g, ms=ms: net.group_forward(g.name, guide, ms), repeats, device
+            )
             groups[g.name] = {
                 "seconds": seconds,
                 "output_px_per_s": side * side / seconds,
@@ -154,9 +177,13 @@ def throughput(model: DiffFuSRFusion, tile: int, repeats: int) -> dict[str, Any]
     bands = (0.05 + 0.3 * rng.random((12, tile, tile))).astype(np.float32)
     rgb = upsample_cubic(bands[RGB_INDEX], SCALE)
     seconds = timed(lambda: model(bands, rgb, (0, 0)), repeats, device)
-    return {"tile": tile, "output_px": side * side, "groups": groups,
-            "mflop_per_output_px": sum(flops.values()) / side / side / 1e6,
-            "model_call": {"seconds": seconds, "output_px_per_s": side * side / seconds}}
+    return {
+        "tile": tile,
+        "output_px": side * side,
+        "groups": groups,
+        "mflop_per_output_px": sum(flops.values()) / side / side / 1e6,
+        "model_call": {"seconds": seconds, "output_px_per_s": side * side / seconds},
+    }
 
 
 def demo_composite(crop: int) -> np.ndarray:
@@ -213,7 +240,9 @@ def blocks_vs_whole(model: DiffFuSRFusion, image: np.ndarray, block: int) -> dic
         result["halo"] = resolver.halo
         result["blocks"] = list(lazy.numblocks[1:])
         result["guarantee" if consistent else "no guarantee"] = {
-            "max_abs": float(diff.max()), "mean_abs": float(diff.mean())}
+            "max_abs": float(diff.max()),
+            "mean_abs": float(diff.mean()),
+        }
     return result
 
 
@@ -237,27 +266,33 @@ def print_throughput(label: str, result: dict[str, Any]) -> None:
     print(head)
     print("-" * len(head))
     for name, r in result["groups"].items():
-        print(f"{name:<22} {r['seconds']:8.3f} {r['output_px_per_s'] / 1e3:9.2f} "
-              f"{r['gflop_per_output_px']:9.5f} {r['achieved_tflop_per_s']:8.4f}")
+        print(
+            f"{name:<22} {r['seconds']:8.3f} {r['output_px_per_s'] / 1e3:9.2f} "
+            f"{r['gflop_per_output_px']:9.5f} {r['achieved_tflop_per_s']:8.4f}"
+        )
     call = result["model_call"]
-    print(f"{'whole model call':<22} {call['seconds']:8.3f} "
-          f"{call['output_px_per_s'] / 1e3:9.2f}")
-    print(f"all three groups: {result['mflop_per_output_px']:.2f} MFLOP per output pixel "
-          "(all 12 bands)")
+    print(f"{'whole model call':<22} {call['seconds']:8.3f} {call['output_px_per_s'] / 1e3:9.2f}")
+    print(
+        f"all three groups: {result['mflop_per_output_px']:.2f} MFLOP per output pixel "
+        "(all 12 bands)"
+    )
 
 
 def print_consistency(result: dict[str, Any]) -> None:
     h, w = result["shape_10m"]
-    print(f"\nconsistency on the demo composite ({h}×{w} px at 10 m): mean / max "
-          "|footprint mean − native input|, reflectance")
+    print(
+        f"\nconsistency on the demo composite ({h}×{w} px at 10 m): mean / max "
+        "|footprint mean − native input|, reflectance"
+    )
     bands = list(FUSED_BANDS)
     print(f"{'model':<30} " + " ".join(f"{b:>17}" for b in bands))
     for name, errors in result["bands"].items():
-        print(f"{name:<30} " + " ".join(
-            f"{errors[b][0]:8.2e}/{errors[b][1]:8.2e}" for b in bands))
+        print(f"{name:<30} " + " ".join(f"{errors[b][0]:8.2e}/{errors[b][1]:8.2e}" for b in bands))
     rgb = result["rgb_stage_bicubic"]
-    print("RGB stage (bicubic; kept as is): " + ", ".join(
-        f"{b} {rgb[b][0]:.2e}/{rgb[b][1]:.2e}" for b in RGB_BANDS))
+    print(
+        "RGB stage (bicubic; kept as is): "
+        + ", ".join(f"{b} {rgb[b][0]:.2e}/{rgb[b][1]:.2e}" for b in RGB_BANDS)
+    )
 
 
 def machine(device: torch.device) -> str:
@@ -272,51 +307,76 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
     names = ["weights"] if args.weights else args.configs
-    result: dict[str, Any] = {"threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                              "torch": torch.__version__, "runs": []}
+    result: dict[str, Any] = {
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory() as folder:
         for device in args.device:
             for i, name in enumerate(names):
                 if args.weights:
-                    model = DiffFuSRFusion(weights=args.weights, sha256=args.sha256,
-                                           device=device)
+                    model = DiffFuSRFusion(weights=args.weights, sha256=args.sha256, device=device)
                 else:
                     model = random_model(name, Path(folder), device)
                 net = model._network()
-                tile = (args.tile[i] if args.tile and i < len(args.tile)
-                        else 96 if device == "cuda" else DEFAULT_TILES.get(name, 48))
-                label = (f"{name} (generation {net.generation}, {net.features}/{net.blocks}/"
-                         f"{net.growth}) on {machine(torch.device(device))}, "
-                         f"threads {torch.get_num_threads()}")
+                tile = (
+                    args.tile[i]
+                    if args.tile and i < len(args.tile)
+                    else 96
+                    if device == "cuda"
+                    else DEFAULT_TILES.get(name, 48)
+                )
+                label = (
+                    f"{name} (generation {net.generation}, {net.features}/{net.blocks}/"
+                    f"{net.growth}) on {machine(torch.device(device))}, "
+                    f"threads {torch.get_num_threads()}"
+                )
                 run = throughput(model, tile, args.repeats)
                 print_throughput(label, run)
-                result["runs"].append({
-                    "config": name, "device": machine(torch.device(device)),
-                    "generation": net.generation,
-                    "sizes": {"features": net.features, "blocks": net.blocks,
-                              "growth": net.growth},
-                    "weights": args.weights or f"random, seed {SEED}",
-                    "sha256": model.weights_sha256, **run,
-                })
-        first = (DiffFuSRFusion(weights=args.weights, sha256=args.sha256, device="cpu")
-                 if args.weights else random_model(names[0], Path(folder), "cpu"))
+                result["runs"].append(
+                    {
+                        "config": name,
+                        "device": machine(torch.device(device)),
+                        "generation": net.generation,
+                        "sizes": {
+                            "features": net.features,
+                            "blocks": net.blocks,
+                            "growth": net.growth,
+                        },
+                        "weights": args.weights or f"random, seed {SEED}",
+                        "sha256": model.weights_sha256,
+                        **run,
+                    }
+                )
+        first = (
+            DiffFuSRFusion(weights=args.weights, sha256=args.sha256, device="cpu")
+            if args.weights
+            else random_model(names[0], Path(folder), "cpu")
+        )
         image = demo_composite(args.crop)
         result["consistency"] = {"config": names[0], **consistency(first, image)}
         print_consistency(result["consistency"])
         if args.block_size:
             blocks = result["blocks_vs_whole"] = blocks_vs_whole(first, image, args.block_size)
-            print(f"\nblocks of {args.block_size} px (halo {blocks['halo']}, "
-                  f"{blocks['blocks'][0]}×{blocks['blocks'][1]} blocks) vs one whole run, "
-                  "|difference| in reflectance:")
+            print(
+                f"\nblocks of {args.block_size} px (halo {blocks['halo']}, "
+                f"{blocks['blocks'][0]}×{blocks['blocks'][1]} blocks) vs one whole run, "
+                "|difference| in reflectance:"
+            )
             for key in ("no guarantee", "guarantee"):
-                print(f"  {key:<13} max {blocks[key]['max_abs']:.3g}, "
-                      f"mean {blocks[key]['mean_abs']:.3g}")
+                print(
+                    f"  {key:<13} max {blocks[key]['max_abs']:.3g}, "
+                    f"mean {blocks[key]['mean_abs']:.3g}"
+                )
     result["load_average_1min"] = {"start": load_start, "end": os.getloadavg()[0]}
     out = Path(args.out or f"benchmarks/results/fusion-{'-'.join(args.device)}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nload average {load_start:.2f} → {result['load_average_1min']['end']:.2f}; "
-          f"wrote {out}")
+    print(
+        f"\nload average {load_start:.2f} → {result['load_average_1min']['end']:.2f}; wrote {out}"
+    )
 
 
 if __name__ == "__main__":

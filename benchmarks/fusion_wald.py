@@ -56,38 +56,62 @@ from pipeline.train.sources import sentinel_composite
 #: The strip's side must be whole 60 m cells of the 4× coarser grid the Wald input lives on.
 STRIP_MULTIPLE = PATCH_MULTIPLE
 #: Column headings of the tables.
-HEADINGS = {"r2": "R²", "cross_correlation": "CC", "ssim": "SSIM", "psnr": "PSNR dB",
-            "mse": "MSE", "ergas": "ERGAS"}
+HEADINGS = {
+    "r2": "R²",
+    "cross_correlation": "CC",
+    "ssim": "SSIM",
+    "psnr": "PSNR dB",
+    "mse": "MSE",
+    "ergas": "ERGAS",
+}
 #: Table title and what the protocol does, by protocol.
 PROTOCOLS = {
-    "wald": ("Wald", "reduced resolution: every band degraded ×4 from its native grid, the real "
-             "10 m RGB as the guide (the 2.5 m super-resolved RGB one scale up), the output "
-             "averaged onto each native grid against the strip's own native grid"),
-    "no_reference": ("No reference", "full resolution: the strip as the input, the bicubic ×4 "
-                     "RGB stage as the guide, the 2.5 m output averaged over each native "
-                     "footprint against the input"),
+    "wald": (
+        "Wald",
+        "reduced resolution: every band degraded ×4 from its native grid, the real "
+        "10 m RGB as the guide (the 2.5 m super-resolved RGB one scale up), the output "
+        "averaged onto each native grid against the strip's own native grid",
+    ),
+    "no_reference": (
+        "No reference",
+        "full resolution: the strip as the input, the bicubic ×4 "
+        "RGB stage as the guide, the 2.5 m output averaged over each native "
+        "footprint against the input",
+    ),
 }
 NOTES = (
-    "10 m group: B08 only; B04 B03 B02 are the guide itself, which every model returns "
-    "unchanged.",
+    "10 m group: B08 only; B04 B03 B02 are the guide itself, which every model returns unchanged.",
     "No reference: the guarantee makes difffusr-fusion exact by construction (only float "
     "rounding is left); the row without it shows what the networks alone keep of the input.",
     "PSNR and SSIM with data range 1 (reflectance); ERGAS h/l as stated above each table.",
     "Synthetic bands are derived from the real ones in the demo: only the real bands' scores "
     "say something about real imagery.",
 )
-NARROW_NOTE = ("SSIM n/a: the strip's {grids} narrower than SSIM's "
-               f"{SSIM_WINDOW}-pixel window; the other metrics are unaffected.")
+NARROW_NOTE = (
+    "SSIM n/a: the strip's {grids} narrower than SSIM's "
+    f"{SSIM_WINDOW}-pixel window; the other metrics are unaffected."
+)
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", help="fusion weights (default: the shipped demo fusion weights; "
-                   "without any, the learned rows are skipped)")
-    p.add_argument("--test-fraction", type=float, default=0.25,
-                   help="eastern fraction of the composite held out from training (default 0.25)")
-    p.add_argument("--blur-sigma", type=float, default=BLUR_SIGMA,
-                   help=f"Gaussian σ of the degradation per unit of ratio (default {BLUR_SIGMA})")
+    p.add_argument(
+        "--weights",
+        help="fusion weights (default: the shipped demo fusion weights; "
+        "without any, the learned rows are skipped)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.25,
+        help="eastern fraction of the composite held out from training (default 0.25)",
+    )
+    p.add_argument(
+        "--blur-sigma",
+        type=float,
+        default=BLUR_SIGMA,
+        help=f"Gaussian σ of the degradation per unit of ratio (default {BLUR_SIGMA})",
+    )
     p.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (default 1)")
     p.add_argument("--out", default="benchmarks/results/fusion-wald-demo.json")
     return p.parse_args()
@@ -106,18 +130,24 @@ def held_out_strip(image: np.ndarray, test_fraction: float) -> tuple[np.ndarray,
     rows, cols = np.flatnonzero(clear.any(axis=1)), np.flatnonzero(clear.any(axis=0)) + cut
     if not len(rows):
         raise SystemExit("the held-out strip has no clear pixel")
-    top, left = (math.ceil(first / LATTICE_PIXELS) * LATTICE_PIXELS
-                 for first in (int(rows[0]), int(cols[0])))
+    top, left = (
+        math.ceil(first / LATTICE_PIXELS) * LATTICE_PIXELS for first in (int(rows[0]), int(cols[0]))
+    )
     height = (int(rows[-1]) + 1 - top) // STRIP_MULTIPLE * STRIP_MULTIPLE
     width = (int(cols[-1]) + 1 - left) // STRIP_MULTIPLE * STRIP_MULTIPLE
     strip = image[:, top : top + height, left : left + width]
     if not height or not width or not np.isfinite(strip).all():
         raise SystemExit(f"no clear {STRIP_MULTIPLE}-pixel-multiple block east of column {cut}")
-    return strip, {"cut_column": cut, "row": top, "column": left, "height": height,
-                   "width": width, "composite_height": image.shape[1],
-                   "composite_width": image.shape[2],
-                   "native_grids": {f"{r} m": [height // (r // 10), width // (r // 10)]
-                                    for r in SCORED}}
+    return strip, {
+        "cut_column": cut,
+        "row": top,
+        "column": left,
+        "height": height,
+        "width": width,
+        "composite_height": image.shape[1],
+        "composite_width": image.shape[2],
+        "native_grids": {f"{r} m": [height // (r // 10), width // (r // 10)] for r in SCORED},
+    }
 
 
 def fusion_models(weights: str | None) -> dict[str, FusionModel]:
@@ -125,18 +155,26 @@ def fusion_models(weights: str | None) -> dict[str, FusionModel]:
     there are weights), then the baselines."""
     models: dict[str, FusionModel] = {}
     if weights:
-        for label, consistent in (("difffusr-fusion", True),
-                                  ("difffusr-fusion, no guarantee", False)):
-            models[label] = get_fusion_model("difffusr-fusion", weights=weights, device="cpu",
-                                             consistent=consistent)
+        for label, consistent in (
+            ("difffusr-fusion", True),
+            ("difffusr-fusion, no guarantee", False),
+        ):
+            models[label] = get_fusion_model(
+                "difffusr-fusion", weights=weights, device="cpu", consistent=consistent
+            )
     models["gram-schmidt"] = get_fusion_model("gram-schmidt")
     models["bicubic"] = get_fusion_model("bicubic")
     return models
 
 
-def run_protocol(name: str, models: dict[str, FusionModel], bands: np.ndarray, rgb: np.ndarray,
-                 origin: tuple[int, int], evaluate: Callable[[np.ndarray], dict[str, Any]],
-                 ) -> dict[str, Any]:
+def run_protocol(
+    name: str,
+    models: dict[str, FusionModel],
+    bands: np.ndarray,
+    rgb: np.ndarray,
+    origin: tuple[int, int],
+    evaluate: Callable[[np.ndarray], dict[str, Any]],
+) -> dict[str, Any]:
     """Every model on one input, scored; one progress line per model."""
     rows = {}
     for label, model in models.items():
@@ -148,24 +186,41 @@ def run_protocol(name: str, models: dict[str, FusionModel], bands: np.ndarray, r
     return rows
 
 
-def wald(models: dict[str, FusionModel], strip: np.ndarray, sigma: float,
-         labels: dict[str, str]) -> dict[str, Any]:
+def wald(
+    models: dict[str, FusionModel], strip: np.ndarray, sigma: float, labels: dict[str, str]
+) -> dict[str, Any]:
     """Reduced resolution: the truth is the strip's own native grids, which the models never
     see. Every band lost a factor 4, so ERGAS's h/l is 1/4 in every group."""
     natives = native_grids(strip)
-    return run_protocol("wald", models, fusion_input(strip, sigma), strip[RGB_INDEX], (0, 0),
-                        lambda out: fusion_scores(out, natives, 1, WALD_ERGAS_RATIO, labels))
+    return run_protocol(
+        "wald",
+        models,
+        fusion_input(strip, sigma),
+        strip[RGB_INDEX],
+        (0, 0),
+        lambda out: fusion_scores(out, natives, 1, WALD_ERGAS_RATIO, labels),
+    )
 
 
-def no_reference(models: dict[str, FusionModel], strip: np.ndarray, origin: tuple[int, int],
-                 labels: dict[str, str]) -> dict[str, Any]:
+def no_reference(
+    models: dict[str, FusionModel],
+    strip: np.ndarray,
+    origin: tuple[int, int],
+    labels: dict[str, str],
+) -> dict[str, Any]:
     """Full resolution: the 2.5 m output must average back to the input it came from; h/l is
     2.5 m over the band's native pixel."""
     natives = native_grids(strip)
     ergas_ratio = {r: 10 / (SCALE * r) for r in SCORED}
     rgb = get_rgb_model("bicubic")(strip[RGB_INDEX], origin)
-    return run_protocol("no reference", models, strip, rgb, origin,
-                        lambda out: fusion_scores(out, natives, SCALE, ergas_ratio, labels))
+    return run_protocol(
+        "no reference",
+        models,
+        strip,
+        rgb,
+        origin,
+        lambda out: fusion_scores(out, natives, SCALE, ergas_ratio, labels),
+    )
 
 
 def strict_json(value: Any) -> Any:
@@ -196,18 +251,26 @@ def print_tables(protocol: str, rows: dict[str, Any], labels: dict[str, str]) ->
     print("|---|" + "---:|" * len(FUSED_BANDS))
     print("| data | " + " | ".join(labels[b] for b in FUSED_BANDS) + " |")
     for label, row in rows.items():
-        psnr = {b: v for g in row["groups"].values()
-                for b, v in zip(g["bands"], g["per_band"]["psnr"], strict=True)}
+        psnr = {
+            b: v
+            for g in row["groups"].values()
+            for b, v in zip(g["bands"], g["per_band"]["psnr"], strict=True)
+        }
         print(f"| {label} | " + " | ".join(cell("psnr", psnr[b]) for b in FUSED_BANDS) + " |")
 
 
 def notes(where: dict[str, Any]) -> list[str]:
     """The caveats to print under the tables (the SSIM one only when it applies)."""
-    narrow = [f"{name} grid ({h} × {w} px)" for name, (h, w) in where["native_grids"].items()
-              if min(h, w) < SSIM_WINDOW]
+    narrow = [
+        f"{name} grid ({h} × {w} px)"
+        for name, (h, w) in where["native_grids"].items()
+        if min(h, w) < SSIM_WINDOW
+    ]
     verb = "is" if len(narrow) == 1 else "are"
-    return [*NOTES, *([NARROW_NOTE.format(grids=f"{' and '.join(narrow)} {verb}")]
-                      if narrow else [])]
+    return [
+        *NOTES,
+        *([NARROW_NOTE.format(grids=f"{' and '.join(narrow)} {verb}")] if narrow else []),
+    ]
 
 
 def main() -> None:
@@ -215,17 +278,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     weights = args.weights or default_weights()
     if not weights:
-        print(f"no --weights and no {Path(DEMO_WEIGHTS).name} in the package: "
-              "skipping the learned rows")
+        print(
+            f"no --weights and no {Path(DEMO_WEIGHTS).name} in the package: "
+            "skipping the learned rows"
+        )
     labels = band_labels(search(str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES).items)
-    composite = sentinel_composite(str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES,
-                                   REFLECTANCE_BANDS, lattice=LATTICE)
+    composite = sentinel_composite(
+        str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES, REFLECTANCE_BANDS, lattice=LATTICE
+    )
     strip, where = held_out_strip(composite.image, args.test_fraction)
-    print(f"held-out strip: rows {where['row']}–{where['row'] + where['height']}, columns "
-          f"{where['column']}–{where['column'] + where['width']} of the "
-          f"{where['composite_height']} × {where['composite_width']} px composite "
-          f"(training cut at column {where['cut_column']}): {where['height']} × "
-          f"{where['width']} px at 10 m", flush=True)
+    print(
+        f"held-out strip: rows {where['row']}–{where['row'] + where['height']}, columns "
+        f"{where['column']}–{where['column'] + where['width']} of the "
+        f"{where['composite_height']} × {where['composite_width']} px composite "
+        f"(training cut at column {where['cut_column']}): {where['height']} × "
+        f"{where['width']} px at 10 m",
+        flush=True,
+    )
     models = fusion_models(weights)
     results = {
         "wald": wald(models, strip, args.blur_sigma, labels),
@@ -237,10 +306,17 @@ def main() -> None:
     print("\n" + "\n".join(f"* {line}" for line in caveats))
     learned = models.get("difffusr-fusion")
     result = {
-        "settings": {**vars(args), "weights": weights, "data_range": 1.0, "device": "cpu",
-                     "threads": torch.get_num_threads()},
+        "settings": {
+            **vars(args),
+            "weights": weights,
+            "data_range": 1.0,
+            "device": "cpu",
+            "threads": torch.get_num_threads(),
+        },
         "weights_sha256": learned.weights_sha256 if learned else None,
-        "bands": labels, "strip": where, "protocols": {k: v[1] for k, v in PROTOCOLS.items()},
+        "bands": labels,
+        "strip": where,
+        "protocols": {k: v[1] for k, v in PROTOCOLS.items()},
         "notes": caveats,
         "results": results,
     }

@@ -75,8 +75,7 @@ def windows_by_layout(plan: Plan) -> int | None:
         left, _, _, top = plan.grid.tile_bounds(tile)
         origin = (round(-top / INPUT_RESOLUTION), round(left / INPUT_RESOLUTION))
         shape = (tile.height // SCALE, tile.width // SCALE)
-        total += tile_windows(shape, halo, plan.request.block_size, rgb.window, rgb.overlap,
-                              origin)
+        total += tile_windows(shape, halo, plan.request.block_size, rgb.window, rgb.overlap, origin)
     return total
 
 
@@ -125,8 +124,9 @@ def gpu_utilisation(gpus: int, every: float = 0.1) -> Iterator[list[float]]:
     pynvml.nvmlInit()
     handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(gpus)]
     try:
-        with sampling(lambda: [pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles],
-                      every) as samples:
+        with sampling(
+            lambda: [pynvml.nvmlDeviceGetUtilizationRates(h).gpu for h in handles], every
+        ) as samples:
             yield samples
     finally:
         pynvml.nvmlShutdown()
@@ -137,8 +137,9 @@ def most_at_once(calls: list[tuple[str, float, float]]) -> int:
     most = 0
     for worker in {w for w, _, _ in calls}:
         # a call's stop sorts before another's start at the same instant
-        edges = sorted(edge for w, start, stop in calls if w == worker
-                       for edge in ((start, 1), (stop, -1)))
+        edges = sorted(
+            edge for w, start, stop in calls if w == worker for edge in ((start, 1), (stop, -1))
+        )
         running = 0
         for _, step in edges:
             running += step
@@ -148,8 +149,9 @@ def most_at_once(calls: list[tuple[str, float, float]]) -> int:
 
 def measure(plan: Plan, client: Client, workers: int, gpus: int, out: str) -> dict:
     """One run of every tile of ``plan`` into a new product at ``out``."""
-    store = ProductStore.create(out, plan.grid, plan.request.bands, {},
-                                uncertainty=plan.resolver.uncertainty)
+    store = ProductStore.create(
+        out, plan.grid, plan.request.bands, {}, uncertainty=plan.resolver.uncertainty
+    )
     before = len(client.get_events(MODEL_EVENT))  # earlier runs' events are in the log too
     started = time.perf_counter()
     with get_task_stream(client) as stream, gpu_utilisation(gpus) as utilisation:
@@ -184,7 +186,8 @@ def measure(plan: Plan, client: Client, workers: int, gpus: int, out: str) -> di
         # every window costs the same: executed / useful FLOPs is a ratio of pixels
         result["rgb_windows_evaluated"] = windows
         result["rgb_executed_over_useful"] = round(
-            executed_over_useful(windows, rgb.window, out_pixels), 4)
+            executed_over_useful(windows, rgb.window, out_pixels), 4
+        )
     if gpus:
         result["km2_per_gpu_hour"] = round(km2 / (wall / 3600 * gpus), 1)
         result["gpu_utilisation_percent_mean"] = (
@@ -199,14 +202,21 @@ def main() -> None:
     p.add_argument("--workers", type=int, help="worker processes (default: 2, or one per GPU)")
     p.add_argument("--gpus", type=int, default=0, help="GPUs of a local dask-cuda cluster")
     p.add_argument("--tile-size", type=int, default=480)
-    p.add_argument("--block-size", type=int, default=240,
-                   help="model block edge, 10 m px; 0: each tile's region is one block")
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=240,
+        help="model block edge, 10 m px; 0: each tile's region is one block",
+    )
     p.add_argument("--rgb-model", default="bicubic")
     p.add_argument("--fusion-model", default="gram-schmidt")
     p.add_argument("--steps", type=int, help="DDIM steps of difffusr (default: its own, 20)")
     p.add_argument("--batch", type=int, help="windows per difffusr network call")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                   help="difffusr autocast (default: auto, bf16 on CUDA, fp32 on CPU)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="difffusr autocast (default: auto, bf16 on CUDA, fp32 on CPU)",
+    )
     p.add_argument("--repeat", type=int, default=1, help="runs on the same cluster")
     p.add_argument("--json", default="benchmarks/results/region.json")
     args = p.parse_args()
@@ -228,8 +238,7 @@ def main() -> None:
     timed = TimedResolver(plan.resolver.rgb, plan.resolver.fusion)
     plan = dataclasses.replace(plan, resolver=timed)
     planned = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp, \
-            dask_client(None, args.workers, args.gpus) as client:
+    with tempfile.TemporaryDirectory() as tmp, dask_client(None, args.workers, args.gpus) as client:
         workers = len(client.scheduler_info(n_workers=-1)["workers"])
         client.run(lambda: None)  # workers are up before the clock starts
         runs = []
@@ -238,18 +247,19 @@ def main() -> None:
             # after each run: whether the same work, repeated, still raises the high-water mark
             rss = client.run(_peak_rss_mb)
             settled = client.run(_settled_rss_mb)
-            runs.append({
-                **run,
-                "peak_rss_mb_per_worker_so_far": sorted(round(v, 1) for v in rss.values()),
-                "rss_mb_per_worker_after_run": sorted(round(v, 1) for v in settled.values()),
-            })
+            runs.append(
+                {
+                    **run,
+                    "peak_rss_mb_per_worker_so_far": sorted(round(v, 1) for v in rss.values()),
+                    "rss_mb_per_worker_after_run": sorted(round(v, 1) for v in settled.values()),
+                }
+            )
     out_pixels = sum(t.height * t.width for t in plan.tiles)
     kind = f"{args.gpus} GPU worker(s)" if args.gpus else "worker processes x 1 thread"
     result = {
         "aoi": str(DEMO_AOI.name),
         "machine": f"{platform.machine()}, {workers} {kind}",
-        "models": {"rgb": args.rgb_model, "fusion": args.fusion_model,
-                   "rgb_options": rgb_options},
+        "models": {"rgb": args.rgb_model, "fusion": args.fusion_model, "rgb_options": rgb_options},
         "tiles": len(plan.tiles),
         "tile_size": args.tile_size,
         "block_size": args.block_size,

@@ -52,8 +52,13 @@ def main() -> None:
     p.add_argument("--json", default="benchmarks/results/retention.json")
     args = p.parse_args()
 
-    request = RegionRequest(aoi=read_aoi(str(DEMO_AOI)), start=DEMO_DATES[0],
-                            end=DEMO_DATES[1], stac=str(DEMO_CATALOG), tile_size=args.tile_size)
+    request = RegionRequest(
+        aoi=read_aoi(str(DEMO_AOI)),
+        start=DEMO_DATES[0],
+        end=DEMO_DATES[1],
+        stac=str(DEMO_CATALOG),
+        tile_size=args.tile_size,
+    )
     plan = plan_region(request)
     process = psutil.Process()
     rounds = []
@@ -67,16 +72,26 @@ def main() -> None:
             gc.collect()
             collected = process.memory_info().rss / 2**20
             trimmed = process.memory_info().rss / 2**20 if _trim_heap() else None
-            rounds.append({"seconds": round(time.perf_counter() - started, 2),
-                           "rss_mb": round(collected, 1),
-                           "rss_mb_after_trim": trimmed and round(trimmed, 1)})
-            print(f"round {i + 1:>2}: {len(plan.tiles)} tiles, RSS {collected:.0f} MB"
-                  + (f", {trimmed:.0f} MB after malloc_trim" if trimmed else ""), flush=True)
+            rounds.append(
+                {
+                    "seconds": round(time.perf_counter() - started, 2),
+                    "rss_mb": round(collected, 1),
+                    "rss_mb_after_trim": trimmed and round(trimmed, 1),
+                }
+            )
+            print(
+                f"round {i + 1:>2}: {len(plan.tiles)} tiles, RSS {collected:.0f} MB"
+                + (f", {trimmed:.0f} MB after malloc_trim" if trimmed else ""),
+                flush=True,
+            )
             if i == 1:  # from here on the caches and pools of the first rounds are warm
                 tracemalloc.start()
                 baseline = tracemalloc.take_snapshot()
-        grown = tracemalloc.take_snapshot().compare_to(baseline, "lineno")[:10] \
-            if args.rounds > 2 else []
+        grown = (
+            tracemalloc.take_snapshot().compare_to(baseline, "lineno")[:10]
+            if args.rounds > 2
+            else []
+        )
     kept = [{"where": str(s.traceback), "kib": round(s.size_diff / 1024, 1)} for s in grown]
     for line in kept:
         print(f"  kept since round 2: {line['kib']:8.1f} KiB  {line['where']}")

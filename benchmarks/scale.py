@@ -96,8 +96,9 @@ def mosaic_catalog(demo: list[pystac.Item], k: int, folder: Path) -> Path:
         granule.id = f"{item.id}_{k}x{k}"
         granule.clear_links()
         granule.collection_id = None
-        footprint = shapely.union_all([_moved(shape(item.geometry), epsg, dx, dy)
-                                       for dx, dy in moves]).convex_hull  # closes seams
+        footprint = shapely.union_all(
+            [_moved(shape(item.geometry), epsg, dx, dy) for dx, dy in moves]
+        ).convex_hull  # closes seams
         granule.geometry = mapping(footprint)
         granule.bbox = list(footprint.bounds)
         sources[granule.id] = Path(item.get_self_href()).parent
@@ -109,7 +110,8 @@ def mosaic_catalog(demo: list[pystac.Item], k: int, folder: Path) -> Path:
         for asset in granule.assets.values():
             name = Path(asset.href).name
             asset.extra_fields["proj:shape"] = list(
-                stitch(sources[granule.id] / name, target / name, k, (step_x, step_y)))
+                stitch(sources[granule.id] / name, target / name, k, (step_x, step_y))
+            )
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
     return folder / "catalog.json"
 
@@ -127,7 +129,7 @@ def stitch(source: Path, target: Path, k: int, step: tuple[float, float]) -> tup
     for row in range(k):
         for col in range(k):
             top, left = row * step_rows, col * step_cols
-            window = out[top:top + rows, left:left + cols]
+            window = out[top : top + rows, left : left + cols]
             np.copyto(window, pixels, where=pixels != nodata)
     profile.update(height=out.shape[0], width=out.shape[1])
     with rasterio.open(target, "w", **profile) as raster:
@@ -140,8 +142,9 @@ def mosaic_aoi(k: int, epsg: int, step: tuple[float, float]) -> BaseGeometry:
     minx, miny, maxx, maxy = project(read_aoi(str(DEMO_AOI)), CRS.from_epsg(epsg)).bounds
     stretched = box(minx, miny - (k - 1) * step[1], maxx + (k - 1) * step[0], maxy)
     to_wgs84 = Transformer.from_crs(epsg, 4326, always_xy=True)
-    return shapely.transform(shapely.segmentize(stretched, 100.0), to_wgs84.transform,
-                             interleaved=False)
+    return shapely.transform(
+        shapely.segmentize(stretched, 100.0), to_wgs84.transform, interleaved=False
+    )
 
 
 def _held_tasks(dask_scheduler: Scheduler) -> int:
@@ -210,13 +213,18 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
     stac = mosaic_catalog(demo, k, folder)
     epsg = scene_epsg(demo)
     request = RegionRequest(
-        aoi=mosaic_aoi(k, epsg, scene_step(demo)), start=DEMO_DATES[0], end=DEMO_DATES[1],
-        stac=str(stac), crs=CRS.from_epsg(epsg), tile_size=args.tile_size,
+        aoi=mosaic_aoi(k, epsg, scene_step(demo)),
+        start=DEMO_DATES[0],
+        end=DEMO_DATES[1],
+        stac=str(stac),
+        crs=CRS.from_epsg(epsg),
+        tile_size=args.tile_size,
     )
     started = time.perf_counter()
     plan = plan_region(request)
-    plan = dataclasses.replace(plan, resolver=CountingResolver(plan.resolver.rgb,
-                                                               plan.resolver.fusion))
+    plan = dataclasses.replace(
+        plan, resolver=CountingResolver(plan.resolver.rgb, plan.resolver.fusion)
+    )
     planned = time.perf_counter()
     scenes = items_per_tile(plan)
     picked = time.perf_counter()
@@ -231,8 +239,11 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
         "output_megapixels_per_band": round(sum(t.height * t.width for t in plan.tiles) / 1e6, 3),
         "plan_seconds": round(planned - started, 3),
         "scene_pick_seconds": round(picked - planned, 3),
-        "items_per_tile": {"min": min(scenes), "max": max(scenes),
-                           "mean": round(sum(scenes) / len(scenes), 2)},
+        "items_per_tile": {
+            "min": min(scenes),
+            "max": max(scenes),
+            "mean": round(sum(scenes) / len(scenes), 2),
+        },
         "tiles_in_flight_cap": cap,
         "scheduler_tasks_bound": cap * TASKS_PER_TILE,
         "halo_px_10m": plan.resolver.halo,
@@ -249,8 +260,9 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
 def summary_line(r: dict) -> str:
     run = r["run"]
     rss = " / ".join(f"{v:.0f}" for v in run["peak_rss_mb_per_worker"])
-    quarters = " ".join(f"{v:.0f}" if v else "-"
-                        for v in run["rss_mb_largest_worker_by_quarter_of_run"])
+    quarters = " ".join(
+        f"{v:.0f}" if v else "-" for v in run["rss_mb_largest_worker_by_quarter_of_run"]
+    )
     return (
         f"{r['size']:>3}x  {r['tiles']:>4} tiles  wall {run['run_wall_seconds']:7.1f} s  "
         f"RSS/worker {rss} MB (by quarter {quarters})  "
@@ -265,12 +277,21 @@ def summary_line(r: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16],
-                   help="AOI sizes in demo scenes, each a square number")
+    p.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1, 4, 16],
+        help="AOI sizes in demo scenes, each a square number",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--tile-size", type=int, default=480)
-    p.add_argument("--scaling-size", type=int, default=4,
-                   help="AOI size (one of --sizes) also run on 1 worker; 0 to skip")
+    p.add_argument(
+        "--scaling-size",
+        type=int,
+        default=4,
+        help="AOI size (one of --sizes) also run on 1 worker; 0 to skip",
+    )
     p.add_argument("--json", default="benchmarks/results/scale.json")
     args = p.parse_args()
     if any(math.isqrt(s) ** 2 != s for s in args.sizes):
@@ -293,12 +314,19 @@ def main() -> None:
                     "speedup": round(one["run_wall_seconds"] / many, 3),
                     "run_1_worker": one,
                 }
-                print(f"{size:>3}x  1 -> {args.workers} workers: {one['run_wall_seconds']:.1f} s"
-                      f" -> {many:.1f} s, speed-up {scaling['speedup']:.2f}", flush=True)
+                print(
+                    f"{size:>3}x  1 -> {args.workers} workers: {one['run_wall_seconds']:.1f} s"
+                    f" -> {many:.1f} s, speed-up {scaling['speedup']:.2f}",
+                    flush=True,
+                )
     report = {
         "data": DATA,
-        "machine": {"platform": platform.platform(), "machine": platform.machine(),
-                    "cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+        },
         "models": {"rgb": "bicubic", "fusion": "gram-schmidt"},
         "tile_size": args.tile_size,
         "workers": args.workers,

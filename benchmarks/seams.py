@@ -56,9 +56,15 @@ def run(
     rgb_model: str, options: dict, tile_size: int, block_size: int | None, workers: int, out: str
 ) -> dict:
     request = RegionRequest(
-        aoi=read_aoi(str(DEMO_AOI)), start=DEMO_DATES[0], end=DEMO_DATES[1],
-        stac=str(DEMO_CATALOG), tile_size=tile_size, rgb_model=rgb_model, rgb_options=options,
-        fusion_model="bicubic", block_size=block_size,
+        aoi=read_aoi(str(DEMO_AOI)),
+        start=DEMO_DATES[0],
+        end=DEMO_DATES[1],
+        stac=str(DEMO_CATALOG),
+        tile_size=tile_size,
+        rgb_model=rgb_model,
+        rgb_options=options,
+        fusion_model="bicubic",
+        block_size=block_size,
     )
     plan = plan_region(request)
     store = ProductStore.create(out, plan.grid, request.bands, {})
@@ -80,8 +86,10 @@ def run(
     if hasattr(rgb, "window"):
         grid = plan.grid
         origin = (round(-grid.y0 / INPUT_RESOLUTION), round(grid.x0 / INPUT_RESOLUTION))
-        edges = [window_boundaries(o, n, rgb.window, rgb.overlap)
-                 for o, n in zip(origin, image.shape[1:], strict=True)]
+        edges = [
+            window_boundaries(o, n, rgb.window, rgb.overlap)
+            for o, n in zip(origin, image.shape[1:], strict=True)
+        ]
         result["window_seam_score"] = round(seam_score(image, *edges), 4)
     return result
 
@@ -90,10 +98,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tile-size", type=int, default=480)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--block-size", type=int, default=240,
-                   help="model block, 10 m pixels; 0: each tile's region is one block")
-    p.add_argument("--overlap", type=int, help="difffusr window overlap, 10 m pixels "
-                   "(default: the model's)")
+    p.add_argument(
+        "--block-size",
+        type=int,
+        default=240,
+        help="model block, 10 m pixels; 0: each tile's region is one block",
+    )
+    p.add_argument(
+        "--overlap", type=int, help="difffusr window overlap, 10 m pixels (default: the model's)"
+    )
     p.add_argument("--rgb-model", default="difffusr")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default="benchmarks/results/seams.json")
@@ -104,8 +117,14 @@ def main() -> None:
             options = {"steps": args.steps} if model == "difffusr" else {}
             if model == "difffusr" and args.overlap is not None:
                 options["overlap"] = args.overlap
-            results[model] = run(model, options, args.tile_size, args.block_size or None,
-                                 args.workers, f"{tmp}/{model}.zarr")
+            results[model] = run(
+                model,
+                options,
+                args.tile_size,
+                args.block_size or None,
+                args.workers,
+                f"{tmp}/{model}.zarr",
+            )
             print(model, results[model])
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

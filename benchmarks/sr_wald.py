@@ -54,14 +54,19 @@ def main() -> None:
     args = p.parse_args()
 
     source = SentinelWaldSource(
-        str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES, patch=args.patch,
-        split="test", test_fraction=args.test_fraction,
+        str(DEMO_CATALOG),
+        read_aoi(str(DEMO_AOI)),
+        *DEMO_DATES,
+        patch=args.patch,
+        split="test",
+        test_fraction=args.test_fraction,
     )
     truths = test_windows(source, args.patch)
     lows = rgb_input(np.stack(truths))
     lr_size = args.patch // SCALE
-    model = DiffFuSRRGB(weights=args.weights, steps=args.steps, samples=args.samples,
-                        window=lr_size, overlap=0)
+    model = DiffFuSRRGB(
+        weights=args.weights, steps=args.steps, samples=args.samples, window=lr_size, overlap=0
+    )
     models = {
         "bicubic": lambda lr, origin: upsample_cubic(lr, SCALE),
         "difffusr": model,
@@ -75,21 +80,28 @@ def main() -> None:
             seconds[name] += time.perf_counter() - started
             rows[name].append(rgb_scores(lr, sr, truth)[0])
     table = {
-        name: {m: (float(np.nanmean([r[m] for r in rs])), float(np.nanstd([r[m] for r in rs])))
-               for m in RGB_METRICS}
+        name: {
+            m: (float(np.nanmean([r[m] for r in rs])), float(np.nanstd([r[m] for r in rs])))
+            for m in RGB_METRICS
+        }
         for name, rs in rows.items()
     }
-    print(f"{len(truths)} held-out windows of {args.patch} px at 10 m "
-          f"(LR {lr_size} px at 40 m), DiffFuSR {args.steps} steps, weights sha256 "
-          f"{model.weights_sha256[:12]}…")
+    print(
+        f"{len(truths)} held-out windows of {args.patch} px at 10 m "
+        f"(LR {lr_size} px at 40 m), DiffFuSR {args.steps} steps, weights sha256 "
+        f"{model.weights_sha256[:12]}…"
+    )
     print("| model | " + " | ".join(RGB_METRICS) + " |")
     print("|---|" + "---|" * len(RGB_METRICS))
     for name, values in table.items():
         cells = [f"{mean:.4f} ± {std:.4f}" for mean, std in values.values()]
         print(f"| {name} | " + " | ".join(cells) + " |")
     result = {
-        "settings": vars(args), "windows": len(truths), "weights_sha256": model.weights_sha256,
-        "mean_std": table, "per_window": rows,
+        "settings": vars(args),
+        "windows": len(truths),
+        "weights_sha256": model.weights_sha256,
+        "mean_std": table,
+        "per_window": rows,
         "seconds_per_window": {k: v / len(truths) for k, v in seconds.items()},
     }
     path = Path(args.json)

@@ -46,17 +46,27 @@ def iso_date(text: str) -> date:
 def add_sentinel_options(group: argparse._ArgumentGroup) -> None:
     """The catalog query, as in ``flows.region``; defaults are resolved by :func:`sentinel_query`
     so a command can tell whether they were given."""
-    group.add_argument("--stac", help="STAC API URL, static catalog or ItemCollection "
-                       "(default: the embedded demo catalog)")
+    group.add_argument(
+        "--stac",
+        help="STAC API URL, static catalog or ItemCollection (default: the embedded demo catalog)",
+    )
     group.add_argument("--collection", help="collection id, e.g. sentinel-2-c1-l2a")
     group.add_argument("--aoi", help="GeoJSON training area in WGS84 (default: the demo AOI)")
     group.add_argument("--start", type=iso_date, help="first date, YYYY-MM-DD")
     group.add_argument("--end", type=iso_date, help="last date, YYYY-MM-DD, inclusive")
-    group.add_argument("--max-cloud", type=float, default=100.0, metavar="PERCENT",
-                       help="skip scenes with more cloud cover than this (default: 100)")
-    group.add_argument("--test-fraction", type=float, default=0.25,
-                       help="eastern share of the composite held out for validation "
-                       "(default: 0.25)")
+    group.add_argument(
+        "--max-cloud",
+        type=float,
+        default=100.0,
+        metavar="PERCENT",
+        help="skip scenes with more cloud cover than this (default: 100)",
+    )
+    group.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.25,
+        help="eastern share of the composite held out for validation (default: 0.25)",
+    )
 
 
 @dataclass(frozen=True)
@@ -72,9 +82,12 @@ class SentinelQuery:
     def describe(self) -> dict[str, str]:
         """As recorded in a checkpoint (a resumed run must match it) and in the weights; the
         embedded demo files are named ``demo``, not by where this checkout happens to lie."""
-        return {"stac": _portable(self.stac, DEMO_CATALOG),
-                "aoi": _portable(self.aoi_path, DEMO_AOI),
-                "start": str(self.start), "end": str(self.end)}
+        return {
+            "stac": _portable(self.stac, DEMO_CATALOG),
+            "aoi": _portable(self.aoi_path, DEMO_AOI),
+            "start": str(self.start),
+            "end": str(self.end),
+        }
 
 
 def _portable(path: str, demo: Path) -> str:
@@ -117,8 +130,6 @@ def runtime(args: argparse.Namespace) -> str:
     return args.device
 
 
-
-
 def train(
     trainer: Run,
     steps: int,
@@ -128,8 +139,12 @@ def train(
     """Run ``trainer`` under a progress bar: step records (those with a ``loss``) update the
     bar with ``postfix(record)``, validation records are written as ``describe(record)``. None
     when finished, else the exit code (1 diverged, 130 stopped by Ctrl-C)."""
-    with tqdm(total=steps, initial=trainer.step, unit="step", desc="train",
-              dynamic_ncols=True) as bar, _stop_on_sigint() as stop:
+    with (
+        tqdm(
+            total=steps, initial=trainer.step, unit="step", desc="train", dynamic_ncols=True
+        ) as bar,
+        _stop_on_sigint() as stop,
+    ):
 
         def report(record: dict[str, float]) -> None:
             if "loss" in record:
@@ -144,8 +159,10 @@ def train(
             print(f"error: {err}; the last checkpoint is kept", file=sys.stderr)
             return 1
     if not finished:
-        print(f"interrupted at step {trainer.step}: checkpoint saved; continue with --resume",
-              file=sys.stderr)
+        print(
+            f"interrupted at step {trainer.step}: checkpoint saved; continue with --resume",
+            file=sys.stderr,
+        )
         return 130
     return None
 
@@ -158,8 +175,7 @@ def _stop_on_sigint() -> Iterator[Callable[[], bool]]:
     def handler(signum: int, frame: object) -> None:
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        print("\nstopping after this step (Ctrl-C again to abort without saving)",
-              file=sys.stderr)
+        print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, handler)
     try:

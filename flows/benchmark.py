@@ -66,37 +66,76 @@ def parser() -> argparse.ArgumentParser:
     )
     data = p.add_argument_group("data (default: the embedded demo catalog and AOI)")
     add_sentinel_options(data)
-    data.add_argument("--scenes", nargs="+", metavar="TIF", help="local GeoTIFFs of the 12 "
-                      "L2A bands at 10 m in product order, instead of a catalog; scored whole")
-    data.add_argument("--patch", type=int, default=48, help="evaluation image side in 10 m "
-                      "pixels, a multiple of 24 (default: 48)")
-    data.add_argument("--max-images", type=positive, metavar="N",
-                      help="score N patches drawn with --seed (default: all)")
+    data.add_argument(
+        "--scenes",
+        nargs="+",
+        metavar="TIF",
+        help="local GeoTIFFs of the 12 "
+        "L2A bands at 10 m in product order, instead of a catalog; scored whole",
+    )
+    data.add_argument(
+        "--patch",
+        type=int,
+        default=48,
+        help="evaluation image side in 10 m pixels, a multiple of 24 (default: 48)",
+    )
+    data.add_argument(
+        "--max-images",
+        type=positive,
+        metavar="N",
+        help="score N patches drawn with --seed (default: all)",
+    )
     models = p.add_argument_group("models")
-    models.add_argument("--rgb-models", nargs="*", default=list(DEFAULT_RGB_MODELS),
-                        choices=sorted(RGB_MODELS), metavar="MODEL",
-                        help=f"RGB ×4 models, from {', '.join(sorted(RGB_MODELS))}; none to "
-                        f"skip the stage (default: {' '.join(DEFAULT_RGB_MODELS)})")
-    models.add_argument("--fusion-models", nargs="*", default=list(DEFAULT_FUSION_MODELS),
-                        choices=sorted(FUSION_MODELS), metavar="MODEL",
-                        help=f"fusion models, from {', '.join(sorted(FUSION_MODELS))}; none to "
-                        f"skip the stage (default: {' '.join(DEFAULT_FUSION_MODELS)})")
-    models.add_argument("--weights", help=f"{LEARNED_RGB} weights: a file, or one of "
-                        f"{', '.join(names(LEARNED_RGB))} (default: demo on the demo, else "
-                        f"{default_weights(LEARNED_RGB, False)})")
-    models.add_argument("--fusion-weights", help=f"{LEARNED_FUSION} weights: a file, or one of "
-                        f"{', '.join(names(LEARNED_FUSION))} (default: demo on the demo, else "
-                        f"{default_weights(LEARNED_FUSION, False)})")
-    models.add_argument("--steps", type=positive, help=f"DDIM steps of {LEARNED_RGB} "
-                        "(default: 20)")
-    models.add_argument("--seed", type=int, default=0, help=f"noise seed of {LEARNED_RGB} and "
-                        "of the --max-images draw (default: 0)")
-    models.add_argument("--no-rgb-consistency", action="store_true", help=f"score "
-                        f"{LEARNED_RGB} without its radiometric guarantee only (default: with "
-                        f"and without, rows {LEARNED_RGB} and '{NO_GUARANTEE}')")
+    models.add_argument(
+        "--rgb-models",
+        nargs="*",
+        default=list(DEFAULT_RGB_MODELS),
+        choices=sorted(RGB_MODELS),
+        metavar="MODEL",
+        help=f"RGB ×4 models, from {', '.join(sorted(RGB_MODELS))}; none to "
+        f"skip the stage (default: {' '.join(DEFAULT_RGB_MODELS)})",
+    )
+    models.add_argument(
+        "--fusion-models",
+        nargs="*",
+        default=list(DEFAULT_FUSION_MODELS),
+        choices=sorted(FUSION_MODELS),
+        metavar="MODEL",
+        help=f"fusion models, from {', '.join(sorted(FUSION_MODELS))}; none to "
+        f"skip the stage (default: {' '.join(DEFAULT_FUSION_MODELS)})",
+    )
+    models.add_argument(
+        "--weights",
+        help=f"{LEARNED_RGB} weights: a file, or one of "
+        f"{', '.join(names(LEARNED_RGB))} (default: demo on the demo, else "
+        f"{default_weights(LEARNED_RGB, False)})",
+    )
+    models.add_argument(
+        "--fusion-weights",
+        help=f"{LEARNED_FUSION} weights: a file, or one of "
+        f"{', '.join(names(LEARNED_FUSION))} (default: demo on the demo, else "
+        f"{default_weights(LEARNED_FUSION, False)})",
+    )
+    models.add_argument("--steps", type=positive, help=f"DDIM steps of {LEARNED_RGB} (default: 20)")
+    models.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help=f"noise seed of {LEARNED_RGB} and of the --max-images draw (default: 0)",
+    )
+    models.add_argument(
+        "--no-rgb-consistency",
+        action="store_true",
+        help=f"score "
+        f"{LEARNED_RGB} without its radiometric guarantee only (default: with "
+        f"and without, rows {LEARNED_RGB} and '{NO_GUARANTEE}')",
+    )
     add_runtime_options(p)
-    p.add_argument("--out", help="output folder (default: output/benchmark-<aoi>-<start>-<end>, "
-                   "or output/benchmark-scenes)")
+    p.add_argument(
+        "--out",
+        help="output folder (default: output/benchmark-<aoi>-<start>-<end>, "
+        "or output/benchmark-scenes)",
+    )
     return p
 
 
@@ -110,15 +149,24 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("no model to benchmark: give --rgb-models or --fusion-models")
     device = runtime(args)
     data, out = _data(args)
-    rgb = {label: _build(get_rgb_model, name, options)
-           for name in args.rgb_models for label, options in _rgb_rows(args, name, device)}
-    fusion = {name: _build(get_fusion_model, name, _fusion_options(args, name, device))
-              for name in args.fusion_models}
+    rgb = {
+        label: _build(get_rgb_model, name, options)
+        for name in args.rgb_models
+        for label, options in _rgb_rows(args, name, device)
+    }
+    fusion = {
+        name: _build(get_fusion_model, name, _fusion_options(args, name, device))
+        for name in args.fusion_models
+    }
     for model in [*rgb.values(), *fusion.values()]:
         for line in describe(model, _demo_data(args)):
             print(line, file=sys.stderr)
-    with tqdm(total=len(data.patches) * (len(rgb) + len(fusion)), unit="run",
-              desc="benchmark", dynamic_ncols=True) as bar:
+    with tqdm(
+        total=len(data.patches) * (len(rgb) + len(fusion)),
+        unit="run",
+        desc="benchmark",
+        dynamic_ncols=True,
+    ) as bar:
         result = run_benchmark(data, rgb, fusion, bar.update)
     summaries = summarize(result.scores)
     settings = {
@@ -153,15 +201,23 @@ def _data(args: argparse.Namespace) -> tuple[EvaluationSet, Path]:
         stem = "benchmark-scenes"
     else:
         query = sentinel_query(args)
-        data = stac_patches(query.stac, query.aoi, query.start, query.end, patch=args.patch,
-                            held_out=args.test_fraction, collection=args.collection,
-                            max_cloud=args.max_cloud, label=query.describe()["stac"])
+        data = stac_patches(
+            query.stac,
+            query.aoi,
+            query.start,
+            query.end,
+            patch=args.patch,
+            held_out=args.test_fraction,
+            collection=args.collection,
+            max_cloud=args.max_cloud,
+            label=query.describe()["stac"],
+        )
         stem = f"benchmark-{Path(query.aoi_path).stem or 'aoi'}-{query.start}-{query.end}"
     if args.max_images and args.max_images < len(data.patches):
         chosen = np.random.default_rng(args.seed).choice(
-            len(data.patches), args.max_images, replace=False)
-        data = EvaluationSet([data.patches[i] for i in sorted(chosen)], data.labels,
-                             data.source)
+            len(data.patches), args.max_images, replace=False
+        )
+        data = EvaluationSet([data.patches[i] for i in sorted(chosen)], data.labels, data.source)
     return data, Path(args.out or Path("output") / stem)
 
 
@@ -202,8 +258,10 @@ def _describe(model: object) -> str:
     if not model.weights_sha256:
         return "no weights"
     name = name_of(model.name, getattr(model, "weights", None))
-    return ", ".join([f"weights {name + ' ' if name else ''}sha256 {model.weights_sha256[:12]}…"]
-                     + [f"{k} {getattr(model, k)}" for k in DESCRIBED if hasattr(model, k)])
+    return ", ".join(
+        [f"weights {name + ' ' if name else ''}sha256 {model.weights_sha256[:12]}…"]
+        + [f"{k} {getattr(model, k)}" for k in DESCRIBED if hasattr(model, k)]
+    )
 
 
 if __name__ == "__main__":

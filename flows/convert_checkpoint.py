@@ -23,8 +23,11 @@ def parser() -> argparse.ArgumentParser:
         description="Write the EMA inference weights of a DiffFuSR SR Lightning checkpoint as "
         "a compact safetensors file (network configuration in its header).",
     )
-    p.add_argument("src", help="Lightning checkpoint: path, fsspec URL (s3://, https://...) or "
-                   "hf://org/repo[@revision]/path")
+    p.add_argument(
+        "src",
+        help="Lightning checkpoint: path, fsspec URL (s3://, https://...) or "
+        "hf://org/repo[@revision]/path",
+    )
     p.add_argument("dst", help="safetensors file to write (local path)")
     p.add_argument("--sha256", metavar="HEX", help="refuse a checkpoint whose sha256 differs")
     return p

@@ -58,82 +58,173 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m flows.region",
         description="Super-resolve the 12 Sentinel-2 L2A bands over an AOI to a 2.5 m Zarr.",
     )
-    p.add_argument("--aoi", default=str(DEMO_AOI), help="GeoJSON polygon(s) in WGS84 "
-                   "(path or URL; default: the embedded demo AOI)")
-    p.add_argument("--start", type=_date, help="first date, YYYY-MM-DD "
-                   "(required with --stac; default for the demo: 2023-01-01)")
+    p.add_argument(
+        "--aoi",
+        default=str(DEMO_AOI),
+        help="GeoJSON polygon(s) in WGS84 (path or URL; default: the embedded demo AOI)",
+    )
+    p.add_argument(
+        "--start",
+        type=_date,
+        help="first date, YYYY-MM-DD (required with --stac; default for the demo: 2023-01-01)",
+    )
     p.add_argument("--end", type=_date, help="last date, YYYY-MM-DD, inclusive")
-    p.add_argument("--stac", help="STAC API URL, static catalog or ItemCollection (path or URL; "
-                   "default: the embedded demo catalog)")
-    p.add_argument("--collection", help="collection id, e.g. sentinel-2-c1-l2a (Earth Search) "
-                   "or sentinel-2-l2a (Planetary Computer)")
-    p.add_argument("--sign", choices=SIGN_CHOICES, default=AUTO,
-                   help="sign asset hrefs with short-lived tokens just before each read: "
-                   "planetary-computer, or none (default: auto, i.e. planetary-computer for "
-                   "Planetary Computer's STAC API, else none)")
-    p.add_argument("--max-cloud", type=_percent, default=100.0, metavar="PERCENT",
-                   help="skip scenes with more cloud cover than this (default: 100)")
-    p.add_argument("--out", help="output Zarr: local path or fsspec URL such as s3://bucket/x.zarr "
-                   "(default: ./output/<aoi>-<start>-<end>.zarr)")
-    p.add_argument("--crs", type=_crs, help="output CRS as EPSG:code (default: EPSG:3035 "
-                   "inside LAEA Europe's area, else the UTM zone of the AOI centroid)")
-    p.add_argument("--tile-size", type=int,
-                   help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920; "
-                   "15360 when --rgb-model difffusr runs on CUDA)")
-    p.add_argument("--scheduler", type=_scheduler, default=os.environ.get(SCHEDULER_ENV),
-                   help="address of an existing Dask scheduler (default: $"
-                   f"{SCHEDULER_ENV} if set, else start a local cluster)")
-    p.add_argument("--workers", type=_positive, help="worker processes of the local cluster "
-                   "(default: 2 on CPUs; one per GPU when a learned model runs on CUDA)")
-    p.add_argument("--rgb-model", default="bicubic", choices=sorted(RGB_MODELS),
-                   help="RGB ×4 model (default: bicubic)")
+    p.add_argument(
+        "--stac",
+        help="STAC API URL, static catalog or ItemCollection (path or URL; "
+        "default: the embedded demo catalog)",
+    )
+    p.add_argument(
+        "--collection",
+        help="collection id, e.g. sentinel-2-c1-l2a (Earth Search) "
+        "or sentinel-2-l2a (Planetary Computer)",
+    )
+    p.add_argument(
+        "--sign",
+        choices=SIGN_CHOICES,
+        default=AUTO,
+        help="sign asset hrefs with short-lived tokens just before each read: "
+        "planetary-computer, or none (default: auto, i.e. planetary-computer for "
+        "Planetary Computer's STAC API, else none)",
+    )
+    p.add_argument(
+        "--max-cloud",
+        type=_percent,
+        default=100.0,
+        metavar="PERCENT",
+        help="skip scenes with more cloud cover than this (default: 100)",
+    )
+    p.add_argument(
+        "--out",
+        help="output Zarr: local path or fsspec URL such as s3://bucket/x.zarr "
+        "(default: ./output/<aoi>-<start>-<end>.zarr)",
+    )
+    p.add_argument(
+        "--crs",
+        type=_crs,
+        help="output CRS as EPSG:code (default: EPSG:3035 "
+        "inside LAEA Europe's area, else the UTM zone of the AOI centroid)",
+    )
+    p.add_argument(
+        "--tile-size",
+        type=int,
+        help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920; "
+        "15360 when --rgb-model difffusr runs on CUDA)",
+    )
+    p.add_argument(
+        "--scheduler",
+        type=_scheduler,
+        default=os.environ.get(SCHEDULER_ENV),
+        help="address of an existing Dask scheduler (default: $"
+        f"{SCHEDULER_ENV} if set, else start a local cluster)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        help="worker processes of the local cluster "
+        "(default: 2 on CPUs; one per GPU when a learned model runs on CUDA)",
+    )
+    p.add_argument(
+        "--rgb-model",
+        default="bicubic",
+        choices=sorted(RGB_MODELS),
+        help="RGB ×4 model (default: bicubic)",
+    )
     diffusion = p.add_argument_group("diffusion RGB model (--rgb-model difffusr)")
-    diffusion.add_argument("--weights", help="weight file (path, fsspec URL or "
-                           "hf://org/repo/file) or the name of published weights: "
-                           f"{', '.join(names(LEARNED_RGB))} (default: demo on the demo "
-                           f"catalog, else {default_weights(LEARNED_RGB, False)})")
-    diffusion.add_argument("--weights-sha256", metavar="HEX",
-                           help="refuse weights whose sha256 differs")
+    diffusion.add_argument(
+        "--weights",
+        help="weight file (path, fsspec URL or "
+        "hf://org/repo/file) or the name of published weights: "
+        f"{', '.join(names(LEARNED_RGB))} (default: demo on the demo "
+        f"catalog, else {default_weights(LEARNED_RGB, False)})",
+    )
+    diffusion.add_argument(
+        "--weights-sha256", metavar="HEX", help="refuse weights whose sha256 differs"
+    )
     diffusion.add_argument("--steps", type=int, help="DDIM steps (default: 20)")
     diffusion.add_argument("--eta", type=float, help="DDIM eta, 0 = deterministic (default: 0)")
     diffusion.add_argument("--seed", type=int, help="noise seed (default: 0)")
-    diffusion.add_argument("--samples", type=int, help="draws per pixel; N > 1 writes their "
-                           "mean and the per-pixel standard deviation (default: 1)")
-    diffusion.add_argument("--batch", type=int, help="windows per network call "
-                           "(default: 8 on CPU, 128 on GPU)")
-    diffusion.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                           help="autocast precision (default: auto, i.e. bf16 on CUDA, "
-                           "fp32 on CPU)")
-    diffusion.add_argument("--compile", action="store_true", default=None,
-                           help="torch.compile the U-Net")
-    diffusion.add_argument("--no-rgb-consistency", action="store_true", default=None,
-                           help="skip the correction that makes B04 B03 B02 average back to "
-                           "the input over each 10 m pixel (default: corrected)")
-    p.add_argument("--fusion-model", default="gram-schmidt", choices=sorted(FUSION_MODELS),
-                   help="band fusion model (default: gram-schmidt)")
+    diffusion.add_argument(
+        "--samples",
+        type=int,
+        help="draws per pixel; N > 1 writes their "
+        "mean and the per-pixel standard deviation (default: 1)",
+    )
+    diffusion.add_argument(
+        "--batch", type=int, help="windows per network call (default: 8 on CPU, 128 on GPU)"
+    )
+    diffusion.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="autocast precision (default: auto, i.e. bf16 on CUDA, fp32 on CPU)",
+    )
+    diffusion.add_argument(
+        "--compile", action="store_true", default=None, help="torch.compile the U-Net"
+    )
+    diffusion.add_argument(
+        "--no-rgb-consistency",
+        action="store_true",
+        default=None,
+        help="skip the correction that makes B04 B03 B02 average back to "
+        "the input over each 10 m pixel (default: corrected)",
+    )
+    p.add_argument(
+        "--fusion-model",
+        default="gram-schmidt",
+        choices=sorted(FUSION_MODELS),
+        help="band fusion model (default: gram-schmidt)",
+    )
     fusion = p.add_argument_group("learned fusion model (--fusion-model difffusr-fusion)")
-    fusion.add_argument("--fusion-weights", help="fusion weight file (path, fsspec URL or "
-                        "hf://org/repo/file) or the name of published weights: "
-                        f"{', '.join(names(LEARNED_FUSION))} (default: demo on the demo "
-                        f"catalog, else {default_weights(LEARNED_FUSION, False)})")
-    fusion.add_argument("--fusion-weights-sha256", metavar="HEX",
-                        help="refuse fusion weights whose sha256 differs")
-    fusion.add_argument("--no-fusion-consistency", action="store_true", default=None,
-                        help="skip the correction that makes every fused band average back "
-                        "to its input over each native pixel (default: corrected)")
-    p.add_argument("--device", help="torch device of the learned models (difffusr, "
-                   "difffusr-fusion), e.g. cuda or cpu (default: cuda when present)")
-    p.add_argument("--bands", nargs="+", default=list(REFLECTANCE_BANDS), metavar="BAND",
-                   help="bands to write (default: all 12)")
-    p.add_argument("--keep-snow", action="store_true",
-                   help="count SCL snow/ice pixels as clear (default: masked)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="recompute finished tiles (default: a re-run skips them); refused "
-                   "while another run writes the product")
-    p.add_argument("--create-bucket", action="store_true",
-                   help="create the bucket of --out if it does not exist (default: refused)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the plan (tiles, items, output size) and do no work")
+    fusion.add_argument(
+        "--fusion-weights",
+        help="fusion weight file (path, fsspec URL or "
+        "hf://org/repo/file) or the name of published weights: "
+        f"{', '.join(names(LEARNED_FUSION))} (default: demo on the demo "
+        f"catalog, else {default_weights(LEARNED_FUSION, False)})",
+    )
+    fusion.add_argument(
+        "--fusion-weights-sha256", metavar="HEX", help="refuse fusion weights whose sha256 differs"
+    )
+    fusion.add_argument(
+        "--no-fusion-consistency",
+        action="store_true",
+        default=None,
+        help="skip the correction that makes every fused band average back "
+        "to its input over each native pixel (default: corrected)",
+    )
+    p.add_argument(
+        "--device",
+        help="torch device of the learned models (difffusr, "
+        "difffusr-fusion), e.g. cuda or cpu (default: cuda when present)",
+    )
+    p.add_argument(
+        "--bands",
+        nargs="+",
+        default=list(REFLECTANCE_BANDS),
+        metavar="BAND",
+        help="bands to write (default: all 12)",
+    )
+    p.add_argument(
+        "--keep-snow",
+        action="store_true",
+        help="count SCL snow/ice pixels as clear (default: masked)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="recompute finished tiles (default: a re-run skips them); refused "
+        "while another run writes the product",
+    )
+    p.add_argument(
+        "--create-bucket",
+        action="store_true",
+        help="create the bucket of --out if it does not exist (default: refused)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan (tiles, items, output size) and do no work",
+    )
     return p
 
 
@@ -142,7 +233,6 @@ def _date(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
-
 
 
 def _crs(text: str) -> CRS:
@@ -197,8 +287,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with dask_client(args.scheduler, args.workers, _local_gpus(args)) as client:
         store = ProductStore.create(
-            out, plan.grid, request.bands, plan.provenance(),
-            uncertainty=plan.resolver.uncertainty, overwrite=args.overwrite,
+            out,
+            plan.grid,
+            request.bands,
+            plan.provenance(),
+            uncertainty=plan.resolver.uncertainty,
+            overwrite=args.overwrite,
             create_bucket=args.create_bucket,
         )
         with held(store):
@@ -247,8 +341,10 @@ def _lost(plan: Plan, summary: RunSummary) -> str | None:
     if summary.lost is None:
         return None
     left = len(plan.tiles) - len(summary.done) - len(summary.skipped) - len(summary.failed)
-    return (f"lost the Dask scheduler {summary.lost} before {left} tiles were done: the tiles "
-            "written are kept; re-run to complete the rest")
+    return (
+        f"lost the Dask scheduler {summary.lost} before {left} tiles were done: the tiles "
+        "written are kept; re-run to complete the rest"
+    )
 
 
 def _plan_warnings(plan: Plan) -> list[str]:
@@ -257,8 +353,10 @@ def _plan_warnings(plan: Plan) -> list[str]:
     reasons = list(plan.skipped.values())
     lines += [f"warning: skipped {r}" for r in reasons[:SKIPPED_SHOWN]]
     if len(reasons) > SKIPPED_SHOWN:
-        lines.append(f"warning: skipped {len(reasons) - SKIPPED_SHOWN} more items whose "
-                     "properties cannot be read")
+        lines.append(
+            f"warning: skipped {len(reasons) - SKIPPED_SHOWN} more items whose "
+            "properties cannot be read"
+        )
     return lines
 
 
@@ -297,13 +395,23 @@ def _request(args: argparse.Namespace) -> RegionRequest:
 
 #: CLI options of the diffusion RGB model and the model's own names for them.
 DIFFUSION_OPTIONS = {
-    "weights": "weights", "weights_sha256": "sha256", "steps": "steps", "eta": "eta",
-    "seed": "seed", "samples": "samples", "batch": "batch", "precision": "precision",
-    "compile": "compile", "no_rgb_consistency": "consistent",
+    "weights": "weights",
+    "weights_sha256": "sha256",
+    "steps": "steps",
+    "eta": "eta",
+    "seed": "seed",
+    "samples": "samples",
+    "batch": "batch",
+    "precision": "precision",
+    "compile": "compile",
+    "no_rgb_consistency": "consistent",
 }
 #: CLI options of the learned fusion model and the model's own names for them.
-FUSION_OPTIONS = {"fusion_weights": "weights", "fusion_weights_sha256": "sha256",
-                  "no_fusion_consistency": "consistent"}
+FUSION_OPTIONS = {
+    "fusion_weights": "weights",
+    "fusion_weights_sha256": "sha256",
+    "no_fusion_consistency": "consistent",
+}
 #: The models that run on a torch device (``--device``).
 LEARNED_RGB, LEARNED_FUSION = "difffusr", "difffusr-fusion"
 
@@ -313,8 +421,9 @@ def _given(args: argparse.Namespace, options: dict[str, str], stage: str, wanted
     ``wanted``."""
     given = {options[k]: getattr(args, k) for k in options if getattr(args, k) is not None}
     if given and getattr(args, f"{stage}_model") != wanted:
-        flags = ", ".join("--" + k.replace("_", "-") for k in options
-                          if getattr(args, k) is not None)
+        flags = ", ".join(
+            "--" + k.replace("_", "-") for k in options if getattr(args, k) is not None
+        )
         raise UserError(f"{flags} apply to --{stage}-model {wanted} only")
     return given
 
@@ -345,8 +454,9 @@ def _fusion_options(args: argparse.Namespace) -> dict:
 def _check_device(args: argparse.Namespace) -> None:
     learned = args.rgb_model == LEARNED_RGB or args.fusion_model == LEARNED_FUSION
     if args.device is not None and not learned:
-        raise UserError(f"--device applies to --rgb-model {LEARNED_RGB} or "
-                        f"--fusion-model {LEARNED_FUSION} only")
+        raise UserError(
+            f"--device applies to --rgb-model {LEARNED_RGB} or --fusion-model {LEARNED_FUSION} only"
+        )
 
 
 def _local_gpus(args: argparse.Namespace) -> int:

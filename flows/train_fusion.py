@@ -51,44 +51,82 @@ def parser() -> argparse.ArgumentParser:
         description="Train the DiffFuSR band-fusion networks on Sentinel-2 by the Wald protocol.",
     )
     p.add_argument("--out", required=True, help="run directory (checkpoint, log, weights)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     data = p.add_argument_group("training data (the 12-band clear-sky composite at 10 m)")
     add_sentinel_options(data)
     groups = p.add_argument_group("groups and degradation")
-    groups.add_argument("--groups", type=int, nargs="+", choices=sorted(GROUPS),
-                        default=list(d.groups), metavar="M",
-                        help="groups to train, by native resolution in metres "
-                        "(default: 10 20 60)")
+    groups.add_argument(
+        "--groups",
+        type=int,
+        nargs="+",
+        choices=sorted(GROUPS),
+        default=list(d.groups),
+        metavar="M",
+        help="groups to train, by native resolution in metres (default: 10 20 60)",
+    )
     for g in GROUPS.values():
-        groups.add_argument(f"--patch-{g.resolution}m", type=positive, default=d.patch(g),
-                            metavar="PX", help=f"patch edge of the {g.resolution} m group on "
-                            f"its {g.resolution} m grid (default: {d.patch(g)})")
-    groups.add_argument("--blur-sigma", type=float, default=d.blur_sigma, metavar="FRACTION",
-                        help="Gaussian σ of the degradation as a fraction of its ratio "
-                        f"(default: {d.blur_sigma})")
+        groups.add_argument(
+            f"--patch-{g.resolution}m",
+            type=positive,
+            default=d.patch(g),
+            metavar="PX",
+            help=f"patch edge of the {g.resolution} m group on "
+            f"its {g.resolution} m grid (default: {d.patch(g)})",
+        )
+    groups.add_argument(
+        "--blur-sigma",
+        type=float,
+        default=d.blur_sigma,
+        metavar="FRACTION",
+        help=f"Gaussian σ of the degradation as a fraction of its ratio (default: {d.blur_sigma})",
+    )
     model = p.add_argument_group("network (a preset, then overrides)")
-    model.add_argument("--preset", choices=sorted(PRESETS), default="small",
-                       help="network sizes (default: small, for CPUs)")
+    model.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="small",
+        help="network sizes (default: small, for CPUs)",
+    )
     model.add_argument("--features", type=positive, help="feature channels (a multiple of 4)")
     model.add_argument("--blocks", type=positive, help="RRDB blocks per branch")
     model.add_argument("--growth", type=positive, help="dense-block growth channels")
-    model.add_argument("--residual", action=argparse.BooleanOptionalAction,
-                       help="predict a correction of the bilinear upsampling, not the bands "
-                       "(default: on for small, off for paper, the reference's way)")
+    model.add_argument(
+        "--residual",
+        action=argparse.BooleanOptionalAction,
+        help="predict a correction of the bilinear upsampling, not the bands "
+        "(default: on for small, off for paper, the reference's way)",
+    )
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--steps", type=int, default=d.steps, help=f"default: {d.steps}")
-    opt.add_argument("--batch-size", type=int, default=d.batch_size,
-                     help=f"windows per group and step (default: {d.batch_size})")
+    opt.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help=f"windows per group and step (default: {d.batch_size})",
+    )
     opt.add_argument("--lr", type=float, default=d.lr, help=f"Adam step size (default: {d.lr})")
     opt.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
     check = p.add_argument_group("validation and checkpoints")
-    check.add_argument("--val-every", type=int, default=d.val_every,
-                       help=f"steps between validations (default: {d.val_every})")
-    check.add_argument("--val-patches", type=int, default=d.val_patches,
-                       help=f"held-out windows per group (default: {d.val_patches})")
-    check.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
-                       help=f"steps between checkpoints (default: {d.ckpt_every})")
+    check.add_argument(
+        "--val-every",
+        type=int,
+        default=d.val_every,
+        help=f"steps between validations (default: {d.val_every})",
+    )
+    check.add_argument(
+        "--val-patches",
+        type=int,
+        default=d.val_patches,
+        help=f"held-out windows per group (default: {d.val_patches})",
+    )
+    check.add_argument(
+        "--ckpt-every",
+        type=int,
+        default=d.ckpt_every,
+        help=f"steps between checkpoints (default: {d.ckpt_every})",
+    )
     add_runtime_options(p)
     return p
 
@@ -103,16 +141,22 @@ def run(args: argparse.Namespace) -> int:
     data, description = _data(args, cfg)
     trainer = open_fusion_run(args.out, size, cfg, data, description, args.resume, device)
     print(f"run:        {args.out} (step {trainer.step} of {cfg.steps})")
-    print(f"networks:   {parameter_count(trainer.net, cfg.selected):,} trained parameters "
-          f"({size.features} features, {size.blocks} blocks, growth {size.growth}"
-          f"{', residual' if size.residual else ''}), {device}, "
-          f"{torch.get_num_threads()} CPU threads")
-    print(f"data:       {data.image.shape[2]} × {data.image.shape[1]} px at 10 m, "
-          f"validation east of column {data.cut}")
+    print(
+        f"networks:   {parameter_count(trainer.net, cfg.selected):,} trained parameters "
+        f"({size.features} features, {size.blocks} blocks, growth {size.growth}"
+        f"{', residual' if size.residual else ''}), {device}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
+    print(
+        f"data:       {data.image.shape[2]} × {data.image.shape[1]} px at 10 m, "
+        f"validation east of column {data.cut}"
+    )
     for g in cfg.selected:
         if not data.has_windows(g, "test"):
-            print(f"validation: none for the {g.resolution} m group: the held-out part holds no "
-                  f"clear {cfg.patch(g)} px window of its grid")
+            print(
+                f"validation: none for the {g.resolution} m group: the held-out part holds no "
+                f"clear {cfg.patch(g)} px window of its grid"
+            )
     code = train(trainer, cfg.steps, _postfix, _describe)
     if code is not None:
         return code
@@ -121,19 +165,23 @@ def run(args: argparse.Namespace) -> int:
     untrained = [f"{r} m" for r in GROUPS if r not in cfg.groups]
     if untrained:
         print(f"note:       the {', '.join(untrained)} network(s) keep their initial weights")
-    print(f"use them:   python -m flows.region --fusion-model difffusr-fusion "
-          f"--fusion-weights {weights.path}")
+    print(
+        f"use them:   python -m flows.region --fusion-model difffusr-fusion "
+        f"--fusion-weights {weights.path}"
+    )
     return 0
 
 
 def _postfix(record: dict[str, float]) -> dict[str, str]:
-    return {k.removeprefix("loss_"): f"{v:.4f}" for k, v in record.items()
-            if k.startswith("loss_")}
+    return {k.removeprefix("loss_"): f"{v:.4f}" for k, v in record.items() if k.startswith("loss_")}
 
 
 def _describe(record: dict[str, float]) -> str:
-    scores = [f"{r} m {record[f'ergas_{r}m']:.3f} (bilinear {record[f'bilinear_ergas_{r}m']:.3f})"
-              for r in GROUPS if f"ergas_{r}m" in record]
+    scores = [
+        f"{r} m {record[f'ergas_{r}m']:.3f} (bilinear {record[f'bilinear_ergas_{r}m']:.3f})"
+        for r in GROUPS
+        if f"ergas_{r}m" in record
+    ]
     return f"step {record['step']}: ERGAS {', '.join(scores)}"
 
 
@@ -142,15 +190,24 @@ def _settings(args: argparse.Namespace) -> tuple[NetworkSize, FusionTrainConfig]
     preset = PRESETS[args.preset]
     try:
         size = NetworkSize(
-            features=args.features or preset.features, blocks=args.blocks or preset.blocks,
+            features=args.features or preset.features,
+            blocks=args.blocks or preset.blocks,
             growth=args.growth or preset.growth,
             residual=preset.residual if args.residual is None else args.residual,
         )
         cfg = FusionTrainConfig(
-            steps=args.steps, batch_size=args.batch_size, groups=tuple(sorted(set(args.groups))),
-            patch_10m=args.patch_10m, patch_20m=args.patch_20m, patch_60m=args.patch_60m,
-            lr=args.lr, blur_sigma=args.blur_sigma, seed=args.seed, val_every=args.val_every,
-            val_patches=args.val_patches, ckpt_every=args.ckpt_every,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            groups=tuple(sorted(set(args.groups))),
+            patch_10m=args.patch_10m,
+            patch_20m=args.patch_20m,
+            patch_60m=args.patch_60m,
+            lr=args.lr,
+            blur_sigma=args.blur_sigma,
+            seed=args.seed,
+            val_every=args.val_every,
+            val_patches=args.val_patches,
+            ckpt_every=args.ckpt_every,
         )
     except ValueError as err:
         raise UserError(str(err)) from None
@@ -163,17 +220,27 @@ def _data(
     """The composite's windows, and the description recorded with the run."""
     query = sentinel_query(args)
     composite = sentinel_composite(
-        query.stac, query.aoi, query.start, query.end, REFLECTANCE_BANDS,
-        collection=args.collection, max_cloud=args.max_cloud, lattice=LATTICE,
+        query.stac,
+        query.aoi,
+        query.start,
+        query.end,
+        REFLECTANCE_BANDS,
+        collection=args.collection,
+        max_cloud=args.max_cloud,
+        lattice=LATTICE,
     )
     try:
         data = FusionWaldData(composite.image, cfg, args.test_fraction)
     except ValueError as err:
         raise UserError(str(err)) from None
     return data, {
-        "source": "sentinel2", **query.describe(), "collection": args.collection,
-        "max_cloud": args.max_cloud, "test_fraction": args.test_fraction,
-        "epsg": composite.epsg, "bounds": list(composite.bounds),
+        "source": "sentinel2",
+        **query.describe(),
+        "collection": args.collection,
+        "max_cloud": args.max_cloud,
+        "test_fraction": args.test_fraction,
+        "epsg": composite.epsg,
+        "bounds": list(composite.bounds),
     }
 
 

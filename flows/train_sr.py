@@ -46,68 +46,140 @@ def parser() -> argparse.ArgumentParser:
         description="Train the DiffFuSR ×4 RGB diffusion model on HR RGB patches.",
     )
     p.add_argument("--out", required=True, help="run directory (checkpoint, log, weights)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
     data = p.add_argument_group("training data")
-    data.add_argument("--source", choices=("folder", "sentinel2"), default="sentinel2",
-                      help="HR RGB from an image folder, or Sentinel-2 at 10 m by the Wald "
-                      "protocol (default: sentinel2)")
+    data.add_argument(
+        "--source",
+        choices=("folder", "sentinel2"),
+        default="sentinel2",
+        help="HR RGB from an image folder, or Sentinel-2 at 10 m by the Wald "
+        "protocol (default: sentinel2)",
+    )
     data.add_argument("--images", help="folder of GeoTIFF/PNG images (path or fsspec URL)")
-    data.add_argument("--val-images", help="held-out image folder for validation "
-                      "(default: --images, which is then not held out)")
-    data.add_argument("--bands", nargs=3, type=int, default=[1, 2, 3], metavar="N",
-                      help="1-based image bands read as R G B (default: 1 2 3)")
+    data.add_argument(
+        "--val-images",
+        help="held-out image folder for validation (default: --images, which is then not held out)",
+    )
+    data.add_argument(
+        "--bands",
+        nargs=3,
+        type=int,
+        default=[1, 2, 3],
+        metavar="N",
+        help="1-based image bands read as R G B (default: 1 2 3)",
+    )
     add_sentinel_options(data)
-    data.add_argument("--harmonize", action=argparse.BooleanOptionalAction,
-                      help="map 8-bit camera values towards Sentinel-2 reflectance "
-                      "(default: on for folders, off for sentinel2)")
-    data.add_argument("--noise-max", type=float, default=DegradationConfig.noise_max,
-                      metavar="SIGMA", help="largest Gaussian noise σ added to the LR input, "
-                      "in reflectance (default: 25/255, the paper's)")
-    data.add_argument("--quantize", action=argparse.BooleanOptionalAction, default=True,
-                      help="round the LR input to 8 bits, as the paper does (default: on)")
+    data.add_argument(
+        "--harmonize",
+        action=argparse.BooleanOptionalAction,
+        help="map 8-bit camera values towards Sentinel-2 reflectance "
+        "(default: on for folders, off for sentinel2)",
+    )
+    data.add_argument(
+        "--noise-max",
+        type=float,
+        default=DegradationConfig.noise_max,
+        metavar="SIGMA",
+        help="largest Gaussian noise σ added to the LR input, "
+        "in reflectance (default: 25/255, the paper's)",
+    )
+    data.add_argument(
+        "--quantize",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="round the LR input to 8 bits, as the paper does (default: on)",
+    )
     model = p.add_argument_group("network (a preset, then overrides)")
-    model.add_argument("--preset", choices=sorted(PRESETS), default="small",
-                       help="network sizes (default: small, for CPUs)")
+    model.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="small",
+        help="network sizes (default: small, for CPUs)",
+    )
     model.add_argument("--inner-channel", type=positive, help="U-Net base channels (× 32)")
-    model.add_argument("--channel-mults", type=positive, nargs="+", metavar="M",
-                       help="U-Net channel multiplier per level")
+    model.add_argument(
+        "--channel-mults",
+        type=positive,
+        nargs="+",
+        metavar="M",
+        help="U-Net channel multiplier per level",
+    )
     model.add_argument("--res-blocks", type=positive, help="U-Net residual blocks per level")
-    model.add_argument("--attn-strides", type=positive, nargs="*", metavar="S",
-                       help="U-Net levels (as strides 2^level) with self-attention")
-    model.add_argument("--encoder-blocks", type=positive,
-                       help="RRDB blocks of the spatial encoder")
+    model.add_argument(
+        "--attn-strides",
+        type=positive,
+        nargs="*",
+        metavar="S",
+        help="U-Net levels (as strides 2^level) with self-attention",
+    )
+    model.add_argument("--encoder-blocks", type=positive, help="RRDB blocks of the spatial encoder")
     train = p.add_argument_group("optimisation")
     train.add_argument("--steps", type=int, default=d.steps, help=f"default: {d.steps}")
-    train.add_argument("--batch-size", type=int, default=d.batch_size,
-                       help=f"default: {d.batch_size}")
-    train.add_argument("--patch", type=int, default=d.patch,
-                       help=f"HR patch edge in pixels (default: {d.patch})")
-    train.add_argument("--pair-window", type=int,
-                       help="HR window the two crops of a pair come from (default: 2 × patch)")
+    train.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help=f"default: {d.batch_size}"
+    )
+    train.add_argument(
+        "--patch", type=int, default=d.patch, help=f"HR patch edge in pixels (default: {d.patch})"
+    )
+    train.add_argument(
+        "--pair-window",
+        type=int,
+        help="HR window the two crops of a pair come from (default: 2 × patch)",
+    )
     train.add_argument("--lr", type=float, default=d.lr, help=f"Adam step size (default: {d.lr})")
-    train.add_argument("--lr-milestones", type=int, nargs="*", default=[], metavar="STEP",
-                       help="steps after which the learning rate is multiplied by --lr-gamma")
-    train.add_argument("--lr-gamma", type=float, default=d.lr_gamma,
-                       help=f"default: {d.lr_gamma}")
-    train.add_argument("--ema-rate", type=float, default=d.ema_rate,
-                       help=f"default: {d.ema_rate}")
-    train.add_argument("--no-ema-warmup", action="store_true",
-                       help="use --ema-rate from the first step")
-    train.add_argument("--contrast-weight", type=float, default=d.contrast_weight,
-                       help=f"InfoNCE loss weight (default: {d.contrast_weight})")
-    train.add_argument("--aux-weight", type=float, default=d.aux_weight,
-                       help=f"encoder reconstruction loss weight (default: {d.aux_weight})")
+    train.add_argument(
+        "--lr-milestones",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="STEP",
+        help="steps after which the learning rate is multiplied by --lr-gamma",
+    )
+    train.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help=f"default: {d.lr_gamma}")
+    train.add_argument("--ema-rate", type=float, default=d.ema_rate, help=f"default: {d.ema_rate}")
+    train.add_argument(
+        "--no-ema-warmup", action="store_true", help="use --ema-rate from the first step"
+    )
+    train.add_argument(
+        "--contrast-weight",
+        type=float,
+        default=d.contrast_weight,
+        help=f"InfoNCE loss weight (default: {d.contrast_weight})",
+    )
+    train.add_argument(
+        "--aux-weight",
+        type=float,
+        default=d.aux_weight,
+        help=f"encoder reconstruction loss weight (default: {d.aux_weight})",
+    )
     train.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
     check = p.add_argument_group("validation and checkpoints")
-    check.add_argument("--val-every", type=int, default=d.val_every,
-                       help=f"steps between validations (default: {d.val_every})")
-    check.add_argument("--val-patches", type=int, default=d.val_patches,
-                       help=f"held-out patches (default: {d.val_patches})")
-    check.add_argument("--val-steps", type=int, default=d.val_steps,
-                       help=f"DDIM steps of validation sampling (default: {d.val_steps})")
-    check.add_argument("--ckpt-every", type=int, default=d.ckpt_every,
-                       help=f"steps between checkpoints (default: {d.ckpt_every})")
+    check.add_argument(
+        "--val-every",
+        type=int,
+        default=d.val_every,
+        help=f"steps between validations (default: {d.val_every})",
+    )
+    check.add_argument(
+        "--val-patches",
+        type=int,
+        default=d.val_patches,
+        help=f"held-out patches (default: {d.val_patches})",
+    )
+    check.add_argument(
+        "--val-steps",
+        type=int,
+        default=d.val_steps,
+        help=f"DDIM steps of validation sampling (default: {d.val_steps})",
+    )
+    check.add_argument(
+        "--ckpt-every",
+        type=int,
+        default=d.ckpt_every,
+        help=f"steps between checkpoints (default: {d.ckpt_every})",
+    )
     add_runtime_options(p)
     return p
 
@@ -123,8 +195,10 @@ def run(args: argparse.Namespace) -> int:
     source, validation, data = _sources(args, cfg)
     trainer = open_run(args.out, config, cfg, source, validation, data, args.resume, device)
     print(f"run:        {args.out} (step {trainer.step} of {cfg.steps})")
-    print(f"network:    {parameter_count(trainer.net):,} trained parameters, {device}, "
-          f"{torch.get_num_threads()} CPU threads")
+    print(
+        f"network:    {parameter_count(trainer.net):,} trained parameters, {device}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
     if args.source == "folder" and not args.val_images:
         print("validation: on the training images (give --val-images for a held-out set)")
     code = train(trainer, cfg.steps, lambda r: {"loss": f"{r['loss']:.4f}"}, _describe)
@@ -137,9 +211,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(record: dict[str, float]) -> str:
-    return (f"step {record['step']}: PSNR {record['val_psnr']:.2f} dB, "
-            f"SSIM {record['val_ssim']:.4f} (bicubic {record['bicubic_psnr']:.2f} "
-            f"dB, {record['bicubic_ssim']:.4f})")
+    return (
+        f"step {record['step']}: PSNR {record['val_psnr']:.2f} dB, "
+        f"SSIM {record['val_ssim']:.4f} (bicubic {record['bicubic_psnr']:.2f} "
+        f"dB, {record['bicubic_ssim']:.4f})"
+    )
 
 
 def _check_source_options(args: argparse.Namespace) -> None:
@@ -154,10 +230,14 @@ def _check_source_options(args: argparse.Namespace) -> None:
 def _settings(args: argparse.Namespace) -> tuple[DiffFuSRConfig, TrainConfig]:
     """(network sizes, training settings) from the preset, the overrides and the defaults."""
     preset = PRESETS[args.preset]
-    unet = {k: getattr(args, k) for k in ("inner_channel", "res_blocks")
-            if getattr(args, k) is not None}
-    unet |= {k: tuple(getattr(args, k)) for k in ("channel_mults", "attn_strides")
-             if getattr(args, k) is not None}
+    unet = {
+        k: getattr(args, k) for k in ("inner_channel", "res_blocks") if getattr(args, k) is not None
+    }
+    unet |= {
+        k: tuple(getattr(args, k))
+        for k in ("channel_mults", "attn_strides")
+        if getattr(args, k) is not None
+    }
     harmonize = args.source == "folder" if args.harmonize is None else args.harmonize
     try:
         blocks = preset.encoder_blocks if args.encoder_blocks is None else args.encoder_blocks
@@ -165,16 +245,27 @@ def _settings(args: argparse.Namespace) -> tuple[DiffFuSRConfig, TrainConfig]:
         if config.unet.inner_channel % 32:
             raise ValueError("--inner-channel must be a multiple of 32 (GroupNorm groups)")
         cfg = TrainConfig(
-            steps=args.steps, batch_size=args.batch_size, patch=args.patch,
-            pair_window=args.pair_window, lr=args.lr, lr_milestones=tuple(args.lr_milestones),
-            lr_gamma=args.lr_gamma, ema_rate=args.ema_rate, ema_warmup=not args.no_ema_warmup,
-            contrast_weight=args.contrast_weight, aux_weight=args.aux_weight, seed=args.seed,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            patch=args.patch,
+            pair_window=args.pair_window,
+            lr=args.lr,
+            lr_milestones=tuple(args.lr_milestones),
+            lr_gamma=args.lr_gamma,
+            ema_rate=args.ema_rate,
+            ema_warmup=not args.no_ema_warmup,
+            contrast_weight=args.contrast_weight,
+            aux_weight=args.aux_weight,
+            seed=args.seed,
             degradation=DegradationConfig(
-                harmonize=harmonize, noise_max=args.noise_max,
+                harmonize=harmonize,
+                noise_max=args.noise_max,
                 levels=DegradationConfig.levels if args.quantize else None,
             ),
             val_every=args.val_every,
-            val_patches=args.val_patches, val_steps=args.val_steps, ckpt_every=args.ckpt_every,
+            val_patches=args.val_patches,
+            val_steps=args.val_steps,
+            ckpt_every=args.ckpt_every,
         )
         check_patch(config, cfg)
     except ValueError as err:
@@ -189,17 +280,30 @@ def _sources(
     if args.source == "folder":
         source = FolderSource(args.images, cfg.window, bands=args.bands)
         validation = FolderSource(args.val_images or args.images, cfg.patch, bands=args.bands)
-        return source, validation, {"source": "folder", "images": args.images,
-                                    "val_images": args.val_images, "bands": args.bands}
+        return (
+            source,
+            validation,
+            {
+                "source": "folder",
+                "images": args.images,
+                "val_images": args.val_images,
+                "bands": args.bands,
+            },
+        )
     query = sentinel_query(args)
-    common = {"collection": args.collection, "max_cloud": args.max_cloud,
-              "test_fraction": args.test_fraction}
+    common = {
+        "collection": args.collection,
+        "max_cloud": args.max_cloud,
+        "test_fraction": args.test_fraction,
+    }
     dates = (query.start, query.end)
     try:
-        source = SentinelWaldSource(query.stac, query.aoi, *dates, patch=cfg.window,
-                                    split="train", **common)
-        validation = SentinelWaldSource(query.stac, query.aoi, *dates, patch=cfg.patch,
-                                        split="test", **common)
+        source = SentinelWaldSource(
+            query.stac, query.aoi, *dates, patch=cfg.window, split="train", **common
+        )
+        validation = SentinelWaldSource(
+            query.stac, query.aoi, *dates, patch=cfg.patch, split="test", **common
+        )
     except ValueError as err:
         raise UserError(str(err)) from None
     return source, validation, {"source": "sentinel2", **query.describe(), **common}

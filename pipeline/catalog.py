@@ -39,6 +39,7 @@ from pipeline.network import http_retries, no_answer, storage_options, timed_out
 #: requests rather than thousands (an API may answer with fewer).
 PAGE_SIZE = 1000
 
+
 def is_demo_catalog(stac: str | None) -> bool:
     """Whether ``stac`` is the embedded demo catalog (None, no catalog given, stands for it)."""
     return stac is None or ("://" not in stac and Path(stac).resolve() == DEMO_CATALOG)
@@ -139,7 +140,9 @@ def no_scenes(query: Query, skipped: dict[str, str] | None = None) -> NoScenesEr
 
 
 def _usable(
-    items: Iterable[T], wanted: Callable[[T], bool], reduce: Callable[[T], object],
+    items: Iterable[T],
+    wanted: Callable[[T], bool],
+    reduce: Callable[[T], object],
     skipped: dict[str, str],
 ) -> list:
     """``reduce`` of the ``wanted`` items; those with a value that cannot be read are left out
@@ -233,11 +236,14 @@ def _search_api(url: str, query: Query, limit: int | None, scenes: bool) -> Sear
 
         skipped: dict[str, str] = {}
         if scenes:  # straight from the JSON: a pystac Item costs milliseconds to make
-            items = _usable(found.items_as_dicts(), lambda d: wanted(d["id"], d["properties"]),
-                            scene_from_dict, skipped)
+            items = _usable(
+                found.items_as_dicts(),
+                lambda d: wanted(d["id"], d["properties"]),
+                scene_from_dict,
+                skipped,
+            )
         else:
-            items = _usable(found.items(), lambda i: wanted(i.id, i.properties), _as_is,
-                            skipped)
+            items = _usable(found.items(), lambda i: wanted(i.id, i.properties), _as_is, skipped)
         with warnings.catch_warnings():  # an API that does not count says so with a warning
             warnings.simplefilter("ignore")
             matched = found.matched() if limit is not None else None
@@ -260,8 +266,9 @@ def _filter_locally(
         return (
             (query.collection is None or item.collection_id == query.collection)
             and item.geometry is not None
-            and read_property(item.id, "geometry", item.geometry, "a GeoJSON geometry", shape)
-            .intersects(query.aoi)
+            and read_property(
+                item.id, "geometry", item.geometry, "a GeoJSON geometry", shape
+            ).intersects(query.aoi)
             and item.datetime is not None
             and first <= item.datetime <= last
             and _cloud_free_enough(item.id, item.properties, query.max_cloud)

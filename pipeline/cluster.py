@@ -134,9 +134,7 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
 
 def _new_local_cluster(workers: int | None, gpus: int) -> LocalCluster:
     if gpus <= 0:
-        return LocalCluster(
-            n_workers=workers or 2, threads_per_worker=1, processes=True, **_QUIET
-        )
+        return LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, **_QUIET)
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError:

@@ -77,9 +77,7 @@ def clear_sky(
     """The lazy clear-sky composite of ``bands`` at 10 m over ``bounds`` (in EPSG:``epsg``)
     and its clear count, from ``scenes`` read in square chunks of ``chunksize`` pixels
     (``timeout``, ``cached``, ``signer``: see :func:`pipeline.load.load_reflectance`)."""
-    reflectance = load_reflectance(
-        scenes, bands, epsg, bounds, chunksize, timeout, cached, signer
-    )
+    reflectance = load_reflectance(scenes, bands, epsg, bounds, chunksize, timeout, cached, signer)
     scl = load_scl(scenes, epsg, bounds, chunksize, timeout, cached, signer)
     return median_composite(reflectance, scl, mask_snow)
 

@@ -36,12 +36,15 @@ def finish_product(
         quality.add(marker)
     failed = build_overviews(store, plan.grid, client, written, level_one)
     product_quality = quality.as_dict()
-    store.finalize({
-        "tiles_failed": summary.failed,
-        "overviews_failed": failed,
-        "quality_summary": product_quality,
-        **multiscales_attrs(plan.grid),
-    }, groups=[level_path(k) for k in range(1, level_count(plan.grid) + 1)])
+    store.finalize(
+        {
+            "tiles_failed": summary.failed,
+            "overviews_failed": failed,
+            "quality_summary": product_quality,
+            **multiscales_attrs(plan.grid),
+        },
+        groups=[level_path(k) for k in range(1, level_count(plan.grid) + 1)],
+    )
     request = plan.request
     start, end = date_range(request.start, request.end)
     facts = ProductFacts(

@@ -73,8 +73,10 @@ def read_aoi(path: str) -> BaseGeometry:
     except OSError as err:
         raise AOIError(f"cannot read AOI {path}: {reason(err)}") from None
     if (size or 0) > MAX_AOI_BYTES or len(data) > MAX_AOI_BYTES:
-        raise AOIError(f"AOI {path} is larger than {MAX_AOI_BYTES // 10**6} MB, the most an "
-                       "AOI file may hold: simplify its outline")
+        raise AOIError(
+            f"AOI {path} is larger than {MAX_AOI_BYTES // 10**6} MB, the most an "
+            "AOI file may hold: simplify its outline"
+        )
     try:
         doc = json.loads(data)
     except RecursionError:
@@ -107,8 +109,14 @@ def aoi_from_geojson(doc: object, name: str = "AOI") -> BaseGeometry:
         with warnings.catch_warnings():  # NaN coordinates are refused below, in one line
             warnings.simplefilter("ignore", RuntimeWarning)
             parts = [shape(g) for g in geometries]
-    except (KeyError, TypeError, ValueError, AttributeError, RecursionError,
-            shapely.errors.ShapelyError) as err:
+    except (
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        RecursionError,
+        shapely.errors.ShapelyError,
+    ) as err:
         raise AOIError(f"{name} holds a malformed geometry: {reason(err)}") from None
     kinds = {p.geom_type for p in parts} - {"Polygon", "MultiPolygon"}
     if kinds:
@@ -119,8 +127,7 @@ def aoi_from_geojson(doc: object, name: str = "AOI") -> BaseGeometry:
     if minx < -180 or maxx > 180 or miny < -90 or maxy > 90:
         raise AOIError(f"{name} coordinates are not longitude/latitude in WGS84")
     polygons = [g for p in parts for g in getattr(p, "geoms", [p])]
-    aoi = shapely.union_all([shapely.make_valid(split_at_antimeridian(p, name))
-                             for p in polygons])
+    aoi = shapely.union_all([shapely.make_valid(split_at_antimeridian(p, name)) for p in polygons])
     if aoi.is_empty or aoi.area == 0:
         raise AOIError(f"{name} has an empty polygon")
     return aoi
@@ -141,8 +148,10 @@ def split_at_antimeridian(polygon: Polygon, name: str = "the polygon") -> BaseGe
     whole = shapely.make_valid(Polygon(shell[:, :2], [h[:, :2] for h in holes]))
     if whole.bounds[2] - whole.bounds[0] >= 360:
         raise AOIError(f"{name} goes all around the globe")
-    pieces = [shapely.affinity.translate(whole & box(k - 180, -90, k + 180, 90), -k)
-              for k in (-360, 0, 360)]
+    pieces = [
+        shapely.affinity.translate(whole & box(k - 180, -90, k + 180, 90), -k)
+        for k in (-360, 0, 360)
+    ]
     return shapely.union_all(pieces)
 
 
@@ -157,8 +166,10 @@ def _unwrapped(ring: np.ndarray, name: str) -> np.ndarray:
         return ring
     shift = np.concatenate([[0.0], np.cumsum(np.where(crossing, -360 * np.sign(step), 0))])
     if shift[-1] != 0:
-        raise AOIError(f"{name} has a ring around a pole: give the polar cap as a polygon "
-                       "that runs along the antimeridian to the pole (RFC 7946)")
+        raise AOIError(
+            f"{name} has a ring around a pole: give the polar cap as a polygon "
+            "that runs along the antimeridian to the pole (RFC 7946)"
+        )
     return np.column_stack([x + shift, ring[:, 1:]])
 
 
@@ -214,8 +225,10 @@ def parse_crs(text: str) -> CRS:
     crs = CRS.from_epsg(code)
     units = sorted({axis.unit_name for axis in crs.axis_info})
     if units != ["metre"]:
-        raise ValueError(f"EPSG:{code} ({crs.name}) measures in {' and '.join(units)}: the "
-                         "2.5 m grid needs a CRS in metres")
+        raise ValueError(
+            f"EPSG:{code} ({crs.name}) measures in {' and '.join(units)}: the "
+            "2.5 m grid needs a CRS in metres"
+        )
     return crs
 
 
@@ -229,26 +242,42 @@ def check_crs(aoi: BaseGeometry, crs: CRS, given: bool = True) -> str | None:
     compared with its area of use."""
     area = crs.area_of_use
     west, south, east, north = area.bounds if area else (-180.0, -90.0, 180.0, 90.0)
-    where = (f"{crs.to_string()} is meant for longitudes {west:g}° to {east:g}°, "
-             f"latitudes {south:g}° to {north:g}°")
+    where = (
+        f"{crs.to_string()} is meant for longitudes {west:g}° to {east:g}°, "
+        f"latitudes {south:g}° to {north:g}°"
+    )
     _, low, _, high = aoi.bounds
-    polar = (high if high > max(POLAR_LIMITS[1], north)
-             else low if low < min(POLAR_LIMITS[0], south) else None)
+    polar = (
+        high
+        if high > max(POLAR_LIMITS[1], north)
+        else low
+        if low < min(POLAR_LIMITS[0], south)
+        else None
+    )
     if polar is not None:
-        raise GridError(f"the AOI reaches latitude {polar:g}°, beyond "
-                        f"what the grid's CRS can hold ({where}): clip it at "
-                        f"{POLAR_LIMITS[1]:g}°N / {-POLAR_LIMITS[0]:g}°S, or give --crs a polar "
-                        "CRS such as EPSG:3413 (Arctic) or EPSG:3031 (Antarctic)")
+        raise GridError(
+            f"the AOI reaches latitude {polar:g}°, beyond "
+            f"what the grid's CRS can hold ({where}): clip it at "
+            f"{POLAR_LIMITS[1]:g}°N / {-POLAR_LIMITS[0]:g}°S, or give --crs a polar "
+            "CRS such as EPSG:3413 (Arctic) or EPSG:3031 (Antarctic)"
+        )
     error = _scale_error(aoi, crs)
     if not error <= MAX_SCALE_ERROR:  # NaN too
-        raise GridError(f"{crs.to_string()} would make the pixels over the AOI up to "
-                        f"{error:.0%} off 2.5 m on the ground (at most {MAX_SCALE_ERROR:.0%} is "
-                        f"taken): {where}")
-    parts = [box(west, south, east, north)] if west <= east else [
-        box(west, south, 180, north), box(-180, south, east, north)]
+        raise GridError(
+            f"{crs.to_string()} would make the pixels over the AOI up to "
+            f"{error:.0%} off 2.5 m on the ground (at most {MAX_SCALE_ERROR:.0%} is "
+            f"taken): {where}"
+        )
+    parts = (
+        [box(west, south, east, north)]
+        if west <= east
+        else [box(west, south, 180, north), box(-180, south, east, north)]
+    )
     if given and not shapely.union_all(parts).covers(aoi):
-        return (f"the AOI reaches beyond the area of use of the CRS ({where}); its pixels "
-                f"there are up to {error:.1%} off 2.5 m on the ground")
+        return (
+            f"the AOI reaches beyond the area of use of the CRS ({where}); its pixels "
+            f"there are up to {error:.1%} off 2.5 m on the ground"
+        )
     return None
 
 
@@ -363,8 +392,10 @@ class OutputGrid:
             bottom = max(top - n * RESOLUTION, self.y0 - self.height * RESOLUTION)
             hits = shapely.intersects(footprint, shapely.box(left, bottom, right, top))
             height = min(n, self.height - row * n)
-            tiles += [Tile(row, c, row * n, c * n, height, min(n, self.width - c * n))
-                      for c in cols[hits].tolist()]
+            tiles += [
+                Tile(row, c, row * n, c * n, height, min(n, self.width - c * n))
+                for c in cols[hits].tolist()
+            ]
         return tiles
 
 
@@ -373,8 +404,10 @@ def check_tile_size(size: int) -> int:
     if size <= 0 or size % TILE_QUANTUM:
         raise ValueError(f"a tile size must be a positive multiple of {TILE_QUANTUM} pixels")
     if size > MAX_TILE_SIZE:
-        raise ValueError(f"a tile size is at most {MAX_TILE_SIZE} pixels "
-                         f"({MAX_TILE_SIZE * RESOLUTION / 1000:g} km), the most a worker holds")
+        raise ValueError(
+            f"a tile size is at most {MAX_TILE_SIZE} pixels "
+            f"({MAX_TILE_SIZE * RESOLUTION / 1000:g} km), the most a worker holds"
+        )
     return size
 
 

@@ -62,19 +62,30 @@ def _offset(item_id: str, props: Mapping) -> int:
     baseline = props.get("s2:processing_baseline")
     if baseline is None:
         return 0
-    major = read_property(item_id, "s2:processing_baseline", baseline,
-                          "a version number such as 05.11",
-                          lambda v: float(str(v).split(".")[0] or 0))
+    major = read_property(
+        item_id,
+        "s2:processing_baseline",
+        baseline,
+        "a version number such as 05.11",
+        lambda v: float(str(v).split(".")[0] or 0),
+    )
     return BOA_ADD_OFFSET if major >= 4 else 0
 
 
-def read_property(item_id: str, key: str, value: object, expected: str,
-                  parse: Callable[[Any], Any]) -> Any:
+def read_property(
+    item_id: str, key: str, value: object, expected: str, parse: Callable[[Any], Any]
+) -> Any:
     """``parse(value)``, or an ItemError naming the item, the property and what it should be."""
     try:
         parsed = parse(value)
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError,
-            shapely.errors.ShapelyError):
+    except (
+        TypeError,
+        ValueError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        shapely.errors.ShapelyError,
+    ):
         parsed = None
     if parsed is None or (isinstance(parsed, float) and not math.isfinite(parsed)):
         raise ItemError(item_id, key, value, expected)
@@ -90,8 +101,9 @@ def _epsg_of(item_id: str, props: Mapping) -> int | None:
         return read_property(item_id, "proj:epsg", props["proj:epsg"], "an EPSG code", int)
     code = props.get("proj:code")
     if isinstance(code, str) and code.upper().startswith("EPSG:"):
-        return read_property(item_id, "proj:code", code, "EPSG:<code>",
-                             lambda c: int(c.split(":")[1]))
+        return read_property(
+            item_id, "proj:code", code, "EPSG:<code>", lambda c: int(c.split(":")[1])
+        )
     return None
 
 
@@ -164,8 +176,9 @@ def to_scene(item: pystac.Item | Scene, keys: Sequence[str] = RUN_ASSETS) -> Sce
     return scene_from_dict(doc, keys, item.get_self_href())
 
 
-def scene_from_dict(doc: Mapping, keys: Sequence[str] = RUN_ASSETS,
-                    base: str | None = None) -> Scene:
+def scene_from_dict(
+    doc: Mapping, keys: Sequence[str] = RUN_ASSETS, base: str | None = None
+) -> Scene:
     """The :class:`Scene` of an item's JSON (as an API sends it: no pystac Item is made, which
     costs milliseconds an item), relative asset hrefs taken relative to ``base``; ItemError
     for a property that cannot be read (the item is then skipped, see :mod:`pipeline.catalog`).
@@ -181,17 +194,26 @@ def scene_from_dict(doc: Mapping, keys: Sequence[str] = RUN_ASSETS,
     properties["datetime"] = props.get("datetime")
     if epsg is not None:
         properties["proj:epsg"] = epsg
-    stac = {"type": "Feature", "id": doc["id"], "bbox": doc.get("bbox"),
-            "properties": properties, "assets": assets}
+    stac = {
+        "type": "Feature",
+        "id": doc["id"],
+        "bbox": doc.get("bbox"),
+        "properties": properties,
+        "assets": assets,
+    }
     when = props.get("datetime")
-    when = when and read_property(doc["id"], "datetime", when, "an RFC 3339 date-time",
-                          datetime.fromisoformat)
-    footprint = doc.get("geometry") and read_property(doc["id"], "geometry", doc["geometry"],
-                                              "a GeoJSON geometry", _footprint)
-    self_href = next((link["href"] for link in doc.get("links", []) if link.get("rel") == "self"),
-                     base)
-    return Scene(doc["id"], when or None, epsg, _offset(doc["id"], props), footprint or None,
-                 self_href, stac)
+    when = when and read_property(
+        doc["id"], "datetime", when, "an RFC 3339 date-time", datetime.fromisoformat
+    )
+    footprint = doc.get("geometry") and read_property(
+        doc["id"], "geometry", doc["geometry"], "a GeoJSON geometry", _footprint
+    )
+    self_href = next(
+        (link["href"] for link in doc.get("links", []) if link.get("rel") == "self"), base
+    )
+    return Scene(
+        doc["id"], when or None, epsg, _offset(doc["id"], props), footprint or None, self_href, stac
+    )
 
 
 def _footprint(geometry: Mapping) -> BaseGeometry | None:
@@ -277,9 +299,7 @@ def load_reflectance(
         cached,
         signer,
     )
-    offsets = xr.DataArray(
-        np.array([s.offset for s in scenes], dtype="float32"), dims="time"
-    )
+    offsets = xr.DataArray(np.array([s.offset for s in scenes], dtype="float32"), dims="time")
     reflectance = (dn.where(dn != 0) + offsets) / np.float32(10000)
     return reflectance.astype("float32").rename("reflectance")
 

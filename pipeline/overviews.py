@@ -60,13 +60,17 @@ def level_one_with_tiles(store: ProductStore, grid: OutputGrid) -> bool:
     if level_count(grid) < 1:
         return False
     _create_levels(store, grid, 1)
-    level = zarr.open_group(store.zarr_store(), path=level_path(1), mode="r",
-                            use_consolidated=False)
+    level = zarr.open_group(
+        store.zarr_store(), path=level_path(1), mode="r", use_consolidated=False
+    )
     return level["reflectance"].shards[-1] == grid.tile_size // 2
 
 
 def build_overviews(
-    store: ProductStore, grid: OutputGrid, client: Client, tiles: dict[str, str],
+    store: ProductStore,
+    grid: OutputGrid,
+    client: Client,
+    tiles: dict[str, str],
     with_level_one: Collection[str] = (),
 ) -> dict[str, str]:
     """Build or update every level on the cluster; return the regions that failed (key:
@@ -84,13 +88,19 @@ def build_overviews(
     for level in range(1, levels + 1):
         wanted = _parents(sources)
         built = {m["tile"]: m["sources"] for m in store.markers(f"{OVERVIEWS}/{level}")}
-        todo = [(key, sig) for key, sig in wanted.items() if built.get(key) != sig
-                and (level > 1 or key in lacking)]
+        todo = [
+            (key, sig)
+            for key, sig in wanted.items()
+            if built.get(key) != sig and (level > 1 or key in lacking)
+        ]
         errors = _run_shards(store, client, level, grid.tile_size, todo)
         failed.update({f"{level}/{key}": error for key, error in errors.items()})
         # A failed shard keeps its old data and marker: the level above is built on that.
-        sources = {k: built[k] if k in errors else sig for k, sig in wanted.items()
-                   if k not in errors or k in built}
+        sources = {
+            k: built[k] if k in errors else sig
+            for k, sig in wanted.items()
+            if k not in errors or k in built
+        }
     return failed
 
 
@@ -109,14 +119,15 @@ def multiscales_attrs(grid: OutputGrid) -> dict[str, Any]:
         layout.append(entry)
     return {
         "zarr_conventions": [MULTISCALES, PROJ, SPATIAL],
-        "multiscales": {"layout": layout, "resampling_method": AVERAGE,
-                        "variable_resampling": RESAMPLING},
+        "multiscales": {
+            "layout": layout,
+            "resampling_method": AVERAGE,
+            "variable_resampling": RESAMPLING,
+        },
     }
 
 
-def build_shard(
-    store: ProductStore, level: int, row: int, col: int, signature: str, n: int
-) -> str:
+def build_shard(store: ProductStore, level: int, row: int, col: int, signature: str, n: int) -> str:
     """Compute one region of ``n`` × ``n`` pixels of ``level`` from the level below, then
     write its marker.
 
@@ -134,15 +145,18 @@ def build_shard(
         out = np.empty((*source.shape[:-2], len(rows), len(cols)), source.dtype)
         for y in range(2 * rows.start, min(2 * rows.stop, source.shape[-2]), n):
             for x in range(2 * cols.start, min(2 * cols.stop, source.shape[-1]), n):
-                part = reduce_2x2(source[..., y:y + n, x:x + n], source.fill_value, method)
+                part = reduce_2x2(source[..., y : y + n, x : x + n], source.fill_value, method)
                 top, left = y // 2 - rows.start, x // 2 - cols.start
-                out[..., top:top + part.shape[-2], left:left + part.shape[-1]] = part
-        target[..., rows.start:rows.stop, cols.start:cols.stop] = out
-    store.put_json(_marker(level, f"{row}_{col}"), {
-        "tile": f"{row}_{col}",
-        "sources": signature,
-        "written": datetime.now(UTC).isoformat(timespec="seconds"),
-    })
+                out[..., top : top + part.shape[-2], left : left + part.shape[-1]] = part
+        target[..., rows.start : rows.stop, cols.start : cols.stop] = out
+    store.put_json(
+        _marker(level, f"{row}_{col}"),
+        {
+            "tile": f"{row}_{col}",
+            "sources": signature,
+            "written": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    )
     return signature
 
 
@@ -175,8 +189,9 @@ def _run_shards(
     def submit(batch: list[tuple[str, str]]) -> None:
         for key, sig in batch:
             row, col = map(int, key.split("_"))
-            future = client.submit(build_shard, store, level, row, col, sig, n,
-                                   key=f"overview-{level}-{key}-{sig}")
+            future = client.submit(
+                build_shard, store, level, row, col, sig, n, key=f"overview-{level}-{key}-{sig}"
+            )
             keys[future] = key
             futures.add(future)
 
@@ -197,7 +212,8 @@ def _variables(group: zarr.Group) -> list[str]:
         warnings.simplefilter("ignore", ZarrUserWarning)  # the root's tiles/ is not a node
         arrays = list(group.arrays())
     return sorted(
-        name for name, array in arrays
+        name
+        for name, array in arrays
         if array.ndim >= 2 and tuple(array.metadata.dimension_names[-2:]) == ("y", "x")
     )
 
@@ -217,8 +233,13 @@ def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
             pass
         height, width = level_shape(grid, level)
         size = RESOLUTION * 2**level
-        group = zarr.open_group(zs, path=path, mode="w", zarr_format=3,
-                                attributes={"overview_level": level, "pixel_size": size})
+        group = zarr.open_group(
+            zs,
+            path=path,
+            mode="w",
+            zarr_format=3,
+            attributes={"overview_level": level, "pixel_size": size},
+        )
         for name, values in (
             ("x", grid.x0 + size / 2 + size * np.arange(width)),
             ("y", grid.y0 - size / 2 - size * np.arange(height)),
@@ -235,11 +256,13 @@ def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
             shards = source.shards
             if level == 1:
                 shards = (*shards[:-2], *(side // 2 for side in shards[-2:]))
-            array = _like(group, source, (*source.shape[:-2], height, width), source.chunks,
-                          shards)
-            array.update_attributes({"resampling_method": RESAMPLING.get(name, AVERAGE),
-                                     **spatial_grid(level_transform(grid, level),
-                                                    (height, width))})
+            array = _like(group, source, (*source.shape[:-2], height, width), source.chunks, shards)
+            array.update_attributes(
+                {
+                    "resampling_method": RESAMPLING.get(name, AVERAGE),
+                    **spatial_grid(level_transform(grid, level), (height, width)),
+                }
+            )
 
 
 def _like(

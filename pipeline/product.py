@@ -61,8 +61,9 @@ def product_input(
         raise CatalogError(f"the catalog {attrs['stac']} no longer has {', '.join(missing)}")
     grid = product_grid(attrs)
     signer = signer_for(attrs["stac"], attrs["collection"], attrs.get("asset_signing", AUTO))
-    return clear_sky(items, grid.crs.to_epsg(), bounds or grid.bounds, attrs["scl_snow_masked"],
-                     signer=signer)
+    return clear_sky(
+        items, grid.crs.to_epsg(), bounds or grid.bounds, attrs["scl_snow_masked"], signer=signer
+    )
 
 
 def tile_summaries(

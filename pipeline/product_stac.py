@@ -67,9 +67,12 @@ class QualitySummary:
         valid = pixels * summary.get("valid_fraction", 0.0)
         self.tiles_done += 1
         for name, weight in (
-            ("valid_fraction", pixels), ("mean_clear_count", pixels),
-            ("mean_consistency", valid), ("mean_spectral_angle", valid),
-            ("hallucination_risk_fraction", valid), ("mean_rgb_uncertainty", valid),
+            ("valid_fraction", pixels),
+            ("mean_clear_count", pixels),
+            ("mean_consistency", valid),
+            ("mean_spectral_angle", valid),
+            ("hallucination_risk_fraction", valid),
+            ("mean_rgb_uncertainty", valid),
         ):
             if summary.get(name) is not None and weight > 0:
                 self._sums[name] = self._sums.get(name, 0.0) + weight * summary[name]
@@ -150,8 +153,12 @@ def product_item(facts: ProductFacts, quality: dict[str, Any]) -> pystac.Item:
         },
     )
     proj = ProjectionExtension.ext(item, add_if_missing=True)
-    proj.apply(code=f"EPSG:{grid.crs.to_epsg()}", shape=[grid.height, grid.width],
-               transform=list(grid.transform), bbox=list(grid.bounds))
+    proj.apply(
+        code=f"EPSG:{grid.crs.to_epsg()}",
+        shape=[grid.height, grid.width],
+        transform=list(grid.transform),
+        bbox=list(grid.bounds),
+    )
     EOExtension.add_to(item)
     RasterExtension.add_to(item)
     item.add_asset("zarr", _zarr_asset(facts))
@@ -161,8 +168,9 @@ def product_item(facts: ProductFacts, quality: dict[str, Any]) -> pystac.Item:
         item.add_asset(f"overview_{level}", _overview_asset(grid, level))
     for source in facts.source_items:
         if source.href:
-            item.add_link(pystac.Link("derived_from", redact(source.href),
-                                      pystac.MediaType.JSON, source.id))
+            item.add_link(
+                pystac.Link("derived_from", redact(source.href), pystac.MediaType.JSON, source.id)
+            )
     item.add_link(pystac.Link("collection", "./collection.json", pystac.MediaType.JSON))
     item.add_link(pystac.Link("parent", "./collection.json", pystac.MediaType.JSON))
     item.add_link(pystac.Link("root", "./collection.json", pystac.MediaType.JSON))
@@ -186,17 +194,21 @@ def product_collection(facts: ProductFacts, item: pystac.Item) -> pystac.Collect
         ),
         license="other",
         providers=[
-            pystac.Provider("European Space Agency (Copernicus Sentinel-2)",
-                            roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.LICENSOR]),
+            pystac.Provider(
+                "European Space Agency (Copernicus Sentinel-2)",
+                roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.LICENSOR],
+            ),
             pystac.Provider(facts.provenance["software"], roles=[pystac.ProviderRole.PROCESSOR]),
         ],
-        summaries=pystac.Summaries({
-            "constellation": ["sentinel-2"],
-            "instruments": ["msi"],
-            "gsd": [RESOLUTION],
-            "proj:code": [f"EPSG:{facts.grid.crs.to_epsg()}"],
-            "eo:bands": [b.to_dict() for b in _eo_bands(facts.bands)],
-        }),
+        summaries=pystac.Summaries(
+            {
+                "constellation": ["sentinel-2"],
+                "instruments": ["msi"],
+                "gsd": [RESOLUTION],
+                "proj:code": [f"EPSG:{facts.grid.crs.to_epsg()}"],
+                "eo:bands": [b.to_dict() for b in _eo_bands(facts.bands)],
+            }
+        ),
         stac_extensions=[EOExtension.get_schema_uri(), ProjectionExtension.get_schema_uri()],
     )
     collection.clear_links()
@@ -208,15 +220,25 @@ def product_collection(facts: ProductFacts, item: pystac.Item) -> pystac.Collect
 
 def _zarr_asset(facts: ProductFacts) -> pystac.Asset:
     asset = pystac.Asset(
-        "..", title=f"{facts.provenance['title']} (Zarr v3, consolidated metadata)",
-        media_type=ZARR_MEDIA_TYPE, roles=["data"],
-        extra_fields={"description": "surface reflectance as the variable 'reflectance' "
-                      "(band, y, x); quality layers, clear count and overviews alongside"},
+        "..",
+        title=f"{facts.provenance['title']} (Zarr v3, consolidated metadata)",
+        media_type=ZARR_MEDIA_TYPE,
+        roles=["data"],
+        extra_fields={
+            "description": "surface reflectance as the variable 'reflectance' "
+            "(band, y, x); quality layers, clear count and overviews alongside"
+        },
     )
     EOExtension.ext(asset).bands = _eo_bands(facts.bands)
     RasterExtension.ext(asset).bands = [
-        RasterBand.create(nodata=0, data_type=DataType.UINT16, scale=SCALE_FACTOR, offset=0.0,
-                          spatial_resolution=RESOLUTION, unit="1")
+        RasterBand.create(
+            nodata=0,
+            data_type=DataType.UINT16,
+            scale=SCALE_FACTOR,
+            offset=0.0,
+            spatial_resolution=RESOLUTION,
+            unit="1",
+        )
         for _ in facts.bands
     ]
     return asset
@@ -224,9 +246,12 @@ def _zarr_asset(facts: ProductFacts) -> pystac.Asset:
 
 def _eo_bands(bands: tuple[str, ...]) -> list[EOBand]:
     return [
-        EOBand.create(name=b, common_name=BANDS[b].common_name,
-                      center_wavelength=BANDS[b].wavelength_um,
-                      description=f"Sentinel-2 {b} at 2.5 m (native {BANDS[b].resolution} m)")
+        EOBand.create(
+            name=b,
+            common_name=BANDS[b].common_name,
+            center_wavelength=BANDS[b].wavelength_um,
+            description=f"Sentinel-2 {b} at 2.5 m (native {BANDS[b].resolution} m)",
+        )
         for b in bands
     ]
 
@@ -234,12 +259,14 @@ def _eo_bands(bands: tuple[str, ...]) -> list[EOBand]:
 def _layer_assets(facts: ProductFacts) -> dict[str, pystac.Asset]:
     """The per-pixel quality layers and the clear count, each an array of the Zarr."""
     layers = {
-        "clear_count": RasterBand.create(data_type=DataType.UINT8,
-                                         spatial_resolution=RESOLUTION),
+        "clear_count": RasterBand.create(data_type=DataType.UINT8, spatial_resolution=RESOLUTION),
         **{
             name: RasterBand.create(
-                nodata=layer.fill, data_type=DataType(layer.dtype), scale=layer.scale,
-                offset=0.0 if layer.scale else None, spatial_resolution=RESOLUTION,
+                nodata=layer.fill,
+                data_type=DataType(layer.dtype),
+                scale=layer.scale,
+                offset=0.0 if layer.scale else None,
+                spatial_resolution=RESOLUTION,
                 unit=layer.attributes.get("units"),
             )
             for name, layer in QUALITY_LAYERS.items()
@@ -247,13 +274,21 @@ def _layer_assets(facts: ProductFacts) -> dict[str, pystac.Asset]:
     }
     if facts.uncertainty:
         layers[UNCERTAINTY] = RasterBand.create(
-            nodata=UNCERTAINTY_FILL, data_type=DataType.UINT16, scale=SCALE_FACTOR, offset=0.0,
-            spatial_resolution=RESOLUTION, unit="1",
+            nodata=UNCERTAINTY_FILL,
+            data_type=DataType.UINT16,
+            scale=SCALE_FACTOR,
+            offset=0.0,
+            spatial_resolution=RESOLUTION,
+            unit="1",
         )
     assets = {}
     for name, band in layers.items():
-        asset = pystac.Asset(posixpath.join("..", name), title=name, media_type=ZARR_MEDIA_TYPE,
-                             roles=["quality"] if name != "clear_count" else ["metadata"])
+        asset = pystac.Asset(
+            posixpath.join("..", name),
+            title=name,
+            media_type=ZARR_MEDIA_TYPE,
+            roles=["quality"] if name != "clear_count" else ["metadata"],
+        )
         count = len(UNCERTAINTY_BANDS) if name == UNCERTAINTY else 1
         RasterExtension.ext(asset).bands = [band] * count
         assets[name] = asset
@@ -262,8 +297,10 @@ def _layer_assets(facts: ProductFacts) -> dict[str, pystac.Asset]:
 
 def _overview_asset(grid: OutputGrid, level: int) -> pystac.Asset:
     asset = pystac.Asset(
-        posixpath.join("..", level_path(level)), title=f"overview level {level} "
-        f"({RESOLUTION * 2**level:g} m)", media_type=ZARR_MEDIA_TYPE, roles=["overview"],
+        posixpath.join("..", level_path(level)),
+        title=f"overview level {level} ({RESOLUTION * 2**level:g} m)",
+        media_type=ZARR_MEDIA_TYPE,
+        roles=["overview"],
     )
     proj = ProjectionExtension.ext(asset)
     proj.shape = list(level_shape(grid, level))
@@ -273,5 +310,4 @@ def _overview_asset(grid: OutputGrid, level: int) -> pystac.Asset:
 
 def date_range(start: Any, end: Any) -> tuple[datetime, datetime]:
     """The run's dates as the first and last instant of the range (UTC)."""
-    return (datetime.combine(start, time.min, UTC),
-            datetime.combine(end, time(23, 59, 59), UTC))
+    return (datetime.combine(start, time.min, UTC), datetime.combine(end, time(23, 59, 59), UTC))

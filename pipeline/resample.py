@@ -42,9 +42,7 @@ def upsample_linear(x: np.ndarray, factor: int) -> np.ndarray:
     return _upsample_axis(_upsample_axis(x, factor, 1, _LINEAR), factor, 2, _LINEAR)
 
 
-def _upsample_axis(
-    x: np.ndarray, factor: int, axis: int, interpolation: tuple
-) -> np.ndarray:
+def _upsample_axis(x: np.ndarray, factor: int, axis: int, interpolation: tuple) -> np.ndarray:
     kernel, taps = interpolation
     n = x.shape[axis]
     source = (np.arange(factor) + 0.5) / factor - 0.5  # position of each output phase

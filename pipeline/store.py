@@ -84,22 +84,37 @@ class Layer:
 
 #: The quality layers of pipeline.quality.layers, in every product (docs/output-format.md).
 QUALITY_LAYERS: dict[str, Layer] = {
-    "consistency": Layer("uint16", 65535, SCALE_FACTOR, {
-        "long_name": "mean absolute difference between the input and the result averaged "
-                     "back over each band's native pixel (reflectance)",
-        "units": "1",
-    }),
-    "spectral_angle": Layer("uint16", 65535, 0.01, {
-        "long_name": "spectral angle between the input and the result averaged back over "
-                     "each band's native pixel",
-        "units": "degree",
-    }),
-    "hallucination_risk": Layer("uint8", RISK_FILL, None, {
-        "long_name": "hallucination risk flags (0: no reason for concern)",
-        "flag_masks": [INCONSISTENT, SPECTRAL_DISTORTION, UNCERTAIN],
-        "flag_meanings": "inconsistent_reflectance spectral_distortion uncertain_rgb",
-        **{f"rule_{k}": v for k, v in risk_rule().items()},
-    }),
+    "consistency": Layer(
+        "uint16",
+        65535,
+        SCALE_FACTOR,
+        {
+            "long_name": "mean absolute difference between the input and the result averaged "
+            "back over each band's native pixel (reflectance)",
+            "units": "1",
+        },
+    ),
+    "spectral_angle": Layer(
+        "uint16",
+        65535,
+        0.01,
+        {
+            "long_name": "spectral angle between the input and the result averaged back over "
+            "each band's native pixel",
+            "units": "degree",
+        },
+    ),
+    "hallucination_risk": Layer(
+        "uint8",
+        RISK_FILL,
+        None,
+        {
+            "long_name": "hallucination risk flags (0: no reason for concern)",
+            "flag_masks": [INCONSISTENT, SPECTRAL_DISTORTION, UNCERTAIN],
+            "flag_meanings": "inconsistent_reflectance spectral_distortion uncertain_rgb",
+            **{f"rule_{k}": v for k, v in risk_rule().items()},
+        },
+    ),
 }
 
 
@@ -243,8 +258,11 @@ class ProductStore:
         encoded = {
             "reflectance": encode_reflectance(reflectance),
             "clear_count": np.clip(clear_count, 0, 255).astype(np.uint8),
-            **({} if uncertainty is None
-               else {UNCERTAINTY: encode_reflectance(uncertainty, UNCERTAINTY_FILL)}),
+            **(
+                {}
+                if uncertainty is None
+                else {UNCERTAINTY: encode_reflectance(uncertainty, UNCERTAINTY_FILL)}
+            ),
             **{name: QUALITY_LAYERS[name].encode(v) for name, v in (quality or {}).items()},
         }
         half = (
@@ -410,9 +428,7 @@ class ProductStore:
             fs.rm(others, recursive=True)
         fs.rm(meta)
 
-    def _create_arrays(
-        self, grid: OutputGrid, bands: tuple[str, ...], uncertainty: bool
-    ) -> None:
+    def _create_arrays(self, grid: OutputGrid, bands: tuple[str, ...], uncertainty: bool) -> None:
         """Write the metadata and coordinates; the data arrays get no chunk until a tile lands."""
         # "w" also clears what some S3 servers keep of a deleted product: empty prefixes.
         group = zarr.open_group(self.zarr_store(), mode="w", zarr_format=3)
@@ -425,7 +441,8 @@ class ProductStore:
         }
         if uncertainty:
             coords["rgb_band"] = (
-                np.array(UNCERTAINTY_BANDS, dtype=str), {"long_name": "band of the RGB model"}
+                np.array(UNCERTAINTY_BANDS, dtype=str),
+                {"long_name": "band of the RGB model"},
             )
         for name, (values, attributes) in coords.items():
             array = group.create_array(

@@ -127,8 +127,9 @@ class SuperResolver:
         """
         valid, filled = model_input(bands)
         if not valid.any():  # outside the AOI's scenes: nothing for the models to see
-            return np.full((self.out_channels, *(n * SCALE for n in valid.shape)), np.nan,
-                           np.float32)
+            return np.full(
+                (self.out_channels, *(n * SCALE for n in valid.shape)), np.nan, np.float32
+            )
         own_rgb, rgb, spread = self.rgb_stage(filled[RGB_INDEX], origin)
         fused = self._fuse(bands, filled, own_rgb, rgb, origin, fusion_block)
         out = fused
@@ -174,12 +175,20 @@ class SuperResolver:
         bands = bands.rechunk((-1, block_size or -1, block_size or -1))
         fusion_block = None if block_size else FUSION_BLOCK
         return map_with_halo(
-            bands, partial(self._block_at, offset, fusion_block), self.halo, SCALE,
-            self.out_channels, np.float32, token=TASK_PREFIX,
+            bands,
+            partial(self._block_at, offset, fusion_block),
+            self.halo,
+            SCALE,
+            self.out_channels,
+            np.float32,
+            token=TASK_PREFIX,
         )
 
     def _block_at(
-        self, offset: tuple[int, int], fusion_block: int | None, bands: np.ndarray,
+        self,
+        offset: tuple[int, int],
+        fusion_block: int | None,
+        bands: np.ndarray,
         origin: tuple[int, int],
     ) -> np.ndarray:
         return self.block(bands, (offset[0] + origin[0], offset[1] + origin[1]), fusion_block)
@@ -204,14 +213,27 @@ class SuperResolver:
         for y, height, top, bottom in halo_blocks(h, size, halo):
             for x, width, left, right in halo_blocks(w, size, halo):
                 low = (slice(None), slice(y, y + height), slice(x, x + width))
-                high = (slice(None), slice(SCALE * y, SCALE * (y + height)),
-                        slice(SCALE * x, SCALE * (x + width)))
-                part = self._fuse_part(bands[low], filled[low], own_rgb[high], rgb[high],
-                                       (origin[0] + y, origin[1] + x))
-                out[:, SCALE * (y + top) : SCALE * (y + height - bottom),
-                    SCALE * (x + left) : SCALE * (x + width - right)] = part[
-                    :, SCALE * top : SCALE * (height - bottom),
-                    SCALE * left : SCALE * (width - right)]
+                high = (
+                    slice(None),
+                    slice(SCALE * y, SCALE * (y + height)),
+                    slice(SCALE * x, SCALE * (x + width)),
+                )
+                part = self._fuse_part(
+                    bands[low],
+                    filled[low],
+                    own_rgb[high],
+                    rgb[high],
+                    (origin[0] + y, origin[1] + x),
+                )
+                out[
+                    :,
+                    SCALE * (y + top) : SCALE * (y + height - bottom),
+                    SCALE * (x + left) : SCALE * (x + width - right),
+                ] = part[
+                    :,
+                    SCALE * top : SCALE * (height - bottom),
+                    SCALE * left : SCALE * (width - right),
+                ]
         return out
 
     def _fuse_part(

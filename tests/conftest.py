@@ -72,9 +72,7 @@ StacApiFactory = Callable[[dict[str, Any], list[dict[str, Any]]], str]
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "difffusr"
 
 
-def _start_or_fail(
-    server: S3Server | RustacServer | PgstacServer | HubServer, what: str
-) -> None:
+def _start_or_fail(server: S3Server | RustacServer | PgstacServer | HubServer, what: str) -> None:
     """Start ``server``; on failure clean up and fail the test (never skip) with the reason."""
     try:
         server.start()
@@ -213,8 +211,11 @@ class Hub:
 
     def __init__(self, server: HubServer, space: str, home: Path) -> None:
         self.server, self.space = server, space
-        self.env = {"HF_ENDPOINT": server.endpoint(space), "HF_HOME": str(home / "hf"),
-                    "S2SR_CACHE": str(home / "s2sr")}
+        self.env = {
+            "HF_ENDPOINT": server.endpoint(space),
+            "HF_HOME": str(home / "hf"),
+            "S2SR_CACHE": str(home / "s2sr"),
+        }
 
     def put(self, repo: str, path: str, content: bytes | Path) -> Path:
         """Publish ``content`` (bytes, or a file's) at ``path`` in ``repo`` (org/name)."""

@@ -21,9 +21,20 @@ from pipeline.models.baselines import GramSchmidt
 ROOT = Path(__file__).resolve().parents[1]
 
 #: A 120 × 120 px corner of the demo (one small tile), so runs of the learned models stay quick.
-SMALL_AOI = json.dumps({"type": "Polygon", "coordinates": [[
-    [-67.645, -47.855], [-67.642, -47.855], [-67.642, -47.853], [-67.645, -47.853],
-    [-67.645, -47.855]]]})
+SMALL_AOI = json.dumps(
+    {
+        "type": "Polygon",
+        "coordinates": [
+            [
+                [-67.645, -47.855],
+                [-67.642, -47.855],
+                [-67.642, -47.853],
+                [-67.645, -47.853],
+                [-67.645, -47.855],
+            ]
+        ],
+    }
+)
 
 #: The demo product's tiling: 1056 x 648 px in 6 tiles, all intersecting the AOI.
 DEMO_TILING = ("--tile-size", "480")
@@ -50,8 +61,9 @@ class PurpleFusion(GramSchmidt):
     the models (layers, summary, verdict) knows that it is bad; at the fusion stage, so that no
     correction of the RGB stage's output can undo the cast."""
 
-    CAST = np.array([1.5 if b in ("B04", "B02") else 0.7 for b in REFLECTANCE_BANDS],
-                    np.float32)[:, None, None]
+    CAST = np.array([1.5 if b in ("B04", "B02") else 0.7 for b in REFLECTANCE_BANDS], np.float32)[
+        :, None, None
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,8 +77,9 @@ def region(*args: str, bad_fusion: bool = False) -> subprocess.CompletedProcess:
     """``python -m flows.region ARGS`` in its own process, as a user runs it; with
     ``bad_fusion``, ``PurpleFusion`` is registered as ``--fusion-model purple-cast`` first."""
     command = ["-c", _WITH_BAD_FUSION] if bad_fusion else ["-m", "flows.region"]
-    return subprocess.run([sys.executable, *command, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, *command, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def write(folder: Path, name: str, text: str) -> str:
@@ -117,6 +130,15 @@ def make_flagged_product(folder: Path, scheduler: str) -> Made:
     """``SMALL_AOI`` with bicubic and ``PurpleFusion``, on the cluster at ``scheduler``."""
     out = folder / "flagged.zarr"
     aoi = write(folder, "small.geojson", SMALL_AOI)
-    done = region("--aoi", aoi, "--out", str(out), "--fusion-model", BAD_FUSION,
-                  "--scheduler", scheduler, bad_fusion=True)
+    done = region(
+        "--aoi",
+        aoi,
+        "--out",
+        str(out),
+        "--fusion-model",
+        BAD_FUSION,
+        "--scheduler",
+        scheduler,
+        bad_fusion=True,
+    )
     return Made(out, done)

@@ -45,9 +45,16 @@ def write_scene(
         transform = from_origin(*origin, resolution, resolution)
         path = folder / f"{item_id}_{band}.tif"
         with rasterio.open(
-            path, "w", driver="GTiff", width=values.shape[1], height=values.shape[0], count=1,
-            dtype="uint8" if band == "SCL" else "uint16", crs=f"EPSG:{EPSG}",
-            transform=transform, nodata=0,
+            path,
+            "w",
+            driver="GTiff",
+            width=values.shape[1],
+            height=values.shape[0],
+            count=1,
+            dtype="uint8" if band == "SCL" else "uint16",
+            crs=f"EPSG:{EPSG}",
+            transform=transform,
+            nodata=0,
         ) as dst:
             dst.write(values, 1)
         assets[keys.get(band, band)] = pystac.Asset(

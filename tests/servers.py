@@ -863,8 +863,10 @@ class SilentServer(_Server):
         path = urllib.parse.urlsplit(rest.partition(" ")[0]).path
         if method == "GET" and path in self.answers:
             body = json.dumps(self.answers[path]).encode()
-            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
             with contextlib.suppress(OSError):
                 conn.sendall(head.encode() + body)
             conn.close()

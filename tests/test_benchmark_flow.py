@@ -38,9 +38,14 @@ TEN_METRES = rasterio.transform.from_origin(600000, 4700000, 10, 10)
 
 
 def benchmark(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.benchmark", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "flows.benchmark", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def rows(path: Path) -> list[dict[str, str]]:
@@ -62,8 +67,9 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def composite() -> np.ndarray:
-    return sentinel_composite(str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES,
-                              REFLECTANCE_BANDS, lattice=LATTICE).image
+    return sentinel_composite(
+        str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES, REFLECTANCE_BANDS, lattice=LATTICE
+    ).image
 
 
 def patch_of(composite: np.ndarray, image: str, side: int = 48) -> np.ndarray:
@@ -79,21 +85,33 @@ def direct_rgb(hr: np.ndarray) -> dict[str, float]:
     sr = upsample_cubic(lr, 4)
     result = opensr_metrics(lr, sr, hr)
     fused = fusion_metrics(sr, hr, ratio=0.25).mean
-    return {"psnr": fused["psnr"], "ssim": fused["ssim"], "spectral": result.spectral,
-            "hallucination": result.hallucination}
+    return {
+        "psnr": fused["psnr"],
+        "ssim": fused["ssim"],
+        "spectral": result.spectral,
+        "hallucination": result.hallucination,
+    }
 
 
 def direct_fusion(bands: np.ndarray) -> dict[str, float]:
     """Gram–Schmidt on the 20 m group, Wald protocol, computed here: every band degraded ×4 on
     its native grid and repeated onto the 40 m grid, the real 10 m RGB as guide, the output
     averaged onto the 20 m grid against the patch's own 20 m grid."""
-    ratio = {b: 1 if b in ("B02", "B03", "B04", "B08") else 6 if b in ("B01", "B09") else 2
-             for b in REFLECTANCE_BANDS}
-    low = np.stack([
-        upsample_nearest(fusion_training.degrade(
-            torch.from_numpy(block_mean(bands[i : i + 1], ratio[b]))[None], 4)[0].numpy(),
-            ratio[b])[0]
-        for i, b in enumerate(REFLECTANCE_BANDS)])
+    ratio = {
+        b: 1 if b in ("B02", "B03", "B04", "B08") else 6 if b in ("B01", "B09") else 2
+        for b in REFLECTANCE_BANDS
+    }
+    low = np.stack(
+        [
+            upsample_nearest(
+                fusion_training.degrade(
+                    torch.from_numpy(block_mean(bands[i : i + 1], ratio[b]))[None], 4
+                )[0].numpy(),
+                ratio[b],
+            )[0]
+            for i, b in enumerate(REFLECTANCE_BANDS)
+        ]
+    )
     out = get_fusion_model("gram-schmidt")(low, bands[RGB_INDEX], (0, 0))
     index = [REFLECTANCE_BANDS.index(b) for b in ("B05", "B06", "B07", "B8A", "B11", "B12")]
     truth = block_mean(bands[index], 2)
@@ -107,12 +125,19 @@ def test_tables_agree_with_metrics_computed_directly(runs, composite):
     assert len(images) == 2 and all(i.startswith("aoi r") for i in images)
     direct = {i: direct_rgb(patch_of(composite, i)[RGB_INDEX]) for i in images}
     fused = {i: direct_fusion(patch_of(composite, i)) for i in images}
-    summary = {(r["stage"], r["model"], r["group"], r["metric"]): r
-               for r in rows(out / "scores.csv")}
+    summary = {
+        (r["stage"], r["model"], r["group"], r["metric"]): r for r in rows(out / "scores.csv")
+    }
     for metric in ("psnr", "ssim", "spectral", "hallucination"):
         for image in images:
-            value = next(float(r["value"]) for r in per_image if r["model"] == "bicubic"
-                         and r["stage"] == "rgb" and r["image"] == image and r["metric"] == metric)
+            value = next(
+                float(r["value"])
+                for r in per_image
+                if r["model"] == "bicubic"
+                and r["stage"] == "rgb"
+                and r["image"] == image
+                and r["metric"] == metric
+            )
             assert value == pytest.approx(direct[image][metric], rel=1e-6)
         row = summary["rgb", "bicubic", "RGB", metric]
         values = [direct[i][metric] for i in images]
@@ -122,8 +147,9 @@ def test_tables_agree_with_metrics_computed_directly(runs, composite):
     for metric in ("r2", "ergas", "psnr"):
         row = summary["fusion", "gram-schmidt", "20 m group", metric]
         assert row["bands"] == "B05 B06 B07 B8A B11 B12"
-        assert float(row["mean"]) == pytest.approx(np.mean([fused[i][metric] for i in images]),
-                                                   rel=1e-6)
+        assert float(row["mean"]) == pytest.approx(
+            np.mean([fused[i][metric] for i in images]), rel=1e-6
+        )
     psnr = [direct[i]["psnr"] for i in images]
     report = (out / "benchmark.md").read_text()
     assert f"| bicubic | {np.mean(psnr):.2f} ± {np.std(psnr):.2f} |" in report
@@ -136,9 +162,13 @@ def test_tables_agree_with_metrics_computed_directly(runs, composite):
 def test_every_model_and_group_is_in_the_tables(runs):
     summary = rows(runs[0] / "scores.csv")
     assert {(r["stage"], r["model"]) for r in summary} == {
-        ("rgb", "bicubic"), ("rgb", "difffusr"), ("rgb", "difffusr, no guarantee"),
+        ("rgb", "bicubic"),
+        ("rgb", "difffusr"),
+        ("rgb", "difffusr, no guarantee"),
         ("fusion", "bicubic"),
-        ("fusion", "gram-schmidt"), ("fusion", "difffusr-fusion")}
+        ("fusion", "gram-schmidt"),
+        ("fusion", "difffusr-fusion"),
+    }
     groups = {r["group"] for r in summary if r["stage"] == "fusion"}
     assert groups == {"10 m group", "20 m group", "20 m group, real bands only", "60 m group"}
     assert all(math.isfinite(float(r["mean"])) for r in summary if r["images"] != "0")
@@ -167,27 +197,49 @@ def test_same_seed_same_csv_other_seed_other_diffusion(runs, tmp_path):
     a, b = runs
     for name in ("scores.csv", "per_image.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
-    done = benchmark(*FAST, "--seed", "4", "--rgb-models", "difffusr", "--fusion-models",
-                     "--out", str(tmp_path))
+    done = benchmark(
+        *FAST, "--seed", "4", "--rgb-models", "difffusr", "--fusion-models", "--out", str(tmp_path)
+    )
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "fusion-metrics.png").exists()
     other = {(r["image"], r["metric"]): r["value"] for r in rows(tmp_path / "per_image.csv")}
     assert len({image for image, _ in other}) == 3  # the whole held-out strip
-    first = {(r["image"], r["metric"]): r["value"] for r in rows(a / "per_image.csv")
-             if r["model"] == "difffusr"}
+    first = {
+        (r["image"], r["metric"]): r["value"]
+        for r in rows(a / "per_image.csv")
+        if r["model"] == "difffusr"
+    }
     common = [key for key in first if key in other and key[1] == "psnr"]
     assert common and all(first[k] != other[k] for k in common)
 
 
 def test_local_scenes_score_as_the_catalog_does(runs, composite, tmp_path):
     scene = tmp_path / "demo.tif"
-    with rasterio.open(scene, "w", driver="GTiff", width=composite.shape[2],
-                       height=composite.shape[1], count=12, dtype="float32",
-                       transform=TEN_METRES) as ds:
+    with rasterio.open(
+        scene,
+        "w",
+        driver="GTiff",
+        width=composite.shape[2],
+        height=composite.shape[1],
+        count=12,
+        dtype="float32",
+        transform=TEN_METRES,
+    ) as ds:
         ds.write(composite)
-    done = benchmark("--scenes", str(scene), "--rgb-models", "bicubic", "--fusion-models",
-                     "gram-schmidt", "--out", str(tmp_path / "out"), "--threads", "1")
+    done = benchmark(
+        "--scenes",
+        str(scene),
+        "--rgb-models",
+        "bicubic",
+        "--fusion-models",
+        "gram-schmidt",
+        "--out",
+        str(tmp_path / "out"),
+        "--threads",
+        "1",
+    )
     assert done.returncode == 0, done.stderr
+
     def key(r: dict[str, str]) -> tuple[str, ...]:
         """The patch's position, not its scene's name, and what was scored."""
         return r["image"].split(" ", 1)[1], r["stage"], r["model"], r["group"], r["metric"]
@@ -196,24 +248,30 @@ def test_local_scenes_score_as_the_catalog_does(runs, composite, tmp_path):
     assert len({k[0] for k in local}) > 3  # scored whole, not only the held-out strip
     shared = [r for r in rows(runs[0] / "per_image.csv") if key(r) in local]
     assert {(r["model"], r["group"]) for r in shared} == {
-        ("bicubic", "RGB"), ("gram-schmidt", "10 m group"), ("gram-schmidt", "20 m group"),
-        ("gram-schmidt", "60 m group")}
+        ("bicubic", "RGB"),
+        ("gram-schmidt", "10 m group"),
+        ("gram-schmidt", "20 m group"),
+        ("gram-schmidt", "60 m group"),
+    }
     assert len({r["image"] for r in shared}) == 2
     for r in shared:
         assert local[key(r)] == pytest.approx(float(r["value"]), rel=1e-9, nan_ok=True)
     assert "B01 B09 (real)" in (tmp_path / "out" / "benchmark.md").read_text()
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--patch", "50"), "--patch must be a positive multiple of 24"),
-    (("--rgb-models", "nosuch"), "invalid choice: 'nosuch'"),
-    (("--stac", "catalog.json", "--start", "2024-01-01"), "--start and --end are required"),
-    (("--scenes", "missing.tif"), "cannot read scene missing.tif"),
-    (("--scenes", "x.tif", "--aoi", "a.geojson"), "--scenes replaces --aoi"),
-    (("--rgb-models", "--fusion-models"), "no model to benchmark"),
-    (("--steps", "0"), "not a positive integer"),
-    (("--test-fraction", "1.5"), "--test-fraction must be between 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--patch", "50"), "--patch must be a positive multiple of 24"),
+        (("--rgb-models", "nosuch"), "invalid choice: 'nosuch'"),
+        (("--stac", "catalog.json", "--start", "2024-01-01"), "--start and --end are required"),
+        (("--scenes", "missing.tif"), "cannot read scene missing.tif"),
+        (("--scenes", "x.tif", "--aoi", "a.geojson"), "--scenes replaces --aoi"),
+        (("--rgb-models", "--fusion-models"), "no model to benchmark"),
+        (("--steps", "0"), "not a positive integer"),
+        (("--test-fraction", "1.5"), "--test-fraction must be between 0 and 1"),
+    ],
+)
 def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, capsys):
     # In this process: every case stops before any model runs, and a new interpreter would
     # spend most of the test importing.
@@ -229,10 +287,19 @@ def test_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, capsy
 
 def test_a_scene_without_the_12_bands_is_refused(tmp_path, capsys):
     scene = tmp_path / "rgb.tif"
-    with rasterio.open(scene, "w", driver="GTiff", width=48, height=48, count=3,
-                       dtype="uint16", transform=TEN_METRES) as ds:
+    with rasterio.open(
+        scene,
+        "w",
+        driver="GTiff",
+        width=48,
+        height=48,
+        count=3,
+        dtype="uint16",
+        transform=TEN_METRES,
+    ) as ds:
         ds.write(np.full((3, 48, 48), 1000, np.uint16))
     assert main(["--scenes", str(scene), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
-    assert error == (f"error: {scene} has 3 band(s), not the 12 L2A bands "
-                     f"{' '.join(REFLECTANCE_BANDS)}")
+    assert error == (
+        f"error: {scene} has 3 band(s), not the 12 L2A bands {' '.join(REFLECTANCE_BANDS)}"
+    )

@@ -18,8 +18,13 @@ def items(tmp_path):
     dn = {"B04": np.full((6, 6), 2000, np.uint16)}
     out = []
     for day, cloud in ((10, 5.0), (20, 40.0), (30, 80.0)):
-        item = write_scene(tmp_path / "data", f"item-{day}", datetime(2023, 1, day), dn,
-                           extra_properties={"eo:cloud_cover": cloud})
+        item = write_scene(
+            tmp_path / "data",
+            f"item-{day}",
+            datetime(2023, 1, day),
+            dn,
+            extra_properties={"eo:cloud_cover": cloud},
+        )
         out.append(item)
     return out
 
@@ -31,7 +36,9 @@ def aoi_of(items):
 def static_catalog(tmp_path, items):
     catalog = pystac.Catalog("test", "test catalog")
     collection = pystac.Collection(
-        "test-l2a", "test", pystac.Extent(
+        "test-l2a",
+        "test",
+        pystac.Extent(
             pystac.SpatialExtent([items[0].bbox]),
             pystac.TemporalExtent([[datetime(2023, 1, 1), None]]),
         ),

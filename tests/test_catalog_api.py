@@ -33,8 +33,13 @@ def scenes(tmp_path_factory):
     dn = {"B04": np.full((6, 6), 2000, np.uint16)}
     items = []
     for day, cloud in ((10, 5.0), (20, 40.0), (30, 80.0)):
-        item = write_scene(folder, f"api-{day}", datetime(2023, 1, day), dn,
-                           extra_properties={"eo:cloud_cover": cloud})
+        item = write_scene(
+            folder,
+            f"api-{day}",
+            datetime(2023, 1, day),
+            dn,
+            extra_properties={"eo:cloud_cover": cloud},
+        )
         items.append(item)
     return items
 
@@ -53,8 +58,9 @@ def serve(factory, collection_id, items):
     "server, collection_id, expected_filter",
     [("rustac_api", "client-side", "client"), ("pgstac_api", "server-side", "server-query")],
 )
-def test_cloud_filter_runs_where_the_api_allows(request, scenes, server, collection_id,
-                                                expected_filter):
+def test_cloud_filter_runs_where_the_api_allows(
+    request, scenes, server, collection_id, expected_filter
+):
     url = serve(request.getfixturevalue(server), collection_id, scenes)
     aoi = shape(scenes[0].geometry).buffer(-1e-5)
     found = search(url, aoi, date(2023, 1, 1), date(2023, 1, 31), collection_id, max_cloud=50)
@@ -85,15 +91,12 @@ def test_cql2_filter_when_query_is_not_offered(pgstac_api, scenes, monkeypatch):
     assert [i.id for i in found.items] == ["api-10", "api-20"]
 
 
-
 @pytest.mark.parametrize("server", ["rustac_api", "pgstac_api"])
 def test_an_estimate_fetches_one_item_and_takes_the_apis_count(request, scenes, server):
     url = serve(request.getfixturevalue(server), f"estimate-{server}", scenes)
     aoi = shape(scenes[0].geometry).buffer(-1e-5)
-    found = search(url, aoi, date(2023, 1, 1), date(2023, 1, 31), f"estimate-{server}",
-                   limit=1)
+    found = search(url, aoi, date(2023, 1, 1), date(2023, 1, 31), f"estimate-{server}", limit=1)
     assert len(found.items) == 1
     assert found.matched is None  # neither API counts its matches unless configured to
-    nothing = search(url, aoi, date(2024, 1, 1), date(2024, 1, 31), f"estimate-{server}",
-                     limit=1)
+    nothing = search(url, aoi, date(2024, 1, 1), date(2024, 1, 31), f"estimate-{server}", limit=1)
     assert nothing.items == [] and nothing.matched is None

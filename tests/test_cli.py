@@ -31,7 +31,8 @@ FIXTURES = ROOT / "tests" / "fixtures" / "difffusr"
 def tree_digest(path: Path) -> dict[str, str]:
     return {
         str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(path.rglob("*")) if p.is_file()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -39,8 +40,20 @@ def test_demo_run_writes_every_tile(demo_product):
     ds = xr.open_zarr(demo_product)
     markers = sorted(p.stem for p in (demo_product / "tiles").glob("*.json"))
     assert len(markers) == DEMO_TILES
-    assert list(ds.band.values) == ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08",
-                                    "B8A", "B09", "B11", "B12"]
+    assert list(ds.band.values) == [
+        "B01",
+        "B02",
+        "B03",
+        "B04",
+        "B05",
+        "B06",
+        "B07",
+        "B08",
+        "B8A",
+        "B09",
+        "B11",
+        "B12",
+    ]
     assert np.isfinite(ds.reflectance.values).all()
     assert ds.clear_count.values.min() >= 1  # the demo has no pixel that is never clear
 
@@ -89,15 +102,30 @@ def over_europe(tmp_path: Path) -> str:
     item.geometry = mapping(box(8.0, 49.0, 9.5, 50.0))
     item.bbox = [8.0, 49.0, 9.5, 50.0]
     item.properties["proj:epsg"] = 32632
-    return write(tmp_path, "europe-items.json", json.dumps(
-        {"type": "FeatureCollection", "features": [item.to_dict(include_self_link=False)]}))
+    return write(
+        tmp_path,
+        "europe-items.json",
+        json.dumps(
+            {"type": "FeatureCollection", "features": [item.to_dict(include_self_link=False)]}
+        ),
+    )
 
 
 def test_dry_run_over_europe_counts_tiles_in_the_polygon_not_its_box(tmp_path):
     out = tmp_path / "never.zarr"
-    done = region("--aoi", str(ROOT / "examples" / "europe.geojson"), "--out", str(out),
-                  "--stac", over_europe(tmp_path), "--start", "2023-01-01",
-                  "--end", "2023-01-31", "--dry-run")
+    done = region(
+        "--aoi",
+        str(ROOT / "examples" / "europe.geojson"),
+        "--out",
+        str(out),
+        "--stac",
+        over_europe(tmp_path),
+        "--start",
+        "2023-01-01",
+        "--end",
+        "2023-01-31",
+        "--dry-run",
+    )
     assert done.returncode == 0, done.stderr
     assert "output grid:   EPSG:3035, 1913592 x 1786632 px" in done.stdout
     # a fifth of the ~930 000 tiles of the bounding box would be sea or Asia
@@ -115,8 +143,15 @@ def test_a_dry_run_that_matches_nothing_says_so_as_the_run_would(tmp_path):
 def test_a_runner_without_a_gpu_plans_learned_models_for_cuda():
     """The GPU Kubernetes job starts its runner, a CPU pod, with --device cuda: the runner
     checks the models on its CPU, and only the workers build them on the GPU."""
-    done = region("--rgb-model", "difffusr", "--fusion-model", "difffusr-fusion",
-                  "--device", "cuda", "--dry-run")
+    done = region(
+        "--rgb-model",
+        "difffusr",
+        "--fusion-model",
+        "difffusr-fusion",
+        "--device",
+        "cuda",
+        "--dry-run",
+    )
     assert done.returncode == 0, done.stderr
     assert "rgb=difffusr fusion=difffusr-fusion" in done.stdout
 
@@ -143,61 +178,100 @@ def tiny_fusion(tmp_path: Path, seed: int = 0) -> str:
 
 
 BAD_INPUTS = {
-    "malformed GeoJSON": (lambda t: ["--aoi", write(t, "bad.geojson", "{oops")],
-                          "not valid JSON"),
-    "empty GeoJSON": (lambda t: ["--aoi", write(t, "empty.geojson",
-                                                '{"type": "FeatureCollection", "features": []}')],
-                      "holds no geometry"),
+    "malformed GeoJSON": (lambda t: ["--aoi", write(t, "bad.geojson", "{oops")], "not valid JSON"),
+    "empty GeoJSON": (
+        lambda t: [
+            "--aoi",
+            write(t, "empty.geojson", '{"type": "FeatureCollection", "features": []}'),
+        ],
+        "holds no geometry",
+    ),
     "non-polygon": (lambda t: ["--aoi", point(t)], "must hold polygons"),
     "no scene": (lambda t: ["--aoi", far_away(t)], "no scene"),
-    "reversed dates": (lambda t: ["--start", "2023-02-01", "--end", "2023-01-01"],
-                       "is after --end"),
-    "unreachable catalog": (lambda t: ["--stac", "http://127.0.0.1:9/", "--start", "2023-01-01",
-                                       "--end", "2023-01-31"], "cannot reach"),
+    "reversed dates": (
+        lambda t: ["--start", "2023-02-01", "--end", "2023-01-01"],
+        "is after --end",
+    ),
+    "unreachable catalog": (
+        lambda t: ["--stac", "http://127.0.0.1:9/", "--start", "2023-01-01", "--end", "2023-01-31"],
+        "cannot reach",
+    ),
     "unknown band": (lambda t: ["--bands", "B99"], "unknown band"),
     "tile size off lattice": (lambda t: ["--tile-size", "1000"], "multiple of 24"),
-    "other settings, same grid": (lambda t: [*DEMO_TILING, "--max-cloud", "50"],
-                                  "made with other settings"),
+    "other settings, same grid": (
+        lambda t: [*DEMO_TILING, "--max-cloud", "50"],
+        "made with other settings",
+    ),
     "bad date": (lambda t: ["--start", "2023-13-01"], "not a date"),
     "unknown model": (lambda t: ["--rgb-model", "magic"], "invalid choice"),
-    "unreachable scheduler": (lambda t: ["--scheduler", "tcp://127.0.0.1:9"],
-                              "cannot reach Dask scheduler"),
+    "unreachable scheduler": (
+        lambda t: ["--scheduler", "tcp://127.0.0.1:9"],
+        "cannot reach Dask scheduler",
+    ),
     "diffusion option, other model": (lambda t: ["--steps", "5"], "apply to --rgb-model difffusr"),
-    "hub weights offline": (lambda t: ["--rgb-model", "difffusr", "--weights",
-                                       "hf://some-org/some-repo/w.safetensors"],
-                            "cannot reach the Hugging Face hub"),
-    "unknown weights name": (lambda t: ["--rgb-model", "difffusr", "--weights", "naip-harmonised"],
-                             "unknown weights name 'naip-harmonised' for difffusr: the names "
-                             "are naip-harm, naip, worldstrat, demo"),
-    "missing weights": (lambda t: ["--rgb-model", "difffusr", "--weights",
-                                   str(t / "none.safetensors")], "weights not found"),
-    "weights of another model": (lambda t: ["--rgb-model", "difffusr", "--weights",
-                                            str(FIXTURES / "fusion_small.ckpt")],
-                                 "cannot build the models"),
-    "pinned sha256 differs": (lambda t: ["--rgb-model", "difffusr", "--weights-sha256", "0" * 64],
-                              "sha256 mismatch"),
+    "hub weights offline": (
+        lambda t: ["--rgb-model", "difffusr", "--weights", "hf://some-org/some-repo/w.safetensors"],
+        "cannot reach the Hugging Face hub",
+    ),
+    "unknown weights name": (
+        lambda t: ["--rgb-model", "difffusr", "--weights", "naip-harmonised"],
+        "unknown weights name 'naip-harmonised' for difffusr: the names "
+        "are naip-harm, naip, worldstrat, demo",
+    ),
+    "missing weights": (
+        lambda t: ["--rgb-model", "difffusr", "--weights", str(t / "none.safetensors")],
+        "weights not found",
+    ),
+    "weights of another model": (
+        lambda t: ["--rgb-model", "difffusr", "--weights", str(FIXTURES / "fusion_small.ckpt")],
+        "cannot build the models",
+    ),
+    "pinned sha256 differs": (
+        lambda t: ["--rgb-model", "difffusr", "--weights-sha256", "0" * 64],
+        "sha256 mismatch",
+    ),
     "zero samples": (lambda t: ["--rgb-model", "difffusr", "--samples", "0"], "at least 1"),
     "RGB guarantee option, other model": (
-        lambda t: ["--no-rgb-consistency"], "--no-rgb-consistency apply to --rgb-model difffusr"),
+        lambda t: ["--no-rgb-consistency"],
+        "--no-rgb-consistency apply to --rgb-model difffusr",
+    ),
     "fusion options, other fusion model": (
         lambda t: ["--fusion-weights", str(t / "w.safetensors"), "--no-fusion-consistency"],
-        "--fusion-weights, --no-fusion-consistency apply to --fusion-model difffusr-fusion"),
+        "--fusion-weights, --no-fusion-consistency apply to --fusion-model difffusr-fusion",
+    ),
     "device without a learned model": (lambda t: ["--device", "cpu"], "--device applies to"),
     "fusion weights of another model": (
-        lambda t: ["--fusion-model", "difffusr-fusion", "--fusion-weights",
-                   str(FIXTURES / "sr_small.ckpt")], "not a DiffFuSR fusion checkpoint"),
+        lambda t: [
+            "--fusion-model",
+            "difffusr-fusion",
+            "--fusion-weights",
+            str(FIXTURES / "sr_small.ckpt"),
+        ],
+        "not a DiffFuSR fusion checkpoint",
+    ),
     "fusion weights' pinned sha256 differs": (
-        lambda t: ["--fusion-model", "difffusr-fusion", "--fusion-weights",
-                   str(FIXTURES / "fusion_small.ckpt"), "--fusion-weights-sha256", "0" * 64],
-        "sha256 mismatch"),
+        lambda t: [
+            "--fusion-model",
+            "difffusr-fusion",
+            "--fusion-weights",
+            str(FIXTURES / "fusion_small.ckpt"),
+            "--fusion-weights-sha256",
+            "0" * 64,
+        ],
+        "sha256 mismatch",
+    ),
 }
 
 
 #: Cases that get as far as the Dask cluster, or fail in argument parsing or in reading the AOI,
 #: run as a process of their own, where anything a library logs would show. The others run in
 #: the test's process, which skips a process start per case.
-OWN_PROCESS = {"unreachable scheduler", "other settings, same grid", "unknown model",
-               "malformed GeoJSON"}
+OWN_PROCESS = {
+    "unreachable scheduler",
+    "other settings, same grid",
+    "unknown model",
+    "malformed GeoJSON",
+}
 
 
 def region_in_process(argv: list[str], capsys) -> tuple[int, str]:
@@ -213,8 +287,9 @@ def region_in_process(argv: list[str], capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
-def test_bad_input_is_one_line_and_damages_nothing(case, demo_product, tmp_path, capsys,
-                                                   monkeypatch):
+def test_bad_input_is_one_line_and_damages_nothing(
+    case, demo_product, tmp_path, capsys, monkeypatch
+):
     args, message = BAD_INPUTS[case]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     argv = [*args(tmp_path), "--out", str(demo_product)]
@@ -261,8 +336,9 @@ def test_diffusion_rgb_with_samples_writes_the_uncertainty_layer(diffusion_produ
     # The RGB guarantee changes pixels: a product made with it is not resumed without it.
     before = tree_digest(diffusion_product)
     aoi = write(tmp_path, "small.geojson", SMALL_AOI)
-    again = region("--aoi", aoi, "--out", str(diffusion_product), *DIFFUSION,
-                   "--no-rgb-consistency")
+    again = region(
+        "--aoi", aoi, "--out", str(diffusion_product), *DIFFUSION, "--no-rgb-consistency"
+    )
     assert again.returncode == 2 and "made with other settings" in again.stderr
     assert tree_digest(diffusion_product) == before
 

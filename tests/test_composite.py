@@ -14,8 +14,20 @@ def stack(values, scl):
 def test_masked_classes():
     scl = xr.DataArray(np.arange(12, dtype=np.float32), dims="x")
     clear = clear_mask(scl).values
-    assert clear.tolist() == [False, False, True, False, True, True, True, True,
-                              False, False, False, False]
+    assert clear.tolist() == [
+        False,
+        False,
+        True,
+        False,
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
     assert clear_mask(scl, mask_snow=False).values[11]
     assert not clear_mask(xr.DataArray([np.nan], dims="x")).values[0]
 

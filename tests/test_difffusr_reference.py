@@ -54,8 +54,9 @@ def test_paper_configuration_has_exactly_the_reference_keys_and_shapes() -> None
     assert config == DiffFuSRConfig()  # our defaults are the paper's
     with torch.device("meta"):
         net = DiffFuSR(config, training=True)
-    ours = {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in
-            net.state_dict().items()}
+    ours = {
+        k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in net.state_dict().items()
+    }
     reference = {e["key"]: (e["shape"], e["dtype"]) for e in listing["keys"]}
     assert ours == reference
     assert sum(v.numel() for v in net.state_dict().values()) == listing["total_elements"]

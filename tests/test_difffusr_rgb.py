@@ -87,12 +87,14 @@ def test_blocks_in_a_dask_graph_are_deterministic_and_carry_the_spread() -> None
     assert resolver.uncertainty and resolver.out_channels == 15
     rng = np.random.default_rng(0)
     bands = (0.05 + 0.2 * rng.random((12, 48, 48))).astype(np.float32)
-    lazy = resolver.apply(da.from_array(bands, chunks=(12, 24, 24)), block_size=24,
-                          offset=(1000, -2000))
+    lazy = resolver.apply(
+        da.from_array(bands, chunks=(12, 24, 24)), block_size=24, offset=(1000, -2000)
+    )
     first = lazy.compute(scheduler="single-threaded")
     assert first.shape == (15, 192, 192) and np.isfinite(first).all()
-    again = resolver.apply(da.from_array(bands, chunks=(12, 24, 24)), block_size=24,
-                           offset=(1000, -2000)).compute(scheduler="threads")
+    again = resolver.apply(
+        da.from_array(bands, chunks=(12, 24, 24)), block_size=24, offset=(1000, -2000)
+    ).compute(scheduler="threads")
     assert np.array_equal(first, again)
     assert (first[12:] >= 0).all() and first[12:].mean() > 0
 
@@ -142,15 +144,23 @@ def test_precision_and_overlap_follow_the_device_unless_given() -> None:
     assert device_defaults(False, 64) == {"precision": "fp32", "overlap": 8}
 
 
-@pytest.mark.parametrize(("device", "resolved"), [
-    ("cuda", {"precision": "bf16", "overlap": 2}),
-    ("cpu", {}),
-])
+@pytest.mark.parametrize(
+    ("device", "resolved"),
+    [
+        ("cuda", {"precision": "bf16", "overlap": 2}),
+        ("cpu", {}),
+    ],
+)
 def test_a_runner_without_a_gpu_fixes_what_the_gpus_will_sample_with(device, resolved) -> None:
     """Planned on a CPU for CUDA workers, the model keeps the GPU's defaults on its way to
     the workers, and the recipe records them; planned for CPUs, the recipe is as it was."""
-    request = RegionRequest(read_aoi(str(DEMO_AOI)), *DEMO_DATES, str(DEMO_CATALOG),
-                            rgb_model="difffusr", rgb_options={"device": device})
+    request = RegionRequest(
+        read_aoi(str(DEMO_AOI)),
+        *DEMO_DATES,
+        str(DEMO_CATALOG),
+        rgb_model="difffusr",
+        rgb_options={"device": device},
+    )
     plan = plan_region(request)
     rgb = plan.resolver.rgb
     assert rgb.device == "cpu"  # checked on the runner's CPU either way

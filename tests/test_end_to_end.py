@@ -61,7 +61,10 @@ def stac_on_s3(s3_server, rustac_api):
 def region(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flows.region", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, **(env or {})},
     )
 
@@ -70,9 +73,22 @@ def test_region_from_stac_api_and_s3_to_s3(stac_on_s3, s3_server, dask_client):
     s3_server.create_bucket("products")
     out = "s3://products/demo.zarr"
     done = region(
-        "--aoi", str(AOI), "--stac", stac_on_s3, "--collection", "sentinel-2-l2a-demo",
-        "--start", str(START), "--end", str(END), "--out", out, "--tile-size", "480",
-        "--scheduler", dask_client.scheduler.address,
+        "--aoi",
+        str(AOI),
+        "--stac",
+        stac_on_s3,
+        "--collection",
+        "sentinel-2-l2a-demo",
+        "--start",
+        str(START),
+        "--end",
+        str(END),
+        "--out",
+        out,
+        "--tile-size",
+        "480",
+        "--scheduler",
+        dask_client.scheduler.address,
     )
     assert done.returncode == 0, done.stderr
     assert "6 tiles written" in done.stdout
@@ -123,8 +139,16 @@ def test_static_catalog_on_s3(s3_server):
 
 def test_wrong_s3_credentials_are_one_line(stac_on_s3, s3_server):
     done = region(
-        "--aoi", str(AOI), "--stac", stac_on_s3, "--start", str(START), "--end", str(END),
-        "--out", "s3://products/denied.zarr",
+        "--aoi",
+        str(AOI),
+        "--stac",
+        stac_on_s3,
+        "--start",
+        str(START),
+        "--end",
+        str(END),
+        "--out",
+        "s3://products/denied.zarr",
         env={"AWS_SECRET_ACCESS_KEY": "not-the-secret"},
     )
     assert done.returncode == 2

@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: The demo in 6 tiles: enough to stop a run part-way, few enough overview shards to be quick.
 TILES = ("--tile-size", "480")
 TILE_COUNT = 6
-VARIABLES = ("reflectance", "clear_count", "consistency", "spectral_angle",
-             "hallucination_risk")
+VARIABLES = ("reflectance", "clear_count", "consistency", "spectral_angle", "hallucination_risk")
 
 pytestmark = pytest.mark.slow
 
@@ -68,8 +67,7 @@ def faults_bucket(s3_server) -> str:
 def reference(tmp_path_factory) -> dict[str, np.ndarray]:
     """The pixels of an uninterrupted run (on local disk: where they are stored changes none)."""
     out = str(tmp_path_factory.mktemp("faults") / "uninterrupted.zarr")
-    done = subprocess.run(flow("--out", out), cwd=ROOT, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(flow("--out", out), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert f"{TILE_COUNT} tiles written" in done.stdout
     return pixels(out)
@@ -79,8 +77,13 @@ def test_a_killed_flow_resumes_with_the_missing_tiles_only(s3_server, faults_buc
     out = f"{faults_bucket}/killed-flow.zarr"
     # its own session, so that the kill takes the local cluster's processes too, as the end
     # of a pod would
-    running = subprocess.Popen(flow("--out", out), cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    running = subprocess.Popen(
+        flow("--out", out),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_for_tiles(s3_server, out, 2, running)
     finally:
@@ -89,8 +92,9 @@ def test_a_killed_flow_resumes_with_the_missing_tiles_only(s3_server, faults_buc
     before = markers(s3_server, out)
     assert 2 <= len(before) < TILE_COUNT
 
-    rerun = subprocess.run(flow("--out", out), cwd=ROOT, capture_output=True, text=True,
-                           timeout=600)
+    rerun = subprocess.run(
+        flow("--out", out), cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert rerun.returncode == 0, rerun.stderr
     written = TILE_COUNT - len(before)
     assert f"{written} tiles written, {len(before)} already finished" in rerun.stdout
@@ -103,7 +107,10 @@ def test_a_killed_worker_costs_nothing(s3_server, faults_bucket, dask_client, re
     out = f"{faults_bucket}/killed-worker.zarr"
     running = subprocess.Popen(
         flow("--out", out, "--scheduler", dask_client.scheduler.address),
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     wait_for_tiles(s3_server, out, 1, running)
     victim = sorted(dask_client.scheduler_info()["workers"])[0]
@@ -121,9 +128,23 @@ def test_an_unreadable_scene_is_retried_then_reported(tmp_path):
     next(catalog.rglob("S2_L2A_DEMO_20230120_N0511/B04.tif")).unlink()
     out = tmp_path / "product.zarr"
     done = subprocess.run(
-        [sys.executable, "-m", "flows.region", "--stac", str(catalog / "catalog.json"),
-         "--start", "2023-01-01", "--end", "2023-01-31", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "flows.region",
+            "--stac",
+            str(catalog / "catalog.json"),
+            "--start",
+            "2023-01-01",
+            "--end",
+            "2023-01-31",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 1  # not everything finished
     assert "0 tiles written, 0 already finished, 1 failed" in done.stdout

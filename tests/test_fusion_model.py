@@ -117,8 +117,9 @@ def test_the_guarantee_is_smooth_across_footprint_edges(model) -> None:
         assert np.abs(correction).max() > 1e-3  # there was work to do
         for axis in (0, 1):
             steps = np.moveaxis(np.abs(np.diff(correction, axis=axis)), axis, 0)
-            kept = np.moveaxis(~(np.diff(floored, axis=axis) | np.delete(floored, 0, axis)),
-                               axis, 0)
+            kept = np.moveaxis(
+                ~(np.diff(floored, axis=axis) | np.delete(floored, 0, axis)), axis, 0
+            )
             edge = np.arange(1, correction.shape[axis]) % footprint == 0
             assert steps[edge][kept[edge]].max() <= 1.01 * steps[~edge][kept[~edge]].max(), band
 

@@ -24,8 +24,11 @@ from pipeline.models.fusion.network import (
 FIXTURES = Path(__file__).parent / "fixtures" / "difffusr"
 SINGLE = 1e-5
 #: Fixture tensor prefix of each group.
-SHORT = {"rrdb_block_10_fusion": "g10", "rrdb_block_20_fusion": "g20",
-         "rrdb_block_60_fusion": "g60"}
+SHORT = {
+    "rrdb_block_10_fusion": "g10",
+    "rrdb_block_20_fusion": "g20",
+    "rrdb_block_60_fusion": "g60",
+}
 
 
 #: One torch thread: the reference fixtures were made that way, and CPU kernels round alike.
@@ -56,12 +59,16 @@ def test_paper_configuration_has_exactly_the_reference_keys_and_shapes() -> None
     listing = json.loads((FIXTURES / "fusion_large_keys.json").read_text())
     with torch.device("meta"):
         net = FusionNetwork()  # our defaults are the paper's
-    ours = [(k, list(v.shape), str(v.dtype).removeprefix("torch."))
-            for k, v in net.state_dict().items()]
+    ours = [
+        (k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in net.state_dict().items()
+    ]
     assert ours == [(e["key"], e["shape"], e["dtype"]) for e in listing["keys"]]  # order too
     assert sum(v.numel() for v in net.state_dict().values()) == listing["total_elements"]
-    expected = {"rrdb_block_10_fusion": 10_986_696, "rrdb_block_20_fusion": 10_991_306,
-                "rrdb_block_60_fusion": 10_990_150}
+    expected = {
+        "rrdb_block_10_fusion": 10_986_696,
+        "rrdb_block_20_fusion": 10_991_306,
+        "rrdb_block_60_fusion": 10_990_150,
+    }
     for g in FUSION_GROUPS:
         sub = net.group(g.name)
         assert sum(p.numel() for p in sub.parameters()) == expected[g.name]
@@ -73,11 +80,15 @@ def test_paper_configuration_has_exactly_the_reference_keys_and_shapes() -> None
 
 def test_groups_describe_the_paper_bands() -> None:
     assert [g.name for g in FUSION_GROUPS] == [
-        "rrdb_block_60_fusion", "rrdb_block_20_fusion", "rrdb_block_10_fusion"]
+        "rrdb_block_60_fusion",
+        "rrdb_block_20_fusion",
+        "rrdb_block_10_fusion",
+    ]
     assert [(g.ratio_10m, g.ratio_2p5m) for g in FUSION_GROUPS] == [(6, 24), (2, 8), (1, 4)]
     outputs = sorted(b for g in FUSION_GROUPS for b in g.outputs)
-    assert outputs == sorted(["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A",
-                              "B09", "B11", "B12"])
+    assert outputs == sorted(
+        ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
+    )
 
 
 def test_small_checkpoint_loads_strictly_and_infers_its_sizes(

@@ -40,15 +40,22 @@ def cluster(gpu: bool) -> LocalCluster:
     """One worker with two threads: two tiles' model calls can overlap unless a resource
     forbids it."""
     return LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
-        dashboard_address=None, resources={GPU_RESOURCE: 1} if gpu else None,
+        n_workers=1,
+        threads_per_worker=2,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        resources={GPU_RESOURCE: 1} if gpu else None,
     )
 
 
 def run(tmp_path: Path, gpu: bool) -> tuple[Path, list[tuple[str, float, float]]]:
     request = RegionRequest(
-        aoi=read_aoi(str(DEMO_AOI)), start=DEMO_DATES[0], end=DEMO_DATES[1],
-        stac=str(DEMO_CATALOG), tile_size=480,
+        aoi=read_aoi(str(DEMO_AOI)),
+        start=DEMO_DATES[0],
+        end=DEMO_DATES[1],
+        stac=str(DEMO_CATALOG),
+        tile_size=480,
         bands=("B02", "B03", "B04", "B08"),  # the 10 m bands: the scheduling is the same, quicker
     )
     plan = plan_region(request)
@@ -93,8 +100,16 @@ def _cuda_cluster_available() -> bool:
 def test_the_learned_models_on_a_local_cuda_cluster_agree_with_the_cpu(tmp_path):
     """The CLI's own dask-cuda cluster: one worker per GPU, the model tasks claiming it."""
     aoi = write(tmp_path, "small.geojson", SMALL_AOI)
-    learned = ("--aoi", aoi, "--rgb-model", "difffusr", "--steps", "4",
-               "--fusion-model", "difffusr-fusion")
+    learned = (
+        "--aoi",
+        aoi,
+        "--rgb-model",
+        "difffusr",
+        "--steps",
+        "4",
+        "--fusion-model",
+        "difffusr-fusion",
+    )
     gpu = region(*learned, "--out", str(tmp_path / "gpu.zarr"))
     cpu = region(*learned, "--out", str(tmp_path / "cpu.zarr"), "--device", "cpu")
     assert gpu.returncode == 0 and cpu.returncode == 0, gpu.stderr + cpu.stderr

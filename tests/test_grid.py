@@ -25,13 +25,21 @@ def polygon(x0, y0, x1, y1):
 
 def test_reads_feature_collection_file(tmp_path):
     path = tmp_path / "aoi.geojson"
-    path.write_text(json.dumps({
-        "type": "FeatureCollection",
-        "features": [
-            {"type": "Feature", "properties": {}, "geometry": polygon(10, 50, 10.1, 50.1)},
-            {"type": "Feature", "properties": {}, "geometry": polygon(10.2, 50, 10.3, 50.1)},
-        ],
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {"type": "Feature", "properties": {}, "geometry": polygon(10, 50, 10.1, 50.1)},
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": polygon(10.2, 50, 10.3, 50.1),
+                    },
+                ],
+            }
+        )
+    )
     aoi = read_aoi(str(path))
     assert aoi.geom_type == "MultiPolygon"
     assert aoi.bounds == pytest.approx((10, 50, 10.3, 50.1))

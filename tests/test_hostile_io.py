@@ -96,36 +96,57 @@ def _cloudy(scl: Path) -> bytes:
 ASSET_CASES: dict[str, Callable[[Any, SilentServer, SilentServer, str, Path], dict]] = {
     "plain": lambda fs, silent, reset, scene, folder: {},
     "404": lambda fs, silent, reset, scene, folder: (
-        {"B04": _signed(fs, f"missing/{scene}/B04.tif")} if scene.endswith("20230120_N0511")
-        else {}),
+        {"B04": _signed(fs, f"missing/{scene}/B04.tif")} if scene.endswith("20230120_N0511") else {}
+    ),
     "403": lambda fs, silent, reset, scene, folder: (
-        {"B04": re.sub(r"Signature=[^&]+", "Signature=forged", _signed(fs, f"scenes/{scene}/"
-                                                                            "B04.tif"))}
-        if scene.endswith("20230120_N0511") else {}),
+        {
+            "B04": re.sub(
+                r"Signature=[^&]+", "Signature=forged", _signed(fs, f"scenes/{scene}/B04.tif")
+            )
+        }
+        if scene.endswith("20230120_N0511")
+        else {}
+    ),
     "cut": lambda fs, silent, reset, scene, folder: (
-        {"B04": _signed(fs, f"cut/{scene}/B04.tif")} if scene.endswith("20230120_N0511")
-        else {}),
+        {"B04": _signed(fs, f"cut/{scene}/B04.tif")} if scene.endswith("20230120_N0511") else {}
+    ),
     "reset": lambda fs, silent, reset, scene, folder: (
         {"B04": f"{reset.url}/{scene}/B04.tif?sig={TOKEN}"}
-        if scene.endswith("20230120_N0511") else {}),
+        if scene.endswith("20230120_N0511")
+        else {}
+    ),
     "silent": lambda fs, silent, reset, scene, folder: (
         {"B04": f"{silent.url}/{scene}/B04.tif?sig={TOKEN}"}
-        if scene.endswith("20230120_N0511") else {}),
+        if scene.endswith("20230120_N0511")
+        else {}
+    ),
     "cloudy": lambda fs, silent, reset, scene, folder: {
-        "SCL": _signed(fs, f"cloudy/{scene}/SCL.tif")},
+        "SCL": _signed(fs, f"cloudy/{scene}/SCL.tif")
+    },
 }
 
 
 def _api_root(url: str) -> dict:
     """The landing page of a STAC API at ``url`` that offers item search."""
     return {
-        "type": "Catalog", "id": "hanging", "description": "search never answers",
+        "type": "Catalog",
+        "id": "hanging",
+        "description": "search never answers",
         "stac_version": "1.0.0",
-        "conformsTo": ["https://api.stacspec.org/v1.0.0/core",
-                       "https://api.stacspec.org/v1.0.0/item-search"],
-        "links": [{"rel": "self", "href": f"{url}/"}, {"rel": "root", "href": f"{url}/"},
-                  {"rel": "search", "href": f"{url}/search", "method": "POST",
-                   "type": "application/geo+json"}],
+        "conformsTo": [
+            "https://api.stacspec.org/v1.0.0/core",
+            "https://api.stacspec.org/v1.0.0/item-search",
+        ],
+        "links": [
+            {"rel": "self", "href": f"{url}/"},
+            {"rel": "root", "href": f"{url}/"},
+            {
+                "rel": "search",
+                "href": f"{url}/search",
+                "method": "POST",
+                "type": "application/geo+json",
+            },
+        ],
     }
 
 
@@ -157,7 +178,8 @@ def served(s3_server, rustac_api) -> Iterator[Served]:
                 doc["assets"][key]["href"] = href
             doc["id"] = f"{item.id}-{case}"
             doc["properties"]["datetime"] = doc["properties"]["datetime"].replace(
-                "2023", str(years[case]))
+                "2023", str(years[case])
+            )
             doc["links"] = []
             items.append(doc)
     collection_doc = collection.to_dict(include_self_link=False)
@@ -177,8 +199,9 @@ def served(s3_server, rustac_api) -> Iterator[Served]:
 def quick_retries() -> Iterator[None]:
     """A tile tried twice, 50 ms apart, instead of three times, 2 s then 4 s apart."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(dispatch, "RetryPolicy",
-                   functools.partial(RetryPolicy, attempts=2, first_delay=0.05))
+        mp.setattr(
+            dispatch, "RetryPolicy", functools.partial(RetryPolicy, attempts=2, first_delay=0.05)
+        )
         yield
 
 
@@ -225,8 +248,9 @@ def check_clean(ran: Ran, product: Path | None = None) -> None:
 
 
 def tree_digest(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 def aoi(tmp_path: Path) -> str:
@@ -257,8 +281,11 @@ def _tile_failed(out: Path, served: Served) -> None:
     assert not (out / "tiles" / "0_0.json").exists()
     with xr.open_zarr(out) as ds:
         assert list(ds.attrs["tiles_failed"]) == ["0_0"]
-        assert ds.attrs["stac"] == ds.attrs["recipe"]["stac"] == served.stac.split("?")[
-            0].replace(f"{USER}:{PASSWORD}@", "")
+        assert (
+            ds.attrs["stac"]
+            == ds.attrs["recipe"]["stac"]
+            == served.stac.split("?")[0].replace(f"{USER}:{PASSWORD}@", "")
+        )
 
 
 def _no_data(out: Path, served: Served) -> None:
@@ -277,8 +304,15 @@ def _empty_part(out: Path, served: Served) -> None:
 
 
 def _asset_case(case: str) -> Callable[[Served, str, Path], list[str]]:
-    return lambda s, scheduler, tmp: ["--stac", s.stac, *s.dates(case), "--aoi", aoi(tmp),
-                                      "--scheduler", scheduler]
+    return lambda s, scheduler, tmp: [
+        "--stac",
+        s.stac,
+        *s.dates(case),
+        "--aoi",
+        aoi(tmp),
+        "--scheduler",
+        scheduler,
+    ]
 
 
 def _far_part(tmp: Path) -> str:
@@ -286,51 +320,113 @@ def _far_part(tmp: Path) -> str:
     near = json.loads(SMALL_AOI)["coordinates"]
     to_lonlat = Transformer.from_crs(32719, 4326, always_xy=True)
     x, y = 606_600, 4_699_280
-    ring = [list(to_lonlat.transform(x + dx, y + dy)) for dx, dy in
-            ((0, 0), (200, 0), (200, 200), (0, 200), (0, 0))]
+    ring = [
+        list(to_lonlat.transform(x + dx, y + dy))
+        for dx, dy in ((0, 0), (200, 0), (200, 200), (0, 200), (0, 0))
+    ]
     path = tmp / "two-parts.geojson"
     path.write_text(json.dumps({"type": "MultiPolygon", "coordinates": [near, [ring]]}))
     return str(path)
 
 
 CASES = [
-    Case("asset answers 403 (a forged signature)", _asset_case("403"), 1,
-         r"^  failed tile 0_0: ReadError: Error opening 'http://127\.0\.0\.1:\d+/hostile/scenes/"
-         r"\S+/B04\.tif': RasterioIOError\('HTTP response code: 403", product=_tile_failed),
-    Case("asset cut short", _asset_case("cut"), 1,
-         r"^  failed tile 0_0: ReadError: Error reading Window\(.*\) from 'http://127\.0\.0\.1:"
-         r"\d+/hostile/cut/\S+/B04\.tif': RasterioIOError\('Read", product=_tile_failed),
-    Case("asset server resets the connection", _asset_case("reset"), 1,
-         r"^  failed tile 0_0: ReadError: Error opening 'http://127\.0\.0\.1:\d+/\S+/B04\.tif': "
-         r"RasterioIOError\('CURL error: .*(reset|[Ee]mpty reply|connect)", product=_tile_failed),
-    Case("asset server never answers", _asset_case("silent"), 1,
-         r"^  failed tile 0_0: ReadError: Error opening 'http://127\.0\.0\.1:\d+/\S+/B04\.tif': "
-         r"RasterioIOError\('CURL error: Operation too slow", env={"S2SR_TIMEOUT": QUICK_TIMEOUT},
-         product=_tile_failed),
-    Case("STAC root never answers",
-         lambda s, scheduler, tmp: ["--stac", f"{s.silent.url}/stac/?token={TOKEN}",
-                                    "--start", "2023-01-01", "--end", "2023-01-31"], 2,
-         r"^error: cannot reach STAC catalog http://127\.0\.0\.1:\d+/stac/: no answer in 1 s "
-         r"\(\$S2SR_TIMEOUT sets how long to wait\)$", env={"S2SR_TIMEOUT": QUICK_TIMEOUT}),
-    Case("STAC search never answers",
-         lambda s, scheduler, tmp: ["--stac", f"{s.silent.url}/?token={TOKEN}",
-                                    "--start", "2023-01-01", "--end", "2023-01-31"], 2,
-         r"^error: cannot search STAC API http://127\.0\.0\.1:\d+/: no answer in 1 s "
-         r"\(\$S2SR_TIMEOUT sets how long to wait\)$", env={"S2SR_TIMEOUT": QUICK_TIMEOUT}),
-    Case("--workers -1", lambda s, scheduler, tmp: ["--workers", "-1"], 2,
-         r"^error: argument --workers: must be a positive number of workers, got '-1' "
-         r"\(see --help\)$"),
-    Case("--workers 0", lambda s, scheduler, tmp: ["--workers", "0"], 2,
-         r"^error: argument --workers: must be a positive number of workers, got '0'"),
-    Case("$S2SR_TIMEOUT not a number", lambda s, scheduler, tmp: [], 2,
-         r"^error: \$S2SR_TIMEOUT must be a positive number of seconds, got 'soon'$",
-         env={"S2SR_TIMEOUT": "soon"}),
-    Case("an AOI part where no scene is",
-         lambda s, scheduler, tmp: ["--aoi", _far_part(tmp), "--scheduler", scheduler], 0,
-         r"tiles:.*2/2", product=_empty_part),
-    Case("every scene cloudy: all no data", _asset_case("cloudy"), 0,
-         r"^warning: all 1 finished tiles are no data: no clear observation of the AOI",
-         product=_no_data),
+    Case(
+        "asset answers 403 (a forged signature)",
+        _asset_case("403"),
+        1,
+        r"^  failed tile 0_0: ReadError: Error opening 'http://127\.0\.0\.1:\d+/hostile/scenes/"
+        r"\S+/B04\.tif': RasterioIOError\('HTTP response code: 403",
+        product=_tile_failed,
+    ),
+    Case(
+        "asset cut short",
+        _asset_case("cut"),
+        1,
+        r"^  failed tile 0_0: ReadError: Error reading Window\(.*\) from 'http://127\.0\.0\.1:"
+        r"\d+/hostile/cut/\S+/B04\.tif': RasterioIOError\('Read",
+        product=_tile_failed,
+    ),
+    Case(
+        "asset server resets the connection",
+        _asset_case("reset"),
+        1,
+        r"^  failed tile 0_0: ReadError: Error opening 'http://127\.0\.0\.1:\d+/\S+/B04\.tif': "
+        r"RasterioIOError\('CURL error: .*(reset|[Ee]mpty reply|connect)",
+        product=_tile_failed,
+    ),
+    Case(
+        "asset server never answers",
+        _asset_case("silent"),
+        1,
+        r"^  failed tile 0_0: ReadError: Error opening 'http://127\.0\.0\.1:\d+/\S+/B04\.tif': "
+        r"RasterioIOError\('CURL error: Operation too slow",
+        env={"S2SR_TIMEOUT": QUICK_TIMEOUT},
+        product=_tile_failed,
+    ),
+    Case(
+        "STAC root never answers",
+        lambda s, scheduler, tmp: [
+            "--stac",
+            f"{s.silent.url}/stac/?token={TOKEN}",
+            "--start",
+            "2023-01-01",
+            "--end",
+            "2023-01-31",
+        ],
+        2,
+        r"^error: cannot reach STAC catalog http://127\.0\.0\.1:\d+/stac/: no answer in 1 s "
+        r"\(\$S2SR_TIMEOUT sets how long to wait\)$",
+        env={"S2SR_TIMEOUT": QUICK_TIMEOUT},
+    ),
+    Case(
+        "STAC search never answers",
+        lambda s, scheduler, tmp: [
+            "--stac",
+            f"{s.silent.url}/?token={TOKEN}",
+            "--start",
+            "2023-01-01",
+            "--end",
+            "2023-01-31",
+        ],
+        2,
+        r"^error: cannot search STAC API http://127\.0\.0\.1:\d+/: no answer in 1 s "
+        r"\(\$S2SR_TIMEOUT sets how long to wait\)$",
+        env={"S2SR_TIMEOUT": QUICK_TIMEOUT},
+    ),
+    Case(
+        "--workers -1",
+        lambda s, scheduler, tmp: ["--workers", "-1"],
+        2,
+        r"^error: argument --workers: must be a positive number of workers, got '-1' "
+        r"\(see --help\)$",
+    ),
+    Case(
+        "--workers 0",
+        lambda s, scheduler, tmp: ["--workers", "0"],
+        2,
+        r"^error: argument --workers: must be a positive number of workers, got '0'",
+    ),
+    Case(
+        "$S2SR_TIMEOUT not a number",
+        lambda s, scheduler, tmp: [],
+        2,
+        r"^error: \$S2SR_TIMEOUT must be a positive number of seconds, got 'soon'$",
+        env={"S2SR_TIMEOUT": "soon"},
+    ),
+    Case(
+        "an AOI part where no scene is",
+        lambda s, scheduler, tmp: ["--aoi", _far_part(tmp), "--scheduler", scheduler],
+        0,
+        r"tiles:.*2/2",
+        product=_empty_part,
+    ),
+    Case(
+        "every scene cloudy: all no data",
+        _asset_case("cloudy"),
+        0,
+        r"^warning: all 1 finished tiles are no data: no clear observation of the AOI",
+        product=_no_data,
+    ),
 ]
 
 
@@ -374,20 +470,23 @@ def test_a_missing_asset_fails_the_tile_until_it_reads(served, dask_client, tmp_
     tile fails and is not finished. The asset back but the disk full as the run finishes: the
     tile is written, the summary printed, exit 1. Space again: the product is finished."""
     out = tmp_path / "product.zarr"
-    argv = ["--stac", served.stac, *served.dates("404"), "--aoi", aoi(tmp_path),
-            "--out", str(out)]
+    argv = ["--stac", served.stac, *served.dates("404"), "--aoi", aoi(tmp_path), "--out", str(out)]
     first = run(capfd, *argv, "--workers", "1")
     assert first.code == 1, first.err
-    assert re.search(r"^  failed tile 0_0: ReadError: Error opening 'http://127\.0\.0\.1:\d+/"
-                     r"hostile/missing/\S+/B04\.tif': RasterioIOError\('HTTP response code: 404",
-                     first.err, re.M), first.err
+    assert re.search(
+        r"^  failed tile 0_0: ReadError: Error opening 'http://127\.0\.0\.1:\d+/"
+        r"hostile/missing/\S+/B04\.tif': RasterioIOError\('HTTP response code: 404",
+        first.err,
+        re.M,
+    ), first.err
     assert "retrying in 0.05 s" in first.err
     check_clean(first, out)
     _tile_failed(out, served)
 
     scene = served.missing.split("/")[-2]
-    served.fs.put_file(str(DEMO_CATALOG.parent / "sentinel-2-l2a-demo" / scene / "B04.tif"),
-                       served.missing)
+    served.fs.put_file(
+        str(DEMO_CATALOG.parent / "sentinel-2-l2a-demo" / scene / "B04.tif"), served.missing
+    )
     item = out / "stac" / "item.json"
     item.unlink()
     item.symlink_to("/dev/full")  # writes there fail as on a full disk: ENOSPC
@@ -395,8 +494,9 @@ def test_a_missing_asset_fails_the_tile_until_it_reads(served, dask_client, tmp_
     full = run(capfd, *argv, *scheduler)
     assert full.code == 1, full.err
     assert "1 tiles written, 0 already finished, 0 failed" in full.out
-    assert full.last() == (f"error: cannot write stac/item.json to {out}: "
-                           "No space left on device"), full.err
+    assert full.last() == (
+        f"error: cannot write stac/item.json to {out}: No space left on device"
+    ), full.err
     check_clean(full, out)
     assert markers(out) == ["0_0"]
 
@@ -417,8 +517,11 @@ def test_ctrl_c_and_a_concurrent_overwrite(dask_client, tmp_path, capfd):
     out = tmp_path / "product.zarr"
     argv = ["--tile-size", "240", "--out", str(out)]
     writing = subprocess.Popen(
-        [sys.executable, "-m", "flows.region", *argv, "--workers", "1"], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "flows.region", *argv, "--workers", "1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,  # Ctrl-C in a terminal: SIGINT to every process of the group
     )
     try:
@@ -433,8 +536,11 @@ def test_ctrl_c_and_a_concurrent_overwrite(dask_client, tmp_path, capfd):
             os.killpg(writing.pid, signal.SIGKILL)
             writing.wait()
     assert second.code == 2, second.err
-    assert re.fullmatch(r"error: another run is writing \S+ \(process \d+ on \S+ since \S+\); "
-                        r"--overwrite would delete its tiles: wait for it to end\n", second.err)
+    assert re.fullmatch(
+        r"error: another run is writing \S+ \(process \d+ on \S+ since \S+\); "
+        r"--overwrite would delete its tiles: wait for it to end\n",
+        second.err,
+    )
     assert set(before) <= set(markers(out))  # nothing deleted
     interrupted = Ran(writing.returncode, stdout, stderr)
     assert interrupted.code == 130, stderr
@@ -451,9 +557,15 @@ def test_a_lost_scheduler_ends_the_run_with_its_summary(tmp_path, capfd, monkeyp
 
     monkeypatch.setenv("S2SR_TIMEOUT", QUICK_TIMEOUT)
     out = tmp_path / "product.zarr"
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                           host="127.0.0.1", dashboard_address=None,
-                           scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+    cluster = LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    )
     running = threading.Event()
 
     def close_the_scheduler() -> None:
@@ -464,16 +576,20 @@ def test_a_lost_scheduler_ends_the_run_with_its_summary(tmp_path, capfd, monkeyp
         running.set()
         closer = threading.Thread(target=close_the_scheduler, daemon=True)
         closer.start()
-        ran = run(capfd, "--tile-size", "480", "--out", str(out),
-                  "--scheduler", cluster.scheduler_address)
+        ran = run(
+            capfd, "--tile-size", "480", "--out", str(out), "--scheduler", cluster.scheduler_address
+        )
         running.clear()
     finally:
         with contextlib.suppress(Exception):
             cluster.close(timeout=2)
     assert ran.code == 1, ran.err
-    assert re.search(r"^error: lost the Dask scheduler tcp://127\.0\.0\.1:\d+ before \d+ tiles "
-                     r"were done: the tiles written are kept; re-run to complete the rest$",
-                     ran.err, re.M), ran.err
+    assert re.search(
+        r"^error: lost the Dask scheduler tcp://127\.0\.0\.1:\d+ before \d+ tiles "
+        r"were done: the tiles written are kept; re-run to complete the rest$",
+        ran.err,
+        re.M,
+    ), ran.err
     assert re.search(r"^\d+ tiles written, 0 already finished, 0 failed", ran.out, re.M)
     check_clean(ran, out)
     assert markers(out) and not (out / "leases").exists()

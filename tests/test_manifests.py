@@ -134,7 +134,8 @@ def check(doc: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "doc", [doc for _, doc in DOCUMENTS],
+    "doc",
+    [doc for _, doc in DOCUMENTS],
     ids=[f"{path.relative_to(ROOT)}:{_name(doc)}" for path, doc in DOCUMENTS],
 )
 def test_manifest_is_valid(doc: dict[str, Any]) -> None:
@@ -144,8 +145,15 @@ def test_manifest_is_valid(doc: dict[str, Any]) -> None:
 def test_every_kind_is_covered() -> None:
     """The manifests hold what the docs promise, so an emptied folder cannot pass."""
     kinds = {doc["kind"] for _, doc in DOCUMENTS}
-    assert {"Namespace", "ServiceAccount", "Role", "RoleBinding", "Secret", "DaskJob",
-            "DaskWorkerGroup"} <= kinds
+    assert {
+        "Namespace",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "Secret",
+        "DaskJob",
+        "DaskWorkerGroup",
+    } <= kinds
 
 
 def _gpu_job() -> dict[str, Any]:
@@ -172,7 +180,9 @@ BROKEN_JOBS = {
     "no scheduler service": ("spec cluster spec scheduler service", None),
     "misspelt field in the runner pod": ("spec job spec restartPolcy", "Never"),
     "GPU count as a bare number": (
-        "spec cluster spec worker spec containers 0 resources limits nvidia.com/gpu", 1),
+        "spec cluster spec worker spec containers 0 resources limits nvidia.com/gpu",
+        1,
+    ),
 }
 
 
@@ -229,7 +239,9 @@ def test_job_parts_agree(job: dict[str, Any]) -> None:
     assert VALID_CLUSTER_NAME.match(name)
     cluster = job["spec"]["cluster"]["spec"]
     assert cluster["scheduler"]["service"]["selector"] == {
-        "dask.org/cluster-name": name, "dask.org/component": "scheduler"}
+        "dask.org/cluster-name": name,
+        "dask.org/component": "scheduler",
+    }
     (wait,) = job["spec"]["job"]["spec"]["initContainers"]
     env = _env(wait)
     assert env["DASK_SCHEDULER_ADDRESS"]["value"] == f"tcp://{name}-scheduler:8786"
@@ -257,11 +269,19 @@ def test_cluster_runs_one_image(cluster: str) -> None:
 
 
 def test_secret_references_exist() -> None:
-    secrets = {doc["metadata"]["name"]: set(doc.get("stringData", {})) | set(doc.get("data", {}))
-               for _, doc in DOCUMENTS if doc["kind"] == "Secret"}
+    secrets = {
+        doc["metadata"]["name"]: set(doc.get("stringData", {})) | set(doc.get("data", {}))
+        for _, doc in DOCUMENTS
+        if doc["kind"] == "Secret"
+    }
     pods = [pod for doc in DASK_DOCUMENTS for pod in embedded_pods(doc).values()]
-    refs = [e["valueFrom"]["secretKeyRef"] for pod in pods for c in _containers(pod)
-            for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+    refs = [
+        e["valueFrom"]["secretKeyRef"]
+        for pod in pods
+        for c in _containers(pod)
+        for e in c.get("env", [])
+        if "secretKeyRef" in e.get("valueFrom", {})
+    ]
     assert refs
     for ref in refs:
         assert ref["key"] in secrets[ref["name"]], ref
@@ -271,8 +291,9 @@ def test_s3_clients_get_their_region() -> None:
     """Every container that holds S3 credentials names the region as botocore (s3fs) reads
     it, ``AWS_DEFAULT_REGION`` (GDAL reads it too); ``AWS_REGION`` alone is lost on s3fs."""
     pods = [pod for doc in DASK_DOCUMENTS for pod in embedded_pods(doc).values()]
-    with_keys = [_env(c) for pod in pods for c in _containers(pod)
-                 if "AWS_ACCESS_KEY_ID" in _env(c)]
+    with_keys = [
+        _env(c) for pod in pods for c in _containers(pod) if "AWS_ACCESS_KEY_ID" in _env(c)
+    ]
     assert with_keys
     for env in with_keys:
         assert env.get("AWS_DEFAULT_REGION", {}).get("value"), sorted(env)
@@ -299,8 +320,10 @@ def test_gpu_workers_claim_a_gpu() -> None:
 
 
 FLOW_ARGS = [
-    pytest.param(c["args"][len(FLOW):], id=f"{_name(doc)}:{c['name']}")
-    for doc in JOBS for c in _containers(embedded_pods(doc)["job"]) if c["args"][:3] == FLOW
+    pytest.param(c["args"][len(FLOW) :], id=f"{_name(doc)}:{c['name']}")
+    for doc in JOBS
+    for c in _containers(embedded_pods(doc)["job"])
+    if c["args"][:3] == FLOW
 ]
 
 
@@ -341,9 +364,15 @@ def unknown_values(ours: Any, chart: Any, where: str = "") -> list[str]:
             return [f"{where}: a map in the chart"]
         if not chart:
             return []
-        return [problem for key, value in ours.items()
-                for problem in (unknown_values(value, chart[key], f"{where}.{key}")
-                                if key in chart else [f"{where}.{key}: not in the chart"])]
+        return [
+            problem
+            for key, value in ours.items()
+            for problem in (
+                unknown_values(value, chart[key], f"{where}.{key}")
+                if key in chart
+                else [f"{where}.{key}: not in the chart"]
+            )
+        ]
     if isinstance(chart, list) != isinstance(ours, list) or isinstance(ours, dict):
         return [f"{where}: {type(chart).__name__} in the chart"]
     return []
@@ -355,8 +384,11 @@ def test_helm_values_are_chart_values() -> None:
     assert unknown_values(_values(), _chart_defaults()) == []
 
 
-@pytest.mark.parametrize("broken", [{"rbac": {"clusterWide": True}}, {"kopfArgs": "--all"}],
-                         ids=["unknown key", "string for a list"])
+@pytest.mark.parametrize(
+    "broken",
+    [{"rbac": {"clusterWide": True}}, {"kopfArgs": "--all"}],
+    ids=["unknown key", "string for a list"],
+)
 def test_helm_values_reject_strays(broken: dict[str, Any]) -> None:
     assert unknown_values({**_values(), **broken}, _chart_defaults())
 
@@ -374,14 +406,16 @@ def test_helm_values_make_a_valid_operator_pod() -> None:
     values = _merged(_chart_defaults(), _values())
     spec = {
         "securityContext": values["podSecurityContext"],
-        "containers": [{
-            "name": "operator",
-            "image": "operator",
-            "securityContext": values["securityContext"],
-            "env": values["extraEnv"],
-            "resources": values["resources"],
-            "volumeMounts": values["volumeMounts"],
-        }],
+        "containers": [
+            {
+                "name": "operator",
+                "image": "operator",
+                "securityContext": values["securityContext"],
+                "env": values["extraEnv"],
+                "resources": values["resources"],
+                "volumeMounts": values["volumeMounts"],
+            }
+        ],
         "volumes": values["volumes"],
         "nodeSelector": values["nodeSelector"],
         "tolerations": values["tolerations"],
@@ -397,14 +431,21 @@ def _instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments out."""
     text = re.sub(r"\\\n(\s*#[^\n]*\n)*", " ", DOCKERFILE.read_text())
     lines = (line.strip() for line in text.splitlines())
-    return [(parts[0].upper(), parts[1] if len(parts) > 1 else "")
-            for parts in (line.split(None, 1) for line in lines if line and line[0] != "#")]
+    return [
+        (parts[0].upper(), parts[1] if len(parts) > 1 else "")
+        for parts in (line.split(None, 1) for line in lines if line and line[0] != "#")
+    ]
 
 
 def _copied() -> list[str]:
     """The build-context paths the Dockerfile copies."""
-    return [src for op, args in _instructions() if op in ("COPY", "ADD")
-            for src in shlex.split(args)[:-1] if not src.startswith("--")]
+    return [
+        src
+        for op, args in _instructions()
+        if op in ("COPY", "ADD")
+        for src in shlex.split(args)[:-1]
+        if not src.startswith("--")
+    ]
 
 
 def _ignored(path: str, patterns: list[str]) -> bool:
@@ -421,8 +462,11 @@ def _ignored(path: str, patterns: list[str]) -> bool:
 
 
 def test_dockerfile_copies_what_exists() -> None:
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     sources = _copied()
     assert {"pyproject.toml", "pipeline", "flows"} <= set(sources)
     for src in sources:
@@ -439,10 +483,12 @@ def test_dockerfile_runs_as_non_root() -> None:
 
 def test_dockerfile_bakes_in_no_secrets() -> None:
     """No ENV or ARG that looks like a credential: those come from a Secret at run time."""
-    names = [re.split(r"[=\s]", args, maxsplit=1)[0] for op, args in _instructions()
-             if op in ("ENV", "ARG")]
-    names += [m for op, args in _instructions() if op == "ENV"
-              for m in re.findall(r"(\w+)=", args)]
+    names = [
+        re.split(r"[=\s]", args, maxsplit=1)[0]
+        for op, args in _instructions()
+        if op in ("ENV", "ARG")
+    ]
+    names += [m for op, args in _instructions() if op == "ENV" for m in re.findall(r"(\w+)=", args)]
     assert not [n for n in names if re.search(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", n, re.I)]
     ops = [op for op, _ in _instructions()]
     assert "ENTRYPOINT" in ops and "CMD" in ops

@@ -23,8 +23,7 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "analyst.ipynb"
 
 #: Appended to the notebook when it runs here: the kernel's interpreter and the figures table.
 REPORT = (
-    "import json, sys\n"
-    "print(json.dumps({'python': sys.executable, 'metrics': metrics.to_dict()}))"
+    "import json, sys\nprint(json.dumps({'python': sys.executable, 'metrics': metrics.to_dict()}))"
 )
 
 
@@ -33,7 +32,9 @@ def execute(notebook: nbformat.NotebookNode, product: Path) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("S2SR_PRODUCT", str(product))
         client = NotebookClient(
-            notebook, timeout=300, kernel_name="python3",
+            notebook,
+            timeout=300,
+            kernel_name="python3",
             resources={"metadata": {"path": str(NOTEBOOK.parent)}},
         )
         client.execute()  # raises CellExecutionError on the first cell that fails
@@ -58,7 +59,8 @@ def _texts(notebook: nbformat.NotebookNode) -> list[str]:
     """Every printed or displayed text of the notebook, cell by cell."""
     return [
         out.get("text") or out.get("data", {}).get("text/plain", "")
-        for cell in notebook.cells for out in _outputs(cell)
+        for cell in notebook.cells
+        for out in _outputs(cell)
     ]
 
 
@@ -85,8 +87,11 @@ def _streams(cell: nbformat.NotebookNode) -> dict[str, str]:
 def test_it_shows_the_verdict_before_anything_else(run):
     product, notebook, _ = run
     index = _verdict_cell(notebook)
-    first_image = min(i for i, c in enumerate(notebook.cells)
-                      if any("image/png" in out.get("data", {}) for out in _outputs(c)))
+    first_image = min(
+        i
+        for i, c in enumerate(notebook.cells)
+        if any("image/png" in out.get("data", {}) for out in _outputs(c))
+    )
     assert index < first_image
     printed = _streams(notebook.cells[index])
     quality = xr.open_zarr(product).attrs["quality_summary"]
@@ -98,7 +103,7 @@ def test_it_shows_the_verdict_before_anything_else(run):
 def test_it_warns_about_a_flagged_product(flagged_product):
     """The notebook's first cells, up to the verdict, against a product of a bad model."""
     notebook = nbformat.read(NOTEBOOK, as_version=4)
-    del notebook.cells[_verdict_cell(notebook) + 1:]
+    del notebook.cells[_verdict_cell(notebook) + 1 :]
     execute(notebook, flagged_product.out)
     printed = _streams(notebook.cells[-1])
     quality = xr.open_zarr(flagged_product.out).attrs["quality_summary"]
@@ -120,7 +125,9 @@ def test_it_draws_the_images_and_the_layers(run):
     _, notebook, _ = run
     images = [
         Image.open(io.BytesIO(base64.b64decode(out["data"]["image/png"])))
-        for cell in notebook.cells for out in _outputs(cell) if "image/png" in out.get("data", {})
+        for cell in notebook.cells
+        for out in _outputs(cell)
+        if "image/png" in out.get("data", {})
     ]
     assert len(images) == 4  # true colour, false colour, the quality layers, an explanation
     for image in images:
@@ -140,10 +147,16 @@ def test_the_figures_describe_the_product(run):
     product, _, report = run
     metrics = report["metrics"]
     assert set(metrics) >= {
-        "consistency: mean", "consistency: 99.9 %", "consistency: max",
-        "spectral angle (°): mean", "flagged fraction", "OpenSR-test reflectance",
-        "OpenSR-test spectral (°)", "OpenSR-test spatial (10 m px)",
-        "recomputed - stored consistency: max |Δ|", "recomputed - stored spectral_angle: max |Δ|",
+        "consistency: mean",
+        "consistency: 99.9 %",
+        "consistency: max",
+        "spectral angle (°): mean",
+        "flagged fraction",
+        "OpenSR-test reflectance",
+        "OpenSR-test spectral (°)",
+        "OpenSR-test spatial (10 m px)",
+        "recomputed - stored consistency: max |Δ|",
+        "recomputed - stored spectral_angle: max |Δ|",
     }
     ds = xr.open_zarr(product)
     assert metrics["consistency: mean"] == pytest.approx(float(ds.consistency.mean()), rel=1e-6)

@@ -115,15 +115,19 @@ def test_every_level_is_the_2x2_mean_of_the_level_below(built):
         for name in ("reflectance", *MEAN_LAYERS):
             scale = ds[name].encoding["scale_factor"]
             np.testing.assert_allclose(
-                ds[name].values, block_reference(below[name].values, "mean"),
-                atol=scale / 2 + 1e-9, equal_nan=True, err_msg=f"{name} at level {level}",
+                ds[name].values,
+                block_reference(below[name].values, "mean"),
+                atol=scale / 2 + 1e-9,
+                equal_nan=True,
+                err_msg=f"{name} at level {level}",
             )
         np.testing.assert_array_equal(
             ds.hallucination_risk.values, block_reference(below.hallucination_risk.values, "or")
         )
         counts = below.clear_count.values.astype(float)
-        expected = np.rint(np.nan_to_num(block_reference(np.where(counts > 0, counts, np.nan),
-                                                         "mean")))
+        expected = np.rint(
+            np.nan_to_num(block_reference(np.where(counts > 0, counts, np.nan), "mean"))
+        )
         np.testing.assert_array_equal(ds.clear_count.values, expected)
         # No data stays no data: no clear observation exactly where there is no reflectance.
         np.testing.assert_array_equal(ds.reflectance.isnull().all("band"), ds.clear_count == 0)
@@ -143,8 +147,7 @@ def test_levels_are_georeferenced_and_described(built):
         ds = xr.open_zarr(product.url, group=None if level == 0 else entry["asset"])
         size = 2.5 * 2**level
         shape = (-(-150 // 2**level), -(-250 // 2**level))
-        assert ds.reflectance.shape == (len(BANDS), *shape) == (len(BANDS),
-                                                                *entry["spatial:shape"])
+        assert ds.reflectance.shape == (len(BANDS), *shape) == (len(BANDS), *entry["spatial:shape"])
         assert ds.rio.crs == GRID.crs
         assert ds.reflectance.rio.transform() == Affine(size, 0, 600000.0, 0, -size, 4700020.0)
         assert list(ds.rio.transform())[:6] == entry["spatial:transform"]
@@ -165,8 +168,7 @@ def test_rerun_rebuilds_only_what_changed(tmp_path, dask_client):
         return {str(p.relative_to(markers)): p.read_text() for p in markers.rglob("*.json")}
 
     first = snapshot()
-    assert sorted(first) == ["1/0_0.json", "1/0_1.json", "2/0_0.json", "3/0_0.json",
-                             "4/0_0.json"]
+    assert sorted(first) == ["1/0_0.json", "1/0_1.json", "2/0_0.json", "3/0_0.json", "4/0_0.json"]
     assert finish(product, dask_client) == {}
     assert snapshot() == first  # nothing changed, nothing rebuilt
 
@@ -195,7 +197,8 @@ def test_level_one_written_with_each_tile_is_the_one_built_from_the_product(
         with_tiles = zarr.open_group(store.url, path=level, mode="r")
         from_product = zarr.open_group(built.url, path=level, mode="r")
         for name in ("reflectance", "clear_count", *MEAN_LAYERS, "hallucination_risk"):
-            np.testing.assert_array_equal(with_tiles[name][:], from_product[name][:],
-                                          err_msg=f"{level}/{name}")
+            np.testing.assert_array_equal(
+                with_tiles[name][:], from_product[name][:], err_msg=f"{level}/{name}"
+            )
     level_one = zarr.open_array(store.url, path="overviews/1/reflectance", mode="r")
     assert level_one.shards[-2:] == (GRID.tile_size // 2,) * 2  # one shard per tile

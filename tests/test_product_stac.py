@@ -30,18 +30,29 @@ pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 
 #: Two finished tiles of the demo grid at 480 px: a whole one and the bottom-right part tile.
 SUMMARIES = {
-    "0_0": {"valid_fraction": 1.0, "mean_clear_count": 2.0, "mean_consistency": 0.001,
-            "mean_spectral_angle": 0.5, "hallucination_risk_fraction": 0.0},
-    "1_2": {"valid_fraction": 0.5, "mean_clear_count": 1.0, "mean_consistency": 0.004,
-            "mean_spectral_angle": 2.0, "hallucination_risk_fraction": 0.2},
+    "0_0": {
+        "valid_fraction": 1.0,
+        "mean_clear_count": 2.0,
+        "mean_consistency": 0.001,
+        "mean_spectral_angle": 0.5,
+        "hallucination_risk_fraction": 0.0,
+    },
+    "1_2": {
+        "valid_fraction": 0.5,
+        "mean_clear_count": 1.0,
+        "mean_consistency": 0.004,
+        "mean_spectral_angle": 2.0,
+        "hallucination_risk_fraction": 0.2,
+    },
 }
 
 
 @pytest.fixture(scope="module")
 def plan() -> Plan:
     start, end = DEMO_DATES
-    return plan_region(RegionRequest(read_aoi(str(DEMO_AOI)), start, end, str(DEMO_CATALOG),
-                                     tile_size=480))
+    return plan_region(
+        RegionRequest(read_aoi(str(DEMO_AOI)), start, end, str(DEMO_CATALOG), tile_size=480)
+    )
 
 
 def make_product(url: str, plan: Plan, client: Any) -> ProductStore:
@@ -119,10 +130,20 @@ def check_product(store: ProductStore, plan: Plan, monkeypatch: pytest.MonkeyPat
     eo_bands = zarr_asset.extra_fields["eo:bands"]
     raster_bands = zarr_asset.extra_fields["raster:bands"]
     assert [b["name"] for b in eo_bands] == list(plan.request.bands)
-    assert eo_bands[3] == {"name": "B04", "common_name": "red", "center_wavelength": 0.665,
-                           "description": "Sentinel-2 B04 at 2.5 m (native 10 m)"}
-    assert raster_bands[0] == {"nodata": 0, "data_type": "uint16", "scale": 0.0001,
-                               "offset": 0.0, "spatial_resolution": 2.5, "unit": "1"}
+    assert eo_bands[3] == {
+        "name": "B04",
+        "common_name": "red",
+        "center_wavelength": 0.665,
+        "description": "Sentinel-2 B04 at 2.5 m (native 10 m)",
+    }
+    assert raster_bands[0] == {
+        "nodata": 0,
+        "data_type": "uint16",
+        "scale": 0.0001,
+        "offset": 0.0,
+        "spatial_resolution": 2.5,
+        "unit": "1",
+    }
     assert item.assets["hallucination_risk"].extra_fields["raster:bands"][0]["nodata"] == 255
     overviews = [k for k in item.assets if k.startswith("overview_")]
     assert len(overviews) == level_count(plan.grid) == 4
@@ -141,14 +162,17 @@ def check_product(store: ProductStore, plan: Plan, monkeypatch: pytest.MonkeyPat
     assert (summary["tiles_planned"], summary["tiles_done"], summary["tiles_failed"]) == (6, 2, 1)
     assert summary["valid_fraction"] == round((whole + part / 2) / (whole + part), 6)
     assert summary["mean_consistency"] == round(
-        (whole * 0.001 + part / 2 * 0.004) / (whole + part / 2), 6)
+        (whole * 0.001 + part / 2 * 0.004) / (whole + part / 2), 6
+    )
     assert summary["hallucination_risk_fraction"] == round(part / 2 * 0.2 / (whole + part / 2), 6)
     # A fifth of a part tile's pixels flagged is 0.7 % of the product's: under the limit.
     assert summary["verdict"] == "ok"
     assert summary["verdict_reason"].startswith("0.7 % of the product's pixels are flagged")
     assert item.properties["s2sr:quality_verdict"] == "ok"
-    assert item.properties["s2sr:hallucination_risk_fraction"] == summary[
-        "hallucination_risk_fraction"]
+    assert (
+        item.properties["s2sr:hallucination_risk_fraction"]
+        == summary["hallucination_risk_fraction"]
+    )
     assert ds.attrs["tiles_failed"] == {"0_1": "RuntimeError: boom"}
 
 

@@ -138,8 +138,9 @@ def test_uncertainty_counts_relative_to_the_input_with_a_floor_for_dark_pixels()
     low[RGB_INDEX, :6, :] = 0.2  # bright top half
     low[RGB_INDEX, 6:, :] = DARK_REFLECTANCE / 4  # dark bottom half: the floor applies
     # Half the limit relative to the floor: 2× the limit relative to the dark input itself.
-    spread = np.full((3, 4 * SIDE, 4 * SIDE), RELATIVE_UNCERTAINTY_LIMIT * DARK_REFLECTANCE / 2,
-                     np.float32)
+    spread = np.full(
+        (3, 4 * SIDE, 4 * SIDE), RELATIVE_UNCERTAINTY_LIMIT * DARK_REFLECTANCE / 2, np.float32
+    )
     quality = tile_quality(low, sharp(low), REFLECTANCE_BANDS, spread)
     assert not (quality.hallucination_risk & UNCERTAIN).any()
     spread[:] = 0
@@ -179,8 +180,11 @@ def check_quality_layers(ds: xr.Dataset, composite: np.ndarray, result: np.ndarr
     assert ds.consistency.encoding["scale_factor"] == 1e-4
     assert ds.spectral_angle.encoding["scale_factor"] == 0.01
     assert ds.spectral_angle.attrs["units"] == "degree"
-    assert ds.hallucination_risk.attrs["flag_masks"] == [INCONSISTENT, SPECTRAL_DISTORTION,
-                                                         UNCERTAIN]
+    assert ds.hallucination_risk.attrs["flag_masks"] == [
+        INCONSISTENT,
+        SPECTRAL_DISTORTION,
+        UNCERTAIN,
+    ]
     assert ds.attrs["recipe"]["hallucination_risk_rule"]["consistency_limit"] == CONSISTENCY_LIMIT
 
     expected = tile_quality(composite, result, tuple(ds.band.values))

@@ -219,8 +219,13 @@ def test_quality_layers_are_checked(tmp_path):
     store = ProductStore.create(str(tmp_path / "out.zarr"), GRID, BANDS, {})
     layers = quality_sample()
     with pytest.raises(ValueError, match="quality layer 'consistency'"):
-        store.write_tile(GRID, tile(0, 0), *sample(0), {},
-                         quality={**layers, "consistency": layers["consistency"][:95]})
+        store.write_tile(
+            GRID,
+            tile(0, 0),
+            *sample(0),
+            {},
+            quality={**layers, "consistency": layers["consistency"][:95]},
+        )
     with pytest.raises(ValueError, match="quality layer 'noise'"):
         store.write_tile(GRID, tile(0, 0), *sample(0), {}, quality={"noise": layers["consistency"]})
     assert store.done_tiles() == set()

@@ -40,8 +40,24 @@ from pipeline.train.sources import TrainingDataError, sentinel_composite
 DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
 DATES = (date(2023, 1, 1), date(2023, 1, 31))
 TINY = NetworkSize(features=4, blocks=1, growth=4, residual=True)
-TINY_ARGS = ["--features", "4", "--blocks", "1", "--growth", "4", "--batch-size", "2",
-             "--patch-10m", "16", "--patch-20m", "16", "--val-patches", "2", "--threads", "1"]
+TINY_ARGS = [
+    "--features",
+    "4",
+    "--blocks",
+    "1",
+    "--growth",
+    "4",
+    "--batch-size",
+    "2",
+    "--patch-10m",
+    "16",
+    "--patch-20m",
+    "16",
+    "--val-patches",
+    "2",
+    "--threads",
+    "1",
+]
 
 
 @contextmanager
@@ -64,18 +80,25 @@ def single_threaded() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def composite():
-    return sentinel_composite(str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DATES,
-                              REFLECTANCE_BANDS, lattice=LATTICE)
+    return sentinel_composite(
+        str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DATES, REFLECTANCE_BANDS, lattice=LATTICE
+    )
 
 
 def settings(**changes) -> FusionTrainConfig:
-    base = FusionTrainConfig(steps=4, batch_size=2, patch_10m=16, patch_20m=16, val_every=2,
-                             val_patches=2, ckpt_every=100)
+    base = FusionTrainConfig(
+        steps=4,
+        batch_size=2,
+        patch_10m=16,
+        patch_20m=16,
+        val_every=2,
+        val_patches=2,
+        ckpt_every=100,
+    )
     return replace(base, **changes)
 
 
-def start(run_dir: Path, composite, cfg: FusionTrainConfig, resume: bool = False
-          ) -> FusionTrainer:
+def start(run_dir: Path, composite, cfg: FusionTrainConfig, resume: bool = False) -> FusionTrainer:
     data = FusionWaldData(composite.image, cfg, 0.25)
     return open_fusion_run(run_dir, TINY, cfg, data, {"aoi": str(DEMO_AOI)}, resume)
 
@@ -102,12 +125,12 @@ def test_degrade_keeps_a_constant_constant_and_divides_the_size(ratio):
 
 def test_degrade_is_the_blur_then_the_block_mean_of_its_footprint():
     x = torch.rand(1, 2, 48, 48, generator=torch.Generator().manual_seed(0))
-    np.testing.assert_allclose(degrade(x, 8, sigma=0)[0], block_mean(x[0].numpy(), 8),
-                               atol=1e-6)
+    np.testing.assert_allclose(degrade(x, 8, sigma=0)[0], block_mean(x[0].numpy(), 8), atol=1e-6)
     s = 0.39 * 8
     radius = math.ceil(3 * s)
-    blurred = scipy.ndimage.gaussian_filter(x[0].double().numpy(), sigma=(0, s, s),
-                                            mode="nearest", radius=(0, radius, radius))
+    blurred = scipy.ndimage.gaussian_filter(
+        x[0].double().numpy(), sigma=(0, s, s), mode="nearest", radius=(0, radius, radius)
+    )
     np.testing.assert_allclose(degrade(x, 8, sigma=0.39)[0], block_mean(blurred, 8), atol=1e-6)
 
     impulse = torch.zeros(1, 1, 48, 48)
@@ -134,8 +157,14 @@ def test_wald_batch_shapes_and_a_constant_scene(resolution):
 def test_block_mean_of_the_composite_is_the_native_20m_grid(composite):
     """The composite's bounds are on the scenes' 60 m lattice, so each native 20 m pixel is a
     2 × 2 block of it; the demo ground never changes, so clear native pixels are its values."""
-    item = pystac.read_file(str(DEMO_CATALOG.parent / "sentinel-2-l2a-demo"
-                                / "S2_L2A_DEMO_20230110_N0301" / "S2_L2A_DEMO_20230110_N0301.json"))
+    item = pystac.read_file(
+        str(
+            DEMO_CATALOG.parent
+            / "sentinel-2-l2a-demo"
+            / "S2_L2A_DEMO_20230110_N0301"
+            / "S2_L2A_DEMO_20230110_N0301.json"
+        )
+    )
     folder = Path(item.get_self_href()).parent
     with rasterio.open(folder / "B11.tif") as ds:
         window = from_bounds(*composite.bounds, ds.transform)
@@ -203,8 +232,12 @@ def test_a_run_logs_finite_losses_and_ergas_and_checkpoints(trained):
     assert all(v > 0 and math.isfinite(v) for r in val for v in r.values())
     checkpoint = torch.load(trained.run_dir / CHECKPOINT, weights_only=True)
     assert checkpoint["global_step"] == 4 and len(checkpoint["optimizer_states"]) == 3
-    assert checkpoint["hyper_parameters"]["network"] == {"features": 4, "blocks": 1, "growth": 4,
-                                                         "residual": True}
+    assert checkpoint["hyper_parameters"]["network"] == {
+        "features": 4,
+        "blocks": 1,
+        "growth": 4,
+        "residual": True,
+    }
 
 
 def test_exported_weights_load_with_load_fusion_network(trained):
@@ -236,9 +269,7 @@ def test_a_stopped_run_resumed_repeats_the_uninterrupted_one_bit_for_bit(
     assert without_time(records(trained.run_dir)) == without_time(records(tmp_path))
 
 
-def test_resume_refuses_other_settings_and_a_new_run_an_old_directory(
-    tmp_path, composite, trained
-):
+def test_resume_refuses_other_settings_and_a_new_run_an_old_directory(tmp_path, composite, trained):
     with pytest.raises(UserError, match="already holds a run"):
         start(trained.run_dir, composite, settings())
     with pytest.raises(UserError, match="train lr = 0.0001, not 0.0002"):

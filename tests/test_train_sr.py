@@ -29,9 +29,27 @@ TINY = DiffFuSRConfig(
     unet=UNetConfig(inner_channel=32, channel_mults=(1,), res_blocks=1, attn_strides=()),
     encoder_blocks=1,
 )
-TINY_ARGS = ["--inner-channel", "32", "--channel-mults", "1", "--res-blocks", "1",
-             "--attn-strides", "--encoder-blocks", "1", "--batch-size", "2", "--patch", "32",
-             "--val-patches", "2", "--val-steps", "2", "--threads", "1"]
+TINY_ARGS = [
+    "--inner-channel",
+    "32",
+    "--channel-mults",
+    "1",
+    "--res-blocks",
+    "1",
+    "--attn-strides",
+    "--encoder-blocks",
+    "1",
+    "--batch-size",
+    "2",
+    "--patch",
+    "32",
+    "--val-patches",
+    "2",
+    "--val-steps",
+    "2",
+    "--threads",
+    "1",
+]
 
 pytestmark = pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 
@@ -62,21 +80,30 @@ def images(tmp_path_factory) -> Path:
     for i in range(2):
         texture = 120 + 60 * np.sin(x / (3 + i)) * np.cos(y / 5) + 10 * np.arange(3)[:, None, None]
         data = np.clip(texture, 0, 255).astype(np.uint8)
-        with rasterio.open(folder / f"im{i}.png", "w", driver="PNG", width=96, height=80,
-                           count=3, dtype="uint8") as ds:
+        with rasterio.open(
+            folder / f"im{i}.png", "w", driver="PNG", width=96, height=80, count=3, dtype="uint8"
+        ) as ds:
             ds.write(data)
     return folder
 
 
 def settings(**changes) -> TrainConfig:
-    base = TrainConfig(steps=3, batch_size=2, patch=32, val_every=2, val_patches=2, val_steps=2,
-                       ckpt_every=100)
+    base = TrainConfig(
+        steps=3, batch_size=2, patch=32, val_every=2, val_patches=2, val_steps=2, ckpt_every=100
+    )
     return replace(base, **changes)
 
 
 def start(run_dir: Path, images: Path, cfg: TrainConfig, resume: bool = False) -> Trainer:
-    return open_run(run_dir, TINY, cfg, FolderSource(str(images), cfg.window),
-                    FolderSource(str(images), cfg.patch), {"images": str(images)}, resume)
+    return open_run(
+        run_dir,
+        TINY,
+        cfg,
+        FolderSource(str(images), cfg.window),
+        FolderSource(str(images), cfg.patch),
+        {"images": str(images)},
+        resume,
+    )
 
 
 def records(run_dir: Path) -> list[dict]:
@@ -119,9 +146,7 @@ def test_steps_give_finite_losses_validation_and_a_reference_layout_checkpoint(t
     assert not torch.equal(state[ema], state[model])  # the EMA lags the trained U-Net
 
 
-def test_a_stopped_run_resumed_repeats_the_uninterrupted_one_bit_for_bit(
-    tmp_path, images, trained
-):
+def test_a_stopped_run_resumed_repeats_the_uninterrupted_one_bit_for_bit(tmp_path, images, trained):
     stopped = start(tmp_path, images, settings())
     assert not stopped.run(stop=lambda: stopped.step >= 1)
     assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["global_step"] == 1
@@ -133,9 +158,14 @@ def test_a_stopped_run_resumed_repeats_the_uninterrupted_one_bit_for_bit(
     b = torch.load(tmp_path / CHECKPOINT, weights_only=True)
     assert a["global_step"] == b["global_step"] == 3
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
-    moments = [(s["exp_avg_sq"], t["exp_avg_sq"]) for s, t in zip(
-        a["optimizer_states"][0]["state"].values(),
-        b["optimizer_states"][0]["state"].values(), strict=True)]
+    moments = [
+        (s["exp_avg_sq"], t["exp_avg_sq"])
+        for s, t in zip(
+            a["optimizer_states"][0]["state"].values(),
+            b["optimizer_states"][0]["state"].values(),
+            strict=True,
+        )
+    ]
     assert all(torch.equal(x, y) for x, y in moments)
     assert without_time(records(trained.run_dir)) == without_time(records(tmp_path))
 
@@ -217,8 +247,21 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path, images, capsys):
 
     threading.Thread(target=interrupt_after_the_first_step, daemon=True).start()
     try:
-        code = main(["--out", str(run), "--source", "folder", "--images", str(images),
-                     "--steps", "1000", "--val-every", "1000", *TINY_ARGS])
+        code = main(
+            [
+                "--out",
+                str(run),
+                "--source",
+                "folder",
+                "--images",
+                str(images),
+                "--steps",
+                "1000",
+                "--val-every",
+                "1000",
+                *TINY_ARGS,
+            ]
+        )
     finally:
         finished.set()
     assert code == 130

@@ -302,7 +302,11 @@ def test_fusion_checkpoint_is_not_an_sr_checkpoint(tmp_path):
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flows.convert_checkpoint", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
     )
 
 
@@ -316,8 +320,9 @@ def test_cli_converts_and_prints_the_sha256(sr_ckpt, converted, tmp_path):
 
 
 def test_cli_offline_hub_reference_is_one_line_and_exit_2(tmp_path):
-    done = cli("hf://s2sr-tests/absent/sr.ckpt", str(tmp_path / "out.safetensors"),
-               HF_HUB_OFFLINE="1")
+    done = cli(
+        "hf://s2sr-tests/absent/sr.ckpt", str(tmp_path / "out.safetensors"), HF_HUB_OFFLINE="1"
+    )
     assert done.returncode == 2
     assert done.stderr.startswith("error: cannot reach the Hugging Face hub for hf://")
     assert len(done.stderr.splitlines()) == 1 and done.stdout == ""

@@ -85,8 +85,10 @@ def run_benchmark(
         for name, model in rgb_models.items():
             sr, took = _timed(model, lr, _lr_origin(patch))
             values, maps = rgb_scores(lr, sr, patch.bands[RGB_INDEX])
-            scores += [Score("rgb", name, RGB_GROUP, RGB_BANDS, patch.name, m, float(v))
-                       for m, v in values.items()]
+            scores += [
+                Score("rgb", name, RGB_GROUP, RGB_BANDS, patch.name, m, float(v))
+                for m, v in values.items()
+            ]
             seconds["rgb", name] = seconds.get(("rgb", name), 0.0) + took
             if keep:
                 example.rgb[name], example.rgb_maps[name] = sr, maps
@@ -95,8 +97,11 @@ def run_benchmark(
         for name, model in fusion_models.items():
             output, took = _timed(model, low, patch.bands[RGB_INDEX], _lr_origin(patch))
             groups = fusion_scores(output, natives, 1, WALD_ERGAS_RATIO, data.labels)
-            scores += [Score("fusion", name, group, tuple(g["bands"]), patch.name, m, float(v))
-                       for group, g in groups.items() for m, v in g["mean"].items()]
+            scores += [
+                Score("fusion", name, group, tuple(g["bands"]), patch.name, m, float(v))
+                for group, g in groups.items()
+                for m, v in g["mean"].items()
+            ]
             seconds["fusion", name] = seconds.get(("fusion", name), 0.0) + took
             if keep:
                 example.fusion[name] = output

@@ -58,23 +58,44 @@ def check_patch(patch: int) -> None:
 
 
 def stac_patches(
-    stac: str, aoi: BaseGeometry, start: date, end: date, *, patch: int, held_out: float,
-    collection: str | None = None, max_cloud: float = 100.0, label: str | None = None,
+    stac: str,
+    aoi: BaseGeometry,
+    start: date,
+    end: date,
+    *,
+    patch: int,
+    held_out: float,
+    collection: str | None = None,
+    max_cloud: float = 100.0,
+    label: str | None = None,
 ) -> EvaluationSet:
     """Patches of the AOI's clear-sky composite east of the held-out cut (all of it at 0);
     ``label`` names the catalog in the description (default: ``stac`` itself)."""
     items = search(stac, aoi, start, end, collection, max_cloud).items
-    composite = sentinel_composite(stac, aoi, start, end, REFLECTANCE_BANDS,
-                                   collection=collection, max_cloud=max_cloud, lattice=LATTICE)
+    composite = sentinel_composite(
+        stac,
+        aoi,
+        start,
+        end,
+        REFLECTANCE_BANDS,
+        collection=collection,
+        max_cloud=max_cloud,
+        lattice=LATTICE,
+    )
     patches = cut_patches(composite.image, patch, held_out, "aoi")
     if not patches:
-        raise UserError(f"no clear {patch} px patch in the composite's "
-                        f"{_part(held_out)} ({composite.image.shape[1]} × "
-                        f"{composite.image.shape[2]} px at 10 m); use a smaller --patch, a "
-                        "larger AOI or more dates")
-    return EvaluationSet(patches, band_labels(items),
-                         f"{label or stac} over the AOI, {start} to {end}: {len(items)} "
-                         f"items; scored: the {_part(held_out)}")
+        raise UserError(
+            f"no clear {patch} px patch in the composite's "
+            f"{_part(held_out)} ({composite.image.shape[1]} × "
+            f"{composite.image.shape[2]} px at 10 m); use a smaller --patch, a "
+            "larger AOI or more dates"
+        )
+    return EvaluationSet(
+        patches,
+        band_labels(items),
+        f"{label or stac} over the AOI, {start} to {end}: {len(items)} "
+        f"items; scored: the {_part(held_out)}",
+    )
 
 
 def scene_patches(paths: Sequence[str], *, patch: int, held_out: float) -> EvaluationSet:
@@ -85,10 +106,15 @@ def scene_patches(paths: Sequence[str], *, patch: int, held_out: float) -> Evalu
     for path in paths:
         patches += cut_patches(read_scene(path), patch, held_out, path)
     if not patches:
-        raise UserError(f"no clear {patch} px patch in the {_part(held_out)} of the scenes; "
-                        "use a smaller --patch")
-    return EvaluationSet(patches, dict.fromkeys(REFLECTANCE_BANDS, "real"),
-                         f"{len(paths)} local scene(s); scored: the {_part(held_out)}")
+        raise UserError(
+            f"no clear {patch} px patch in the {_part(held_out)} of the scenes; "
+            "use a smaller --patch"
+        )
+    return EvaluationSet(
+        patches,
+        dict.fromkeys(REFLECTANCE_BANDS, "real"),
+        f"{len(paths)} local scene(s); scored: the {_part(held_out)}",
+    )
 
 
 def read_scene(path: str) -> np.ndarray:
@@ -97,8 +123,10 @@ def read_scene(path: str) -> np.ndarray:
     try:
         with rasterio.open(path) as ds:
             if ds.count != len(REFLECTANCE_BANDS):
-                raise UserError(f"{path} has {ds.count} band(s), not the 12 L2A bands "
-                                f"{' '.join(REFLECTANCE_BANDS)}")
+                raise UserError(
+                    f"{path} has {ds.count} band(s), not the 12 L2A bands "
+                    f"{' '.join(REFLECTANCE_BANDS)}"
+                )
             data = ds.read(masked=True)
             scale = default_scale(ds.dtypes[0])
     except RasterioIOError as err:
@@ -117,14 +145,16 @@ def cut_patches(image: np.ndarray, patch: int, held_out: float, scene: str) -> l
     rows, cols = np.flatnonzero(clear.any(axis=1)), np.flatnonzero(clear.any(axis=0))
     if not len(rows):
         return []
-    top, left = (math.ceil(int(first[0]) / LATTICE_PIXELS) * LATTICE_PIXELS
-                 for first in (rows, cols))
+    top, left = (
+        math.ceil(int(first[0]) / LATTICE_PIXELS) * LATTICE_PIXELS for first in (rows, cols)
+    )
     found = []
     for y in range(top, int(rows[-1]) + 2 - patch, patch):
         for x in range(left, int(cols[-1]) + 2 - patch, patch):
             if clear[y : y + patch, x : x + patch].all():
-                found.append(Patch(f"{scene} r{y} c{x}", (y, x),
-                                   image[:, y : y + patch, x : x + patch]))
+                found.append(
+                    Patch(f"{scene} r{y} c{x}", (y, x), image[:, y : y + patch, x : x + patch])
+                )
     return found
 
 
@@ -134,8 +164,9 @@ def band_labels(items: Sequence[pystac.Item]) -> dict[str, str]:
     labels = {}
     for band in REFLECTANCE_BANDS:
         keys = [(item, asset_key(item, BANDS[band].aliases)) for item in items]
-        synthetic = any(item.assets[key].extra_fields.get(SYNTHETIC_FLAG)
-                        for item, key in keys if key)
+        synthetic = any(
+            item.assets[key].extra_fields.get(SYNTHETIC_FLAG) for item, key in keys if key
+        )
         labels[band] = "synthetic" if synthetic else "real"
     return labels
 

@@ -30,27 +30,48 @@ FALSE_COLOUR = ("B12", "B8A", "B04")
 #: Display stretch: these percentiles of the reference map to black and white.
 STRETCH = (2, 98)
 #: Colours of the correctness classes, by class code.
-CLASSES = {NOT_ASSESSED: ("not assessed", "#d9d9d9"), IMPROVEMENT: ("improvement", "#1a9641"),
-           OMISSION: ("omission", "#2c7bb6"), HALLUCINATION: ("hallucination", "#d7191c")}
+CLASSES = {
+    NOT_ASSESSED: ("not assessed", "#d9d9d9"),
+    IMPROVEMENT: ("improvement", "#1a9641"),
+    OMISSION: ("omission", "#2c7bb6"),
+    HALLUCINATION: ("hallucination", "#d7191c"),
+}
 
 
 def write_figures(out: Path, example: Example, summaries: list[Summary]) -> list[Path]:
     """Every figure whose stage ran; returns the files written."""
     written = []
     if example.rgb:
-        written.append(_save(out / "rgb-examples.png", _examples(
-            example.rgb_input, example.rgb, example.reference[RGB_INDEX],
-            f"{example.name}, true colour (B04 B03 B02)")))
+        written.append(
+            _save(
+                out / "rgb-examples.png",
+                _examples(
+                    example.rgb_input,
+                    example.rgb,
+                    example.reference[RGB_INDEX],
+                    f"{example.name}, true colour (B04 B03 B02)",
+                ),
+            )
+        )
         written.append(_save(out / "rgb-quality.png", _quality(example.rgb_maps, example.name)))
         written.append(_save(out / "rgb-metrics.png", _bars(summaries, "rgb", RGB_METRICS)))
     if example.fusion:
         index = [REFLECTANCE_BANDS.index(b) for b in FALSE_COLOUR]
         outputs = {name: image[index] for name, image in example.fusion.items()}
-        written.append(_save(out / "fusion-examples.png", _examples(
-            example.fusion_input[index], outputs, example.reference[index],
-            f"{example.name}, false colour ({' '.join(FALSE_COLOUR)})")))
-        written.append(_save(out / "fusion-metrics.png",
-                             _bars(summaries, "fusion", FUSION_METRICS)))
+        written.append(
+            _save(
+                out / "fusion-examples.png",
+                _examples(
+                    example.fusion_input[index],
+                    outputs,
+                    example.reference[index],
+                    f"{example.name}, false colour ({' '.join(FALSE_COLOUR)})",
+                ),
+            )
+        )
+        written.append(
+            _save(out / "fusion-metrics.png", _bars(summaries, "fusion", FUSION_METRICS))
+        )
     return written
 
 
@@ -78,15 +99,17 @@ def _save(path: Path, figure: Figure) -> Path:
     return path
 
 
-def _examples(low: np.ndarray, outputs: dict[str, np.ndarray], reference: np.ndarray,
-              title: str) -> Figure:
+def _examples(
+    low: np.ndarray, outputs: dict[str, np.ndarray], reference: np.ndarray, title: str
+) -> Figure:
     """Input (4× coarser), each model's output and the reference, on one stretch."""
     panels = {"input (40 m)": low, **outputs, "reference (10 m)": reference}
     figure = _figure(examples_size(len(outputs)))
     figure.suptitle(title, fontsize=9)
     lows, highs = (np.percentile(reference, p, axis=(1, 2), keepdims=True) for p in STRETCH)
-    for ax, (name, image) in zip(figure.subplots(1, len(panels), squeeze=False)[0],
-                                 panels.items(), strict=True):
+    for ax, (name, image) in zip(
+        figure.subplots(1, len(panels), squeeze=False)[0], panels.items(), strict=True
+    ):
         shown = np.clip((image - lows) / np.maximum(highs - lows, 1e-6), 0, 1)
         ax.imshow(np.moveaxis(shown, 0, -1), interpolation="nearest")
         ax.set_title(name, fontsize=8)
@@ -102,16 +125,28 @@ def _quality(maps: dict[str, dict[str, np.ndarray]], name: str) -> Figure:
     codes = sorted(CLASSES)
     classes = ListedColormap([CLASSES[c][1] for c in codes])
     for row, (model, found) in zip(axes, maps.items(), strict=True):
-        for ax, key, label, cmap in ((row[0], "reflectance", "consistency |LR − SR↓|", "magma"),
-                                     (row[1], "spectral", "SAD °", "viridis")):
+        for ax, key, label, cmap in (
+            (row[0], "reflectance", "consistency |LR − SR↓|", "magma"),
+            (row[1], "spectral", "SAD °", "viridis"),
+        ):
             shown = ax.imshow(found[key], cmap=cmap, vmin=0, interpolation="nearest")
             figure.colorbar(shown, ax=ax, shrink=0.8)
             ax.set_title(f"{model}: {label}", fontsize=8)
-        row[2].imshow(found["correctness"], cmap=classes, vmin=codes[0] - 0.5,
-                      vmax=codes[-1] + 0.5, interpolation="nearest")
+        row[2].imshow(
+            found["correctness"],
+            cmap=classes,
+            vmin=codes[0] - 0.5,
+            vmax=codes[-1] + 0.5,
+            interpolation="nearest",
+        )
         row[2].set_title(f"{model}: correctness", fontsize=8)
-        row[2].legend(handles=[LegendPatch(color=c, label=n) for n, c in CLASSES.values()],
-                      fontsize=6, loc="upper left", bbox_to_anchor=(1, 1), frameon=False)
+        row[2].legend(
+            handles=[LegendPatch(color=c, label=n) for n, c in CLASSES.values()],
+            fontsize=6,
+            loc="upper left",
+            bbox_to_anchor=(1, 1),
+            frameon=False,
+        )
         for ax in row:
             ax.set_axis_off()
     return figure
@@ -130,13 +165,22 @@ def _bars(summaries: list[Summary], stage: str, metrics: tuple[str, ...]) -> Fig
             chosen = {s.group: s for s in rows if s.model == model and s.metric == metric}
             means = [chosen[g].mean for g in groups]
             stds = [chosen[g].std for g in groups]
-            ax.bar(np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width, means, width,
-                   yerr=stds, label=model, capsize=2)
-        ax.set_xticks(np.arange(len(groups)), [g.replace(" group", "").replace(
-            ", real bands only", "\nreal only") for g in groups], fontsize=7)
+            ax.bar(
+                np.arange(len(groups)) + (i - (len(models) - 1) / 2) * width,
+                means,
+                width,
+                yerr=stds,
+                label=model,
+                capsize=2,
+            )
+        ax.set_xticks(
+            np.arange(len(groups)),
+            [g.replace(" group", "").replace(", real bands only", "\nreal only") for g in groups],
+            fontsize=7,
+        )
         ax.set_title(HEADINGS[metric], fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_axis_off()
     axes[0].legend(fontsize=6)
     return figure

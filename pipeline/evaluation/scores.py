@@ -19,8 +19,18 @@ from pipeline.train.fusion import GROUPS
 
 #: Metrics of the RGB stage: PSNR and SSIM (data range 1), the OpenSR-test ones, then the
 #: blockiness at the input's pixel edges.
-RGB_METRICS = ("psnr", "ssim", "reflectance", "spectral", "spatial", "synthesis",
-               "improvement", "omission", "hallucination", "blockiness")
+RGB_METRICS = (
+    "psnr",
+    "ssim",
+    "reflectance",
+    "spectral",
+    "spatial",
+    "synthesis",
+    "improvement",
+    "omission",
+    "hallucination",
+    "blockiness",
+)
 #: Metrics of the fusion stage, per band group.
 FUSION_METRICS = ("r2", "cross_correlation", "ssim", "psnr", "mse", "ergas")
 #: Each group's scored bands: the fused ones (the 10 m group's B04 B03 B02 are the guide).
@@ -37,8 +47,12 @@ def rgb_scores(
     fusion = fusion_metrics(sr, hr, ratio=1 / SCALE, data_range=1.0).mean
     opensr = opensr_metrics(lr, sr, hr)
     scalars = {f.name: getattr(opensr, f.name) for f in fields(opensr) if f.name != "maps"}
-    return {"psnr": fusion["psnr"], "ssim": fusion["ssim"], **scalars,
-            "blockiness": blockiness(sr, SCALE)}, opensr.maps
+    return {
+        "psnr": fusion["psnr"],
+        "ssim": fusion["ssim"],
+        **scalars,
+        "blockiness": blockiness(sr, SCALE),
+    }, opensr.maps
 
 
 def group_metrics(pred: np.ndarray, truth: np.ndarray, ratio: float) -> dict[str, dict]:
@@ -58,8 +72,13 @@ def group_metrics(pred: np.ndarray, truth: np.ndarray, ratio: float) -> dict[str
     return {"mean": mean, "per_band": per_band}
 
 
-def fusion_scores(output: np.ndarray, natives: dict[str, np.ndarray], per_10m: int,
-                  ergas_ratio: dict[int, float], labels: dict[str, str]) -> dict[str, dict]:
+def fusion_scores(
+    output: np.ndarray,
+    natives: dict[str, np.ndarray],
+    per_10m: int,
+    ergas_ratio: dict[int, float],
+    labels: dict[str, str],
+) -> dict[str, dict]:
     """Per group (and its real bands alone, when it mixes both), the output (12, H, W)
     averaged onto each band's native grid against that grid; ``per_10m`` output pixels per
     10 m pixel, ``ergas_ratio`` the h/l of ERGAS per group."""
@@ -75,6 +94,9 @@ def fusion_scores(output: np.ndarray, natives: dict[str, np.ndarray], per_10m: i
         for name, subset in subsets.items():
             keep = [bands.index(b) for b in subset]
             ratio = ergas_ratio[resolution]
-            scores[name] = {"bands": list(subset), "ergas_ratio": ratio,
-                            **group_metrics(pred[keep], truth[keep], ratio)}
+            scores[name] = {
+                "bands": list(subset),
+                "ergas_ratio": ratio,
+                **group_metrics(pred[keep], truth[keep], ratio),
+            }
     return scores

@@ -23,10 +23,14 @@ from pipeline.train.fusion import degrade as sensor_degrade
 #: bicubic ÷4, no noise), kept in float and not harmonised, as Sentinel-2 is reflectance.
 RGB_DEGRADATION = replace(degradation.VALIDATION, harmonize=False, levels=None)
 #: The two inputs in words, for reports.
-RGB_INPUT = (f"B04 B03 B02, isotropic Gaussian σ {RGB_DEGRADATION.sigma_range[0]} px, "
-             f"bicubic ÷{SCALE}, no noise")
-FUSION_INPUT = (f"every band degraded ×{SCALE} from its native grid (Gaussian σ {BLUR_SIGMA} × "
-                f"{SCALE} native px, {SCALE} × {SCALE} mean); guide: the real 10 m RGB")
+RGB_INPUT = (
+    f"B04 B03 B02, isotropic Gaussian σ {RGB_DEGRADATION.sigma_range[0]} px, "
+    f"bicubic ÷{SCALE}, no noise"
+)
+FUSION_INPUT = (
+    f"every band degraded ×{SCALE} from its native grid (Gaussian σ {BLUR_SIGMA} × "
+    f"{SCALE} native px, {SCALE} × {SCALE} mean); guide: the real 10 m RGB"
+)
 
 
 def rgb_input(hr: np.ndarray) -> np.ndarray:
@@ -34,8 +38,9 @@ def rgb_input(hr: np.ndarray) -> np.ndarray:
     random (no noise, one fixed kernel), so the generator's seed does not matter."""
     batch = torch.from_numpy(np.ascontiguousarray(hr, dtype=np.float32))
     single = batch.ndim == 3
-    low = degradation.degrade(batch[None] if single else batch, RGB_DEGRADATION,
-                              torch.Generator().manual_seed(0)).lr.numpy()
+    low = degradation.degrade(
+        batch[None] if single else batch, RGB_DEGRADATION, torch.Generator().manual_seed(0)
+    ).lr.numpy()
     return low[0] if single else low
 
 

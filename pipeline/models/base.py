@@ -32,9 +32,7 @@ class SamplingRGBModel(RGBModel, Protocol):
 
     samples: int
 
-    def sample(
-        self, rgb: np.ndarray, origin: tuple[int, int]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, rgb: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(mean, per-pixel standard deviation) over the samples, both (3, 4h, 4w)."""
         ...
 
@@ -61,9 +59,7 @@ class FusionModel(Protocol):
     halo: int
     weights_sha256: str | None
 
-    def __call__(
-        self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]
-    ) -> np.ndarray:
+    def __call__(self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         """(12, h, w) at 10 m and the (3, 4h, 4w) RGB at 2.5 m → (12, 4h, 4w) at 2.5 m."""
         ...
 
@@ -75,9 +71,7 @@ class GuaranteedFusionModel(FusionModel, Protocol):
 
     consistent: bool
 
-    def predict(
-        self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]
-    ) -> np.ndarray:
+    def predict(self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         """The model's own (12, 4h, 4w) output, before any guarantee."""
         ...
 

@@ -89,8 +89,9 @@ class GramSchmidt:
                 lost = pan - kernels.upsample_cubic(pan_native, SCALE * ratio)[0]
                 gain = _regression_slope(native, pan_native, self.window, kernels)
                 fused = fused + kernels.upsample_cubic(gain, SCALE * ratio) * lost
-            out.update((b, value) for b, value in zip(group, fused, strict=True)
-                       if b not in RGB_BANDS)
+            out.update(
+                (b, value) for b, value in zip(group, fused, strict=True) if b not in RGB_BANDS
+            )
         return out
 
 

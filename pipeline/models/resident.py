@@ -25,7 +25,10 @@ def default_device() -> str:
 
 @functools.lru_cache(maxsize=8)
 def resident_network(
-    build: Callable[..., nn.Module], path: str, device: str, sha256: str | None = None,
+    build: Callable[..., nn.Module],
+    path: str,
+    device: str,
+    sha256: str | None = None,
     *options: Any,
 ) -> nn.Module:
     """``build(path, *options)`` moved to ``device``, in eval mode and without gradients,

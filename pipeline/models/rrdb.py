@@ -60,8 +60,12 @@ class RRDBNet(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 3, out_channels: int = 3, features: int = 64,
-        blocks: int = 23, growth: int = 32,
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        features: int = 64,
+        blocks: int = 23,
+        growth: int = 32,
     ) -> None:
         super().__init__()
         self.conv_first = nn.Conv2d(in_channels, features, 3, 1, 1)

@@ -43,8 +43,12 @@ FORMAT = "difffusr-sr"
 #: Schedule buffers the sampler reads; a checkpoint without them is not a DiffFuSR SR model.
 SCHEDULE_KEYS = tuple(
     f"diffusion.{name}"
-    for name in ("alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_recip_alphas_cumprod",
-                 "sqrt_recipm1_alphas_cumprod")
+    for name in (
+        "alphas_cumprod",
+        "sqrt_alphas_cumprod",
+        "sqrt_recip_alphas_cumprod",
+        "sqrt_recipm1_alphas_cumprod",
+    )
 )
 #: ``hf://<org>/<repo>[@<revision>]/<path>``, the hub's own URI form (model repositories).
 HF_REFERENCE = re.compile(r"hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<revision>[^/@]+))?/(?P<path>[^@]+)")
@@ -241,22 +245,37 @@ def _from_hub(source: str) -> Path:
     # huggingface_hub reads HF_HUB_OFFLINE and HF_ENDPOINT once, at import; honour them as
     # set now.
     offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {
-        "1", "ON", "YES", "TRUE"
+        "1",
+        "ON",
+        "YES",
+        "TRUE",
     }
     endpoint = (os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
     revision = match["revision"] and unquote(match["revision"])
     try:
-        return Path(hf_hub_download(match["repo"], match["path"], revision=revision,
-                                    endpoint=endpoint, local_files_only=offline))
+        return Path(
+            hf_hub_download(
+                match["repo"],
+                match["path"],
+                revision=revision,
+                endpoint=endpoint,
+                local_files_only=offline,
+            )
+        )
     except (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError) as err:
         why = "offline mode (HF_HUB_OFFLINE) is set" if offline else reason(_root_cause(err))
         raise HubUnreachable(
             f"cannot reach the Hugging Face hub for {source}: {why}; the file is not in the "
             "local hub cache (weights must be downloaded once while online, or given as a "
-            "local path / fsspec URL)", why
+            "local path / fsspec URL)",
+            why,
         ) from None
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError,
-            GatedRepoError) as err:
+    except (
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+        EntryNotFoundError,
+        GatedRepoError,
+    ) as err:
         raise NotOnHub(
             f"{source}: not on the Hugging Face hub or not accessible with your token "
             f"({type(err).__name__})"
@@ -322,8 +341,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise WeightsError(f"{path}: not a PyTorch checkpoint")
     try:
         with _LOAD_LOCK, torch.serialization.safe_globals([EASYDICT]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True,
-                                    mmap=zipfile.is_zipfile(path))
+            checkpoint = torch.load(
+                path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
+            )
     except pickle.UnpicklingError as err:
         raise WeightsError(f"{path}: refused to load: {_refusal(err)}") from None
     except Exception as err:  # truncated or corrupt archives
@@ -355,7 +375,7 @@ def _plain(value: Any) -> Any:
 
 
 def _kind(path: str | Path) -> str | None:
-    """"safetensors" (a header length, then JSON), "torch" (a zip or a pickle), or None."""
+    """ "safetensors" (a header length, then JSON), "torch" (a zip or a pickle), or None."""
     try:
         with open(path, "rb") as f:
             head = f.read(9)
@@ -484,8 +504,10 @@ def _sr_parts(checkpoint: dict[str, Any], src: str) -> tuple[dict[str, torch.Ten
     state = checkpoint.get("state_dict")
     args = _get(checkpoint, "hyper_parameters", "lit_model", "args")
     if not isinstance(state, Mapping) or not isinstance(args, dict):
-        raise WeightsError(f"{src} is not a Lightning checkpoint of the DiffFuSR SR model "
-                           "(no state_dict or no hyper_parameters.lit_model.args)")
+        raise WeightsError(
+            f"{src} is not a Lightning checkpoint of the DiffFuSR SR model "
+            "(no state_dict or no hyper_parameters.lit_model.args)"
+        )
     if missing := missing_sr_parts(state):
         raise WeightsError(f"{src} is not a DiffFuSR SR checkpoint: no {', '.join(missing)}")
     return dict(state), args
@@ -494,10 +516,14 @@ def _sr_parts(checkpoint: dict[str, Any], src: str) -> tuple[dict[str, torch.Ten
 def missing_sr_parts(state: Mapping[str, object]) -> list[str]:
     """The parts of the DiffFuSR SR model a state dict (or its shapes) lacks (none for SR
     weights)."""
-    needs = {"U-Net (ema./model.)": ("ema.", "model."), "encoder.": ("encoder.",),
-             "E.encoder_q.": ("E.encoder_q.",)}
-    missing = [name for name, starts in needs.items() if not any(k.startswith(starts)
-                                                                 for k in state)]
+    needs = {
+        "U-Net (ema./model.)": ("ema.", "model."),
+        "encoder.": ("encoder.",),
+        "E.encoder_q.": ("E.encoder_q.",),
+    }
+    missing = [
+        name for name, starts in needs.items() if not any(k.startswith(starts) for k in state)
+    ]
     return missing + [k for k in SCHEDULE_KEYS if k not in state]
 
 

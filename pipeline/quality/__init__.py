@@ -27,8 +27,14 @@ _HOMES = {
     "FusionResult": "fusion",
     "fusion_metrics": "fusion",
     **dict.fromkeys(
-        ("HALLUCINATION", "IMPROVEMENT", "NOT_ASSESSED", "OMISSION", "OpenSRResult",
-         "opensr_metrics"),
+        (
+            "HALLUCINATION",
+            "IMPROVEMENT",
+            "NOT_ASSESSED",
+            "OMISSION",
+            "OpenSRResult",
+            "opensr_metrics",
+        ),
         "opensr",
     ),
 }

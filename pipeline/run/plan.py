@@ -234,8 +234,17 @@ def plan_region(request: RegionRequest, estimate: bool = False) -> Plan:
     )
     tiles = grid.tiles_in(project(request.aoi, crs))
     return Plan(
-        request, found.items, found.cloud_filter, grid, tiles, resolver, estimate, found.matched,
-        found.skipped, (warning,) if warning else (), signer,
+        request,
+        found.items,
+        found.cloud_filter,
+        grid,
+        tiles,
+        resolver,
+        estimate,
+        found.matched,
+        found.skipped,
+        (warning,) if warning else (),
+        signer,
     )
 
 

@@ -112,8 +112,16 @@ def _read(
     whose message names the asset by its URL without secrets (it reaches the runner and the
     worker's log), never no data."""
     cached = tile.key not in _FAILED_HERE
-    lazy = clear_sky(scenes, job.grid.crs.to_epsg(), bounds, job.mask_snow, chunksize=chunk,
-                     timeout=job.timeout, cached=cached, signer=job.signer)
+    lazy = clear_sky(
+        scenes,
+        job.grid.crs.to_epsg(),
+        bounds,
+        job.mask_snow,
+        chunksize=chunk,
+        timeout=job.timeout,
+        cached=cached,
+        signer=job.signer,
+    )
     try:
         composite, count = dask.compute(
             lazy[0].data, lazy[1].data, scheduler="threads", num_workers=READ_THREADS

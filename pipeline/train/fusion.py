@@ -76,8 +76,10 @@ class NetworkSize:
         if min(self.features, self.blocks, self.growth) < 1:
             raise ValueError("features, blocks and growth must be at least 1")
         if self.features % ATTENTION_REDUCTION:
-            raise ValueError(f"features must be a multiple of {ATTENTION_REDUCTION} "
-                             f"(channel attention), got {self.features}")
+            raise ValueError(
+                f"features must be a multiple of {ATTENTION_REDUCTION} "
+                f"(channel attention), got {self.features}"
+            )
 
 
 PRESETS: dict[str, NetworkSize] = {
@@ -130,8 +132,10 @@ class FusionTrainConfig:
         for g in GROUPS.values():
             size, multiple = self.patch(g), patch_multiple(g)
             if size < multiple or size % multiple:
-                raise ValueError(f"patch of the {g.resolution} m group {size} is not a positive "
-                                 f"multiple of {multiple}")
+                raise ValueError(
+                    f"patch of the {g.resolution} m group {size} is not a positive "
+                    f"multiple of {multiple}"
+                )
         if self.lr <= 0 or self.blur_sigma < 0 or self.seed < 0:
             raise ValueError("lr must be positive, blur_sigma and seed non-negative")
 
@@ -169,8 +173,10 @@ class FusionWaldData:
             raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
         bands, height, width = image.shape
         if bands != len(REFLECTANCE_BANDS) or height % LATTICE_PIXELS or width % LATTICE_PIXELS:
-            raise ValueError(f"the composite must be 12 bands of whole 60 m cells, not "
-                             f"{bands} × {height} × {width} px")
+            raise ValueError(
+                f"the composite must be 12 bands of whole 60 m cells, not "
+                f"{bands} × {height} × {width} px"
+            )
         self.image = image
         self.cut = held_out_cut(width, test_fraction)
         self._starts: dict[tuple[int, Split], np.ndarray] = {}
@@ -180,7 +186,8 @@ class FusionWaldData:
                 columns = split_columns(grid.shape[2], self.cut // g.ratio_10m, split)
                 starts = clear_windows(grid, cfg.patch(g), columns)
                 self._starts[g.resolution, split] = np.stack(
-                    np.divmod(starts, grid.shape[2]), axis=1)
+                    np.divmod(starts, grid.shape[2]), axis=1
+                )
             if not self.has_windows(g, "train"):
                 raise TrainingDataError(
                     f"the {g.resolution} m group has no clear {cfg.patch(g)} px window in the "
@@ -193,7 +200,11 @@ class FusionWaldData:
         return len(self._starts[group.resolution, split]) > 0
 
     def windows(
-        self, group: FusionGroup, split: Split, n: int, rng: np.random.Generator,
+        self,
+        group: FusionGroup,
+        split: Split,
+        n: int,
+        rng: np.random.Generator,
         replace: bool = True,
     ) -> np.ndarray:
         """Top-left (row, column) on the group's grid of ``n`` random windows, int [n, 2];
@@ -207,8 +218,9 @@ class FusionWaldData:
         """The 10 m pixels under each window, float32 [n, 12, patch·k, patch·k]."""
         k = group.ratio_10m
         size = patch * k
-        return np.stack([self.image[:, y * k : y * k + size, x * k : x * k + size]
-                         for y, x in starts])
+        return np.stack(
+            [self.image[:, y * k : y * k + size, x * k : x * k + size] for y, x in starts]
+        )
 
 
 def degradation_taps(ratio: int, sigma: float = BLUR_SIGMA) -> torch.Tensor:
@@ -268,8 +280,9 @@ def wald_batch(footprints: np.ndarray, group: FusionGroup, sigma: float) -> Grou
     for n in sorted({native_ratio(b) for b in group.inputs}):
         bands = [b for b in group.inputs if native_ratio(b) == n]
         native = F.avg_pool2d(x[:, _index(bands)], n)
-        upsampled.update(zip(bands, upsample(degrade(native, r, sigma), n * r // k).unbind(1),
-                             strict=True))
+        upsampled.update(
+            zip(bands, upsample(degrade(native, r, sigma), n * r // k).unbind(1), strict=True)
+        )
     ms = torch.stack([upsampled[b] for b in group.inputs], 1)
     return GroupBatch(hr[:, RGB_INDEX], ms, hr[:, _index(group.outputs)])
 
@@ -284,8 +297,7 @@ def training_batch(
     """Random clear training windows of the group, each under one of its 8 symmetries."""
     patch = cfg.patch(group)
     starts = data.windows(group, "train", cfg.batch_size, rng)
-    return wald_batch(augment(data.footprints(group, starts, patch), rng), group,
-                      cfg.blur_sigma)
+    return wald_batch(augment(data.footprints(group, starts, patch), rng), group, cfg.blur_sigma)
 
 
 def validation_sets(data: FusionWaldData, cfg: FusionTrainConfig) -> dict[int, GroupBatch]:
@@ -296,19 +308,22 @@ def validation_sets(data: FusionWaldData, cfg: FusionTrainConfig) -> dict[int, G
         if data.has_windows(g, "test"):
             rng = step_rng(cfg.seed, VALIDATION_STREAM, g.resolution)
             starts = data.windows(g, "test", cfg.val_patches, rng, replace=False)
-            sets[g.resolution] = wald_batch(data.footprints(g, starts, cfg.patch(g)), g,
-                                            cfg.blur_sigma)
+            sets[g.resolution] = wald_batch(
+                data.footprints(g, starts, cfg.patch(g)), g, cfg.blur_sigma
+            )
     return sets
 
 
 def ergas(prediction: torch.Tensor, truth: torch.Tensor, group: FusionGroup) -> float:
     """ERGAS (``pipeline.quality.fusion``) of windows [n, C, P, P] laid side by side, so
     errors and band means pool over all of them; h/l = 1 / r."""
+
     def side_by_side(x: torch.Tensor) -> np.ndarray:
         return torch.cat(x.detach().cpu().unbind(0), dim=-1).numpy()
 
-    metrics = fusion_metrics(side_by_side(prediction), side_by_side(truth),
-                             ratio=1 / group.ratio_2p5m)
+    metrics = fusion_metrics(
+        side_by_side(prediction), side_by_side(truth), ratio=1 / group.ratio_2p5m
+    )
     return metrics.mean["ergas"]
 
 
@@ -332,15 +347,14 @@ class FusionTrainer(Run):
         self.net, self.cfg, self.data = net.to(device).train(), cfg, data
         self.description, self.device = dict(description), torch.device(device)
         self.validation = validation_sets(data, cfg)
-        self.optimizers = [torch.optim.Adam(net.group(g.name).parameters(), lr=cfg.lr)
-                           for g in cfg.selected]
+        self.optimizers = [
+            torch.optim.Adam(net.group(g.name).parameters(), lr=cfg.lr) for g in cfg.selected
+        ]
 
     @property
     def hyper_parameters(self) -> dict[str, Any]:
-        size = NetworkSize(self.net.features, self.net.blocks, self.net.growth,
-                           self.net.residual)
-        return plain({"network": asdict(size), "train": asdict(self.cfg),
-                      "data": self.description})
+        size = NetworkSize(self.net.features, self.net.blocks, self.net.growth, self.net.residual)
+        return plain({"network": asdict(size), "train": asdict(self.cfg), "data": self.description})
 
     @property
     def validates(self) -> bool:
@@ -362,15 +376,20 @@ class FusionTrainer(Run):
             target = normalize(batch.target, g.outputs).to(self.device)
             loss = F.l1_loss(self._predict(g, batch), target)
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"the {g.resolution} m group's loss is not finite at "
-                                       f"step {self.step + 1}")
+                raise TrainingDiverged(
+                    f"the {g.resolution} m group's loss is not finite at step {self.step + 1}"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses[f"loss_{g.resolution}m"] = loss.item()
         self.step += 1
-        return {"step": self.step, "loss": float(np.mean(list(losses.values()))), **losses,
-                "seconds": time.perf_counter() - started}
+        return {
+            "step": self.step,
+            "loss": float(np.mean(list(losses.values()))),
+            **losses,
+            "seconds": time.perf_counter() - started,
+        }
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -383,15 +402,16 @@ class FusionTrainer(Run):
                 g = GROUPS[resolution]
                 prediction = denormalize(self._predict(g, batch), g.outputs)
                 record[f"ergas_{resolution}m"] = ergas(prediction, batch.target, g)
-                record[f"bilinear_ergas_{resolution}m"] = ergas(batch.baseline(g),
-                                                                batch.target, g)
+                record[f"bilinear_ergas_{resolution}m"] = ergas(batch.baseline(g), batch.target, g)
         finally:
             self.net.train()
         return {**record, "seconds": time.perf_counter() - started}
 
     def state(self) -> dict[str, Any]:
-        return {"state_dict": self.net.state_dict(),
-                "optimizer_states": [o.state_dict() for o in self.optimizers]}
+        return {
+            "state_dict": self.net.state_dict(),
+            "optimizer_states": [o.state_dict() for o in self.optimizers],
+        }
 
     def load_state(self, checkpoint: Mapping[str, Any]) -> None:
         self.net.load_state_dict(checkpoint["state_dict"])
@@ -401,12 +421,16 @@ class FusionTrainer(Run):
     def export(self) -> LocalWeights:
         """The three networks as ``weights.safetensors`` for ``flows.region --fusion-weights``;
         groups left out of training keep their initial weights (``trained_groups`` says)."""
-        return save_fusion_network(self.net, self.run_dir / WEIGHTS, {
-            "steps": self.step,
-            "trained_groups": list(self.cfg.groups),
-            "train": asdict(self.cfg),
-            "data": self.description,
-        })
+        return save_fusion_network(
+            self.net,
+            self.run_dir / WEIGHTS,
+            {
+                "steps": self.step,
+                "trained_groups": list(self.cfg.groups),
+                "train": asdict(self.cfg),
+                "data": self.description,
+            },
+        )
 
 
 def open_fusion_run(

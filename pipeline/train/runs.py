@@ -117,8 +117,7 @@ class Run(ABC):
             f.write(json.dumps(record) + "\n")
 
     def checkpoint(self) -> dict[str, Any]:
-        return {"global_step": self.step, **self.state(),
-                "hyper_parameters": self.hyper_parameters}
+        return {"global_step": self.step, **self.state(), "hyper_parameters": self.hyper_parameters}
 
     def save(self) -> Path:
         """Write ``last.ckpt`` atomically: a kill mid-write leaves the previous one."""
@@ -130,8 +129,9 @@ class Run(ABC):
 
     def restore(self, checkpoint: Mapping[str, Any]) -> None:
         """Continue from a checkpoint of this run; refuse one made with other settings."""
-        same_settings(checkpoint["hyper_parameters"], self.hyper_parameters, self.run_dir,
-                      self.resumable)
+        same_settings(
+            checkpoint["hyper_parameters"], self.hyper_parameters, self.run_dir, self.resumable
+        )
         self.load_state(checkpoint)
         self.step = int(checkpoint["global_step"])
         self._truncate_log()
@@ -140,8 +140,11 @@ class Run(ABC):
         """Drop records of steps after the checkpoint: they are about to be done again."""
         path = self.run_dir / LOG
         if path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line and json.loads(line)["step"] <= self.step]
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line and json.loads(line)["step"] <= self.step
+            ]
             path.write_text("".join(line + "\n" for line in kept))
 
 

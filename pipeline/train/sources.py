@@ -206,8 +206,16 @@ class SentinelWaldSource:
             raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
         self.patch = patch
         self.split = split
-        composite = sentinel_composite(stac, aoi, start, end, RGB_BANDS, collection=collection,
-                                       max_cloud=max_cloud, mask_snow=mask_snow)
+        composite = sentinel_composite(
+            stac,
+            aoi,
+            start,
+            end,
+            RGB_BANDS,
+            collection=collection,
+            max_cloud=max_cloud,
+            mask_snow=mask_snow,
+        )
         self.image, self.epsg, self.bounds = composite.image, composite.epsg, composite.bounds
         width = self.image.shape[2]
         self.columns = split_columns(width, round(width * (1 - test_fraction)), split)
@@ -264,8 +272,9 @@ def sentinel_composite(
     epsg = scene_epsg(items) or default_crs(aoi).to_epsg()
     footprint = project(aoi, f"EPSG:{epsg}")
     bounds = _snap(footprint.bounds, lattice_anchor(items, epsg), lattice)
-    composite, _ = clear_sky(items, epsg, bounds, mask_snow, bands,
-                             signer=signer_for(stac, collection))
+    composite, _ = clear_sky(
+        items, epsg, bounds, mask_snow, bands, signer=signer_for(stac, collection)
+    )
     image = np.asarray(composite.values, dtype=np.float32)
     inside = rasterio.features.geometry_mask(
         [shapely.geometry.mapping(footprint)],

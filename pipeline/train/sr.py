@@ -79,18 +79,30 @@ class TrainConfig:
 
     #: Settings a resumed run may change: they decide when things happen, not what is learnt.
     RESUMABLE: ClassVar[tuple[str, ...]] = (
-        "steps", "val_every", "val_patches", "val_steps", "ckpt_every",
+        "steps",
+        "val_every",
+        "val_patches",
+        "val_steps",
+        "ckpt_every",
     )
 
     def __post_init__(self) -> None:
-        counts = ("steps", "batch_size", "patch", "val_every", "val_patches", "val_steps",
-                  "ckpt_every")
+        counts = (
+            "steps",
+            "batch_size",
+            "patch",
+            "val_every",
+            "val_patches",
+            "val_steps",
+            "ckpt_every",
+        )
         for name in counts:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.patch % self.degradation.scale:
-            raise ValueError(f"patch {self.patch} is not a multiple of the scale "
-                             f"{self.degradation.scale}")
+            raise ValueError(
+                f"patch {self.patch} is not a multiple of the scale {self.degradation.scale}"
+            )
         if self.window < self.patch:
             raise ValueError(f"pair_window {self.window} is smaller than the patch {self.patch}")
         if self.lr <= 0 or not 0 < self.ema_rate <= 1 or self.seed < 0:
@@ -114,12 +126,14 @@ def check_patch(config: DiffFuSRConfig, cfg: TrainConfig) -> None:
     """The U-Net folds and halves the HR patch, so its edge must divide accordingly; the data
     must be degraded by the network's scale."""
     if cfg.degradation.scale != config.scale:
-        raise ValueError(f"the degradation scale {cfg.degradation.scale} is not the "
-                         f"network's {config.scale}")
+        raise ValueError(
+            f"the degradation scale {cfg.degradation.scale} is not the network's {config.scale}"
+        )
     multiple = config.unet.multiple
     if cfg.patch % multiple:
-        raise ValueError(f"patch {cfg.patch} is not a multiple of {multiple}, "
-                         "which this network needs")
+        raise ValueError(
+            f"patch {cfg.patch} is not a multiple of {multiple}, which this network needs"
+        )
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -142,10 +156,14 @@ def crop_pairs(windows: np.ndarray, patch: int, rng: np.random.Generator) -> np.
     n, _, h, w = windows.shape
     ys = rng.integers(h - patch + 1, size=(n, 2))
     xs = rng.integers(w - patch + 1, size=(n, 2))
-    return np.stack([
-        np.stack([win[:, y : y + patch, x : x + patch] for y, x in zip(ys[i], xs[i], strict=True)])
-        for i, win in enumerate(windows)
-    ])
+    return np.stack(
+        [
+            np.stack(
+                [win[:, y : y + patch, x : x + patch] for y, x in zip(ys[i], xs[i], strict=True)]
+            )
+            for i, win in enumerate(windows)
+        ]
+    )
 
 
 def training_batch(
@@ -190,8 +208,9 @@ def losses(
         "aux": F.l1_loss(net.encoder.reconstruct(context), hr),
         "contrast": F.cross_entropy(logits, labels),
     }
-    parts["loss"] = (parts["denoise"] + cfg.aux_weight * parts["aux"]
-                     + cfg.contrast_weight * parts["contrast"])
+    parts["loss"] = (
+        parts["denoise"] + cfg.aux_weight * parts["aux"] + cfg.contrast_weight * parts["contrast"]
+    )
     return parts
 
 
@@ -218,11 +237,18 @@ def validation_set(source: PatchSource, cfg: TrainConfig) -> ValidationSet:
     """``val_patches`` patches under the reference's validation degradation (isotropic blur
     σ 1.2, no noise), harmonised and quantised as the training inputs are."""
     d = cfg.degradation
-    degradation = replace(VALIDATION, scale=d.scale, harmonize=d.harmonize, levels=d.levels,
-                          gamma_mean=d.gamma_mean, gamma_cov=d.gamma_cov)
+    degradation = replace(
+        VALIDATION,
+        scale=d.scale,
+        harmonize=d.harmonize,
+        levels=d.levels,
+        gamma_mean=d.gamma_mean,
+        gamma_cov=d.gamma_cov,
+    )
     rng = step_rng(cfg.seed, VALIDATION_STREAM)
-    pairs = degrade(torch.from_numpy(source.sample(cfg.val_patches, rng)), degradation,
-                    torch_generator(rng))
+    pairs = degrade(
+        torch.from_numpy(source.sample(cfg.val_patches, rng)), degradation, torch_generator(rng)
+    )
     bicubic = np.stack([upsample_cubic(x, d.scale) for x in pairs.lr.numpy()])
     x_t = torch.randn(pairs.hr.shape, generator=torch_generator(rng))
     return ValidationSet(pairs.hr, pairs.lr, torch.from_numpy(bicubic).clamp(0, 1), x_t)
@@ -231,10 +257,11 @@ def validation_set(source: PatchSource, cfg: TrainConfig) -> ValidationSet:
 def scores(prediction: torch.Tensor, truth: torch.Tensor, scale: int) -> tuple[float, float]:
     """(PSNR, SSIM) for data range 1, per band as the project's fusion metrics define them,
     averaged over bands and patches."""
-    means = [fusion_metrics(p.numpy(), t.numpy(), ratio=1 / scale).mean
-             for p, t in zip(prediction, truth, strict=True)]
-    return (float(np.mean([m["psnr"] for m in means])),
-            float(np.mean([m["ssim"] for m in means])))
+    means = [
+        fusion_metrics(p.numpy(), t.numpy(), ratio=1 / scale).mean
+        for p, t in zip(prediction, truth, strict=True)
+    ]
+    return (float(np.mean([m["psnr"] for m in means])), float(np.mean([m["ssim"] for m in means])))
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -264,11 +291,13 @@ class Trainer(Run):
 
     @property
     def hyper_parameters(self) -> dict[str, Any]:
-        return plain({
-            "lit_model": {"args": self.net.config.to_lit_args()},
-            "train": asdict(self.cfg),
-            "data": self.data,
-        })
+        return plain(
+            {
+                "lit_model": {"args": self.net.config.to_lit_args()},
+                "train": asdict(self.cfg),
+                "data": self.data,
+            }
+        )
 
     @property
     def validates(self) -> bool:
@@ -290,8 +319,13 @@ class Trainer(Run):
         ema_update(self.net.ema, self.net.model, decay)
         self.step += 1
         record = {k: v.item() for k, v in parts.items()}
-        return {"step": self.step, **record, "lr": lr, "ema_decay": decay,
-                "seconds": time.perf_counter() - started}
+        return {
+            "step": self.step,
+            **record,
+            "lr": lr,
+            "ema_decay": decay,
+            "seconds": time.perf_counter() - started,
+        }
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -309,15 +343,20 @@ class Trainer(Run):
         val_psnr, val_ssim = scores(net.denormalize(x0).clamp(0, 1).cpu(), v.hr, scale)
         bicubic_psnr, bicubic_ssim = scores(v.bicubic, v.hr, scale)
         return {
-            "step": self.step, "val_psnr": val_psnr, "val_ssim": val_ssim,
-            "bicubic_psnr": bicubic_psnr, "bicubic_ssim": bicubic_ssim,
+            "step": self.step,
+            "val_psnr": val_psnr,
+            "val_ssim": val_ssim,
+            "bicubic_psnr": bicubic_psnr,
+            "bicubic_ssim": bicubic_ssim,
             "seconds": time.perf_counter() - started,
         }
 
     def state(self) -> dict[str, Any]:
         """The reference LightningModule's layout."""
-        return {"state_dict": self.net.state_dict(),
-                "optimizer_states": [self.optimizer.state_dict()]}
+        return {
+            "state_dict": self.net.state_dict(),
+            "optimizer_states": [self.optimizer.state_dict()],
+        }
 
     def load_state(self, checkpoint: Mapping[str, Any]) -> None:
         self.net.load_state_dict(checkpoint["state_dict"])

@@ -48,9 +48,10 @@ class DiffFuSRConfig:
         if enc.get("num_feat", 64) != 64:
             raise ValueError("the spatial encoder must have 64 features (the U-Net expects 64)")
         diffusion = args.get("diffusion", {})
-        if diffusion.get("beta_type", "cosine") != "cosine" or diffusion.get(
-            "model_mean_type", "xstart"
-        ) != "xstart":
+        if (
+            diffusion.get("beta_type", "cosine") != "cosine"
+            or diffusion.get("model_mean_type", "xstart") != "xstart"
+        ):
             raise ValueError("only the cosine schedule with x0-prediction is supported")
         return cls(
             unet=UNetConfig(**unet),
@@ -68,13 +69,23 @@ class DiffFuSRConfig:
             "scale": self.scale,
             "mean": [MEAN] * 3,
             "std": [STD] * 3,
-            "encoder": {"name": "RRDBNet", "args": {
-                "scale": self.scale, "num_in_ch": 3, "num_out_ch": 3,
-                "num_feat": self.encoder_features, "num_block": self.encoder_blocks,
-            }},
+            "encoder": {
+                "name": "RRDBNet",
+                "args": {
+                    "scale": self.scale,
+                    "num_in_ch": 3,
+                    "num_out_ch": 3,
+                    "num_feat": self.encoder_features,
+                    "num_block": self.encoder_blocks,
+                },
+            },
             "diffusion_model": {"name": "DiffUNetSR3Atom", "args": unet},
-            "diffusion": {"beta_type": "cosine", "n_timestep": self.timesteps,
-                          "model_mean_type": "xstart", "t_encode_mode": "continuous"},
+            "diffusion": {
+                "beta_type": "cosine",
+                "n_timestep": self.timesteps,
+                "model_mean_type": "xstart",
+                "t_encode_mode": "continuous",
+            },
         }
 
 

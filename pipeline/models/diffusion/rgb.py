@@ -211,8 +211,9 @@ class DiffFuSRRGB(PinnedWeights):
         padded = tuple(lr.shape[-2:])
         corner = (origin[0] - top, origin[1] - left)
         if focus is not None:
-            focus = tuple(slice(s.start + o, s.stop + o) for s, o in zip(focus, (top, left),
-                                                                            strict=True))
+            focus = tuple(
+                slice(s.start + o, s.stop + o) for s, o in zip(focus, (top, left), strict=True)
+            )
         with self._autocast(device):
             blend = _Windows(lr, self.window, self.overlap, focus)
             context, degradation = self._condition(net, blend.gather(lr, 1))
@@ -245,9 +246,17 @@ class DiffFuSRRGB(PinnedWeights):
         bands are all 0 is the fill of no-data."""
         rgb = np.asarray(rgb, dtype=np.float32)
         valid = (rgb != 0).any(axis=0)
-        return np.stack([np.stack([make_consistent(band, native, SCALE, valid)
-                                   for band, native in zip(sample, rgb, strict=True)])
-                         for sample in draws])
+        return np.stack(
+            [
+                np.stack(
+                    [
+                        make_consistent(band, native, SCALE, valid)
+                        for band, native in zip(sample, rgb, strict=True)
+                    ]
+                )
+                for sample in draws
+            ]
+        )
 
     def _batch(self, device: torch.device) -> int:
         """Windows per network call: few on a CPU, where bigger batches gain nothing, many on
@@ -349,10 +358,12 @@ def _one_step(
     schedule = net.diffusion
     if not 0 <= level < schedule.timesteps:
         raise ValueError(f"the noise level must be a timestep from 0 to {schedule.timesteps - 1}")
-    clean = net.normalize(F.interpolate(lr.detach(), scale_factor=SCALE, mode="bilinear",
-                                        align_corners=False))
+    clean = net.normalize(
+        F.interpolate(lr.detach(), scale_factor=SCALE, mode="bilinear", align_corners=False)
+    )
     x_t = schedule.sqrt_alphas_cumprod[level] * clean + (
-        schedule.sqrt_one_minus_alphas_cumprod[level] * noise)
+        schedule.sqrt_one_minus_alphas_cumprod[level] * noise
+    )
     gamma = schedule.sqrt_alphas_cumprod[level].expand(len(x_t), 1)
     return denoise(x_t, gamma).clamp(-1.0, 1.0)
 

@@ -97,7 +97,8 @@ class DegradationAwareConv(nn.Module):
         super().__init__()
         self.channels = channels
         self.kernel = nn.Sequential(
-            nn.Linear(COMPRESSED, COMPRESSED, bias=False), nn.LeakyReLU(0.1),
+            nn.Linear(COMPRESSED, COMPRESSED, bias=False),
+            nn.LeakyReLU(0.1),
             nn.Linear(COMPRESSED, 9 * channels, bias=False),
         )
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)

@@ -128,17 +128,13 @@ class DiffFuSRFusion(PinnedWeights):
     def _network(self) -> GroupedFusion:
         return self._resident(_build)
 
-    def __call__(
-        self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]
-    ) -> np.ndarray:
+    def __call__(self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         """(12, h, w) reflectance at 10 m and the (3, 4h, 4w) RGB at 2.5 m → (12, 4h, 4w),
         with the radiometric guarantee when ``consistent``."""
         out = self.predict(bands, rgb, origin)
         return self.correct(out, bands) if self.consistent else out
 
-    def predict(
-        self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]
-    ) -> np.ndarray:
+    def predict(self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         """The networks' own (12, 4h, 4w) output, B04 B03 B02 being ``rgb``, before any
         guarantee."""
         h, w = bands.shape[1:]
@@ -173,8 +169,9 @@ class DiffFuSRFusion(PinnedWeights):
         block and the 2.5 m RGB, before any consistency correction."""
         device = next(self._network().parameters()).device
         with torch.inference_mode():
-            fused = self.fuse_tensors(torch.from_numpy(bands).to(device),
-                                      torch.from_numpy(rgb).to(device))
+            fused = self.fuse_tensors(
+                torch.from_numpy(bands).to(device), torch.from_numpy(rgb).to(device)
+            )
             return {b: value.float().cpu().numpy() for b, value in fused.items()}
 
     def fuse_tensors(
@@ -201,8 +198,7 @@ def native_grids(bands: np.ndarray | torch.Tensor) -> dict[str, np.ndarray | tor
     """Each band's native pixels, (h / ratio, w / ratio), from the (12, h, w) 10 m block
     (an array or a tensor, :func:`~pipeline.resample.block_mean` taking either)."""
     return {
-        b: block_mean(bands[i : i + 1], NATIVE_RATIO[b])[0]
-        for i, b in enumerate(REFLECTANCE_BANDS)
+        b: block_mean(bands[i : i + 1], NATIVE_RATIO[b])[0] for i, b in enumerate(REFLECTANCE_BANDS)
     }
 
 
@@ -232,8 +228,9 @@ def consistency_error(
     errors = {}
     for band in bands:
         footprint = SCALE * NATIVE_RATIO[band]
-        mean = block_mean(high[REFLECTANCE_BANDS.index(band)][None].astype(np.float64),
-                          footprint)[0]
+        mean = block_mean(high[REFLECTANCE_BANDS.index(band)][None].astype(np.float64), footprint)[
+            0
+        ]
         diff = np.abs(mean - natives[band].astype(np.float64))
         errors[band] = (float(diff.mean()), float(diff.max()))
     return errors
