@@ -202,6 +202,8 @@ def _eastward(geometry: BaseGeometry) -> BaseGeometry:
     """``geometry`` with its parts in the western hemisphere moved east by 360° when that
     makes it narrower (one split at the antimeridian), else itself."""
     parts = getattr(geometry, "geoms", [geometry])
+    if len(parts) < 2:  # whole: not split (and moving it could only change its rounding)
+        return geometry
     moved = shapely.union_all(
         [shapely.affinity.translate(p, 360) if p.bounds[2] <= 0 else p for p in parts]
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 import urllib.error
@@ -29,6 +28,7 @@ from urllib.parse import urlparse
 from stackstac.rio_reader import AutoParallelRioReader
 
 from pipeline.errors import UserError
+from pipeline.redact import redact
 
 #: ``--sign`` values: guess from the catalog's URL, never sign, or sign for Planetary Computer.
 AUTO, NONE, PLANETARY_COMPUTER = "auto", "none", "planetary-computer"
@@ -137,15 +137,6 @@ class _ReaderFactory:
         return SignedReader(signer=self.signer, **options)
 
 
-#: A URL's query string, in messages (GDAL's and stackstac's name the URL they failed on).
-_QUERY = re.compile(r"(\w+://[^\s'\"?]*)\?[^\s'\"]*")
-
-
-def without_tokens(text: str) -> str:
-    """``text`` with the query string of every URL in it left out."""
-    return _QUERY.sub(r"\1", text)
-
-
 class SignedReader(AutoParallelRioReader):
     """stackstac's reader, opening its asset with a signed href that it never keeps: the
     unsigned one is what its messages and its pickled state hold. A refused open or read is
@@ -169,7 +160,7 @@ class SignedReader(AutoParallelRioReader):
             self.url, self._token = self.signer.sign(href, refused)
             return super()._open()
         except Exception as err:
-            raise RuntimeError(without_tokens(str(err))) from None
+            raise RuntimeError(redact(str(err))) from None
         finally:
             self.url = href
 
@@ -186,7 +177,7 @@ class SignedReader(AutoParallelRioReader):
                 self._dataset = self._signed_open(self._token)
             return super().read(window, **kwargs)
         except Exception as err:
-            raise RuntimeError(without_tokens(str(err))) from None
+            raise RuntimeError(redact(str(err))) from None
 
     def __getstate__(self) -> dict:
         return {**super().__getstate__(), "signer": self.signer}

@@ -320,17 +320,22 @@ def test_gpu_workers_claim_a_gpu() -> None:
 
 
 FLOW_ARGS = [
-    pytest.param(c["args"][len(FLOW) :], id=f"{_name(doc)}:{c['name']}")
+    pytest.param(doc["metadata"]["name"], c["args"][len(FLOW) :], id=f"{_name(doc)}:{c['name']}")
     for doc in JOBS
     for c in _containers(embedded_pods(doc)["job"])
     if c["args"][:3] == FLOW
 ]
 
 
-@pytest.mark.parametrize("args", FLOW_ARGS)
-def test_flow_accepts_job_options(args: list[str]) -> None:
-    options = parser().parse_args(args)
-    assert options.scheduler == "$(DASK_SCHEDULER_ADDRESS)"
+@pytest.mark.parametrize(("job", "args"), FLOW_ARGS)
+def test_flow_accepts_job_options(job: str, args: list[str]) -> None:
+    """The runner's arguments as Kubernetes hands them over: ``$(VAR)`` expanded, here with
+    the scheduler address the Dask operator gives a job's runner."""
+    address = f"tcp://{job}-scheduler:8786"
+    expanded = [a.replace("$(DASK_SCHEDULER_ADDRESS)", address) for a in args]
+    assert expanded != args, "the runner no longer takes the operator's scheduler"
+    options = parser().parse_args(expanded)
+    assert options.scheduler == address
     aoi = ROOT / options.aoi
     assert aoi.is_file(), f"{options.aoi} is not in the repository, so not in the image"
     assert any(aoi.is_relative_to(ROOT / src) for src in _copied()), options.aoi
@@ -338,7 +343,7 @@ def test_flow_accepts_job_options(args: list[str]) -> None:
 
 def test_flow_refuses_unknown_option() -> None:
     """The check above can fail: an option the flow does not have ends the parse."""
-    (args, *_) = FLOW_ARGS[0].values
+    (_, args) = FLOW_ARGS[0].values
     with pytest.raises(SystemExit):
         parser().parse_args([*args, "--tiles-per-worker=4"])
 
