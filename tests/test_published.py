@@ -12,11 +12,14 @@ import hashlib
 import json
 import shutil
 import socket
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import xarray as xr
+from huggingface_hub.utils import _http as hub_http
 
 from pipeline.errors import WeightsError
 from pipeline.models import weights as weights_module
@@ -168,9 +171,13 @@ def test_a_path_not_on_the_hub_is_named_with_how_to_give_another(hub, published)
 
 
 def test_an_unreachable_hub_says_how_to_get_them(hub, monkeypatch):
+    """After the hub client's retries (their 23 s of back-off skipped here, and counted)."""
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{s.getsockname()[1]}")
+    waits: list[float] = []
+    clock = {k: getattr(time, k) for k in dir(time) if not k.startswith("_")}
+    monkeypatch.setattr(hub_http, "time", SimpleNamespace(**{**clock, "sleep": waits.append}))
     checkpoint = PUBLISHED["difffusr"]["naip-harm"]
     with pytest.raises(WeightsError) as err:
         DiffFuSRRGB(weights="naip-harm", device="cpu")
@@ -183,6 +190,7 @@ def test_an_unreachable_hub_says_how_to_get_them(hub, monkeypatch):
         f"{checkpoint.path}` (or copy a hub cache and point HF_HOME at "
         "it), or give a local file with --weights FILE"
     )
+    assert waits  # tried again before giving up
 
 
 def test_a_copy_in_the_weights_cache_serves_a_pinned_name_offline(hub, monkeypatch):
