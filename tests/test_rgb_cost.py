@@ -14,7 +14,7 @@ from pipeline.superresolve import SuperResolver
 
 WEIGHTS = str(Path(__file__).parent / "fixtures" / "difffusr" / "sr_small.ckpt")
 #: One step: the count of U-Net rows per step is what is checked, not the sample.
-MODEL = {"weights": WEIGHTS, "steps": 1, "window": 16, "overlap": 4, "batch": 16, "device": "cpu"}
+MODEL = {"weights": WEIGHTS, "steps": 1, "window": 16, "overlap": 4, "batch": 64, "device": "cpu"}
 
 
 def evaluated_windows(model: DiffFuSRRGB, run) -> int:
@@ -29,11 +29,11 @@ def evaluated_windows(model: DiffFuSRRGB, run) -> int:
     return sum(rows) // (model.steps * model.samples)
 
 
-@pytest.mark.parametrize("block_size", [42, None])
+@pytest.mark.parametrize("block_size", [60, None])
 def test_the_tile_layout_count_is_what_the_model_evaluates(block_size) -> None:
     """A 48-pixel tile with its halo of 36 (the window, the RGB guarantee's reach and the
     fusion's, in whole 60 m pixels), through the halo wrapper as the region flow runs it:
-    blocks of 42 (three along each axis of the 120-pixel region) or one block for the whole
+    blocks of 60 (two along each axis of the 120-pixel region) or one block for the whole
     region."""
     model = DiffFuSRRGB(**MODEL)
     resolver = SuperResolver(model, get_fusion_model("bicubic"))
@@ -44,7 +44,7 @@ def test_the_tile_layout_count_is_what_the_model_evaluates(block_size) -> None:
     lazy = resolver.apply(da.from_array(bands), block_size, offset)
     counted = evaluated_windows(model, lambda: lazy.compute(scheduler="sync"))
     assert counted == tile_windows((tile, tile), halo, block_size, 16, 4, origin)
-    assert halo == 36 and lazy.numblocks[1] == (3 if block_size else 1)
+    assert halo == 36 and lazy.numblocks[1] == (2 if block_size else 1)
 
 
 def test_windows_without_data_are_neither_evaluated_nor_counted() -> None:
