@@ -524,6 +524,9 @@ def test_ctrl_c_and_a_concurrent_overwrite(dask_client, tmp_path, capfd):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # Ctrl-C in a terminal: SIGINT to every process of the group
+        # as in a terminal, whatever this test process does with SIGINT: a Python started
+        # with SIGINT ignored keeps ignoring it, and the run would end as if never stopped
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         wait_for(lambda: bool(markers(out)), lambda: writing.poll() is None, "a finished tile")
