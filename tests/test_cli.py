@@ -292,6 +292,7 @@ def test_bad_input_is_one_line_and_damages_nothing(
 ):
     args, message = BAD_INPUTS[case]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("S2SR_TIMEOUT", "1")  # the unreachable scheduler: 1 s, not 10 s
     argv = [*args(tmp_path), "--out", str(demo_product)]
     before = tree_digest(demo_product)
     if case in OWN_PROCESS:
