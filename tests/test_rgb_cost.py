@@ -29,15 +29,15 @@ def evaluated_windows(model: DiffFuSRRGB, run) -> int:
     return sum(rows) // (model.steps * model.samples)
 
 
-@pytest.mark.parametrize("block_size", [60, None])
+@pytest.mark.parametrize("block_size", [48, None])
 def test_the_tile_layout_count_is_what_the_model_evaluates(block_size) -> None:
-    """A 48-pixel tile with its halo of 36 (the window, the RGB guarantee's reach and the
+    """A 24-pixel tile with its halo of 36 (the window, the RGB guarantee's reach and the
     fusion's, in whole 60 m pixels), through the halo wrapper as the region flow runs it:
-    blocks of 60 (two along each axis of the 120-pixel region) or one block for the whole
+    blocks of 48 (two along each axis of the 96-pixel region) or one block for the whole
     region."""
     model = DiffFuSRRGB(**MODEL)
     resolver = SuperResolver(model, get_fusion_model("bicubic"))
-    tile, halo, origin = 48, resolver.halo, (606, -1200)
+    tile, halo, origin = 24, resolver.halo, (606, -1200)
     region = tile + 2 * halo
     bands = np.random.default_rng(1).uniform(0.02, 0.3, (12, region, region)).astype(np.float32)
     offset = (origin[0] - halo, origin[1] - halo)
