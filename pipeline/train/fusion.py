@@ -23,11 +23,10 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
-from pipeline.grid import LATTICE_PIXELS
+from pipeline.grid import LATTICE_PIXELS, SCALE
 from pipeline.models.fusion.network import (
     ATTENTION_REDUCTION,
     FUSION_GROUPS,
-    SCALE,
     FusionGroup,
     FusionNetwork,
     denormalize,

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from pipeline.blocks import halo_blocks
-from pipeline.models.diffusion.rgb import SCALE, _lattice, _on_lattice, _Windows
+from pipeline.grid import SCALE
+from pipeline.models.diffusion.rgb import _lattice, _on_lattice, _Windows
 
 
 def sampled_windows(rgb: np.ndarray, origin: tuple[int, int], window: int, overlap: int) -> int:

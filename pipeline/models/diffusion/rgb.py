@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from pipeline.grid import SCALE
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.noise import position_noise
 from pipeline.models.diffusion.sampler import ddim_chain
@@ -40,7 +41,6 @@ from pipeline.models.weights import (
 )
 from pipeline.radiometry import correction_reach, make_consistent
 
-SCALE = 4
 #: The weights we trained and ship for the demo (model card: difffusr-demo.md beside them).
 DEMO_WEIGHTS = shipped_weights("difffusr-demo.safetensors")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

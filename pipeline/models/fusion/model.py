@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.grid import SCALE
 from pipeline.models.fusion.mtf import MTFFusionNetwork
 from pipeline.models.fusion.network import (
     FUSION_GROUPS,
-    SCALE,
     GroupedFusion,
     denormalize,
     normalize,

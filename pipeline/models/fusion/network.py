@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS
+from pipeline.grid import SCALE  # the fusion sees every LR band ×4, whatever its native resolution
 from pipeline.models.rrdb import RRDB, lrelu
 
 #: Per-band (mean, std) of reflectance used by the reference to normalise LR bands and outputs.
@@ -39,8 +40,6 @@ BAND_STATS: dict[str, tuple[float, float]] = {
     "B11": (0.2461, 0.1472),
     "B12": (0.1874, 0.1418),
 }
-#: The fusion stage sees every LR band ×4 (10 m → 2.5 m), whatever its native resolution.
-SCALE = 4
 #: Fixed by the reference architecture: channel attention squeezes nf → nf / 4.
 ATTENTION_REDUCTION = 4
 RDB_NAMES = ("RDB1", "RDB2", "RDB3")
