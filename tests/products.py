@@ -20,21 +20,15 @@ from pipeline.models.baselines import GramSchmidt
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def box_aoi(west: float, south: float, east: float, north: float) -> str:
+    """A GeoJSON polygon of a longitude/latitude box, as an AOI file holds it."""
+    ring = [[west, south], [east, south], [east, north], [west, north], [west, south]]
+    return json.dumps({"type": "Polygon", "coordinates": [ring]})
+
+
 #: A 120 × 120 px corner of the demo (one small tile), so runs of the learned models stay quick.
-SMALL_AOI = json.dumps(
-    {
-        "type": "Polygon",
-        "coordinates": [
-            [
-                [-67.645, -47.855],
-                [-67.642, -47.855],
-                [-67.642, -47.853],
-                [-67.645, -47.853],
-                [-67.645, -47.855],
-            ]
-        ],
-    }
-)
+SMALL_AOI = box_aoi(-67.645, -47.855, -67.642, -47.853)
 
 #: The demo product's tiling: 1056 x 648 px in 6 tiles, all intersecting the AOI.
 DEMO_TILING = ("--tile-size", "480")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -1000,9 +1001,39 @@ class SasServer(_OneProcessServer):
         return http_status(f"http://{HOST}:{self.port}/ready") == 200
 
 
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    """An HTTP/1.1 handler that logs nothing and answers HEAD as GET without the body; a
+    server's own handler says what to answer in ``_answer``."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_HEAD(self) -> None:  # noqa: N802 (the standard library's name)
+        self._answer(body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._answer(body=True)
+
+    def _answer(self, body: bool) -> None:
+        raise NotImplementedError
+
+    def _send(self, status: int, headers: dict[str, str], data: bytes, body: bool = True) -> None:
+        """Status, headers (with the length of ``data`` unless given) and, but for HEAD,
+        ``data``."""
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        if "Content-Length" not in headers:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body and self.command != "HEAD":
+            self.wfile.write(data)
+
+
 def _serve_sas(root: Path, port: int, log: Path, lifetime: float, revoke_after: int) -> None:
     """The :class:`SasServer` process."""
-    import http.server
     import secrets
     import threading
     from datetime import UTC, datetime
@@ -1017,18 +1048,7 @@ def _serve_sas(root: Path, port: int, log: Path, lifetime: float, revoke_after: 
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_HEAD(self) -> None:  # noqa: N802 (the standard library's name)
-            self._answer(body=False)
-
-        def do_GET(self) -> None:  # noqa: N802
-            self._answer(body=True)
-
+    class Handler(_QuietHandler):
         def _answer(self, body: bool) -> None:
             path, _, query = self.path.partition("?")
             if path == "/ready":
@@ -1086,17 +1106,6 @@ def _serve_sas(root: Path, port: int, log: Path, lifetime: float, revoke_after: 
                     entry[2] -= 1
                 return entry[0], True
 
-        def _send(
-            self, status: int, headers: dict[str, str], data: bytes, body: bool = True
-        ) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if body and self.command != "HEAD":
-                self.wfile.write(data)
-
     server = http.server.ThreadingHTTPServer((HOST, port), Handler)
     server.serve_forever()
 
@@ -1110,7 +1119,6 @@ def _hub_file(url_path: str) -> str:
 def _serve_hub(root: Path, port: int, log: Path) -> None:
     """The :class:`HubServer` process."""
     import hashlib
-    import http.server
 
     def digest(path: Path) -> str:
         sha = hashlib.sha256()
@@ -1124,18 +1132,7 @@ def _serve_hub(root: Path, port: int, log: Path) -> None:
         text = "".join(f"{p.relative_to(repo).as_posix()} {digest(p)}\n" for p in files)
         return hashlib.sha1(text.encode()).hexdigest()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_HEAD(self) -> None:  # noqa: N802 (the standard library's name)
-            self._answer(body=False)
-
-        def do_GET(self) -> None:  # noqa: N802
-            self._answer(body=True)
-
+    class Handler(_QuietHandler):
         def _answer(self, body: bool) -> None:
             if self.path == "/ready":
                 return self._send(200, {}, b"")
@@ -1177,15 +1174,6 @@ def _serve_hub(root: Path, port: int, log: Path) -> None:
                 {**headers, "Content-Length": str(len(text))},
                 text if self.command == "GET" else b"",
             )
-
-        def _send(self, status: int, headers: dict[str, str], data: bytes) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            if "Content-Length" not in headers:
-                self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
     server = http.server.ThreadingHTTPServer((HOST, port), Handler)
     server.serve_forever()

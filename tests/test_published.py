@@ -37,7 +37,7 @@ from pipeline.models.published import (
     weight_source,
 )
 from tests.conftest import FIXTURES, Hub
-from tests.products import region, write
+from tests.products import box_aoi, region, write
 
 ROOT = Path(__file__).resolve().parents[1]
 NAMES = [(model, name) for model, named in PUBLISHED.items() for name in named]
@@ -335,20 +335,7 @@ def test_benchmark_takes_the_names(hub, published, tmp_path, capsys):
 
 #: A small AOI in the scene's south-west corner: the tile's halo reaches past the scene there,
 #: and windows without data are not sampled: fewer paper-size windows to sample.
-CORNER_AOI = json.dumps(
-    {
-        "type": "Polygon",
-        "coordinates": [
-            [
-                [-67.6600, -47.8612],
-                [-67.6570, -47.8612],
-                [-67.6570, -47.8592],
-                [-67.6600, -47.8592],
-                [-67.6600, -47.8612],
-            ]
-        ],
-    }
-)
+CORNER_AOI = box_aoi(-67.6600, -47.8612, -67.6570, -47.8592)
 
 
 def test_a_run_on_other_data_samples_with_the_published_weights_on_its_workers(
