@@ -51,15 +51,15 @@ from pyproj import Transformer
 from rasterio.windows import from_bounds
 from shapely.geometry import box, mapping
 
-from pipeline.bands import BANDS, REFLECTANCE_BANDS
-from pipeline.cluster import GPU_RESOURCE
-from pipeline.grid import INPUT_RESOLUTION, read_aoi
-from pipeline.load import RUN_ASSETS, Scene
-from pipeline.resample import upsample_nearest
+from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS
+from pipeline.geo.grid import INPUT_RESOLUTION, read_aoi
+from pipeline.geo.resample import upsample_nearest
+from pipeline.inputs.load import RUN_ASSETS, Scene
+from pipeline.models.superresolve import SuperResolver
+from pipeline.product.store import ProductStore
+from pipeline.run.cluster import GPU_RESOURCE
 from pipeline.run.dispatch import ScenePayloads, run_tiles
 from pipeline.run.plan import Plan, RegionRequest, plan_region
-from pipeline.store import ProductStore
-from pipeline.superresolve import SuperResolver
 from tests.servers import PgstacServer, S3Server
 
 ROOT = Path(__file__).resolve().parents[1]

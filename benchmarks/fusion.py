@@ -43,10 +43,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
-from pipeline.composite import clear_sky
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.grid import SCALE, read_aoi
+from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.geo.grid import SCALE, read_aoi
+from pipeline.geo.resample import upsample_cubic
+from pipeline.inputs.composite import clear_sky
 from pipeline.models.baselines import Bicubic, GramSchmidt
 from pipeline.models.fusion.model import (
     FUSED_BANDS,
@@ -59,9 +60,8 @@ from pipeline.models.fusion.model import (
 from pipeline.models.fusion.mtf import MTFFusionNetwork
 from pipeline.models.fusion.network import FUSION_GROUPS, FusionNetwork, GroupedFusion
 from pipeline.models.fusion.weights import save_fusion_network
-from pipeline.resample import upsample_cubic
+from pipeline.models.superresolve import SuperResolver
 from pipeline.run.plan import RegionRequest, plan_region
-from pipeline.superresolve import SuperResolver
 
 SEED = 0
 #: (generation, features, blocks, growth): the first generation's training preset ``small``

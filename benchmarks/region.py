@@ -29,16 +29,16 @@ from pathlib import Path
 import psutil
 from distributed import Client, get_task_stream, get_worker
 
-from pipeline.bands import RGB_INDEX
-from pipeline.cluster import dask_client
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.grid import INPUT_RESOLUTION, RESOLUTION, SCALE, read_aoi
+from pipeline.geo.bands import RGB_INDEX
+from pipeline.geo.grid import INPUT_RESOLUTION, RESOLUTION, SCALE, read_aoi
 from pipeline.models.diffusion.cost import executed_over_useful, sampled_windows, tile_windows
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
+from pipeline.models.superresolve import SuperResolver, model_input
+from pipeline.product.store import ProductStore
+from pipeline.run.cluster import dask_client
 from pipeline.run.dispatch import run_tiles
 from pipeline.run.plan import Plan, RegionRequest, plan_region
-from pipeline.store import ProductStore
-from pipeline.superresolve import SuperResolver, model_input
 
 MODEL_EVENT = "benchmark-model-seconds"
 

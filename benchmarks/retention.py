@@ -28,11 +28,11 @@ from pathlib import Path
 import psutil
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.grid import read_aoi
+from pipeline.geo.grid import read_aoi
+from pipeline.product.store import ProductStore
 from pipeline.run.dispatch import tile_job
 from pipeline.run.plan import RegionRequest, plan_region
 from pipeline.run.tile import complete_tile, prepare_tile
-from pipeline.store import ProductStore
 
 
 def _trim_heap() -> bool:

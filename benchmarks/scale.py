@@ -38,11 +38,11 @@ from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from benchmarks.region import TimedResolver, _peak_rss_mb, _rss_mb, measure, sampling
-from pipeline.bands import BANDS
-from pipeline.cluster import dask_client
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.grid import INPUT_RESOLUTION, LATTICE_PIXELS, SCALE, project, read_aoi
-from pipeline.load import asset_key, scene_epsg
+from pipeline.geo.bands import BANDS
+from pipeline.geo.grid import INPUT_RESOLUTION, LATTICE_PIXELS, SCALE, project, read_aoi
+from pipeline.inputs.load import asset_key, scene_epsg
+from pipeline.run.cluster import dask_client
 from pipeline.run.dispatch import TASKS_PER_TILE
 from pipeline.run.plan import Plan, RegionRequest, plan_region
 

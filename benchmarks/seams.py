@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from pipeline.cluster import dask_client
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.grid import INPUT_RESOLUTION, SCALE, read_aoi
+from pipeline.geo.grid import INPUT_RESOLUTION, SCALE, read_aoi
+from pipeline.product.store import ProductStore
+from pipeline.run.cluster import dask_client
 from pipeline.run.dispatch import run_tiles
 from pipeline.run.plan import RegionRequest, plan_region
-from pipeline.store import ProductStore
 
 RGB = ["B04", "B03", "B02"]
 

@@ -40,7 +40,7 @@ from pipeline.models.diffusion.rgb import DEFAULT_WINDOW, device_defaults
 from pipeline.models.diffusion.unet import UNetConfig
 from pipeline.models.fusion.model import fusion_halo
 from pipeline.models.fusion.network import FusionNetwork
-from pipeline.superresolve import CPU_LAYOUT, GPU_LAYOUT, Layout, region_halo
+from pipeline.models.superresolve import CPU_LAYOUT, GPU_LAYOUT, Layout, region_halo
 
 T = TypeVar("T")
 SEED = 0

@@ -24,9 +24,9 @@ import numpy as np
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.evaluation.scores import RGB_METRICS, rgb_scores
 from pipeline.evaluation.wald import rgb_input
-from pipeline.grid import SCALE, read_aoi
+from pipeline.geo.grid import SCALE, read_aoi
+from pipeline.geo.resample import upsample_cubic
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
-from pipeline.resample import upsample_cubic
 from pipeline.train.sources import SentinelWaldSource
 
 

@@ -23,30 +23,30 @@ from pyproj import CRS
 from tqdm import tqdm
 
 from flows._cli import OneLineErrors, run_command
-from pipeline.bands import REFLECTANCE_BANDS, validate_bands
-from pipeline.catalog import is_demo_catalog
-from pipeline.cluster import (
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from pipeline.errors import UserError
+from pipeline.geo.bands import REFLECTANCE_BANDS, validate_bands
+from pipeline.geo.grid import check_tile_size, parse_crs, read_aoi
+from pipeline.inputs.catalog import is_demo_catalog
+from pipeline.inputs.signing import AUTO, SIGN_CHOICES
+from pipeline.models import FUSION_MODELS, RGB_MODELS
+from pipeline.models.published import default_weights, describe, names
+from pipeline.models.superresolve import Layout, layout_for
+from pipeline.network import timeout
+from pipeline.product.finish import finish_product
+from pipeline.product.lease import held
+from pipeline.product.store import ProductStore
+from pipeline.quality.verdict import no_data_line, warning_line
+from pipeline.redact import redact
+from pipeline.run.cluster import (
     SCHEDULER_ENV,
     cuda_devices,
     dask_client,
     runs_on_cuda,
     scheduler_address,
 )
-from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.errors import UserError
-from pipeline.finish import finish_product
-from pipeline.grid import check_tile_size, parse_crs, read_aoi
-from pipeline.lease import held
-from pipeline.models import FUSION_MODELS, RGB_MODELS
-from pipeline.models.published import default_weights, describe, names
-from pipeline.network import timeout
-from pipeline.quality.verdict import no_data_line, warning_line
-from pipeline.redact import redact
 from pipeline.run.dispatch import RunSummary, run_tiles
 from pipeline.run.plan import Plan, RegionRequest, plan_region
-from pipeline.signing import AUTO, SIGN_CHOICES
-from pipeline.store import ProductStore
-from pipeline.superresolve import Layout, layout_for
 
 #: At most this many ``warning: item ... skipped`` lines; a count stands for the rest.
 SKIPPED_SHOWN = 5

@@ -27,9 +27,9 @@ from flows._training import (
     sentinel_query,
     train,
 )
-from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.errors import UserError
-from pipeline.grid import LATTICE
+from pipeline.geo.bands import REFLECTANCE_BANDS
+from pipeline.geo.grid import LATTICE
 from pipeline.train.fusion import (
     GROUPS,
     PRESETS,

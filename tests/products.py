@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.bands import REFLECTANCE_BANDS
+from pipeline.geo.bands import REFLECTANCE_BANDS
 from pipeline.models.baselines import GramSchmidt
 
 ROOT = Path(__file__).resolve().parents[1]

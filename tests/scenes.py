@@ -15,7 +15,7 @@ import rasterio
 from pyproj import Transformer
 from rasterio.transform import from_origin
 
-from pipeline.bands import BANDS
+from pipeline.geo.bands import BANDS
 
 EPSG = 32719
 ORIGIN = (600000.0, 4700020.0)

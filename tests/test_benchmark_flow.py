@@ -19,12 +19,12 @@ import torch
 from PIL import Image
 
 from flows.benchmark import main
-from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.grid import LATTICE, read_aoi
+from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.geo.grid import LATTICE, read_aoi
+from pipeline.geo.resample import block_mean, upsample_cubic, upsample_nearest
 from pipeline.models import get_fusion_model
 from pipeline.quality import fusion_metrics, opensr_metrics
-from pipeline.resample import block_mean, upsample_cubic, upsample_nearest
 from pipeline.train import fusion as fusion_training
 from pipeline.train.degradation import VALIDATION, degrade
 from pipeline.train.sources import sentinel_composite

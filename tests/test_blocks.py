@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.blocks import map_with_halo
+from pipeline.geo.blocks import map_with_halo
+from pipeline.geo.resample import upsample_cubic
 from pipeline.models import get_fusion_model, get_rgb_model
-from pipeline.resample import upsample_cubic
-from pipeline.superresolve import SuperResolver
+from pipeline.models.superresolve import SuperResolver
 
 
 def window_max_upsampled(radius: int, scale: int):

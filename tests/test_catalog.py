@@ -8,8 +8,8 @@ import pystac
 import pytest
 from shapely.geometry import box, shape
 
-from pipeline.catalog import search
 from pipeline.errors import CatalogError, NoScenesError
+from pipeline.inputs.catalog import search
 from tests.scenes import write_scene
 
 

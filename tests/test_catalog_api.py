@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from shapely.geometry import box, shape
 
-from pipeline.catalog import search
 from pipeline.errors import NoScenesError
+from pipeline.inputs.catalog import search
 from tests.scenes import write_scene
 
 

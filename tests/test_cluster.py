@@ -1,4 +1,4 @@
-"""The flow's own local cluster (``pipeline.cluster.dask_client`` without a scheduler)."""
+"""The flow's own local cluster (``pipeline.run.cluster.dask_client`` without a scheduler)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 from distributed import get_worker
 
-from pipeline.cluster import dask_client
+from pipeline.run.cluster import dask_client
 
 
 def _busy(seconds: float) -> int:

@@ -3,7 +3,7 @@
 import numpy as np
 import xarray as xr
 
-from pipeline.composite import clear_mask, median_composite
+from pipeline.inputs.composite import clear_mask, median_composite
 
 
 def stack(values, scl):

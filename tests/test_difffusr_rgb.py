@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.grid import read_aoi
+from pipeline.geo.grid import read_aoi
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.models.diffusion.noise import position_noise
 from pipeline.models.diffusion.rgb import DiffFuSRRGB, _lattice, _profile, device_defaults
+from pipeline.models.superresolve import SuperResolver
 from pipeline.run.plan import RegionRequest, plan_region
-from pipeline.superresolve import SuperResolver
 
 WEIGHTS = str(Path(__file__).parent / "fixtures" / "difffusr" / "sr_small.ckpt")
 FAST = {"weights": WEIGHTS, "steps": 3, "window": 16, "overlap": 4, "batch": 4, "device": "cpu"}

@@ -19,11 +19,11 @@ import pytest
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
-from pipeline.bands import BANDS, REFLECTANCE_BANDS
-from pipeline.catalog import search
 from pipeline.demo import DEMO_CATALOG
-from pipeline.grid import read_aoi
-from pipeline.resample import block_mean
+from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS
+from pipeline.geo.grid import read_aoi
+from pipeline.geo.resample import block_mean
+from pipeline.inputs.catalog import search
 from tests.test_quality_layers import check_quality_layers, composite_under
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ import zarr
 from PIL import Image
 
 from flows.explain import main
-from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.explain.differentiable import fusion_function, rgb_function
 from pipeline.explain.lam import Path, detector, integrate
+from pipeline.geo.bands import REFLECTANCE_BANDS
 from pipeline.models.baselines import Bicubic, GramSchmidt
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.inputs.radiometry import correction_reach
 from pipeline.models import get_fusion_model
 from pipeline.models.baselines import Bicubic
 from pipeline.models.fusion.model import (
@@ -33,9 +34,8 @@ from pipeline.models.fusion.network import (
     normalize,
 )
 from pipeline.models.fusion.weights import load_fusion_network, save_fusion_network
+from pipeline.models.superresolve import SuperResolver
 from pipeline.models.weights import WeightsError, file_sha256
-from pipeline.radiometry import correction_reach
-from pipeline.superresolve import SuperResolver
 
 FIXTURES = Path(__file__).parent / "fixtures" / "difffusr"
 REFERENCE = str(FIXTURES / "fusion_small.ckpt")

@@ -18,8 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
-from pipeline.blocks import map_with_halo
+from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.geo.blocks import map_with_halo
+from pipeline.inputs.radiometry import correction_reach
 from pipeline.models.baselines import Bicubic
 from pipeline.models.fusion.model import (
     FUSED_BANDS,
@@ -35,9 +36,8 @@ from pipeline.models.fusion.weights import (
     load_fusion_network,
     save_fusion_network,
 )
+from pipeline.models.superresolve import SuperResolver
 from pipeline.models.weights import WeightsError
-from pipeline.radiometry import correction_reach
-from pipeline.superresolve import SuperResolver
 
 FIXTURES = Path(__file__).parent / "fixtures" / "difffusr-mtf"
 CHECKPOINT = FIXTURES / "fusion_mtf.ckpt"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.bands import RGB_BANDS
+from pipeline.geo.bands import RGB_BANDS
 from pipeline.models.fusion.network import (
     FUSION_GROUPS,
     FusionNetwork,

@@ -19,7 +19,7 @@ import xarray as xr
 import zarr
 from affine import Affine
 
-from pipeline.product import product_grid
+from pipeline.product.read import product_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "tests" / "fixtures" / "zarr-conventions"

@@ -12,13 +12,13 @@ import pytest
 import xarray as xr
 from distributed import Client, LocalCluster, get_worker
 
-from pipeline.cluster import GPU_RESOURCE, has_gpu_workers
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.grid import read_aoi
+from pipeline.geo.grid import read_aoi
+from pipeline.models.superresolve import SuperResolver
+from pipeline.product.store import ProductStore
+from pipeline.run.cluster import GPU_RESOURCE, has_gpu_workers
 from pipeline.run.dispatch import run_tiles
 from pipeline.run.plan import RegionRequest, plan_region
-from pipeline.store import ProductStore
-from pipeline.superresolve import SuperResolver
 from tests.products import SMALL_AOI, region, write
 
 MODEL_CALL = "test-model-call"

@@ -8,7 +8,7 @@ from pyproj import CRS
 from shapely.geometry import Polygon, box
 
 from pipeline.errors import AOIError
-from pipeline.grid import (
+from pipeline.geo.grid import (
     LATTICE,
     RESOLUTION,
     aoi_from_geojson,

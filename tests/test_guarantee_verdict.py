@@ -16,9 +16,9 @@ import pytest
 import rasterio
 import xarray as xr
 
-from pipeline.bands import RGB_BANDS
-from pipeline.product import product_input
-from pipeline.resample import block_mean
+from pipeline.geo.bands import RGB_BANDS
+from pipeline.geo.resample import block_mean
+from pipeline.product.read import product_input
 from tests.products import SMALL_AOI, region, write
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,8 +26,7 @@ from pyproj import CRS
 from shapely.geometry import box, mapping
 
 from flows import region as command
-from pipeline.catalog import DEMO_CATALOG
-from pipeline.grid import (
+from pipeline.geo.grid import (
     MAX_AOI_BYTES,
     aoi_from_geojson,
     plan_grid,
@@ -35,8 +34,9 @@ from pipeline.grid import (
     read_aoi,
     wgs84_bbox,
 )
+from pipeline.inputs.catalog import DEMO_CATALOG
 from pipeline.models.diffusion.rgb import DEMO_WEIGHTS
-from pipeline.product_stac import footprint
+from pipeline.product.stac import footprint
 from tests.products import DEMO_TILES, DEMO_TILING
 
 

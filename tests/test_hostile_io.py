@@ -40,7 +40,7 @@ import xarray as xr
 from pyproj import Transformer
 
 from flows.region import main
-from pipeline.catalog import DEMO_CATALOG
+from pipeline.inputs.catalog import DEMO_CATALOG
 from pipeline.run import dispatch
 from pipeline.run.retry import RetryPolicy
 from tests.products import SMALL_AOI

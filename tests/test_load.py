@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import CatalogError
-from pipeline.load import boa_offset, check_assets, load_reflectance, load_scl
-from pipeline.resample import block_mean
+from pipeline.geo.resample import block_mean
+from pipeline.inputs.load import boa_offset, check_assets, load_reflectance, load_scl
 from tests.scenes import ORIGIN, write_scene
 
 # 60 m x 120 m of ground: 6 x 12 pixels at 10 m, 3 x 6 at 20 m, 1 x 2 at 60 m.

@@ -15,16 +15,16 @@ import zarr
 from affine import Affine
 from pyproj import CRS
 
-from pipeline.grid import OutputGrid, Tile
-from pipeline.overviews import (
+from pipeline.geo.grid import OutputGrid, Tile
+from pipeline.product.overviews import (
     build_overviews,
     level_count,
     level_one_with_tiles,
     multiscales_attrs,
     reduce_2x2,
 )
+from pipeline.product.store import ProductStore
 from pipeline.quality.layers import INCONSISTENT, RISK_FILL, SPECTRAL_DISTORTION
-from pipeline.store import ProductStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 

@@ -19,12 +19,12 @@ import zarr
 from shapely.geometry import box
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.finish import finish_product
-from pipeline.grid import read_aoi
-from pipeline.overviews import level_count
+from pipeline.geo.grid import read_aoi
+from pipeline.product.finish import finish_product
+from pipeline.product.overviews import level_count
+from pipeline.product.store import ProductStore
 from pipeline.run.dispatch import RunSummary
 from pipeline.run.plan import Plan, RegionRequest, plan_region
-from pipeline.store import ProductStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
 

@@ -11,11 +11,12 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from shapely.geometry import shape
 
-from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_INDEX
-from pipeline.catalog import search
-from pipeline.composite import median_composite
 from pipeline.demo import DEMO_CATALOG
-from pipeline.load import load_reflectance, load_scl
+from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.geo.resample import upsample_nearest
+from pipeline.inputs.catalog import search
+from pipeline.inputs.composite import median_composite
+from pipeline.inputs.load import load_reflectance, load_scl
 from pipeline.quality.layers import (
     CONSISTENCY_LIMIT,
     DARK_REFLECTANCE,
@@ -29,7 +30,6 @@ from pipeline.quality.layers import (
     risk_flag,
     tile_quality,
 )
-from pipeline.resample import upsample_nearest
 
 #: 10 m pixels of the synthetic tiles: two 60 m pixels on a side.
 SIDE = 12

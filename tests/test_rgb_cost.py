@@ -10,7 +10,7 @@ import pytest
 from pipeline.models import get_fusion_model
 from pipeline.models.diffusion.cost import executed_over_useful, sampled_windows, tile_windows
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
-from pipeline.superresolve import SuperResolver
+from pipeline.models.superresolve import SuperResolver
 
 WEIGHTS = str(Path(__file__).parent / "fixtures" / "difffusr" / "sr_small.ckpt")
 #: One step: the count of U-Net rows per step is what is checked, not the sample.

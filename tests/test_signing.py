@@ -16,7 +16,7 @@ from rasterio.errors import RasterioIOError
 
 from flows.region import main
 from pipeline.errors import UserError
-from pipeline.signing import PC_TOKEN_API, TOKEN_API_ENV, Signer, signer_for
+from pipeline.inputs.signing import PC_TOKEN_API, TOKEN_API_ENV, Signer, signer_for
 from tests.products import DEMO_TILES, DEMO_TILING
 from tests.servers import SasServer
 

@@ -20,9 +20,9 @@ from affine import Affine
 from pyproj import CRS
 
 from pipeline.errors import OutputError
-from pipeline.grid import OutputGrid, Tile
+from pipeline.geo.grid import OutputGrid, Tile
+from pipeline.product.store import ProductStore, encode_reflectance
 from pipeline.quality.layers import INCONSISTENT, RISK_FILL, UNCERTAIN
-from pipeline.store import ProductStore, encode_reflectance
 
 # rioxarray and odc-geo still multiply Affine objects with `*`.
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")

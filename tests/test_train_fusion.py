@@ -17,12 +17,12 @@ import torch
 from rasterio.windows import from_bounds
 
 from flows.train_fusion import main
-from pipeline.bands import REFLECTANCE_BANDS
 from pipeline.demo import DEMO_CATALOG
 from pipeline.errors import UserError
-from pipeline.grid import LATTICE, read_aoi
+from pipeline.geo.bands import REFLECTANCE_BANDS
+from pipeline.geo.grid import LATTICE, read_aoi
+from pipeline.geo.resample import block_mean
 from pipeline.models.fusion.weights import load_fusion_network
-from pipeline.resample import block_mean
 from pipeline.train.fusion import (
     GROUPS,
     FusionTrainConfig,

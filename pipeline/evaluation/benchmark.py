@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.bands import RGB_BANDS, RGB_INDEX
 from pipeline.evaluation.data import EvaluationSet, Patch
 from pipeline.evaluation.scores import SCORED, fusion_scores, rgb_scores
 from pipeline.evaluation.wald import fusion_input, rgb_input
-from pipeline.grid import SCALE
+from pipeline.geo.bands import RGB_BANDS, RGB_INDEX
+from pipeline.geo.grid import SCALE
 from pipeline.models import FusionModel, RGBModel
 from pipeline.models.fusion.model import native_grids
 

@@ -19,11 +19,11 @@ import rasterio
 from rasterio.errors import RasterioIOError
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.bands import BANDS, REFLECTANCE_BANDS
-from pipeline.catalog import search
 from pipeline.errors import UserError, reason
-from pipeline.grid import LATTICE, LATTICE_PIXELS, SCALE
-from pipeline.load import asset_key
+from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS
+from pipeline.geo.grid import LATTICE, LATTICE_PIXELS, SCALE
+from pipeline.inputs.catalog import search
+from pipeline.inputs.load import asset_key
 from pipeline.train.fusion import held_out_cut
 from pipeline.train.sources import default_scale, sentinel_composite
 

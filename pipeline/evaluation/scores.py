@@ -8,13 +8,13 @@ from dataclasses import fields
 
 import numpy as np
 
-from pipeline.bands import REFLECTANCE_BANDS
-from pipeline.grid import SCALE
+from pipeline.geo.bands import REFLECTANCE_BANDS
+from pipeline.geo.grid import SCALE
+from pipeline.geo.resample import block_mean, upsample_nearest
 from pipeline.models.fusion.model import FUSED_BANDS, NATIVE_RATIO
 from pipeline.quality.footprints import blockiness
 from pipeline.quality.fusion import SSIM_SIGMA, fusion_metrics
 from pipeline.quality.opensr import opensr_metrics
-from pipeline.resample import block_mean, upsample_nearest
 from pipeline.train.fusion import GROUPS
 
 #: Metrics of the RGB stage: PSNR and SSIM (data range 1), the OpenSR-test ones, then the

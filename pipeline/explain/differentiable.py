@@ -13,9 +13,9 @@ from collections.abc import Callable, Collection
 
 import torch
 
-from pipeline.bands import RGB_BANDS
 from pipeline.errors import ModelError
 from pipeline.explain.kernels import TORCH_KERNELS
+from pipeline.geo.bands import RGB_BANDS
 from pipeline.models import FusionModel, RGBModel
 from pipeline.models.baselines import Bicubic, GramSchmidt
 from pipeline.models.diffusion.rgb import DiffFuSRRGB

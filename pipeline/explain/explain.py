@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import xarray as xr
 
-from pipeline.bands import GROUPS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
 from pipeline.errors import UserError
 from pipeline.explain.differentiable import fusion_function, own_halo, rgb_function
 from pipeline.explain.lam import (
@@ -40,13 +39,14 @@ from pipeline.explain.target import (
     product_models,
     region_input,
 )
-from pipeline.grid import SCALE
+from pipeline.geo.bands import GROUPS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.geo.grid import SCALE
 from pipeline.models import FusionModel, RGBModel
 from pipeline.models.baselines import Bicubic, GramSchmidt
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.models.resident import default_device
-from pipeline.product import product_grid
-from pipeline.superresolve import model_input
+from pipeline.models.superresolve import model_input
+from pipeline.product.read import product_grid
 
 #: The fusion groups by native resolution, in metres.
 FUSION_GROUPS = tuple(GROUPS)

@@ -13,9 +13,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from pipeline.bands import RGB_INDEX
 from pipeline.explain.explain import Explanation, Stage
 from pipeline.explain.target import Region
+from pipeline.geo.bands import RGB_INDEX
 
 #: Share of the largest attribution under which the overlay is transparent.
 FLOOR = 0.02

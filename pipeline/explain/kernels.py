@@ -1,6 +1,6 @@
 """The baselines' resampling kernels as torch operators, so that gradients go through them.
 
-Every kernel of :mod:`pipeline.resample` that the baselines use is linear and separable: along
+Every kernel of :mod:`pipeline.geo.resample` that the baselines use is linear and separable: along
 an axis of n pixels it is an (m, n) matrix. The matrix is read off the NumPy kernel itself,
 applied to unit impulses, so the weights stay defined in one place; a tensor (c, h, w) then
 goes through one matrix per axis.
@@ -13,7 +13,7 @@ import functools
 import numpy as np
 import torch
 
-from pipeline import resample
+from pipeline.geo import resample
 
 
 @functools.lru_cache(maxsize=64)

@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline.catalog import is_demo_catalog
 from pipeline.errors import ModelError, UserError, reason
-from pipeline.grid import INPUT_RESOLUTION, LATTICE_PIXELS, SCALE, OutputGrid
+from pipeline.geo.grid import INPUT_RESOLUTION, LATTICE_PIXELS, SCALE, OutputGrid
+from pipeline.inputs.catalog import is_demo_catalog
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.models.published import default_weights
-from pipeline.product import product_grid, product_input
-from pipeline.store import RECIPE
-from pipeline.superresolve import SuperResolver
+from pipeline.models.superresolve import SuperResolver
+from pipeline.product.read import product_grid, product_input
+from pipeline.product.store import RECIPE
 
 #: The largest window side, in 2.5 m pixels: an explanation is of a detail, not an area.
 MAX_WINDOW = 64

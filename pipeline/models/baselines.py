@@ -1,6 +1,6 @@
 """Classical baselines behind the model interface: bicubic ×4 and Gram–Schmidt pansharpening.
 
-They are built only from :mod:`pipeline.resample`, whose fixed-order arithmetic makes a block
+They are built only from :mod:`pipeline.geo.resample`, whose fixed-order arithmetic makes a block
 with a large enough halo reproduce the whole-array result bit for bit. Their arithmetic takes
 its kernels as an argument (:class:`Kernels`), so that the very same steps can run on tensors
 with gradients (the attribution of :mod:`pipeline.explain` does so).
@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.bands import GROUPS, REFLECTANCE_BANDS, RGB_BANDS
-from pipeline.grid import SCALE
-from pipeline.resample import block_mean, box_mean, upsample_cubic
+from pipeline.geo.bands import GROUPS, REFLECTANCE_BANDS, RGB_BANDS
+from pipeline.geo.grid import SCALE
+from pipeline.geo.resample import block_mean, box_mean, upsample_cubic
 
 
 class Kernels(Protocol):
@@ -26,7 +26,7 @@ class Kernels(Protocol):
     def box_mean(self, x: Any, radius: int) -> Any: ...
 
 
-#: The kernels of :mod:`pipeline.resample`, on NumPy arrays.
+#: The kernels of :mod:`pipeline.geo.resample`, on NumPy arrays.
 NUMPY_KERNELS: Kernels = SimpleNamespace(
     upsample_cubic=upsample_cubic, block_mean=block_mean, box_mean=box_mean
 )

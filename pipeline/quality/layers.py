@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_INDEX
-from pipeline.grid import INPUT_RESOLUTION, SCALE
+from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.geo.grid import INPUT_RESOLUTION, SCALE
+from pipeline.geo.resample import block_mean, upsample_nearest
 from pipeline.quality.spectral import spectral_angle
-from pipeline.resample import block_mean, upsample_nearest
 
 #: Flag a pixel whose bands, averaged back over their native pixels, differ from the input by
 #: more than this on average (reflectance).

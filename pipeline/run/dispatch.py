@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 
 from distributed import Client, Future
 
-from pipeline.cluster import GPU_RESOURCE, has_gpu_workers
 from pipeline.errors import reason
-from pipeline.grid import Tile
-from pipeline.overviews import level_one_with_tiles
+from pipeline.geo.grid import Tile
+from pipeline.product.overviews import level_one_with_tiles
+from pipeline.product.store import ProductStore
+from pipeline.run.cluster import GPU_RESOURCE, has_gpu_workers
 from pipeline.run.plan import Plan
 from pipeline.run.retry import RetryPolicy
 from pipeline.run.tile import TileInput, TileJob, complete_tile, prepare_tile
-from pipeline.store import ProductStore
 
 #: Key prefixes of a tile's two tasks, by which the task stream tells them apart.
 COMPOSITE_TASK, MODEL_TASK = "composite", "superresolve"

@@ -2,8 +2,8 @@
 
 Planning reads no pixel and never needs a GPU: the models are built here on the CPU, to check
 their options and learn their halo, and each worker builds its own copy on the device asked
-for (see :meth:`pipeline.superresolve.SuperResolver.on`). The scenes are kept reduced (see
-:class:`pipeline.load.Scene`) under a spatial index, so that picking a tile's scenes out of
+for (see :meth:`pipeline.models.superresolve.SuperResolver.on`). The scenes are kept reduced (see
+:class:`pipeline.inputs.load.Scene`) under a spatial index, so that picking a tile's scenes out of
 a continent's tens of thousands takes microseconds.
 """
 
@@ -20,11 +20,9 @@ from pyproj import CRS, Transformer
 from shapely.geometry.base import BaseGeometry
 
 import pipeline
-from pipeline.bands import REFLECTANCE_BANDS
-from pipeline.catalog import Query, no_scenes, search
-from pipeline.cluster import runs_on_cuda
 from pipeline.errors import ModelError, reason
-from pipeline.grid import (
+from pipeline.geo.bands import REFLECTANCE_BANDS
+from pipeline.geo.grid import (
     INPUT_RESOLUTION,
     OutputGrid,
     Tile,
@@ -34,13 +32,15 @@ from pipeline.grid import (
     project,
     wgs84_box,
 )
-from pipeline.load import Scene, lattice_anchor
+from pipeline.inputs.catalog import Query, no_scenes, search
+from pipeline.inputs.load import Scene, lattice_anchor
+from pipeline.inputs.signing import AUTO, PLANETARY_COMPUTER, Signer, signer_for
 from pipeline.models import get_fusion_model, get_rgb_model
+from pipeline.models.superresolve import SuperResolver
+from pipeline.product.store import QUALITY_LAYERS, RECIPE
 from pipeline.quality.layers import risk_rule
 from pipeline.redact import redact
-from pipeline.signing import AUTO, PLANETARY_COMPUTER, Signer, signer_for
-from pipeline.store import QUALITY_LAYERS, RECIPE
-from pipeline.superresolve import SuperResolver
+from pipeline.run.cluster import runs_on_cuda
 
 #: Model options that do not change pixel values (the weights count by their sha256, which
 #: the recipe records whether or not it was pinned).
@@ -70,7 +70,7 @@ class RegionRequest:
     fusion_options: dict = field(default_factory=dict)
     mask_snow: bool = True
     block_size: int = 240
-    #: How asset hrefs are signed: one of :data:`pipeline.signing.SIGN_CHOICES`.
+    #: How asset hrefs are signed: one of :data:`pipeline.inputs.signing.SIGN_CHOICES`.
     sign: str = AUTO
 
     @property

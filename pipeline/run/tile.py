@@ -20,18 +20,18 @@ import dask
 import dask.array as da
 import numpy as np
 
-from pipeline.bands import REFLECTANCE_BANDS
-from pipeline.composite import clear_sky
-from pipeline.grid import INPUT_RESOLUTION, SCALE, OutputGrid, Tile
-from pipeline.load import Scene
+from pipeline.geo.bands import REFLECTANCE_BANDS
+from pipeline.geo.grid import INPUT_RESOLUTION, SCALE, OutputGrid, Tile
+from pipeline.geo.resample import upsample_nearest
+from pipeline.inputs.composite import clear_sky
+from pipeline.inputs.load import Scene
+from pipeline.inputs.signing import Signer
+from pipeline.models.superresolve import SuperResolver
 from pipeline.network import timeout
+from pipeline.product.store import ProductStore
 from pipeline.quality.layers import QualityLayers, judged
 from pipeline.redact import redact
-from pipeline.resample import upsample_nearest
 from pipeline.run.retry import may_pass
-from pipeline.signing import Signer
-from pipeline.store import ProductStore
-from pipeline.superresolve import SuperResolver
 
 #: Reads of one tile at once (assets × scenes).
 READ_THREADS = 8
@@ -55,7 +55,7 @@ class TileJob:
     mask_snow: bool
     block_size: int
     #: Whether each tile writes its overview level 1 too (see
-    #: :func:`pipeline.overviews.level_one_with_tiles`).
+    #: :func:`pipeline.product.overviews.level_one_with_tiles`).
     level_one: bool = False
     #: Whether the models of one worker process run one tile at a time (on a GPU).
     exclusive: bool = False
@@ -197,7 +197,7 @@ def write_tile(
 
     ``composite`` is the tile's 12-band 10 m input without the halo, which the quality layers
     compare the result with; ``layers`` the consistency and spectral angle that judged the
-    models' own output, block by block (see :class:`~pipeline.superresolve.SuperResolver`).
+    models' own output, block by block (see :class:`~pipeline.models.superresolve.SuperResolver`).
     """
     valid = np.isfinite(reflectance).all(axis=0)
     consistency, angle = layers[:, ::SCALE, ::SCALE]  # judged at 10 m

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
-from pipeline.grid import LATTICE_PIXELS, SCALE
+from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.geo.grid import LATTICE_PIXELS, SCALE
+from pipeline.geo.resample import block_mean
 from pipeline.models.fusion.network import (
     ATTENTION_REDUCTION,
     FUSION_GROUPS,
@@ -36,7 +37,6 @@ from pipeline.models.fusion.network import (
 from pipeline.models.fusion.weights import save_fusion_network
 from pipeline.models.weights import LocalWeights
 from pipeline.quality.fusion import fusion_metrics
-from pipeline.resample import block_mean
 from pipeline.train.runs import (
     TRAIN_STREAM,
     VALIDATION_STREAM,

@@ -34,13 +34,13 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from pipeline.bands import RGB_BANDS
-from pipeline.catalog import search
-from pipeline.composite import clear_sky
 from pipeline.errors import UserError, reason
-from pipeline.grid import INPUT_RESOLUTION, default_crs, project
-from pipeline.load import check_assets, lattice_anchor, scene_epsg
-from pipeline.signing import signer_for
+from pipeline.geo.bands import RGB_BANDS
+from pipeline.geo.grid import INPUT_RESOLUTION, default_crs, project
+from pipeline.inputs.catalog import search
+from pipeline.inputs.composite import clear_sky
+from pipeline.inputs.load import check_assets, lattice_anchor, scene_epsg
+from pipeline.inputs.signing import signer_for
 
 #: File name endings FolderSource reads (case-insensitive).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
@@ -173,7 +173,7 @@ class FolderSource:
 class SentinelWaldSource:
     """Random windows of the clear-sky median composite of B04, B03, B02 at 10 m over an AOI.
 
-    The catalog (STAC API, static catalog or ItemCollection; see ``pipeline.catalog.search``)
+    The catalog (STAC API, static catalog or ItemCollection; see ``pipeline.inputs.catalog.search``)
     is searched for ``aoi`` (WGS84) and the dates; the composite is computed once, in memory
     (so keep training AOIs to some hundred km²), on the scenes' own 10 m grid when they share a
     CRS. Pixels outside the AOI or never seen clear are NaN, and windows touching them are never

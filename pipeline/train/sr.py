@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from pipeline.geo.resample import upsample_cubic
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.schedule import NoiseSchedule
 from pipeline.models.diffusion.unet import UNetConfig
 from pipeline.models.weights import LocalWeights, convert_lightning_checkpoint
 from pipeline.quality.fusion import fusion_metrics
-from pipeline.resample import upsample_cubic
 from pipeline.train.degradation import VALIDATION, DegradationConfig, degrade
 from pipeline.train.runs import (
     CHECKPOINT,

@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.blocks import halo_blocks
-from pipeline.grid import SCALE
+from pipeline.geo.blocks import halo_blocks
+from pipeline.geo.grid import SCALE
 from pipeline.models.diffusion.rgb import _lattice, _on_lattice, _Windows
 
 
@@ -39,7 +39,7 @@ def tile_windows(
     is at ``origin``, holding data everywhere, as the region flow lays it out: the tile's
     region (the tile and ``halo`` pixels on each side) cut into blocks of ``block_size``
     (None: one block), each handed to the model with ``halo`` pixels of its neighbours
-    (:func:`pipeline.blocks.map_with_halo`)."""
+    (:func:`pipeline.geo.blocks.map_with_halo`)."""
     rows, cols = (
         [
             len(_lattice(o - halo + at, size, window, overlap))

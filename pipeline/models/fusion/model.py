@@ -11,7 +11,8 @@ normalised and upsampled bilinearly ×4 from the 10 m block.
 
 With ``consistent`` (the default) each fused band is then corrected so that its mean over
 every native pixel's footprint (4×4, 8×8 or 24×24 output pixels) equals the native input
-value (:mod:`pipeline.radiometry`: a smooth field, no steps at footprint edges, reaching a few
+value (:mod:`pipeline.inputs.radiometry`: a smooth field, no steps at footprint edges, reaching a
+few
 native pixels, which the halo covers). The product is then radiometrically consistent with
 the input at the input's own resolution.
 """
@@ -25,8 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
-from pipeline.grid import SCALE
+from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.geo.grid import SCALE
+from pipeline.geo.resample import block_mean
+from pipeline.inputs.radiometry import correction_reach, make_consistent
 from pipeline.models.fusion.mtf import MTFFusionNetwork
 from pipeline.models.fusion.network import (
     FUSION_GROUPS,
@@ -38,8 +41,6 @@ from pipeline.models.fusion.network import (
 from pipeline.models.fusion.weights import load_fusion_network
 from pipeline.models.resident import PinnedWeights
 from pipeline.models.weights import shipped_weights
-from pipeline.radiometry import correction_reach, make_consistent
-from pipeline.resample import block_mean
 
 #: 10 m pixels per native pixel of each band.
 NATIVE_RATIO: dict[str, int] = {b: BANDS[b].resolution // 10 for b in REFLECTANCE_BANDS}
@@ -153,7 +154,7 @@ class DiffFuSRFusion(PinnedWeights):
     @staticmethod
     def correct(out: np.ndarray, bands: np.ndarray) -> np.ndarray:
         """``out`` (12, 4h, 4w) with every fused band averaging back to its native input over
-        each native pixel that holds data (:mod:`pipeline.radiometry`); a copy."""
+        each native pixel that holds data (:mod:`pipeline.inputs.radiometry`); a copy."""
         bands = np.asarray(bands, dtype=np.float32)
         natives = native_grids(bands)
         data = (bands != 0).any(axis=0)  # 0 in every band is the fill of no-data
@@ -196,7 +197,7 @@ class DiffFuSRFusion(PinnedWeights):
 
 def native_grids(bands: np.ndarray | torch.Tensor) -> dict[str, np.ndarray | torch.Tensor]:
     """Each band's native pixels, (h / ratio, w / ratio), from the (12, h, w) 10 m block
-    (an array or a tensor, :func:`~pipeline.resample.block_mean` taking either)."""
+    (an array or a tensor, :func:`~pipeline.geo.resample.block_mean` taking either)."""
     return {
         b: block_mean(bands[i : i + 1], NATIVE_RATIO[b])[0] for i, b in enumerate(REFLECTANCE_BANDS)
     }

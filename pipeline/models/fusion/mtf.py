@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.bands import RGB_BANDS
+from pipeline.geo.bands import RGB_BANDS
 from pipeline.models.fusion.network import (
     FUSION_GROUPS,
     GROUPS_BY_NAME,

@@ -20,8 +20,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.bands import REFLECTANCE_BANDS, RGB_BANDS
-from pipeline.grid import SCALE  # the fusion sees every LR band ×4, whatever its native resolution
+from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS
+from pipeline.geo.grid import (
+    SCALE,  # the fusion sees every LR band ×4, whatever its native resolution
+)
 from pipeline.models.rrdb import RRDB, lrelu
 
 #: Per-band (mean, std) of reflectance used by the reference to normalise LR bands and outputs.

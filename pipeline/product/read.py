@@ -18,11 +18,11 @@ import xarray as xr
 from pyproj import CRS
 from shapely.geometry import shape
 
-from pipeline.catalog import search
-from pipeline.composite import clear_sky
 from pipeline.errors import CatalogError
-from pipeline.grid import OutputGrid
-from pipeline.signing import AUTO, signer_for
+from pipeline.geo.grid import OutputGrid
+from pipeline.inputs.catalog import search
+from pipeline.inputs.composite import clear_sky
+from pipeline.inputs.signing import AUTO, signer_for
 
 
 def product_grid(attrs: Mapping[str, Any]) -> OutputGrid:

@@ -23,13 +23,11 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from shapely.geometry import box, mapping
 
-from pipeline.bands import BANDS
-from pipeline.grid import RESOLUTION, OutputGrid, project, split_at_antimeridian, wgs84_bbox
-from pipeline.load import Scene
-from pipeline.overviews import level_count, level_path, level_shape, level_transform
-from pipeline.quality.verdict import verdict
-from pipeline.redact import redact
-from pipeline.store import (
+from pipeline.geo.bands import BANDS
+from pipeline.geo.grid import RESOLUTION, OutputGrid, project, split_at_antimeridian, wgs84_bbox
+from pipeline.inputs.load import Scene
+from pipeline.product.overviews import level_count, level_path, level_shape, level_transform
+from pipeline.product.store import (
     QUALITY_LAYERS,
     SCALE_FACTOR,
     UNCERTAINTY,
@@ -37,6 +35,8 @@ from pipeline.store import (
     UNCERTAINTY_FILL,
     ProductStore,
 )
+from pipeline.quality.verdict import verdict
+from pipeline.redact import redact
 
 #: Where the STAC files go, relative to the product root.
 STAC_DIR = "stac"

@@ -12,7 +12,7 @@ import numpy as np
 import pystac
 import xarray as xr
 
-from pipeline.bands import (
+from pipeline.geo.bands import (
     REFLECTANCE_BANDS,
     SCL_CIRRUS,
     SCL_CLOUD_HIGH,
@@ -22,8 +22,8 @@ from pipeline.bands import (
     SCL_SATURATED,
     SCL_SNOW,
 )
-from pipeline.load import Scene, load_reflectance, load_scl
-from pipeline.signing import Signer
+from pipeline.inputs.load import Scene, load_reflectance, load_scl
+from pipeline.inputs.signing import Signer
 
 #: SCL classes that never count as a clear observation.
 NOT_CLEAR = (
@@ -76,7 +76,7 @@ def clear_sky(
 ) -> tuple[xr.DataArray, xr.DataArray]:
     """The lazy clear-sky composite of ``bands`` at 10 m over ``bounds`` (in EPSG:``epsg``)
     and its clear count, from ``scenes`` read in square chunks of ``chunksize`` pixels
-    (``timeout``, ``cached``, ``signer``: see :func:`pipeline.load.load_reflectance`)."""
+    (``timeout``, ``cached``, ``signer``: see :func:`pipeline.inputs.load.load_reflectance`)."""
     reflectance = load_reflectance(scenes, bands, epsg, bounds, chunksize, timeout, cached, signer)
     scl = load_scl(scenes, epsg, bounds, chunksize, timeout, cached, signer)
     return median_composite(reflectance, scl, mask_snow)

@@ -2,7 +2,7 @@
 (GDAL from 3.13 on, and so QGIS builds on it) find its georeferencing and its overviews
 without CF: ``proj:`` names the CRS, ``spatial:`` the affine transform, shape and extent of
 the pixel grid, and ``multiscales`` the overview pyramid (laid out in
-:mod:`pipeline.overviews`).
+:mod:`pipeline.product.overviews`).
 
 The CRS and the spatial dimensions are declared on the root group and on every data array;
 the transform and shape, which differ per overview level, on the arrays and on each level of

@@ -2,7 +2,8 @@
 
 Level k is the group ``overviews/<k>``, with the same variables, coordinates and grid mapping as
 the product itself at 2.5 m × 2^k; level 0 is the product (layout and reduction:
-:mod:`pipeline.pyramid`). A region run writes level 1 with each tile, from the tile in memory
+:mod:`pipeline.product.pyramid`). A region run writes level 1 with each tile, from the tile in
+memory
 (its level-1 shards are half a tile a side, one per tile, so no two writers share one); the
 product at full resolution is never read back for it. Each higher level is built from the one
 below it, one region of a tile's size per Dask task (a task reads the 2 × 2 regions of the
@@ -29,11 +30,11 @@ import zarr
 from distributed import Client, Future, as_completed
 from zarr.errors import ZarrUserWarning
 
-from pipeline.conventions import MULTISCALES, PROJ, SPATIAL, spatial_grid
 from pipeline.errors import reason
-from pipeline.grid import RESOLUTION, OutputGrid
-from pipeline.pyramid import AVERAGE, OVERVIEWS, RESAMPLING, level_path, reduce_2x2
-from pipeline.store import MARKERS, ProductStore
+from pipeline.geo.grid import RESOLUTION, OutputGrid
+from pipeline.product.conventions import MULTISCALES, PROJ, SPATIAL, spatial_grid
+from pipeline.product.pyramid import AVERAGE, OVERVIEWS, RESAMPLING, level_path, reduce_2x2
+from pipeline.product.store import MARKERS, ProductStore
 
 
 def level_count(grid: OutputGrid) -> int:

@@ -8,12 +8,12 @@ from typing import Any
 
 from distributed import Client
 
-from pipeline.overviews import build_overviews, level_count, level_path, multiscales_attrs
-from pipeline.product_stac import ProductFacts, QualitySummary, date_range, write_stac
+from pipeline.product.overviews import build_overviews, level_count, level_path, multiscales_attrs
+from pipeline.product.stac import ProductFacts, QualitySummary, date_range, write_stac
+from pipeline.product.store import LEVEL_ONE, ProductStore
 from pipeline.redact import redact
 from pipeline.run.dispatch import RunSummary
 from pipeline.run.plan import Plan
-from pipeline.store import LEVEL_ONE, ProductStore
 
 
 def finish_product(

@@ -2,7 +2,8 @@
 
 Runs that resume a product with the same recipe may write it together (each tile is its own
 shard, and they write the same bytes), but ``--overwrite`` deletes the product first: while
-another run holds a lease on it, :meth:`pipeline.store.ProductStore.create` refuses to. A lease
+another run holds a lease on it, :meth:`pipeline.product.store.ProductStore.create` refuses to. A
+lease
 is alive while its run renews it (every :data:`RENEW_EVERY` seconds; one not renewed for
 :data:`EXPIRES_AFTER` seconds is a dead run's) and, on the machine that took it, while its
 process exists, so that a run killed outright frees the product for the next one at once.
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.store import ProductStore
+    from pipeline.product.store import ProductStore
 
 #: Folder of the leases inside the product (not a Zarr node).
 LEASES = "leases"

@@ -30,11 +30,11 @@ from zarr.errors import ZarrUserWarning
 from zarr.storage import FsspecStore, LocalStore
 
 from pipeline import network
-from pipeline.conventions import array_attrs, group_attrs
 from pipeline.errors import OutputError, reason
-from pipeline.grid import RESOLUTION, OutputGrid, Tile
-from pipeline.lease import describe, holders
-from pipeline.pyramid import AVERAGE, RESAMPLING, level_path, reduce_2x2
+from pipeline.geo.grid import RESOLUTION, OutputGrid, Tile
+from pipeline.product.conventions import array_attrs, group_attrs
+from pipeline.product.lease import describe, holders
+from pipeline.product.pyramid import AVERAGE, RESAMPLING, level_path, reduce_2x2
 from pipeline.quality.layers import (
     INCONSISTENT,
     RISK_FILL,
@@ -152,7 +152,8 @@ class ProductStore:
         values) equals the new one, so tiles made in different ways never mix. Reusing keeps
         the tile markers so the caller can skip finished tiles. Nothing of an existing product
         is touched unless it is reused or ``overwrite`` is set, and ``overwrite`` is refused
-        while another run holds a lease on it (see :mod:`pipeline.lease`). A bucket that does
+        while another run holds a lease on it (see :mod:`pipeline.product.lease`). A bucket that
+        does
         not exist is refused, or made with ``create_bucket``: a typo in a bucket's name
         should not make a new one. ``uncertainty`` adds the RGB models' per-pixel standard
         deviation over samples. The store's requests get the network's time limits (see
@@ -229,7 +230,7 @@ class ProductStore:
         ``quality`` maps names of ``QUALITY_LAYERS`` to (tile.height, tile.width) arrays: float
         with NaN for no data, or the flag's integers; layers left out keep their fill value.
         With ``level_one``, each array's 2 × 2 reduction goes to the tile's shard of overview
-        level 1 too (see :func:`pipeline.overviews.level_one_with_tiles`), and the marker
+        level 1 too (see :func:`pipeline.product.overviews.level_one_with_tiles`), and the marker
         says so.
         """
         if tile.y_off % grid.tile_size or tile.x_off % grid.tile_size:

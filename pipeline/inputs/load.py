@@ -31,12 +31,12 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 from stackstac.rio_reader import DEFAULT_GDAL_ENV
 
-from pipeline.bands import BANDS, REFLECTANCE_BANDS, SCL_ALIASES
 from pipeline.errors import CatalogError, ItemError
-from pipeline.grid import INPUT_RESOLUTION
+from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, SCL_ALIASES
+from pipeline.geo.grid import INPUT_RESOLUTION
+from pipeline.inputs.signing import Signer, reader_for
 from pipeline.network import gdal_options
 from pipeline.network import timeout as network_timeout
-from pipeline.signing import Signer, reader_for
 
 #: BOA_ADD_OFFSET applied by ESA from processing baseline 04.00 on.
 BOA_ADD_OFFSET = -1000
@@ -181,7 +181,8 @@ def scene_from_dict(
 ) -> Scene:
     """The :class:`Scene` of an item's JSON (as an API sends it: no pystac Item is made, which
     costs milliseconds an item), relative asset hrefs taken relative to ``base``; ItemError
-    for a property that cannot be read (the item is then skipped, see :mod:`pipeline.catalog`).
+    for a property that cannot be read (the item is then skipped, see
+    :mod:`pipeline.inputs.catalog`).
     """
     props = doc["properties"]
     assets = {}
@@ -285,7 +286,7 @@ def load_reflectance(
 
     ``timeout`` (None: this process's :func:`pipeline.network.timeout`) and ``cached``: see
     :func:`pipeline.network.gdal_options`; ``signer`` signs the asset hrefs as they are read
-    (see :mod:`pipeline.signing`)."""
+    (see :mod:`pipeline.inputs.signing`)."""
     scenes = [to_scene(i, bands) for i in items]
     native = scene_epsg(scenes) == epsg
     dn = _stack(

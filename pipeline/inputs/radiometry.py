@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from pipeline.resample import block_mean, upsample_linear, upsample_nearest
+from pipeline.geo.resample import block_mean, upsample_linear, upsample_nearest
 
 #: Taps either side of the cut inverse filter. The remainder left for the final constant is
 #: of order 0.172^(TAPS + 1) of the residual: on the demo's real bands at most 5 × 10⁻⁵

@@ -32,7 +32,7 @@ from shapely.geometry.base import BaseGeometry
 
 from pipeline.demo import DEMO_CATALOG
 from pipeline.errors import CatalogError, ItemError, NoScenesError, reason
-from pipeline.load import Scene, read_property, scene_from_dict, to_scene
+from pipeline.inputs.load import Scene, read_property, scene_from_dict, to_scene
 from pipeline.network import http_retries, no_answer, storage_options, timed_out, timeout
 
 #: Items per page asked of an API: a continent's tens of thousands of items in tens of
@@ -86,7 +86,7 @@ def search(
     With ``limit``, at most that many items are fetched (a plan's estimate over a continent
     must not page through a hundred thousand items), none found is no error, and the result
     says how many match in all when the catalog knows. With ``scenes``, each item is reduced
-    to a :class:`~pipeline.load.Scene` as it arrives, so that the pages of a continent's
+    to a :class:`~pipeline.inputs.load.Scene` as it arrives, so that the pages of a continent's
     search never sit in memory as full items.
     """
     query = Query(aoi, start, end, collection, max_cloud)

@@ -9,9 +9,10 @@ from functools import partial
 import dask.array as da
 import numpy as np
 
-from pipeline.bands import REFLECTANCE_BANDS, RGB_INDEX
-from pipeline.blocks import halo_blocks, map_with_halo
-from pipeline.grid import LATTICE_PIXELS, SCALE
+from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.geo.blocks import halo_blocks, map_with_halo
+from pipeline.geo.grid import LATTICE_PIXELS, SCALE
+from pipeline.geo.resample import upsample_nearest
 from pipeline.models import (
     FusionModel,
     GuaranteedFusionModel,
@@ -20,7 +21,6 @@ from pipeline.models import (
     SamplingRGBModel,
 )
 from pipeline.quality.layers import departure
-from pipeline.resample import upsample_nearest
 
 #: The layers a judged block adds after the bands (and the RGB spread), in this order.
 JUDGED = ("consistency", "spectral_angle")
