@@ -50,6 +50,7 @@ from pipeline.geo.grid import LATTICE, LATTICE_PIXELS, SCALE, read_aoi
 from pipeline.inputs.catalog import search
 from pipeline.models import FusionModel, get_fusion_model, get_rgb_model
 from pipeline.models.fusion.model import DEMO_WEIGHTS, FUSED_BANDS, native_grids
+from pipeline.plain import plain
 from pipeline.train.fusion import BLUR_SIGMA, held_out_cut
 from pipeline.train.sources import sentinel_composite
 
@@ -223,17 +224,6 @@ def no_reference(
     )
 
 
-def strict_json(value: Any) -> Any:
-    """``value`` with every NaN or infinity as null, which standard JSON readers accept."""
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [strict_json(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def print_tables(protocol: str, rows: dict[str, Any], labels: dict[str, str]) -> None:
     """One model × metric table per group, then the PSNR of every band."""
     title, description = PROTOCOLS[protocol]
@@ -322,7 +312,7 @@ def main() -> None:
     }
     path = Path(args.out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(strict_json(result), indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(plain(result, strict=True), indent=2, allow_nan=False) + "\n")
     print(f"\nwrote {path}")
 
 

@@ -9,7 +9,7 @@ training of both shipped demo models held out, so a scene those weights never sa
 
 * RGB stage, 10 m → 2.5 m, on the strip: DiffFuSR with the shipped demo weights, sampled once
   without the guarantee; that output as it is, with the old guarantee (one constant added per
-  10 m pixel) and with the smooth one (``pipeline.inputs.radiometry``); bicubic ×4 for reference.
+  10 m pixel) and with the smooth one (``pipeline.models.radiometry``); bicubic ×4 for reference.
 * Fusion stage, on the whole composite and on the strip: DiffFuSR fusion with its shipped demo
   weights (bicubic RGB as the guide), likewise raw, old and smooth; bicubic ×4·ratio of each
   band's native grid (the ``bicubic`` fusion baseline) for reference. Per group: B08 (footprint
@@ -41,9 +41,9 @@ from benchmarks.fusion import demo_composite
 from pipeline.geo.bands import RGB_BANDS, RGB_INDEX
 from pipeline.geo.grid import SCALE
 from pipeline.geo.resample import block_mean, upsample_cubic, upsample_linear, upsample_nearest
-from pipeline.inputs.radiometry import TAPS, correction_reach, inverse_stencil, make_consistent
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.models.fusion.model import NATIVE_RATIO, DiffFuSRFusion, native_grids
+from pipeline.models.radiometry import TAPS, correction_reach, inverse_stencil, make_consistent
 from pipeline.quality.footprints import blockiness
 
 #: The held-out strip of the demo composite, rows and columns at 10 m.

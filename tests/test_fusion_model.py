@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
-from pipeline.inputs.radiometry import correction_reach
 from pipeline.models import get_fusion_model
 from pipeline.models.baselines import Bicubic
 from pipeline.models.fusion.model import (
@@ -34,6 +33,7 @@ from pipeline.models.fusion.network import (
     normalize,
 )
 from pipeline.models.fusion.weights import load_fusion_network, save_fusion_network
+from pipeline.models.radiometry import correction_reach
 from pipeline.models.superresolve import SuperResolver
 from pipeline.models.weights import WeightsError, file_sha256
 

@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 
 from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
 from pipeline.geo.blocks import map_with_halo
-from pipeline.inputs.radiometry import correction_reach
 from pipeline.models.baselines import Bicubic
 from pipeline.models.fusion.model import (
     FUSED_BANDS,
@@ -36,6 +35,7 @@ from pipeline.models.fusion.weights import (
     load_fusion_network,
     save_fusion_network,
 )
+from pipeline.models.radiometry import correction_reach
 from pipeline.models.superresolve import SuperResolver
 from pipeline.models.weights import WeightsError
 

@@ -260,7 +260,7 @@ def _search_api(url: str, query: Query, limit: int | None, scenes: bool) -> Sear
 def _filter_locally(
     items: list[pystac.Item], query: Query, reduce: Callable[[pystac.Item], object]
 ) -> SearchResult:
-    first, last = _datetime_range_bounds(query.start, query.end)
+    first, last = date_range(query.start, query.end)
 
     def wanted(item: pystac.Item) -> bool:
         return (
@@ -294,13 +294,11 @@ def _sorted(items: list) -> list:
     return sorted(items, key=lambda i: (i.datetime or earliest, i.id))
 
 
-def _datetime_range_bounds(start: date, end: date) -> tuple[datetime, datetime]:
-    return (
-        datetime.combine(start, time.min, UTC),
-        datetime.combine(end, time.max, UTC),
-    )
+def date_range(start: date, end: date) -> tuple[datetime, datetime]:
+    """The first and last instant (UTC) of the dates ``start`` to ``end``, both included."""
+    return datetime.combine(start, time.min, UTC), datetime.combine(end, time.max, UTC)
 
 
 def _datetime_range(start: date, end: date) -> str:
-    first, last = _datetime_range_bounds(start, end)
+    first, last = date_range(start, end)
     return f"{first.isoformat().replace('+00:00', 'Z')}/{last.isoformat().replace('+00:00', 'Z')}"

@@ -34,6 +34,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from pipeline.errors import WeightsError, reason
+from pipeline.plain import plain
 
 #: Where the inference weights of the DiffFuSR SR LightningModule live in its state dict: the
 #: EMA U-Net, the RRDB spatial encoder, the MoCo query encoder and the noise-schedule buffers.
@@ -351,7 +352,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise WeightsError(f"{path}: unreadable PyTorch checkpoint: {why}") from None
     if not isinstance(checkpoint, Mapping):
         raise WeightsError(f"{path}: a PyTorch file without a state dict")
-    return {k: v if k == "state_dict" else _plain(v) for k, v in checkpoint.items()}
+    return {k: v if k == "state_dict" else plain(v) for k, v in checkpoint.items()}
 
 
 def _refusal(err: Exception) -> str:
@@ -364,14 +365,6 @@ def _refusal(err: Exception) -> str:
         advice = ("(", "Please", "Check the documentation")
         line = next((x for x in lines if x and not x.startswith(advice)), reason(err))
     return line.split(" Please use")[0]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _kind(path: str | Path) -> str | None:

@@ -8,8 +8,9 @@ from typing import Any
 
 from distributed import Client
 
+from pipeline.inputs.catalog import date_range
 from pipeline.product.overviews import build_overviews, level_count, level_path, multiscales_attrs
-from pipeline.product.stac import ProductFacts, QualitySummary, date_range, write_stac
+from pipeline.product.stac import ProductFacts, QualitySummary, write_stac
 from pipeline.product.store import LEVEL_ONE, ProductStore
 from pipeline.redact import redact
 from pipeline.run.dispatch import RunSummary
@@ -52,7 +53,7 @@ def finish_product(
         grid=plan.grid,
         bands=request.bands,
         start=start,
-        end=end,
+        end=end.replace(microsecond=0),  # the STAC files give whole seconds
         provenance=plan.provenance(),
         source_items=plan.items,
         uncertainty=plan.resolver.uncertainty,

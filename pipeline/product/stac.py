@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -306,8 +306,3 @@ def _overview_asset(grid: OutputGrid, level: int) -> pystac.Asset:
     proj.shape = list(level_shape(grid, level))
     proj.transform = level_transform(grid, level)
     return asset
-
-
-def date_range(start: Any, end: Any) -> tuple[datetime, datetime]:
-    """The run's dates as the first and last instant of the range (UTC)."""
-    return (datetime.combine(start, time.min, UTC), datetime.combine(end, time(23, 59, 59), UTC))

@@ -32,6 +32,7 @@ from zarr.storage import FsspecStore, LocalStore
 from pipeline import network
 from pipeline.errors import OutputError, reason
 from pipeline.geo.grid import RESOLUTION, OutputGrid, Tile
+from pipeline.plain import plain
 from pipeline.product.conventions import array_attrs, group_attrs
 from pipeline.product.lease import describe, holders
 from pipeline.product.pyramid import AVERAGE, RESAMPLING, level_path, reduce_2x2
@@ -177,13 +178,13 @@ class ProductStore:
                         f"existing product at {url} has a different grid/bands; "
                         "use --overwrite or another --out"
                     )
-                if existing.get(RECIPE) != _plain(attrs).get(RECIPE):
+                if existing.get(RECIPE) != plain(attrs).get(RECIPE):
                     raise OutputError(
                         f"existing product at {url} was made with other settings "
                         "(catalog, dates, filters or models); use --overwrite or another --out"
                     )
                 # Rewriting the attributes records this run and proves the location writable.
-                store._open_group().update_attributes(_plain(root_attrs))
+                store._open_group().update_attributes(plain(root_attrs))
                 return store
             if existing is not None:
                 running = holders(store)
@@ -195,7 +196,7 @@ class ProductStore:
                 store._delete()
             store._create_arrays(grid, bands, uncertainty)
             # The grid attributes go last: a product interrupted while being created lacks them.
-            store._open_group().update_attributes(_plain(root_attrs))
+            store._open_group().update_attributes(plain(root_attrs))
         return store
 
     def done_tiles(self) -> set[str]:
@@ -308,7 +309,7 @@ class ProductStore:
         """Merge ``attrs`` into the root attributes and consolidate metadata for fast opening:
         of ``groups`` (paths of subgroups that readers open on their own), then of the root."""
         with self._storage_errors():
-            self._open_group().update_attributes(_plain(attrs))
+            self._open_group().update_attributes(plain(attrs))
             with warnings.catch_warnings():
                 # "tiles/ is not a Zarr node" and "consolidated metadata is not in the v3 spec".
                 warnings.simplefilter("ignore", ZarrUserWarning)
@@ -342,7 +343,7 @@ class ProductStore:
         with self._storage_errors(f"{relative} to "):
             if isinstance(fs, LocalFileSystem):  # object stores have no folders to make
                 fs.makedirs(posixpath.dirname(target), exist_ok=True)
-            fs.pipe_file(target, json.dumps(doc, default=_json_default, indent=indent).encode())
+            fs.pipe_file(target, json.dumps(plain(doc), indent=indent).encode())
 
     def remove(self, relative: str) -> None:
         """Remove the file at ``relative`` inside the product, and its folder once empty."""
@@ -576,15 +577,3 @@ def _same_grid(attrs: dict[str, Any], grid: OutputGrid, bands: tuple[str, ...]) 
     except (KeyError, TypeError, CRSError):
         return False
     return same_crs and all(attrs.get(k) == v for k, v in expected.items() if k != "grid_crs_wkt")
-
-
-def _json_default(value: object) -> object:
-    """numpy scalars and arrays as JSON values, anything else as its string."""
-    if isinstance(value, np.generic | np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
-def _plain(attrs: dict[str, Any]) -> dict[str, Any]:
-    """Attributes reduced to plain JSON, so that numpy values and dates never fail a write."""
-    return json.loads(json.dumps(attrs, default=_json_default))

@@ -36,6 +36,7 @@ from pipeline.models.fusion.network import (
 )
 from pipeline.models.fusion.weights import save_fusion_network
 from pipeline.models.weights import LocalWeights
+from pipeline.plain import plain
 from pipeline.quality.fusion import fusion_metrics
 from pipeline.train.runs import (
     TRAIN_STREAM,
@@ -44,7 +45,6 @@ from pipeline.train.runs import (
     Run,
     TrainingDiverged,
     open_run_dir,
-    plain,
     step_rng,
 )
 from pipeline.train.sources import Split, TrainingDataError, augment, clear_windows, split_columns

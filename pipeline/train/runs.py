@@ -48,11 +48,6 @@ def torch_generator(rng: np.random.Generator) -> torch.Generator:
     return torch.Generator().manual_seed(int(rng.integers(2**63)))
 
 
-def plain(tree: Any) -> Any:
-    """JSON-shaped copy (tuples become lists), as stored in and read from a checkpoint."""
-    return json.loads(json.dumps(tree))
-
-
 class Run(ABC):
     """A run directory and its loop; subclasses say what one step, a validation and a
     checkpoint are. Start or resume one through :func:`open_run_dir`."""

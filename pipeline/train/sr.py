@@ -25,6 +25,7 @@ from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.schedule import NoiseSchedule
 from pipeline.models.diffusion.unet import UNetConfig
 from pipeline.models.weights import LocalWeights, convert_lightning_checkpoint
+from pipeline.plain import plain
 from pipeline.quality.fusion import fusion_metrics
 from pipeline.train.degradation import VALIDATION, DegradationConfig, degrade
 from pipeline.train.runs import (
@@ -35,7 +36,6 @@ from pipeline.train.runs import (
     Run,
     TrainingDiverged,
     open_run_dir,
-    plain,
     step_rng,
     torch_generator,
 )

@@ -10,7 +10,7 @@ window near a tile edge is sampled alike in the blocks of both tiles: tiles join
 seams, given a halo of one window.
 With ``consistent`` (the default) every sample is then corrected so that each band, averaged
 over the 4 × 4 output pixels of a 10 m pixel, equals the input there
-(:mod:`pipeline.inputs.radiometry`:
+(:mod:`pipeline.models.radiometry`:
 a smooth correction, no steps at pixel edges); the halo grows by the correction's reach.
 The network is loaded once per process and kept resident; the model object itself holds only
 the weights' address and the sampling options, so it travels cheaply to Dask workers.
@@ -29,11 +29,11 @@ import torch
 from torch.nn import functional as F
 
 from pipeline.geo.grid import SCALE
-from pipeline.inputs.radiometry import correction_reach, make_consistent
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.noise import position_noise
 from pipeline.models.diffusion.sampler import ddim_chain
 from pipeline.models.diffusion.sizes import network_config
+from pipeline.models.radiometry import correction_reach, make_consistent
 from pipeline.models.resident import PinnedWeights, default_device, resident_network
 from pipeline.models.weights import (
     WeightsError,
@@ -243,7 +243,7 @@ class DiffFuSRRGB(PinnedWeights):
     @staticmethod
     def correct(draws: np.ndarray, rgb: np.ndarray) -> np.ndarray:
         """Each sample (S, 3, 4h, 4w) corrected to average back to ``rgb`` (3, h, w) over
-        every 10 m pixel that holds data (:mod:`pipeline.inputs.radiometry`): a pixel whose three
+        every 10 m pixel that holds data (:mod:`pipeline.models.radiometry`): a pixel whose three
         bands are all 0 is the fill of no-data."""
         rgb = np.asarray(rgb, dtype=np.float32)
         valid = (rgb != 0).any(axis=0)

@@ -11,7 +11,7 @@ normalised and upsampled bilinearly ×4 from the 10 m block.
 
 With ``consistent`` (the default) each fused band is then corrected so that its mean over
 every native pixel's footprint (4×4, 8×8 or 24×24 output pixels) equals the native input
-value (:mod:`pipeline.inputs.radiometry`: a smooth field, no steps at footprint edges, reaching a
+value (:mod:`pipeline.models.radiometry`: a smooth field, no steps at footprint edges, reaching a
 few
 native pixels, which the halo covers). The product is then radiometrically consistent with
 the input at the input's own resolution.
@@ -29,7 +29,6 @@ import torch
 from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
 from pipeline.geo.grid import SCALE
 from pipeline.geo.resample import block_mean
-from pipeline.inputs.radiometry import correction_reach, make_consistent
 from pipeline.models.fusion.mtf import MTFFusionNetwork
 from pipeline.models.fusion.network import (
     FUSION_GROUPS,
@@ -39,6 +38,7 @@ from pipeline.models.fusion.network import (
     upsample,
 )
 from pipeline.models.fusion.weights import load_fusion_network
+from pipeline.models.radiometry import correction_reach, make_consistent
 from pipeline.models.resident import PinnedWeights
 from pipeline.models.weights import shipped_weights
 
@@ -154,7 +154,7 @@ class DiffFuSRFusion(PinnedWeights):
     @staticmethod
     def correct(out: np.ndarray, bands: np.ndarray) -> np.ndarray:
         """``out`` (12, 4h, 4w) with every fused band averaging back to its native input over
-        each native pixel that holds data (:mod:`pipeline.inputs.radiometry`); a copy."""
+        each native pixel that holds data (:mod:`pipeline.models.radiometry`); a copy."""
         bands = np.asarray(bands, dtype=np.float32)
         natives = native_grids(bands)
         data = (bands != 0).any(axis=0)  # 0 in every band is the fill of no-data
