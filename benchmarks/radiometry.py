@@ -38,11 +38,10 @@ import numpy as np
 import torch
 
 from benchmarks.fusion import demo_composite
-from pipeline.geo.bands import RGB_BANDS, RGB_INDEX
-from pipeline.geo.grid import SCALE
+from pipeline.geo.bands import NATIVE_RATIO, RGB_BANDS, RGB_INDEX, SCALE
 from pipeline.geo.resample import block_mean, upsample_cubic, upsample_linear, upsample_nearest
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
-from pipeline.models.fusion.model import NATIVE_RATIO, DiffFuSRFusion, native_grids
+from pipeline.models.fusion.model import DiffFuSRFusion, native_grids
 from pipeline.models.radiometry import TAPS, correction_reach, inverse_stencil, make_consistent
 from pipeline.quality.footprints import blockiness
 

@@ -30,8 +30,8 @@ from flows._training import (
 from pipeline.errors import UserError
 from pipeline.geo.bands import REFLECTANCE_BANDS
 from pipeline.geo.grid import LATTICE
+from pipeline.models.fusion.network import FUSION_GROUPS_BY_RESOLUTION
 from pipeline.train.fusion import (
-    GROUPS,
     PRESETS,
     FusionTrainConfig,
     FusionWaldData,
@@ -61,12 +61,12 @@ def parser() -> argparse.ArgumentParser:
         "--groups",
         type=int,
         nargs="+",
-        choices=sorted(GROUPS),
+        choices=sorted(FUSION_GROUPS_BY_RESOLUTION),
         default=list(d.groups),
         metavar="M",
         help="groups to train, by native resolution in metres (default: 10 20 60)",
     )
-    for g in GROUPS.values():
+    for g in FUSION_GROUPS_BY_RESOLUTION.values():
         groups.add_argument(
             f"--patch-{g.resolution}m",
             type=positive,
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         return code
     weights = trainer.export()
     print(f"weights:    {weights.path} (sha256 {weights.sha256})")
-    untrained = [f"{r} m" for r in GROUPS if r not in cfg.groups]
+    untrained = [f"{r} m" for r in FUSION_GROUPS_BY_RESOLUTION if r not in cfg.groups]
     if untrained:
         print(f"note:       the {', '.join(untrained)} network(s) keep their initial weights")
     print(
@@ -179,7 +179,7 @@ def _postfix(record: dict[str, float]) -> dict[str, str]:
 def _describe(record: dict[str, float]) -> str:
     scores = [
         f"{r} m {record[f'ergas_{r}m']:.3f} (bilinear {record[f'bilinear_ergas_{r}m']:.3f})"
-        for r in GROUPS
+        for r in FUSION_GROUPS_BY_RESOLUTION
         if f"ergas_{r}m" in record
     ]
     return f"step {record['step']}: ERGAS {', '.join(scores)}"

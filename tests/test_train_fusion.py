@@ -22,9 +22,9 @@ from pipeline.errors import UserError
 from pipeline.geo.bands import REFLECTANCE_BANDS
 from pipeline.geo.grid import LATTICE, read_aoi
 from pipeline.geo.resample import block_mean
+from pipeline.models.fusion.network import FUSION_GROUPS_BY_RESOLUTION
 from pipeline.models.fusion.weights import load_fusion_network
 from pipeline.train.fusion import (
-    GROUPS,
     FusionTrainConfig,
     FusionTrainer,
     FusionWaldData,
@@ -143,7 +143,7 @@ def test_degrade_is_the_blur_then_the_block_mean_of_its_footprint():
 
 @pytest.mark.parametrize("resolution", [10, 20, 60])
 def test_wald_batch_shapes_and_a_constant_scene(resolution):
-    g = GROUPS[resolution]
+    g = FUSION_GROUPS_BY_RESOLUTION[resolution]
     patch = 24
     scene = np.full((3, 12, patch * g.ratio_10m, patch * g.ratio_10m), 0.125, np.float32)
     batch = wald_batch(scene, g, sigma=0.39)
@@ -197,7 +197,9 @@ def test_validation_windows_never_touch_training_columns(composite):
             assert (test[:, 1] * k >= data.cut).all() and ((test[:, 1] + p) * k <= width).all()
             assert np.isfinite(data.footprints(g, test, p)).all()
     # the demo is 2.6 km wide: its eastern quarter holds no 24 × 60 m window
-    assert data.has_windows(GROUPS[20], "test") and not data.has_windows(GROUPS[60], "test")
+    assert data.has_windows(FUSION_GROUPS_BY_RESOLUTION[20], "test") and not data.has_windows(
+        FUSION_GROUPS_BY_RESOLUTION[60], "test"
+    )
 
 
 def test_a_group_without_a_training_window_is_refused_by_name(composite):

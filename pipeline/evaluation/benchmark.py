@@ -19,8 +19,7 @@ import numpy as np
 from pipeline.evaluation.data import EvaluationSet, Patch
 from pipeline.evaluation.scores import SCORED, fusion_scores, rgb_scores
 from pipeline.evaluation.wald import fusion_input, rgb_input
-from pipeline.geo.bands import RGB_BANDS, RGB_INDEX
-from pipeline.geo.grid import SCALE
+from pipeline.geo.bands import RGB_BANDS, RGB_INDEX, SCALE
 from pipeline.models import FusionModel, RGBModel
 from pipeline.models.fusion.model import native_grids
 

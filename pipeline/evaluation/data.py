@@ -20,8 +20,8 @@ from rasterio.errors import RasterioIOError
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import UserError, reason
-from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS
-from pipeline.geo.grid import LATTICE, LATTICE_PIXELS, SCALE
+from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, SCALE
+from pipeline.geo.grid import LATTICE, LATTICE_PIXELS
 from pipeline.inputs.catalog import search
 from pipeline.inputs.load import asset_key
 from pipeline.train.fusion import held_out_cut

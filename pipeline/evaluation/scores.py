@@ -8,14 +8,13 @@ from dataclasses import fields
 
 import numpy as np
 
-from pipeline.geo.bands import REFLECTANCE_BANDS
-from pipeline.geo.grid import SCALE
+from pipeline.geo.bands import NATIVE_RATIO, REFLECTANCE_BANDS, SCALE
 from pipeline.geo.resample import block_mean, upsample_nearest
-from pipeline.models.fusion.model import FUSED_BANDS, NATIVE_RATIO
+from pipeline.models.fusion.model import FUSED_BANDS
+from pipeline.models.fusion.network import FUSION_GROUPS_BY_RESOLUTION
 from pipeline.quality.footprints import blockiness
 from pipeline.quality.fusion import SSIM_SIGMA, fusion_metrics
 from pipeline.quality.opensr import opensr_metrics
-from pipeline.train.fusion import GROUPS
 
 #: Metrics of the RGB stage: PSNR and SSIM (data range 1), the OpenSR-test ones, then the
 #: blockiness at the input's pixel edges.
@@ -34,7 +33,10 @@ RGB_METRICS = (
 #: Metrics of the fusion stage, per band group.
 FUSION_METRICS = ("r2", "cross_correlation", "ssim", "psnr", "mse", "ergas")
 #: Each group's scored bands: the fused ones (the 10 m group's B04 B03 B02 are the guide).
-SCORED = {r: tuple(b for b in g.outputs if b in FUSED_BANDS) for r, g in GROUPS.items()}
+SCORED = {
+    r: tuple(b for b in g.outputs if b in FUSED_BANDS)
+    for r, g in FUSION_GROUPS_BY_RESOLUTION.items()
+}
 #: Side of scikit-image's Gaussian SSIM window for σ = SSIM_SIGMA (truncated at 3.5 σ).
 SSIM_WINDOW = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1
 

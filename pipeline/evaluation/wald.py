@@ -11,10 +11,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from pipeline.geo.bands import REFLECTANCE_BANDS
-from pipeline.geo.grid import SCALE
+from pipeline.geo.bands import NATIVE_RATIO, REFLECTANCE_BANDS, SCALE
 from pipeline.geo.resample import upsample_nearest
-from pipeline.models.fusion.model import NATIVE_RATIO, native_grids
+from pipeline.models.fusion.model import native_grids
 from pipeline.train import degradation
 from pipeline.train.fusion import BLUR_SIGMA
 from pipeline.train.fusion import degrade as sensor_degrade

@@ -39,8 +39,7 @@ from pipeline.explain.target import (
     product_models,
     region_input,
 )
-from pipeline.geo.bands import GROUPS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
-from pipeline.geo.grid import SCALE
+from pipeline.geo.bands import BANDS_BY_RESOLUTION, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX, SCALE
 from pipeline.models import FusionModel, RGBModel
 from pipeline.models.baselines import Bicubic, GramSchmidt
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
@@ -49,7 +48,7 @@ from pipeline.models.superresolve import model_input
 from pipeline.product.read import product_grid
 
 #: The fusion groups by native resolution, in metres.
-FUSION_GROUPS = tuple(GROUPS)
+FUSION_GROUPS = tuple(BANDS_BY_RESOLUTION)
 #: The input channels of a fusion stage's maps: the 12 bands, then the guide.
 GUIDE = tuple(f"guide {b}" for b in RGB_BANDS)
 
@@ -247,7 +246,9 @@ def _fusion_stages(
     """Every group asked for, from one forward pass per point of the path."""
     started = time.perf_counter()
     detect = detector(settings.detector, *region.local(window))
-    fused = {g: tuple(b for b in GROUPS[g] if b not in RGB_BANDS) for g in settings.groups}
+    fused = {
+        g: tuple(b for b in BANDS_BY_RESOLUTION[g] if b not in RGB_BANDS) for g in settings.groups
+    }
 
     def group(names: tuple[str, ...]):
         return lambda out: detect(torch.stack([out[b] for b in names]))

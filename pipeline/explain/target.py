@@ -19,7 +19,8 @@ import numpy as np
 import zarr
 
 from pipeline.errors import ModelError, UserError, reason
-from pipeline.geo.grid import INPUT_RESOLUTION, LATTICE_PIXELS, SCALE, OutputGrid
+from pipeline.geo.bands import INPUT_RESOLUTION, SCALE
+from pipeline.geo.grid import LATTICE_PIXELS, OutputGrid
 from pipeline.inputs.catalog import is_demo_catalog
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.models.published import default_weights

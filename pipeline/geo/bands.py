@@ -1,8 +1,16 @@
-"""Sentinel-2 L2A band facts shared by every stage: names, native resolutions, asset aliases."""
+"""Sentinel-2 L2A band facts shared by every stage: names, native resolutions and their ratio
+to the 10 m input, the ×4 scale to the 2.5 m product, asset aliases."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+#: Output pixel size in metres.
+RESOLUTION = 2.5
+#: Input pixel size in metres (the 10 m bands).
+INPUT_RESOLUTION = 10.0
+#: Super-resolution factor from input to output.
+SCALE = 4
 
 
 @dataclass(frozen=True)
@@ -45,8 +53,13 @@ SCL_ALIASES: tuple[str, ...] = ("SCL", "scl")
 SCL_NO_DATA, SCL_SATURATED, SCL_CLOUD_SHADOW = 0, 1, 3
 SCL_CLOUD_MEDIUM, SCL_CLOUD_HIGH, SCL_CIRRUS, SCL_SNOW = 8, 9, 10, 11
 
-#: Band groups of the fusion stage, keyed by native resolution.
-GROUPS: dict[int, tuple[str, ...]] = {
+#: Each band's native pixel size in 10 m input pixels (1, 2 or 6).
+NATIVE_RATIO: dict[str, int] = {b: int(BANDS[b].resolution // INPUT_RESOLUTION) for b in BANDS}
+#: The coarsest native pixel, in 10 m pixels (60 m): the lattice every tile and block follows.
+MAX_RATIO = max(NATIVE_RATIO.values())
+
+#: The bands of each native resolution (10, 20, 60 m), in product order.
+BANDS_BY_RESOLUTION: dict[int, tuple[str, ...]] = {
     res: tuple(b for b in REFLECTANCE_BANDS if BANDS[b].resolution == res) for res in (10, 20, 60)
 }
 

@@ -23,19 +23,14 @@ from shapely.geometry import Point, Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import AOIError, GridError, reason
+from pipeline.geo.bands import INPUT_RESOLUTION, MAX_RATIO, RESOLUTION
 
-#: Output pixel size in metres.
-RESOLUTION = 2.5
-#: Input pixel size in metres (the 10 m bands).
-INPUT_RESOLUTION = 10.0
-#: Super-resolution factor from input to output.
-SCALE = 4
 #: Lattice that tile edges follow so every band's native pixels nest in a tile (one 60 m pixel).
-LATTICE = 60.0
+LATTICE = MAX_RATIO * INPUT_RESOLUTION
 #: Tile sizes must be a multiple of this many output pixels (one 60 m pixel).
 TILE_QUANTUM = int(LATTICE / RESOLUTION)
 #: 10 m pixels per lattice cell: blocks and halos are whole multiples of it.
-LATTICE_PIXELS = int(LATTICE / INPUT_RESOLUTION)
+LATTICE_PIXELS = MAX_RATIO
 #: The largest tile edge in output pixels (76.8 km): twice the default on a GPU. A tile is one
 #: Zarr shard, which a worker holds whole: 12 bands of it are 22.6 GB as stored integers and
 #: twice that as float32.

@@ -32,8 +32,7 @@ from shapely.geometry.base import BaseGeometry
 from stackstac.rio_reader import DEFAULT_GDAL_ENV
 
 from pipeline.errors import CatalogError, ItemError
-from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, SCL_ALIASES
-from pipeline.geo.grid import INPUT_RESOLUTION
+from pipeline.geo.bands import BANDS, INPUT_RESOLUTION, REFLECTANCE_BANDS, SCL_ALIASES
 from pipeline.inputs.signing import Signer, reader_for
 from pipeline.network import gdal_options
 from pipeline.network import timeout as network_timeout

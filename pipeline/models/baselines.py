@@ -13,8 +13,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.geo.bands import GROUPS, REFLECTANCE_BANDS, RGB_BANDS
-from pipeline.geo.grid import SCALE
+from pipeline.geo.bands import (
+    BANDS_BY_RESOLUTION,
+    MAX_RATIO,
+    NATIVE_RATIO,
+    REFLECTANCE_BANDS,
+    RGB_BANDS,
+    SCALE,
+)
 from pipeline.geo.resample import block_mean, box_mean, upsample_cubic
 
 
@@ -30,9 +36,6 @@ class Kernels(Protocol):
 NUMPY_KERNELS: Kernels = SimpleNamespace(
     upsample_cubic=upsample_cubic, block_mean=block_mean, box_mean=box_mean
 )
-
-#: 10 m pixels per native pixel, by native resolution.
-NATIVE_RATIO = {10: 1, 20: 2, 60: 6}
 
 
 class Bicubic:
@@ -68,7 +71,7 @@ class GramSchmidt:
         self.detail = detail
         self.name = "gram-schmidt" if detail else "bicubic"
         # 60 m pixels of context: the window plus the cubic kernel's two native pixels.
-        self.halo = NATIVE_RATIO[60] * ((window if detail else 0) + 2)
+        self.halo = MAX_RATIO * ((window if detail else 0) + 2)
 
     def __call__(self, bands: np.ndarray, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
         fused = self.fuse(bands, rgb, NUMPY_KERNELS)
@@ -79,8 +82,8 @@ class GramSchmidt:
         and the (3, 4h, 4w) RGB, with ``kernels``."""
         pan = (rgb[0] + rgb[1] + rgb[2]) / np.float32(3)
         out = dict(zip(RGB_BANDS, rgb, strict=True))
-        for resolution, group in GROUPS.items():
-            ratio = NATIVE_RATIO[resolution]
+        for group in BANDS_BY_RESOLUTION.values():
+            ratio = NATIVE_RATIO[group[0]]
             index = [REFLECTANCE_BANDS.index(b) for b in group]
             native = kernels.block_mean(bands[index], ratio)
             fused = kernels.upsample_cubic(native, SCALE * ratio)

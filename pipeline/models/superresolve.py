@@ -9,9 +9,9 @@ from functools import partial
 import dask.array as da
 import numpy as np
 
-from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_INDEX, SCALE
 from pipeline.geo.blocks import halo_blocks, map_with_halo
-from pipeline.geo.grid import LATTICE_PIXELS, SCALE
+from pipeline.geo.grid import LATTICE_PIXELS
 from pipeline.geo.resample import upsample_nearest
 from pipeline.models import (
     FusionModel,

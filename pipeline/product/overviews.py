@@ -31,7 +31,8 @@ from distributed import Client, Future, as_completed
 from zarr.errors import ZarrUserWarning
 
 from pipeline.errors import reason
-from pipeline.geo.grid import RESOLUTION, OutputGrid
+from pipeline.geo.bands import RESOLUTION
+from pipeline.geo.grid import OutputGrid
 from pipeline.product.conventions import MULTISCALES, PROJ, SPATIAL, spatial_grid
 from pipeline.product.pyramid import AVERAGE, OVERVIEWS, RESAMPLING, level_path, reduce_2x2
 from pipeline.product.store import MARKERS, ProductStore

@@ -31,7 +31,8 @@ from zarr.storage import FsspecStore, LocalStore
 
 from pipeline import network
 from pipeline.errors import OutputError, reason
-from pipeline.geo.grid import RESOLUTION, OutputGrid, Tile
+from pipeline.geo.bands import RESOLUTION
+from pipeline.geo.grid import OutputGrid, Tile
 from pipeline.plain import plain
 from pipeline.product.conventions import array_attrs, group_attrs
 from pipeline.product.lease import describe, holders

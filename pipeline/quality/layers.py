@@ -16,8 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, RGB_INDEX
-from pipeline.geo.grid import INPUT_RESOLUTION, SCALE
+from pipeline.geo.bands import (
+    NATIVE_RATIO,
+    REFLECTANCE_BANDS,
+    RGB_INDEX,
+    SCALE,
+)
 from pipeline.geo.resample import block_mean, upsample_nearest
 from pipeline.quality.spectral import spectral_angle
 
@@ -140,7 +144,7 @@ def averaged_back(
     valid = np.isfinite(composite).all(axis=0) & np.isfinite(low).all(axis=0)
     reference, back = np.empty_like(composite), np.empty_like(low)
     for i, band in enumerate(bands):
-        ratio = _native_ratio(band)
+        ratio = NATIVE_RATIO[band]
         reference[i] = _native_mean(composite[i], valid, ratio)
         back[i] = _native_mean(low[i], valid, ratio)
     return reference, back
@@ -178,10 +182,6 @@ def _native_mean(x: np.ndarray, valid: np.ndarray, ratio: int) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = upsample_nearest(total / share, ratio)
     return np.where(valid, mean, np.nan)
-
-
-def _native_ratio(band: str) -> int:
-    return round(BANDS[band].resolution / INPUT_RESOLUTION)
 
 
 def _indices(bands: tuple[str, ...]) -> list[int]:

@@ -21,9 +21,8 @@ from shapely.geometry.base import BaseGeometry
 
 import pipeline
 from pipeline.errors import ModelError, reason
-from pipeline.geo.bands import REFLECTANCE_BANDS
+from pipeline.geo.bands import INPUT_RESOLUTION, REFLECTANCE_BANDS
 from pipeline.geo.grid import (
-    INPUT_RESOLUTION,
     OutputGrid,
     Tile,
     check_crs,

@@ -20,8 +20,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from pipeline.geo.bands import REFLECTANCE_BANDS
-from pipeline.geo.grid import INPUT_RESOLUTION, SCALE, OutputGrid, Tile
+from pipeline.geo.bands import INPUT_RESOLUTION, REFLECTANCE_BANDS, SCALE
+from pipeline.geo.grid import OutputGrid, Tile
 from pipeline.geo.resample import upsample_nearest
 from pipeline.inputs.composite import clear_sky
 from pipeline.inputs.load import Scene

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
-from pipeline.geo.grid import LATTICE_PIXELS, SCALE
+from pipeline.geo.bands import NATIVE_RATIO, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX, SCALE
+from pipeline.geo.grid import LATTICE_PIXELS
 from pipeline.geo.resample import block_mean
 from pipeline.models.fusion.network import (
     ATTENTION_REDUCTION,
-    FUSION_GROUPS,
+    FUSION_GROUPS_BY_RESOLUTION,
     FusionGroup,
     FusionNetwork,
     denormalize,
@@ -49,10 +49,6 @@ from pipeline.train.runs import (
 )
 from pipeline.train.sources import Split, TrainingDataError, augment, clear_windows, split_columns
 
-#: The groups by native resolution in metres (10, 20, 60), as the command line names them.
-GROUPS: dict[int, FusionGroup] = {
-    g.resolution: g for g in sorted(FUSION_GROUPS, key=lambda g: g.resolution)
-}
 #: Gaussian σ of the degradation as a fraction of its ratio r (σ = 0.39 r in the pixels of the
 #: band degraded): with the r × r mean this gives a system MTF of 0.30 at the Nyquist
 #: frequency of the degraded grid, the sharp end of the MSI specification (0.15 to 0.30). The
@@ -87,14 +83,9 @@ PRESETS: dict[str, NetworkSize] = {
 }
 
 
-def native_ratio(band: str) -> int:
-    """A band's native pixel size in 10 m pixels (1, 2 or 6)."""
-    return BANDS[band].resolution // 10
-
-
 def patch_multiple(group: FusionGroup) -> int:
     """The HR-proxy patch must divide into whole degraded pixels of every input band."""
-    return SCALE * max(native_ratio(b) for b in group.inputs)
+    return SCALE * max(NATIVE_RATIO[b] for b in group.inputs)
 
 
 @dataclass(frozen=True)
@@ -125,10 +116,10 @@ class FusionTrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.groups or list(self.groups) != sorted(set(self.groups)):
             raise ValueError(f"groups must be distinct and ascending, got {list(self.groups)}")
-        unknown = [g for g in self.groups if g not in GROUPS]
+        unknown = [g for g in self.groups if g not in FUSION_GROUPS_BY_RESOLUTION]
         if unknown:
             raise ValueError(f"no fusion group of {unknown[0]} m; choose from 10, 20, 60")
-        for g in GROUPS.values():
+        for g in FUSION_GROUPS_BY_RESOLUTION.values():
             size, multiple = self.patch(g), patch_multiple(g)
             if size < multiple or size % multiple:
                 raise ValueError(
@@ -143,7 +134,7 @@ class FusionTrainConfig:
 
     @property
     def selected(self) -> tuple[FusionGroup, ...]:
-        return tuple(GROUPS[r] for r in self.groups)
+        return tuple(FUSION_GROUPS_BY_RESOLUTION[r] for r in self.groups)
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -276,8 +267,8 @@ def wald_batch(footprints: np.ndarray, group: FusionGroup, sigma: float) -> Grou
     k, r = group.ratio_10m, group.ratio_2p5m
     hr = F.avg_pool2d(x, k)
     upsampled: dict[str, torch.Tensor] = {}
-    for n in sorted({native_ratio(b) for b in group.inputs}):
-        bands = [b for b in group.inputs if native_ratio(b) == n]
+    for n in sorted({NATIVE_RATIO[b] for b in group.inputs}):
+        bands = [b for b in group.inputs if NATIVE_RATIO[b] == n]
         native = F.avg_pool2d(x[:, _index(bands)], n)
         upsampled.update(
             zip(bands, upsample(degrade(native, r, sigma), n * r // k).unbind(1), strict=True)
@@ -398,7 +389,7 @@ class FusionTrainer(Run):
         self.net.eval()
         try:
             for resolution, batch in self.validation.items():
-                g = GROUPS[resolution]
+                g = FUSION_GROUPS_BY_RESOLUTION[resolution]
                 prediction = denormalize(self._predict(g, batch), g.outputs)
                 record[f"ergas_{resolution}m"] = ergas(prediction, batch.target, g)
                 record[f"bilinear_ergas_{resolution}m"] = ergas(batch.baseline(g), batch.target, g)

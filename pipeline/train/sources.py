@@ -35,8 +35,8 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import UserError, reason
-from pipeline.geo.bands import RGB_BANDS
-from pipeline.geo.grid import INPUT_RESOLUTION, default_crs, project
+from pipeline.geo.bands import INPUT_RESOLUTION, RGB_BANDS
+from pipeline.geo.grid import default_crs, project
 from pipeline.inputs.catalog import search
 from pipeline.inputs.composite import clear_sky
 from pipeline.inputs.load import check_assets, lattice_anchor, scene_epsg

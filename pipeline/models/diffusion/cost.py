@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pipeline.geo.bands import SCALE
 from pipeline.geo.blocks import halo_blocks
-from pipeline.geo.grid import SCALE
 from pipeline.models.diffusion.rgb import _lattice, _on_lattice, _Windows
 
 

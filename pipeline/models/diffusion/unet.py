@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-GROUPS = 32
+NORM_GROUPS = 32
 CONTEXT_CHANNELS = 64
 DEGRADATION_CHANNELS = 256
 COMPRESSED = 64
@@ -72,7 +72,10 @@ class Block(nn.Module):
     def __init__(self, dim: int, dim_out: int) -> None:
         super().__init__()
         self.block = nn.Sequential(
-            nn.GroupNorm(GROUPS, dim), Swish(), nn.Identity(), nn.Conv2d(dim, dim_out, 3, padding=1)
+            nn.GroupNorm(NORM_GROUPS, dim),
+            Swish(),
+            nn.Identity(),
+            nn.Conv2d(dim, dim_out, 3, padding=1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +122,7 @@ class DegradationBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.block = nn.Sequential(nn.GroupNorm(GROUPS, channels))
+        self.block = nn.Sequential(nn.GroupNorm(NORM_GROUPS, channels))
         self.da_conv = DegradationAwareConv(channels)
 
     def forward(self, x: torch.Tensor, degradation: torch.Tensor) -> torch.Tensor:
@@ -144,7 +147,7 @@ class SelfAttention(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.norm = nn.GroupNorm(GROUPS, channels)
+        self.norm = nn.GroupNorm(NORM_GROUPS, channels)
         self.qkv = nn.Conv2d(channels, channels * 3, 1, bias=False)
         self.out = nn.Conv2d(channels, channels, 1)
 

@@ -26,8 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
-from pipeline.geo.grid import SCALE
+from pipeline.geo.bands import (
+    MAX_RATIO,
+    NATIVE_RATIO,
+    REFLECTANCE_BANDS,
+    RGB_BANDS,
+    RGB_INDEX,
+    SCALE,
+)
 from pipeline.geo.resample import block_mean
 from pipeline.models.fusion.mtf import MTFFusionNetwork
 from pipeline.models.fusion.network import (
@@ -42,12 +48,8 @@ from pipeline.models.radiometry import correction_reach, make_consistent
 from pipeline.models.resident import PinnedWeights
 from pipeline.models.weights import shipped_weights
 
-#: 10 m pixels per native pixel of each band.
-NATIVE_RATIO: dict[str, int] = {b: BANDS[b].resolution // 10 for b in REFLECTANCE_BANDS}
 #: The bands the fusion networks produce in the output (B04 B03 B02 come from the RGB stage).
 FUSED_BANDS: tuple[str, ...] = tuple(b for b in REFLECTANCE_BANDS if b not in RGB_BANDS)
-#: The coarsest native pixel, in 10 m pixels (60 m).
-MAX_RATIO = max(NATIVE_RATIO.values())
 #: The weights we trained and ship for the demo (model card: difffusr-fusion-demo.md beside them).
 DEMO_WEIGHTS = shipped_weights("difffusr-fusion-demo.safetensors")
 

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from pipeline.geo.bands import RGB_BANDS
 from pipeline.models.fusion.network import (
-    FUSION_GROUPS,
+    FUSION_GROUPS_BY_RESOLUTION,
     GROUPS_BY_NAME,
     RDB_NAMES,
     GroupedFusion,
@@ -37,7 +37,7 @@ from pipeline.models.rrdb import RRDB
 MTF_AT_NYQUIST = (0.29, 0.30, 0.28, 0.24, 0.23, 0.23)
 SLOPE = 0.2  # every leaky ReLU of the network
 #: Registration (and state_dict) order: 10, 20, 60 m, unlike the first generation.
-MTF_GROUPS = tuple(sorted(FUSION_GROUPS, key=lambda g: g.resolution))
+MTF_GROUPS = tuple(FUSION_GROUPS_BY_RESOLUTION.values())
 
 
 def gaussian_size(ratio: int, mtf: float) -> tuple[float, int]:

@@ -20,10 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS
-from pipeline.geo.grid import (
-    SCALE,  # the fusion sees every LR band ×4, whatever its native resolution
-)
+from pipeline.geo.bands import NATIVE_RATIO, REFLECTANCE_BANDS, RGB_BANDS, SCALE
 from pipeline.models.rrdb import RRDB, lrelu
 
 #: Per-band (mean, std) of reflectance used by the reference to normalise LR bands and outputs.
@@ -183,12 +180,12 @@ class FusionGroup:
     @property
     def ratio_10m(self) -> int:
         """Native pixel size relative to 10 m (1, 2, 6)."""
-        return self.resolution // 10
+        return NATIVE_RATIO[self.outputs[0]]
 
     @property
     def ratio_2p5m(self) -> int:
         """Native pixel size relative to the 2.5 m output (4, 8, 24): training's upsampling."""
-        return self.resolution * SCALE // 10
+        return SCALE * self.ratio_10m
 
 
 #: In the reference's registration (and state_dict) order.
@@ -198,6 +195,10 @@ FUSION_GROUPS: tuple[FusionGroup, ...] = (
     FusionGroup("rrdb_block_10_fusion", 10, _P, _P),
 )
 GROUPS_BY_NAME: dict[str, FusionGroup] = {g.name: g for g in FUSION_GROUPS}
+#: The same groups from the finest to the coarsest (10, 20, 60 m).
+FUSION_GROUPS_BY_RESOLUTION: dict[int, FusionGroup] = {
+    g.resolution: g for g in sorted(FUSION_GROUPS, key=lambda g: g.resolution)
+}
 
 
 class GroupedFusion(nn.Module, ABC):
