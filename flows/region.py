@@ -300,7 +300,13 @@ def run(args: argparse.Namespace) -> int:
             quality, stopped = {}, _lost(plan, summary)
             if stopped is None:
                 try:
-                    quality = finish_product(plan, store, client, summary)
+                    quality = finish_product(
+                        store,
+                        client,
+                        plan.product_facts(store.url),
+                        len(plan.tiles),
+                        summary.failed,
+                    )
                 except UserError as err:  # a full disk, say: the tiles written are kept
                     stopped = str(err)
     elapsed = time.perf_counter() - started

@@ -23,7 +23,6 @@ from pipeline.geo.grid import read_aoi
 from pipeline.product.finish import finish_product
 from pipeline.product.overviews import level_count
 from pipeline.product.store import ProductStore
-from pipeline.run.dispatch import RunSummary
 from pipeline.run.plan import Plan, RegionRequest, plan_region
 
 pytestmark = pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
@@ -65,7 +64,8 @@ def make_product(url: str, plan: Plan, client: Any) -> ProductStore:
             reflectance = rng.uniform(0.01, 0.5, shape).astype(np.float32)
             count = np.ones(shape[1:], np.uint8)
             store.write_tile(plan.grid, tile, reflectance, count, SUMMARIES[tile.key])
-    quality = finish_product(plan, store, client, RunSummary(failed={"0_1": "RuntimeError: boom"}))
+    failed = {"0_1": "RuntimeError: boom"}
+    quality = finish_product(store, client, plan.product_facts(url), len(plan.tiles), failed)
     assert quality == xr.open_zarr(url).attrs["quality_summary"]  # what it wrote, no second read
     return store
 

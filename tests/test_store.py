@@ -21,7 +21,8 @@ from pyproj import CRS
 
 from pipeline.errors import OutputError
 from pipeline.geo.grid import OutputGrid, Tile
-from pipeline.product.store import ProductStore, encode_reflectance
+from pipeline.product.schema import REFLECTANCE
+from pipeline.product.store import ProductStore
 from pipeline.quality.layers import INCONSISTENT, RISK_FILL, UNCERTAIN
 
 # rioxarray and odc-geo still multiply Affine objects with `*`.
@@ -233,7 +234,7 @@ def test_quality_layers_are_checked(tmp_path):
 
 def test_encoding_keeps_zero_for_no_data():
     values = np.array([np.nan, -0.2, 0.0, 0.00004, 0.1234, 1.0, 9.0], dtype=np.float32)
-    assert encode_reflectance(values).tolist() == [0, 1, 1, 1, 1234, 10000, 65535]
+    assert REFLECTANCE.encode(values).tolist() == [0, 1, 1, 1, 1234, 10000, 65535]
 
 
 def test_resume_keeps_markers_and_data(product):

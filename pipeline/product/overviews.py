@@ -34,7 +34,8 @@ from pipeline.errors import reason
 from pipeline.geo.bands import RESOLUTION
 from pipeline.geo.grid import OutputGrid
 from pipeline.product.conventions import MULTISCALES, PROJ, SPATIAL, spatial_grid
-from pipeline.product.pyramid import AVERAGE, OVERVIEWS, RESAMPLING, level_path, reduce_2x2
+from pipeline.product.pyramid import AVERAGE, OVERVIEWS, level_path, reduce_2x2
+from pipeline.product.schema import AXES, REFLECTANCE, RESAMPLING, VARIABLES, resampling
 from pipeline.product.store import MARKERS, ProductStore
 
 
@@ -65,7 +66,7 @@ def level_one_with_tiles(store: ProductStore, grid: OutputGrid) -> bool:
     level = zarr.open_group(
         store.zarr_store(), path=level_path(1), mode="r", use_consolidated=False
     )
-    return level["reflectance"].shards[-1] == grid.tile_size // 2
+    return level[REFLECTANCE.name].shards[-1] == grid.tile_size // 2
 
 
 def build_overviews(
@@ -143,7 +144,7 @@ def build_shard(store: ProductStore, level: int, row: int, col: int, signature: 
         target = zarr.open_array(root, path=f"{level_path(level)}/{name}", mode="r+")
         rows = range(row * n, min((row + 1) * n, target.shape[-2]))
         cols = range(col * n, min((col + 1) * n, target.shape[-1]))
-        method = RESAMPLING.get(name, AVERAGE)
+        method = resampling(name)
         out = np.empty((*source.shape[:-2], len(rows), len(cols)), source.dtype)
         for y in range(2 * rows.start, min(2 * rows.stop, source.shape[-2]), n):
             for x in range(2 * cols.start, min(2 * cols.stop, source.shape[-1]), n):
@@ -209,15 +210,11 @@ def _run_shards(
 
 
 def _variables(group: zarr.Group) -> list[str]:
-    """The data arrays of a level: those on the (y, x) grid, not the coordinates."""
+    """The variables of the schema that a level has (the uncertainty is optional)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ZarrUserWarning)  # the root's tiles/ is not a node
-        arrays = list(group.arrays())
-    return sorted(
-        name
-        for name, array in arrays
-        if array.ndim >= 2 and tuple(array.metadata.dimension_names[-2:]) == ("y", "x")
-    )
+        names = {name for name, _ in group.arrays()}
+    return [v.name for v in VARIABLES if v.name in names]
 
 
 def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
@@ -247,7 +244,7 @@ def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
             ("y", grid.y0 - size / 2 - size * np.arange(height)),
         ):
             _like(group, root[name], values.shape, values.shape)[:] = values
-        for name in ("band", "rgb_band"):
+        for name in (axis.name for axis in AXES):
             if name in root:
                 _like(group, root[name], root[name].shape, root[name].shape)[:] = root[name][:]
         crs = dict(root["spatial_ref"].attrs)
@@ -261,7 +258,7 @@ def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
             array = _like(group, source, (*source.shape[:-2], height, width), source.chunks, shards)
             array.update_attributes(
                 {
-                    "resampling_method": RESAMPLING.get(name, AVERAGE),
+                    "resampling_method": resampling(name),
                     **spatial_grid(level_transform(grid, level), (height, width)),
                 }
             )

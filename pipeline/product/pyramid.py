@@ -11,10 +11,10 @@ import numpy as np
 
 #: Group holding the levels, ``overviews/1`` … ``overviews/N``.
 OVERVIEWS = "overviews"
-#: The flag's bits are combined, every other variable averaged over its pixels with data.
+#: The reductions: flags' bits are combined, other values averaged over the pixels with data
+#: (each variable's is in :mod:`pipeline.product.schema`).
 BITWISE_OR = "bitwise_or"
 AVERAGE = "average"
-RESAMPLING = {"hallucination_risk": BITWISE_OR}
 
 
 def level_path(level: int) -> str:

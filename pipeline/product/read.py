@@ -13,25 +13,15 @@ from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
-import fsspec
 import xarray as xr
-from pyproj import CRS
 from shapely.geometry import shape
 
 from pipeline.errors import CatalogError
-from pipeline.geo.grid import OutputGrid
 from pipeline.inputs.catalog import search
 from pipeline.inputs.composite import clear_sky
 from pipeline.inputs.signing import AUTO, signer_for
-
-
-def product_grid(attrs: Mapping[str, Any]) -> OutputGrid:
-    """The output grid recorded in a product's root attributes."""
-    a, _, x0, _, _, y0 = attrs["grid_transform"]
-    height, width = attrs["grid_shape"]
-    return OutputGrid(
-        CRS.from_wkt(attrs["grid_crs_wkt"]), x0, y0, width, height, attrs["grid_tile_size"]
-    )
+from pipeline.product.schema import product_grid
+from pipeline.product.store import ProductStore
 
 
 def product_input(
@@ -69,10 +59,7 @@ def product_input(
 def tile_summaries(
     url: str, storage_options: dict[str, Any] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """The summary of every finished tile, by tile key, from the tiles' completion markers."""
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    markers = sorted(fs.glob(f"{path}/tiles/*.json"))
-    return {
-        marker.rsplit("/", 1)[-1][: -len(".json")]: json.loads(fs.cat_file(marker))["summary"]
-        for marker in markers
-    }
+    """The summary of every finished tile, by tile key, from the tiles' completion markers
+    (its keys: :class:`pipeline.product.schema.Summary`)."""
+    markers = ProductStore(url, storage_options).markers()
+    return {marker["tile"]: marker["summary"] for marker in markers}

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -20,21 +21,16 @@ from pyproj import Transformer
 from pystac.extensions.eo import Band as EOBand
 from pystac.extensions.eo import EOExtension
 from pystac.extensions.projection import ProjectionExtension
-from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+from pystac.extensions.raster import RasterExtension
 from shapely.geometry import box, mapping
 
 from pipeline.geo.bands import BANDS, RESOLUTION
 from pipeline.geo.grid import OutputGrid, project, split_at_antimeridian, wgs84_bbox
+from pipeline.inputs.catalog import date_range
 from pipeline.inputs.load import Scene
 from pipeline.product.overviews import level_count, level_path, level_shape, level_transform
-from pipeline.product.store import (
-    QUALITY_LAYERS,
-    SCALE_FACTOR,
-    UNCERTAINTY,
-    UNCERTAINTY_BANDS,
-    UNCERTAINTY_FILL,
-    ProductStore,
-)
+from pipeline.product.schema import DATA, PIXELS, REFLECTANCE, VARIABLES, stored
+from pipeline.product.store import ProductStore
 from pipeline.quality.verdict import verdict
 from pipeline.redact import redact
 
@@ -49,8 +45,9 @@ PREFIX = "s2sr"
 class QualitySummary:
     """Product-level aggregate of the tile summaries, fed one marker at a time.
 
-    Fractions and means are weighted by pixels: ``valid_fraction`` and ``mean_clear_count``
-    over all pixels of the finished tiles, the quality means over their pixels with data. The
+    Fractions and means are weighted by the pixels each is taken over (see
+    :class:`pipeline.product.schema.Summary`): ``valid_fraction`` and ``mean_clear_count`` over
+    all pixels of the finished tiles, the quality means over their pixels with data. The
     verdict is judged on the aggregate (:func:`pipeline.quality.verdict.verdict`).
     """
 
@@ -64,16 +61,11 @@ class QualitySummary:
         minx, miny, maxx, maxy = marker["bounds"]
         pixels = (maxx - minx) * (maxy - miny) / RESOLUTION**2
         summary = marker.get("summary", {})
-        valid = pixels * summary.get("valid_fraction", 0.0)
+        valid = pixels * summary.get(REFLECTANCE.summary.key, 0.0)
         self.tiles_done += 1
-        for name, weight in (
-            ("valid_fraction", pixels),
-            ("mean_clear_count", pixels),
-            ("mean_consistency", valid),
-            ("mean_spectral_angle", valid),
-            ("hallucination_risk_fraction", valid),
-            ("mean_rgb_uncertainty", valid),
-        ):
+        for variable in VARIABLES:
+            name = variable.summary.key
+            weight = pixels if variable.summary.over == PIXELS else valid
             if summary.get(name) is not None and weight > 0:
                 self._sums[name] = self._sums.get(name, 0.0) + weight * summary[name]
                 self._weights[name] = self._weights.get(name, 0.0) + weight
@@ -91,16 +83,32 @@ class QualitySummary:
 
 @dataclass(frozen=True)
 class ProductFacts:
-    """What the STAC files say about a product, gathered from the run's plan."""
+    """What the end of a run and the STAC files say about a product; the run gathers them
+    from its plan (see :meth:`pipeline.run.plan.Plan.product_facts`)."""
 
+    #: The STAC id: the product's folder name.
     name: str
     grid: OutputGrid
     bands: tuple[str, ...]
-    start: datetime
-    end: datetime
+    #: The first and last date of the composite, both included.
+    dates: tuple[date, date]
     provenance: dict[str, Any]
     source_items: list[Scene]
     uncertainty: bool
+
+    @property
+    def start(self) -> datetime:
+        return date_range(*self.dates)[0]
+
+    @property
+    def end(self) -> datetime:
+        """The last instant of the last date, in whole seconds as the STAC files give it."""
+        return date_range(*self.dates)[1].replace(microsecond=0)
+
+
+def product_name(url: str) -> str:
+    """The STAC id of the product at ``url``: its folder's name, without secrets."""
+    return PurePosixPath(redact(url).rstrip("/")).stem
 
 
 def write_stac(store: ProductStore, facts: ProductFacts, quality: dict[str, Any]) -> None:
@@ -230,17 +238,7 @@ def _zarr_asset(facts: ProductFacts) -> pystac.Asset:
         },
     )
     EOExtension.ext(asset).bands = _eo_bands(facts.bands)
-    RasterExtension.ext(asset).bands = [
-        RasterBand.create(
-            nodata=0,
-            data_type=DataType.UINT16,
-            scale=SCALE_FACTOR,
-            offset=0.0,
-            spatial_resolution=RESOLUTION,
-            unit="1",
-        )
-        for _ in facts.bands
-    ]
+    RasterExtension.ext(asset).bands = [REFLECTANCE.raster_band() for _ in facts.bands]
     return asset
 
 
@@ -257,41 +255,21 @@ def _eo_bands(bands: tuple[str, ...]) -> list[EOBand]:
 
 
 def _layer_assets(facts: ProductFacts) -> dict[str, pystac.Asset]:
-    """The per-pixel quality layers and the clear count, each an array of the Zarr."""
-    layers = {
-        "clear_count": RasterBand.create(data_type=DataType.UINT8, spatial_resolution=RESOLUTION),
-        **{
-            name: RasterBand.create(
-                nodata=layer.fill,
-                data_type=DataType(layer.dtype),
-                scale=layer.scale,
-                offset=0.0 if layer.scale else None,
-                spatial_resolution=RESOLUTION,
-                unit=layer.attributes.get("units"),
-            )
-            for name, layer in QUALITY_LAYERS.items()
-        },
-    }
-    if facts.uncertainty:
-        layers[UNCERTAINTY] = RasterBand.create(
-            nodata=UNCERTAINTY_FILL,
-            data_type=DataType.UINT16,
-            scale=SCALE_FACTOR,
-            offset=0.0,
-            spatial_resolution=RESOLUTION,
-            unit="1",
-        )
+    """The variables besides the reflectance (quality layers, clear count), each an array of
+    the Zarr."""
     assets = {}
-    for name, band in layers.items():
+    for variable in stored(facts.uncertainty):
+        if variable.role == DATA:  # the Zarr asset itself
+            continue
         asset = pystac.Asset(
-            posixpath.join("..", name),
-            title=name,
+            posixpath.join("..", variable.name),
+            title=variable.name,
             media_type=ZARR_MEDIA_TYPE,
-            roles=["quality"] if name != "clear_count" else ["metadata"],
+            roles=[variable.role],
         )
-        count = len(UNCERTAINTY_BANDS) if name == UNCERTAINTY else 1
-        RasterExtension.ext(asset).bands = [band] * count
-        assets[name] = asset
+        count = int(np.prod(variable.depth(facts.bands)))
+        RasterExtension.ext(asset).bands = [variable.raster_band()] * count
+        assets[variable.name] = asset
     return assets
 
 

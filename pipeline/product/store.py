@@ -36,17 +36,18 @@ from pipeline.geo.grid import OutputGrid, Tile
 from pipeline.plain import plain
 from pipeline.product.conventions import array_attrs, group_attrs
 from pipeline.product.lease import describe, holders
-from pipeline.product.pyramid import AVERAGE, RESAMPLING, level_path, reduce_2x2
-from pipeline.quality.layers import (
-    INCONSISTENT,
-    RISK_FILL,
-    SPECTRAL_DISTORTION,
-    UNCERTAIN,
-    risk_rule,
+from pipeline.product.pyramid import level_path, reduce_2x2
+from pipeline.product.schema import (
+    BY_NAME,
+    CLEAR_COUNT,
+    QUALITY_LAYERS,
+    REFLECTANCE,
+    UNCERTAINTY,
+    Variable,
+    axes,
+    grid_attrs,
+    stored,
 )
-
-#: Reflectance is stored as round(reflectance / SCALE_FACTOR) in uint16, 0 meaning no data.
-SCALE_FACTOR = 1e-4
 
 #: What storage raises for unwritable locations; s3fs maps most S3 errors to OSError subclasses.
 _STORAGE_ERRORS = (OSError, BotoCoreError, ClientError)
@@ -63,61 +64,6 @@ _MARKER_BATCH = 1000
 LEVEL_ONE = "level_one"
 #: Root attribute holding the settings that decide the pixel values of a product.
 RECIPE = "recipe"
-#: The per-pixel spread of the RGB model's samples, written when it draws more than one.
-UNCERTAINTY = "rgb_uncertainty"
-UNCERTAINTY_BANDS = ("B04", "B03", "B02")
-UNCERTAINTY_FILL = 65535
-
-
-@dataclass(frozen=True)
-class Layer:
-    """How a per-pixel (y, x) layer is stored: integer type, fill value, scale (None: as is)."""
-
-    dtype: str
-    fill: int
-    scale: float | None
-    attributes: dict[str, Any]
-
-    def encode(self, values: np.ndarray) -> np.ndarray:
-        if self.scale is None:
-            return values.astype(self.dtype)
-        return encode_scaled(values, self.scale, self.fill)
-
-
-#: The quality layers of pipeline.quality.layers, in every product (docs/output-format.md).
-QUALITY_LAYERS: dict[str, Layer] = {
-    "consistency": Layer(
-        "uint16",
-        65535,
-        SCALE_FACTOR,
-        {
-            "long_name": "mean absolute difference between the input and the result averaged "
-            "back over each band's native pixel (reflectance)",
-            "units": "1",
-        },
-    ),
-    "spectral_angle": Layer(
-        "uint16",
-        65535,
-        0.01,
-        {
-            "long_name": "spectral angle between the input and the result averaged back over "
-            "each band's native pixel",
-            "units": "degree",
-        },
-    ),
-    "hallucination_risk": Layer(
-        "uint8",
-        RISK_FILL,
-        None,
-        {
-            "long_name": "hallucination risk flags (0: no reason for concern)",
-            "flag_masks": [INCONSISTENT, SPECTRAL_DISTORTION, UNCERTAIN],
-            "flag_meanings": "inconsistent_reflectance spectral_distortion uncertain_rgb",
-            **{f"rule_{k}": v for k, v in risk_rule().items()},
-        },
-    ),
-}
 
 
 @dataclass
@@ -155,8 +101,7 @@ class ProductStore:
         the tile markers so the caller can skip finished tiles. Nothing of an existing product
         is touched unless it is reused or ``overwrite`` is set, and ``overwrite`` is refused
         while another run holds a lease on it (see :mod:`pipeline.product.lease`). A bucket that
-        does
-        not exist is refused, or made with ``create_bucket``: a typo in a bucket's name
+        does not exist is refused, or made with ``create_bucket``: a typo in a bucket's name
         should not make a new one. ``uncertainty`` adds the RGB models' per-pixel standard
         deviation over samples. The store's requests get the network's time limits (see
         :mod:`pipeline.network`; ``storage_options`` may override them).
@@ -167,34 +112,19 @@ class ProductStore:
             **attrs,
             "Conventions": "CF-1.8",
             **group_attrs(grid.crs, grid.bounds),
-            **_grid_attrs(grid, bands),
+            **grid_attrs(grid, bands),
         }
         with store._storage_errors():
             existing = store._existing_attrs()
             if existing is None:
                 store._require_bucket(create_bucket)
-            if existing is not None and not overwrite:
-                if not _same_grid(existing, grid, bands):
-                    raise OutputError(
-                        f"existing product at {url} has a different grid/bands; "
-                        "use --overwrite or another --out"
-                    )
-                if existing.get(RECIPE) != plain(attrs).get(RECIPE):
-                    raise OutputError(
-                        f"existing product at {url} was made with other settings "
-                        "(catalog, dates, filters or models); use --overwrite or another --out"
-                    )
+            elif not overwrite:
+                _check_reusable(url, existing, grid, bands, attrs)
                 # Rewriting the attributes records this run and proves the location writable.
                 store._open_group().update_attributes(plain(root_attrs))
                 return store
-            if existing is not None:
-                running = holders(store)
-                if running:
-                    raise OutputError(
-                        f"another run is writing {url} ({describe(running[0])}); --overwrite "
-                        "would delete its tiles: wait for it to end"
-                    )
-                store._delete()
+            else:
+                store._delete_unless_held()
             store._create_arrays(grid, bands, uncertainty)
             # The grid attributes go last: a product interrupted while being created lacks them.
             store._open_group().update_attributes(plain(root_attrs))
@@ -229,66 +159,23 @@ class ProductStore:
     ) -> None:
         """Write one tile's window of every array (whole shards), then its completion marker.
 
-        ``quality`` maps names of ``QUALITY_LAYERS`` to (tile.height, tile.width) arrays: float
-        with NaN for no data, or the flag's integers; layers left out keep their fill value.
+        ``quality`` maps names of :data:`~pipeline.product.schema.QUALITY_LAYERS` to
+        (tile.height, tile.width) arrays: float with NaN for no data, or the flag's integers;
+        layers left out keep their fill value.
         With ``level_one``, each array's 2 × 2 reduction goes to the tile's shard of overview
         level 1 too (see :func:`pipeline.product.overviews.level_one_with_tiles`), and the marker
         says so.
         """
-        if tile.y_off % grid.tile_size or tile.x_off % grid.tile_size:
-            raise ValueError(f"tile {tile.key} does not start on a shard boundary")
-        if reflectance.dtype != np.float32 or reflectance.shape[1:] != (tile.height, tile.width):
-            raise ValueError(
-                f"tile {tile.key}: reflectance must be float32 (bands, {tile.height}, "
-                f"{tile.width}), got {reflectance.dtype} {reflectance.shape}"
-            )
-        if clear_count.dtype.kind not in "biu" or clear_count.shape != (tile.height, tile.width):
-            raise ValueError(
-                f"tile {tile.key}: clear_count must be integer ({tile.height}, {tile.width}), "
-                f"got {clear_count.dtype} {clear_count.shape}"
-            )
-        for name, values in (quality or {}).items():
-            if name not in QUALITY_LAYERS or values.shape != (tile.height, tile.width):
-                raise ValueError(
-                    f"tile {tile.key}: quality layer {name!r} must be one of "
-                    f"{', '.join(QUALITY_LAYERS)} of shape ({tile.height}, {tile.width}), "
-                    f"got {values.shape}"
-                )
-        window = (
-            slice(tile.y_off, tile.y_off + tile.height),
-            slice(tile.x_off, tile.x_off + tile.width),
-        )
-        encoded = {
-            "reflectance": encode_reflectance(reflectance),
-            "clear_count": np.clip(clear_count, 0, 255).astype(np.uint8),
-            **(
-                {}
-                if uncertainty is None
-                else {UNCERTAINTY: encode_reflectance(uncertainty, UNCERTAINTY_FILL)}
-            ),
-            **{name: QUALITY_LAYERS[name].encode(v) for name, v in (quality or {}).items()},
+        _check_tile(grid, tile, reflectance, clear_count, quality or {})
+        values = {
+            REFLECTANCE.name: reflectance,
+            CLEAR_COUNT.name: clear_count,
+            **({} if uncertainty is None else {UNCERTAINTY.name: uncertainty}),
+            **(quality or {}),
         }
-        half = (
-            slice(tile.y_off // 2, tile.y_off // 2 + -(-tile.height // 2)),
-            slice(tile.x_off // 2, tile.x_off // 2 + -(-tile.width // 2)),
-        )
         with self._storage_errors(f"tile {tile.key} to "):
-            for name, values in encoded.items():
-                array = self._array(name)
-                if array.shape[:-2] != values.shape[:-2]:
-                    raise ValueError(
-                        f"tile {tile.key}: {values.shape[0]} bands given, "
-                        f"the product has {array.shape[0]}"
-                    )
-                if not (values != array.fill_value).any():
-                    # Zarr stores no chunk that is all fill: the window reads as fill already
-                    # (a tile of the sea, or never clear), and so does its level 1.
-                    continue
-                array[(..., *window)] = values
-                if level_one:
-                    level = self._array(f"{level_path(1)}/{name}")
-                    method = RESAMPLING.get(name, AVERAGE)
-                    level[(..., *half)] = reduce_2x2(values, array.fill_value, method)
+            for name, array in values.items():
+                self._write_window(tile, BY_NAME[name], BY_NAME[name].encode(array), level_one)
         self.mark_done(grid, tile, summary, level_one)
 
     def mark_done(
@@ -431,148 +318,154 @@ class ProductStore:
             fs.rm(others, recursive=True)
         fs.rm(meta)
 
+    def _write_window(
+        self, tile: Tile, variable: Variable, values: np.ndarray, level_one: bool
+    ) -> None:
+        """Write one variable's encoded window of ``tile``, and its level 1 with ``level_one``."""
+        array = self._array(variable.name)
+        if array.shape[:-2] != values.shape[:-2]:
+            raise ValueError(
+                f"tile {tile.key}: {values.shape[0]} bands given, the product has {array.shape[0]}"
+            )
+        if not (values != array.fill_value).any():
+            # Zarr stores no chunk that is all fill: the window reads as fill already
+            # (a tile of the sea, or never clear), and so does its level 1.
+            return
+        array[(..., *_window(tile, 1))] = values
+        if level_one:
+            level = self._array(f"{level_path(1)}/{variable.name}")
+            level[(..., *_window(tile, 2))] = reduce_2x2(
+                values, array.fill_value, variable.resampling
+            )
+
+    def _delete_unless_held(self) -> None:
+        """Delete the old product for ``--overwrite``, unless another run is writing it."""
+        running = holders(self)
+        if running:
+            raise OutputError(
+                f"another run is writing {self.url} ({describe(running[0])}); --overwrite "
+                "would delete its tiles: wait for it to end"
+            )
+        self._delete()
+
     def _create_arrays(self, grid: OutputGrid, bands: tuple[str, ...], uncertainty: bool) -> None:
         """Write the metadata and coordinates; the data arrays get no chunk until a tile lands."""
         # "w" also clears what some S3 servers keep of a deleted product: empty prefixes.
         group = zarr.open_group(self.zarr_store(), mode="w", zarr_format=3)
-        axes = {a["axis"]: a for a in grid.crs.cs_to_cf()}
-        half = RESOLUTION / 2
-        coords = {
-            "x": (grid.x0 + half + RESOLUTION * np.arange(grid.width), axes.get("X", {})),
-            "y": (grid.y0 - half - RESOLUTION * np.arange(grid.height), axes.get("Y", {})),
-            "band": (np.array(bands, dtype=str), {"long_name": "Sentinel-2 band"}),
-        }
-        if uncertainty:
-            coords["rgb_band"] = (
-                np.array(UNCERTAINTY_BANDS, dtype=str),
-                {"long_name": "band of the RGB model"},
-            )
-        for name, (values, attributes) in coords.items():
-            array = group.create_array(
-                name,
-                shape=values.shape,
-                dtype=values.dtype if values.dtype.kind != "U" else str,
-                chunks=values.shape,
-                dimension_names=[name],
-                attributes=attributes,
-            )
-            array[:] = values
-        crs_attrs = {
-            **grid.crs.to_cf(),
-            "spatial_ref": grid.crs.to_wkt(),
-            "GeoTransform": grid.geotransform,
-        }
-        group.create_array(
-            "spatial_ref", shape=(), dtype="int64", fill_value=0, attributes=crs_attrs
-        )
-
+        variables = stored(uncertainty)
+        _create_coordinates(group, grid, bands, variables)
         n, inner = grid.tile_size, grid.tile_size // 4
         located = {  # CF's grid mapping, and the zarr-conventions' georeferencing
             "grid_mapping": "spatial_ref",
             "coordinates": "spatial_ref",
             **array_attrs(grid.crs, grid.transform, (grid.height, grid.width)),
         }
-        group.create_array(
-            "reflectance",
-            shape=(len(bands), grid.height, grid.width),
-            dtype="uint16",
-            shards=(len(bands), n, n),
-            chunks=(1, inner, inner),
-            fill_value=0,
-            dimension_names=["band", "y", "x"],
-            attributes={
-                "long_name": "surface reflectance (Sentinel-2 L2A super-resolved to 2.5 m)",
-                "standard_name": "surface_bidirectional_reflectance",
-                "units": "1",
-                "scale_factor": SCALE_FACTOR,
-                "add_offset": 0.0,
-                "_FillValue": 0,
-                **located,
-            },
-        )
-        group.create_array(
-            "clear_count",
-            shape=(grid.height, grid.width),
-            dtype="uint8",
-            shards=(n, n),
-            chunks=(inner, inner),
-            fill_value=0,  # storage default only: 0 means never clear, not missing
-            dimension_names=["y", "x"],
-            attributes={"long_name": "number of clear observations in the composite", **located},
-        )
-        if uncertainty:
+        for variable in variables:
+            depth = variable.depth(bands)
             group.create_array(
-                UNCERTAINTY,
-                shape=(len(UNCERTAINTY_BANDS), grid.height, grid.width),
-                dtype="uint16",
-                shards=(len(UNCERTAINTY_BANDS), n, n),
-                chunks=(1, inner, inner),
-                fill_value=UNCERTAINTY_FILL,
-                dimension_names=["rgb_band", "y", "x"],
-                attributes={
-                    "long_name": "standard deviation of the RGB model's samples (reflectance)",
-                    "units": "1",
-                    "scale_factor": SCALE_FACTOR,
-                    "add_offset": 0.0,
-                    "_FillValue": UNCERTAINTY_FILL,
-                    **located,
-                },
-            )
-        for name, layer in QUALITY_LAYERS.items():
-            group.create_array(
-                name,
-                shape=(grid.height, grid.width),
-                dtype=layer.dtype,
-                shards=(n, n),
-                chunks=(inner, inner),
-                fill_value=layer.fill,
-                dimension_names=["y", "x"],
-                attributes={**layer.attributes, **_scaling(layer), **located},
+                variable.name,
+                shape=variable.shape(bands, grid.height, grid.width),
+                dtype=variable.dtype,
+                shards=(*depth, n, n),
+                chunks=(*(1 for _ in depth), inner, inner),
+                fill_value=variable.fill,
+                dimension_names=variable.dimensions(),
+                attributes={**variable.cf_attributes(), **located},
             )
         fs, path = self._fs()
         fs.makedirs(f"{path}/{MARKERS}", exist_ok=True)
 
 
-def encode_reflectance(values: np.ndarray, fill: int = 0) -> np.ndarray:
-    """Float reflectance → uint16 in units of 1e-4; NaN → ``fill``, which no value takes.
-
-    Reflectance uses fill 0 (values clip to [1, 65535]); a standard deviation, for which 0 is
-    a real value, uses fill 65535 (values clip to [0, 65534]).
-    """
-    return encode_scaled(values, SCALE_FACTOR, fill)
-
-
-def encode_scaled(values: np.ndarray, scale: float, fill: int) -> np.ndarray:
-    """Float values → uint16 in units of ``scale``; NaN → ``fill`` (0 or 65535), which no
-    value takes."""
-    scaled = np.rint(values * np.float32(1 / scale))
-    low, high = (1, 65535) if fill == 0 else (0, 65534)
-    np.clip(scaled, low, high, out=scaled)
-    scaled[np.isnan(values)] = fill
-    return scaled.astype(np.uint16)
-
-
-def _scaling(layer: Layer) -> dict[str, Any]:
-    """The CF attributes by which readers decode the stored integers."""
-    if layer.scale is None:
-        return {"_FillValue": layer.fill}
-    return {"scale_factor": layer.scale, "add_offset": 0.0, "_FillValue": layer.fill}
-
-
-def _grid_attrs(grid: OutputGrid, bands: tuple[str, ...]) -> dict[str, Any]:
-    """The root attributes that must match for a run to resume into an existing product."""
-    return {
-        "grid_crs_wkt": grid.crs.to_wkt(),
-        "grid_transform": list(grid.transform),
-        "grid_shape": [grid.height, grid.width],
-        "grid_tile_size": grid.tile_size,
-        "bands": list(bands),
+def _create_coordinates(
+    group: zarr.Group, grid: OutputGrid, bands: tuple[str, ...], variables: tuple[Variable, ...]
+) -> None:
+    """The x and y coordinates of the pixel centres, the labels of the variables' leading
+    axes, and the grid mapping."""
+    axes_cf = {a["axis"]: a for a in grid.crs.cs_to_cf()}
+    half = RESOLUTION / 2
+    coords = {
+        "x": (grid.x0 + half + RESOLUTION * np.arange(grid.width), axes_cf.get("X", {})),
+        "y": (grid.y0 - half - RESOLUTION * np.arange(grid.height), axes_cf.get("Y", {})),
+        **{
+            axis.name: (np.array(axis.labels_for(bands), dtype=str), {"long_name": axis.long_name})
+            for axis in axes(variables)
+        },
     }
+    for name, (values, attributes) in coords.items():
+        array = group.create_array(
+            name,
+            shape=values.shape,
+            dtype=values.dtype if values.dtype.kind != "U" else str,
+            chunks=values.shape,
+            dimension_names=[name],
+            attributes=attributes,
+        )
+        array[:] = values
+    crs_attrs = {
+        **grid.crs.to_cf(),
+        "spatial_ref": grid.crs.to_wkt(),
+        "GeoTransform": grid.geotransform,
+    }
+    group.create_array("spatial_ref", shape=(), dtype="int64", fill_value=0, attributes=crs_attrs)
+
+
+def _window(tile: Tile, factor: int) -> tuple[slice, slice]:
+    """The tile's (y, x) window on the grid of pixels ``factor`` times larger (rounded up)."""
+    return (
+        slice(tile.y_off // factor, tile.y_off // factor + -(-tile.height // factor)),
+        slice(tile.x_off // factor, tile.x_off // factor + -(-tile.width // factor)),
+    )
+
+
+def _check_tile(
+    grid: OutputGrid,
+    tile: Tile,
+    reflectance: np.ndarray,
+    clear_count: np.ndarray,
+    quality: dict[str, np.ndarray],
+) -> None:
+    """ValueError for a tile off the shards, or arrays of the wrong type or shape."""
+    if tile.y_off % grid.tile_size or tile.x_off % grid.tile_size:
+        raise ValueError(f"tile {tile.key} does not start on a shard boundary")
+    if reflectance.dtype != np.float32 or reflectance.shape[1:] != (tile.height, tile.width):
+        raise ValueError(
+            f"tile {tile.key}: reflectance must be float32 (bands, {tile.height}, "
+            f"{tile.width}), got {reflectance.dtype} {reflectance.shape}"
+        )
+    if clear_count.dtype.kind not in "biu" or clear_count.shape != (tile.height, tile.width):
+        raise ValueError(
+            f"tile {tile.key}: clear_count must be integer ({tile.height}, {tile.width}), "
+            f"got {clear_count.dtype} {clear_count.shape}"
+        )
+    names = [layer.name for layer in QUALITY_LAYERS]
+    for name, values in quality.items():
+        if name not in names or values.shape != (tile.height, tile.width):
+            raise ValueError(
+                f"tile {tile.key}: quality layer {name!r} must be one of "
+                f"{', '.join(names)} of shape ({tile.height}, {tile.width}), "
+                f"got {values.shape}"
+            )
+
+
+def _check_reusable(
+    url: str, existing: dict[str, Any], grid: OutputGrid, bands: tuple[str, ...], attrs: dict
+) -> None:
+    """OutputError unless the product at ``url`` has the same grid, bands and recipe."""
+    if not _same_grid(existing, grid, bands):
+        raise OutputError(
+            f"existing product at {url} has a different grid/bands; "
+            "use --overwrite or another --out"
+        )
+    if existing.get(RECIPE) != plain(attrs).get(RECIPE):
+        raise OutputError(
+            f"existing product at {url} was made with other settings "
+            "(catalog, dates, filters or models); use --overwrite or another --out"
+        )
 
 
 def _same_grid(attrs: dict[str, Any], grid: OutputGrid, bands: tuple[str, ...]) -> bool:
     """Whether stored grid attributes describe ``grid`` and ``bands`` (CRS compared as a CRS)."""
-    expected = _grid_attrs(grid, bands)
+    expected = grid_attrs(grid, bands)
     try:
         same_crs = CRS.from_wkt(attrs["grid_crs_wkt"]) == grid.crs
     except (KeyError, TypeError, CRSError):

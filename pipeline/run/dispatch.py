@@ -163,73 +163,109 @@ def run_tiles(
     follows each tile that is finished with; ``on_retry(tile key, error, delay)`` each retry.
     ``retry`` defaults to :class:`RetryPolicy`'s defaults.
     """
-    retry = retry or RetryPolicy()
     summary = RunSummary()
     finished = store.done_tiles()
     todo = deque(t for t in plan.tiles if t.key not in finished)
     summary.skipped = [t.key for t in plan.tiles if t.key in finished]
-    gpu = has_gpu_workers(client)
-    level_one = level_one_with_tiles(store, plan.grid)
-    job = pickle.dumps(tile_job(plan, store, level_one, exclusive=gpu))
-    resources = {GPU_RESOURCE: MODEL_SHARE} if gpu else None
-    payloads = ScenePayloads(plan)
-    in_flight, resized = tiles_in_flight(client), time.monotonic()
-    run = uuid.uuid4().hex[:8]  # keys unique to this run, should two share a scheduler
-    running: dict[Future, tuple[Tile, int]] = {}
-    delayed: list[tuple[float, int, Tile, int]] = []  # (due time, order, tile, attempt)
-    # each future reports its own end here: waiting on all of them at every turn would cost
-    # the number in flight, thousands on a large cluster, per tile
-    ended: queue.SimpleQueue[Future] = queue.SimpleQueue()
-
-    def submit(tile: Tile, attempt: int) -> None:
-        started = time.perf_counter()
-        name = f"{tile.key}-{run}-{attempt}"
-        future = submit_tile(client, job, payloads(tile), tile, name, resources)
-        running[future] = (tile, attempt)
-        future.add_done_callback(ended.put)
-        summary.client_seconds += time.perf_counter() - started
-
-    address = client.scheduler.address if client.scheduler else None
-    while todo or delayed or running:
-        if client.status != "running":  # reconnecting to a lost scheduler, or given up
-            if client.status in ("closing", "closed"):
-                summary.lost = address
-                break
-            time.sleep(0.1)
-            continue
-        if time.monotonic() - resized > RESIZE_EVERY:
-            in_flight, resized = tiles_in_flight(client), time.monotonic()
-        while len(running) < in_flight and (delayed and delayed[0][0] <= time.monotonic()):
-            _, _, tile, attempt = heapq.heappop(delayed)
-            submit(tile, attempt)
-        while len(running) < in_flight and todo:
-            submit(todo.popleft(), 1)
-        wait_for = max(0.0, delayed[0][0] - time.monotonic()) if delayed else None
-        if not running:
-            time.sleep(wait_for or 0.0)
-            continue
-        try:  # in steps of a second at most, so that Ctrl-C is seen
-            done = [ended.get(timeout=min(wait_for, 1.0) if wait_for is not None else 1.0)]
-        except queue.Empty:
-            continue
-        while not ended.empty():
-            done.append(ended.get())
-        for future in done:
-            tile, attempt = running.pop(future)
-            # a future is cancelled when the client loses the scheduler (see retry.TRANSIENT)
-            cancelled = future.cancelled()
-            error = CancelledError("lost the scheduler") if cancelled else future.exception()
-            message = None if error is None else f"{type(error).__name__}: {reason(error)}"
-            if error is not None and retry.again(error, attempt):
-                delay = retry.delay(attempt)
-                heapq.heappush(delayed, (time.monotonic() + delay, attempt, tile, attempt + 1))
-                if on_retry:
-                    on_retry(tile.key, message, delay)
-                continue
-            if message is None:
-                summary.done.append(tile.key)
-            else:
-                summary.failed[tile.key] = message
-            if on_progress:
-                on_progress(tile.key, message)
+    _Dispatch(plan, store, client, summary, retry or RetryPolicy(), on_progress, on_retry).run(todo)
     return summary
+
+
+class _Dispatch:
+    """One call of :func:`run_tiles`: the tiles in flight, those waiting for a retry, and the
+    futures that ended."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        store: ProductStore,
+        client: Client,
+        summary: RunSummary,
+        retry: RetryPolicy,
+        on_progress: Callable[[str, str | None], None] | None,
+        on_retry: Callable[[str, str, float], None] | None,
+    ) -> None:
+        self.client, self.summary, self.retry = client, summary, retry
+        self.on_progress, self.on_retry = on_progress, on_retry
+        gpu = has_gpu_workers(client)
+        level_one = level_one_with_tiles(store, plan.grid)
+        self.job = pickle.dumps(tile_job(plan, store, level_one, exclusive=gpu))
+        self.resources = {GPU_RESOURCE: MODEL_SHARE} if gpu else None
+        self.payloads = ScenePayloads(plan)
+        self.in_flight, self.resized = tiles_in_flight(client), time.monotonic()
+        self.run_id = uuid.uuid4().hex[:8]  # keys unique to this run, should two share a scheduler
+        self.running: dict[Future, tuple[Tile, int]] = {}
+        self.delayed: list[tuple[float, int, Tile, int]] = []  # (due time, order, tile, attempt)
+        # each future reports its own end here: waiting on all of them at every turn would cost
+        # the number in flight, thousands on a large cluster, per tile
+        self.ended: queue.SimpleQueue[Future] = queue.SimpleQueue()
+
+    def run(self, todo: deque[Tile]) -> None:
+        """Hand out ``todo`` until every tile is done or failed, or the scheduler is lost."""
+        address = self.client.scheduler.address if self.client.scheduler else None
+        while todo or self.delayed or self.running:
+            if self.client.status != "running":  # reconnecting to a lost scheduler, or given up
+                if self.client.status in ("closing", "closed"):
+                    self.summary.lost = address
+                    return
+                time.sleep(0.1)
+                continue
+            self._top_up(todo)
+            for future in self._wait():
+                self._settle(future)
+
+    def _submit(self, tile: Tile, attempt: int) -> None:
+        started = time.perf_counter()
+        name = f"{tile.key}-{self.run_id}-{attempt}"
+        future = submit_tile(self.client, self.job, self.payloads(tile), tile, name, self.resources)
+        self.running[future] = (tile, attempt)
+        future.add_done_callback(self.ended.put)
+        self.summary.client_seconds += time.perf_counter() - started
+
+    def _top_up(self, todo: deque[Tile]) -> None:
+        """Submit the retries that are due, then new tiles, up to the number in flight."""
+        if time.monotonic() - self.resized > RESIZE_EVERY:
+            self.in_flight, self.resized = tiles_in_flight(self.client), time.monotonic()
+        delayed = self.delayed
+        while len(self.running) < self.in_flight and (
+            delayed and delayed[0][0] <= time.monotonic()
+        ):
+            _, _, tile, attempt = heapq.heappop(delayed)
+            self._submit(tile, attempt)
+        while len(self.running) < self.in_flight and todo:
+            self._submit(todo.popleft(), 1)
+
+    def _wait(self) -> list[Future]:
+        """The futures that ended, after waiting for one a second at most (so that Ctrl-C is
+        seen), or until the next retry is due."""
+        wait_for = max(0.0, self.delayed[0][0] - time.monotonic()) if self.delayed else None
+        if not self.running:
+            time.sleep(wait_for or 0.0)
+            return []
+        try:
+            done = [self.ended.get(timeout=min(wait_for, 1.0) if wait_for is not None else 1.0)]
+        except queue.Empty:
+            return []
+        while not self.ended.empty():
+            done.append(self.ended.get())
+        return done
+
+    def _settle(self, future: Future) -> None:
+        """Record how a tile's tasks ended, or schedule the tile's retry."""
+        tile, attempt = self.running.pop(future)
+        # a future is cancelled when the client loses the scheduler (see retry.TRANSIENT)
+        cancelled = future.cancelled()
+        error = CancelledError("lost the scheduler") if cancelled else future.exception()
+        message = None if error is None else f"{type(error).__name__}: {reason(error)}"
+        if error is not None and self.retry.again(error, attempt):
+            delay = self.retry.delay(attempt)
+            heapq.heappush(self.delayed, (time.monotonic() + delay, attempt, tile, attempt + 1))
+            if self.on_retry:
+                self.on_retry(tile.key, message, delay)
+            return
+        if message is None:
+            self.summary.done.append(tile.key)
+        else:
+            self.summary.failed[tile.key] = message
+        if self.on_progress:
+            self.on_progress(tile.key, message)

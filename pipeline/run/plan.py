@@ -36,7 +36,9 @@ from pipeline.inputs.load import Scene, lattice_anchor
 from pipeline.inputs.signing import AUTO, PLANETARY_COMPUTER, Signer, signer_for
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.models.superresolve import SuperResolver
-from pipeline.product.store import QUALITY_LAYERS, RECIPE
+from pipeline.product.schema import bytes_per_pixel
+from pipeline.product.stac import ProductFacts, product_name
+from pipeline.product.store import RECIPE
 from pipeline.quality.layers import risk_rule
 from pipeline.redact import redact
 from pipeline.run.cluster import runs_on_cuda
@@ -105,11 +107,10 @@ class Plan:
 
     @property
     def output_bytes(self) -> int:
-        """Uncompressed size of the tiles' reflectance (uint16), clear count (uint8) and
-        quality layers."""
+        """Uncompressed size of the tiles' variables that every product has (reflectance,
+        clear count, quality layers)."""
         pixels = sum(t.height * t.width for t in self.tiles)
-        layers = sum(np.dtype(layer.dtype).itemsize for layer in QUALITY_LAYERS.values())
-        return pixels * (2 * len(self.request.bands) + 1 + layers)
+        return pixels * bytes_per_pixel(self.request.bands)
 
     def scenes_over(self, tile: Tile) -> list[Scene]:
         """The scenes whose footprint touches the tile and the models' halo around it, in the
@@ -184,6 +185,20 @@ class Plan:
             "aoi": json.dumps(shapely.geometry.mapping(r.aoi)),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+
+    def product_facts(self, url: str) -> ProductFacts:
+        """What the end of the run writes about the product at ``url`` (see
+        :func:`pipeline.product.finish.finish_product`)."""
+        r = self.request
+        return ProductFacts(
+            name=product_name(url),
+            grid=self.grid,
+            bands=r.bands,
+            dates=(r.start, r.end),
+            provenance=self.provenance(),
+            source_items=self.items,
+            uncertainty=self.resolver.uncertainty,
+        )
 
 
 def _with_consistency(options: dict, model: object) -> dict:

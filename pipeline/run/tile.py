@@ -28,8 +28,9 @@ from pipeline.inputs.load import Scene
 from pipeline.inputs.signing import Signer
 from pipeline.models.superresolve import SuperResolver
 from pipeline.network import timeout
+from pipeline.product.schema import CLEAR_COUNT, REFLECTANCE, UNCERTAINTY, no_data_summary
 from pipeline.product.store import ProductStore
-from pipeline.quality.layers import QualityLayers, judged
+from pipeline.quality.layers import judged
 from pipeline.redact import redact
 from pipeline.run.retry import may_pass
 
@@ -144,7 +145,7 @@ def complete_tile(job: TileJob, tile: Tile, prepared: TileInput) -> dict:
     if not (prepared.count.any() or np.isfinite(prepared.composite).any()):
         # no scene, or never clear: every array keeps its fill value, only the marker is written
         summary = _summary(prepared.item_ids, 0.0, prepared.count)
-        summary |= dict.fromkeys(QualityLayers.SUMMARY_KEYS)
+        summary |= no_data_summary()
         job.store.mark_done(job.grid, tile, summary, job.level_one)
         return summary
     resolver = _on_devices(job.resolver, job.devices)
@@ -204,7 +205,7 @@ def write_tile(
     quality = judged(consistency, angle, composite, uncertainty)
     summary = {**_summary(item_ids, float(valid.mean()), count), **quality.summary()}
     if uncertainty is not None and np.isfinite(uncertainty).any():
-        summary["mean_rgb_uncertainty"] = round(float(np.nanmean(uncertainty)), 6)
+        summary[UNCERTAINTY.summary.key] = round(float(np.nanmean(uncertainty)), 6)
     store.write_tile(
         grid,
         tile,
@@ -222,6 +223,6 @@ def _summary(item_ids: list[str], valid_fraction: float, count: np.ndarray) -> d
     """The part of a tile's summary that does not depend on its quality layers."""
     return {
         "items": item_ids,
-        "valid_fraction": round(valid_fraction, 6),
-        "mean_clear_count": round(float(count.mean()), 4),
+        REFLECTANCE.summary.key: round(valid_fraction, 6),
+        CLEAR_COUNT.summary.key: round(float(count.mean()), 4),
     }
