@@ -17,7 +17,8 @@ import torch
 from shapely.geometry.base import BaseGeometry
 from tqdm import tqdm
 
-from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from flows._cli import iso_date, query_dates
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG
 from pipeline.errors import UserError, reason
 from pipeline.geo.grid import read_aoi
 from pipeline.train.runs import Run, TrainingDiverged
@@ -34,13 +35,6 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
     return value
-
-
-def iso_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def add_sentinel_options(group: argparse._ArgumentGroup) -> None:
@@ -98,13 +92,7 @@ def sentinel_query(args: argparse.Namespace) -> SentinelQuery:
     """Checked before anything is loaded, so a mistake costs no download."""
     if not 0 < args.test_fraction < 1:
         raise UserError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
-    start, end = args.start, args.end
-    if args.stac is None:
-        start, end = start or DEMO_DATES[0], end or DEMO_DATES[1]
-    if start is None or end is None:
-        raise UserError("--start and --end are required with --stac")
-    if start > end:
-        raise UserError(f"--start {start} is after --end {end}")
+    start, end = query_dates(args)
     aoi = args.aoi or str(DEMO_AOI)
     return SentinelQuery(args.stac or str(DEMO_CATALOG), aoi, read_aoi(aoi), start, end)
 
