@@ -1,5 +1,6 @@
-"""What the training commands share: one-line errors, Sentinel-2 data options, the device,
-and the progress-bar loop that turns Ctrl-C into a checkpoint."""
+"""What the training commands share: their common option groups (the run, Sentinel-2 data,
+the network preset, validation and checkpoints, the device) and the progress-bar loop that turns
+Ctrl-C into a checkpoint."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
 from shapely.geometry.base import BaseGeometry
@@ -35,6 +37,57 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"not a positive integer: {text!r}")
     return value
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The run directory, new or resumed."""
+    p.add_argument("--out", required=True, help="run directory (checkpoint, log, weights)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+
+
+def add_setting(
+    group: argparse._ArgumentGroup, config: object, field: str, text: str = "", **kwargs: Any
+) -> None:
+    """``--<field>``, with the type and default of ``config``'s field; the help says the
+    default after ``text``."""
+    value = getattr(config, field)
+    shown = f"default: {value}"
+    group.add_argument(
+        "--" + field.replace("_", "-"),
+        type=type(value),
+        default=value,
+        help=f"{text} ({shown})" if text else shown,
+        **kwargs,
+    )
+
+
+def add_preset(p: argparse.ArgumentParser, presets: Iterable[str]) -> argparse._ArgumentGroup:
+    """The network group, with its preset of sizes; the command adds the overrides."""
+    group = p.add_argument_group("network (a preset, then overrides)")
+    group.add_argument(
+        "--preset",
+        choices=sorted(presets),
+        default="small",
+        help="network sizes (default: small, for CPUs)",
+    )
+    return group
+
+
+def add_checks(p: argparse.ArgumentParser, config: object, patches: str) -> None:
+    """Validation and checkpoint settings, those that ``config`` has; ``patches`` says what
+    its held-out samples are."""
+    check = p.add_argument_group("validation and checkpoints")
+    texts = {
+        "val_every": "steps between validations",
+        "val_patches": patches,
+        "val_steps": "DDIM steps of validation sampling",
+        "ckpt_every": "steps between checkpoints",
+    }
+    for field, text in texts.items():
+        if hasattr(config, field):
+            add_setting(check, config, field, text)
 
 
 def add_sentinel_options(group: argparse._ArgumentGroup) -> None:

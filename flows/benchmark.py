@@ -23,6 +23,7 @@ from tqdm import tqdm
 from flows._cli import OneLineErrors, run_command
 from flows._models import STAGES, dest, learned, takers
 from flows._training import (
+    SENTINEL_OPTIONS,
     add_runtime_options,
     add_sentinel_options,
     positive,
@@ -51,8 +52,6 @@ REFERENCE = "bicubic"
 STAGE_MODELS = {"rgb": "RGB ×4 models", "fusion": "fusion models"}
 #: The model attributes that identify a learned model's numbers, besides its weights.
 DESCRIBED = ("steps", "seed", "window", "consistent")
-#: Options that choose the catalog data, refused with --scenes.
-CATALOG_OPTIONS = ("stac", "collection", "aoi", "start", "end")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -204,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> tuple[EvaluationSet, Path]:
     """The patches to score and the default output folder's name for them."""
     if args.scenes:
-        given = [f"--{k}" for k in CATALOG_OPTIONS if getattr(args, k) is not None]
+        given = [f"--{k}" for k in SENTINEL_OPTIONS if getattr(args, k) is not None]
         if given:
             raise UserError(f"--scenes replaces {', '.join(given)}: give one or the other")
         data = scene_patches(args.scenes, patch=args.patch, held_out=0)
