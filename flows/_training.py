@@ -118,15 +118,29 @@ def add_sentinel_options(group: argparse._ArgumentGroup) -> None:
 
 @dataclass(frozen=True)
 class SentinelQuery:
-    """The resolved catalog query: without ``--stac``, the demo catalog, AOI and dates."""
+    """The resolved catalog query: without ``--stac``, the demo catalog, AOI and dates; and
+    the share of the composite held out."""
 
     stac: str
     aoi_path: str
     aoi: BaseGeometry
     start: date
     end: date
+    collection: str | None
+    max_cloud: float
+    test_fraction: float
 
-    def describe(self) -> dict[str, str]:
+    @property
+    def where(self) -> tuple[str, BaseGeometry, date, date]:
+        """(catalog, AOI, first date, last date), as the loaders take them first."""
+        return self.stac, self.aoi, self.start, self.end
+
+    @property
+    def filters(self) -> dict[str, Any]:
+        """The search's filters, as the loaders take them by name."""
+        return {"collection": self.collection, "max_cloud": self.max_cloud}
+
+    def describe(self) -> dict[str, Any]:
         """As recorded in a checkpoint (a resumed run must match it) and in the weights; the
         embedded demo files are named ``demo``, not by where this checkout happens to lie."""
         return {
@@ -134,6 +148,8 @@ class SentinelQuery:
             "aoi": _portable(self.aoi_path, DEMO_AOI),
             "start": str(self.start),
             "end": str(self.end),
+            **self.filters,
+            "test_fraction": self.test_fraction,
         }
 
 
@@ -147,7 +163,16 @@ def sentinel_query(args: argparse.Namespace) -> SentinelQuery:
         raise UserError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
     start, end = query_dates(args)
     aoi = args.aoi or str(DEMO_AOI)
-    return SentinelQuery(args.stac or str(DEMO_CATALOG), aoi, read_aoi(aoi), start, end)
+    return SentinelQuery(
+        args.stac or str(DEMO_CATALOG),
+        aoi,
+        read_aoi(aoi),
+        start,
+        end,
+        args.collection,
+        args.max_cloud,
+        args.test_fraction,
+    )
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:

@@ -211,15 +211,11 @@ def _data(args: argparse.Namespace) -> tuple[EvaluationSet, Path]:
     else:
         query = sentinel_query(args)
         data = stac_patches(
-            query.stac,
-            query.aoi,
-            query.start,
-            query.end,
+            *query.where,
             patch=args.patch,
-            held_out=args.test_fraction,
-            collection=args.collection,
-            max_cloud=args.max_cloud,
+            held_out=query.test_fraction,
             label=query.describe()["stac"],
+            **query.filters,
         )
         stem = f"benchmark-{Path(query.aoi_path).stem or 'aoi'}-{query.start}-{query.end}"
     if args.max_images and args.max_images < len(data.patches):

@@ -202,25 +202,15 @@ def _data(
     """The composite's windows, and the description recorded with the run."""
     query = sentinel_query(args)
     composite = sentinel_composite(
-        query.stac,
-        query.aoi,
-        query.start,
-        query.end,
-        REFLECTANCE_BANDS,
-        collection=args.collection,
-        max_cloud=args.max_cloud,
-        lattice=LATTICE,
+        *query.where, REFLECTANCE_BANDS, lattice=LATTICE, **query.filters
     )
     try:
-        data = FusionWaldData(composite.image, cfg, args.test_fraction)
+        data = FusionWaldData(composite.image, cfg, query.test_fraction)
     except ValueError as err:
         raise UserError(str(err)) from None
     return data, {
         "source": "sentinel2",
         **query.describe(),
-        "collection": args.collection,
-        "max_cloud": args.max_cloud,
-        "test_fraction": args.test_fraction,
         "epsg": composite.epsg,
         "bounds": list(composite.bounds),
     }

@@ -261,22 +261,20 @@ def _sources(
             },
         )
     query = sentinel_query(args)
-    common = {
-        "collection": args.collection,
-        "max_cloud": args.max_cloud,
-        "test_fraction": args.test_fraction,
-    }
-    dates = (query.start, query.end)
     try:
-        source = SentinelWaldSource(
-            query.stac, query.aoi, *dates, patch=cfg.window, split="train", **common
-        )
-        validation = SentinelWaldSource(
-            query.stac, query.aoi, *dates, patch=cfg.patch, split="test", **common
+        source, validation = (
+            SentinelWaldSource(
+                *query.where,
+                patch=patch,
+                split=split,
+                test_fraction=query.test_fraction,
+                **query.filters,
+            )
+            for patch, split in ((cfg.window, "train"), (cfg.patch, "test"))
         )
     except ValueError as err:
         raise UserError(str(err)) from None
-    return source, validation, {"source": "sentinel2", **query.describe(), **common}
+    return source, validation, {"source": "sentinel2", **query.describe()}
 
 
 if __name__ == "__main__":
