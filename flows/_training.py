@@ -1,5 +1,6 @@
-"""What the training commands share: one-line errors, Sentinel-2 data options, the device,
-and the progress-bar loop that turns Ctrl-C into a checkpoint."""
+"""What the training commands share: their common option groups (the run, Sentinel-2 data,
+the network preset, validation and checkpoints, the device) and the progress-bar loop that turns
+Ctrl-C into a checkpoint."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import torch
 from shapely.geometry.base import BaseGeometry
 from tqdm import tqdm
 
-from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from flows._cli import iso_date, query_dates
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG
 from pipeline.errors import UserError, reason
 from pipeline.geo.grid import read_aoi
 from pipeline.train.runs import Run, TrainingDiverged
@@ -36,11 +39,55 @@ def positive(text: str) -> int:
     return value
 
 
-def iso_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The run directory, new or resumed."""
+    p.add_argument("--out", required=True, help="run directory (checkpoint, log, weights)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+
+
+def add_setting(
+    group: argparse._ArgumentGroup, config: object, field: str, text: str = "", **kwargs: Any
+) -> None:
+    """``--<field>``, with the type and default of ``config``'s field; the help says the
+    default after ``text``."""
+    value = getattr(config, field)
+    shown = f"default: {value}"
+    group.add_argument(
+        "--" + field.replace("_", "-"),
+        type=type(value),
+        default=value,
+        help=f"{text} ({shown})" if text else shown,
+        **kwargs,
+    )
+
+
+def add_preset(p: argparse.ArgumentParser, presets: Iterable[str]) -> argparse._ArgumentGroup:
+    """The network group, with its preset of sizes; the command adds the overrides."""
+    group = p.add_argument_group("network (a preset, then overrides)")
+    group.add_argument(
+        "--preset",
+        choices=sorted(presets),
+        default="small",
+        help="network sizes (default: small, for CPUs)",
+    )
+    return group
+
+
+def add_checks(p: argparse.ArgumentParser, config: object, patches: str) -> None:
+    """Validation and checkpoint settings, those that ``config`` has; ``patches`` says what
+    its held-out samples are."""
+    check = p.add_argument_group("validation and checkpoints")
+    texts = {
+        "val_every": "steps between validations",
+        "val_patches": patches,
+        "val_steps": "DDIM steps of validation sampling",
+        "ckpt_every": "steps between checkpoints",
+    }
+    for field, text in texts.items():
+        if hasattr(config, field):
+            add_setting(check, config, field, text)
 
 
 def add_sentinel_options(group: argparse._ArgumentGroup) -> None:
@@ -71,15 +118,29 @@ def add_sentinel_options(group: argparse._ArgumentGroup) -> None:
 
 @dataclass(frozen=True)
 class SentinelQuery:
-    """The resolved catalog query: without ``--stac``, the demo catalog, AOI and dates."""
+    """The resolved catalog query: without ``--stac``, the demo catalog, AOI and dates; and
+    the share of the composite held out."""
 
     stac: str
     aoi_path: str
     aoi: BaseGeometry
     start: date
     end: date
+    collection: str | None
+    max_cloud: float
+    test_fraction: float
 
-    def describe(self) -> dict[str, str]:
+    @property
+    def where(self) -> tuple[str, BaseGeometry, date, date]:
+        """(catalog, AOI, first date, last date), as the loaders take them first."""
+        return self.stac, self.aoi, self.start, self.end
+
+    @property
+    def filters(self) -> dict[str, Any]:
+        """The search's filters, as the loaders take them by name."""
+        return {"collection": self.collection, "max_cloud": self.max_cloud}
+
+    def describe(self) -> dict[str, Any]:
         """As recorded in a checkpoint (a resumed run must match it) and in the weights; the
         embedded demo files are named ``demo``, not by where this checkout happens to lie."""
         return {
@@ -87,6 +148,8 @@ class SentinelQuery:
             "aoi": _portable(self.aoi_path, DEMO_AOI),
             "start": str(self.start),
             "end": str(self.end),
+            **self.filters,
+            "test_fraction": self.test_fraction,
         }
 
 
@@ -98,15 +161,18 @@ def sentinel_query(args: argparse.Namespace) -> SentinelQuery:
     """Checked before anything is loaded, so a mistake costs no download."""
     if not 0 < args.test_fraction < 1:
         raise UserError(f"--test-fraction must be between 0 and 1, got {args.test_fraction}")
-    start, end = args.start, args.end
-    if args.stac is None:
-        start, end = start or DEMO_DATES[0], end or DEMO_DATES[1]
-    if start is None or end is None:
-        raise UserError("--start and --end are required with --stac")
-    if start > end:
-        raise UserError(f"--start {start} is after --end {end}")
+    start, end = query_dates(args)
     aoi = args.aoi or str(DEMO_AOI)
-    return SentinelQuery(args.stac or str(DEMO_CATALOG), aoi, read_aoi(aoi), start, end)
+    return SentinelQuery(
+        args.stac or str(DEMO_CATALOG),
+        aoi,
+        read_aoi(aoi),
+        start,
+        end,
+        args.collection,
+        args.max_cloud,
+        args.test_fraction,
+    )
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:

@@ -21,7 +21,9 @@ import numpy as np
 from tqdm import tqdm
 
 from flows._cli import OneLineErrors, run_command
+from flows._models import STAGES, dest, learned, takers
 from flows._training import (
+    SENTINEL_OPTIONS,
     add_runtime_options,
     add_sentinel_options,
     positive,
@@ -41,22 +43,15 @@ from pipeline.evaluation.report import markdown, summarize, write_csv
 from pipeline.evaluation.wald import FUSION_INPUT, RGB_INPUT
 from pipeline.geo.bands import SCALE
 from pipeline.inputs.catalog import is_demo_catalog
-from pipeline.models import FUSION_MODELS, RGB_MODELS, get_fusion_model, get_rgb_model
+from pipeline.models import Option, get_fusion_model, get_rgb_model
 from pipeline.models.published import default_weights, describe, name_of, names
 
-#: The models benchmarked by default: every registered one, each stage's bicubic baseline
-#: first (the learned ones run with their shipped demo weights on the demo, and download the
-#: published ones for other data).
-DEFAULT_RGB_MODELS = ("bicubic", "difffusr")
-DEFAULT_FUSION_MODELS = ("bicubic", "gram-schmidt", "difffusr-fusion")
-#: The learned models and the options the command line gives them.
-LEARNED_RGB, LEARNED_FUSION = "difffusr", "difffusr-fusion"
-#: The learned RGB model's row without its radiometric guarantee (``consistent=False``).
-NO_GUARANTEE = f"{LEARNED_RGB}, no guarantee"
+#: Each stage's reference model, listed first in the tables.
+REFERENCE = "bicubic"
+#: What ``--rgb-models`` and ``--fusion-models`` choose from.
+STAGE_MODELS = {"rgb": "RGB ×4 models", "fusion": "fusion models"}
 #: The model attributes that identify a learned model's numbers, besides its weights.
 DESCRIBED = ("steps", "seed", "window", "consistent")
-#: Options that choose the catalog data, refused with --scenes.
-CATALOG_OPTIONS = ("stac", "collection", "aoi", "start", "end")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -64,6 +59,18 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m flows.benchmark",
         description="Score super-resolution models by the Wald protocol: tables and figures.",
     )
+    _add_data(p)
+    _add_models(p)
+    add_runtime_options(p)
+    p.add_argument(
+        "--out",
+        help="output folder (default: output/benchmark-<aoi>-<start>-<end>, "
+        "or output/benchmark-scenes)",
+    )
+    return p
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
     data = p.add_argument_group("data (default: the embedded demo catalog and AOI)")
     add_sentinel_options(data)
     data.add_argument(
@@ -85,58 +92,60 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="score N patches drawn with --seed (default: all)",
     )
+
+
+def _add_models(p: argparse.ArgumentParser) -> None:
+    """The models of each stage (by default all registered), the learned ones' weights, and
+    the sampling of the RGB models that sample."""
     models = p.add_argument_group("models")
+    for stage, what in STAGE_MODELS.items():
+        choices = sorted(STAGES[stage])
+        models.add_argument(
+            f"--{stage}-models",
+            nargs="*",
+            default=default_models(stage),
+            choices=choices,
+            metavar="MODEL",
+            help=f"{what}, from {', '.join(choices)}; none to "
+            f"skip the stage (default: {' '.join(default_models(stage))})",
+        )
+    for stage, name in learned():
+        models.add_argument(
+            STAGES[stage][name].option("weights").flag,
+            help=f"{name} weights: a file, or one of {', '.join(names(name))} (default: demo "
+            f"on the demo, else {default_weights(name, False)})",
+        )
+    steps, option = _sampling("steps")
+    models.add_argument("--steps", type=positive, help=f"{steps} (default: {option.default})")
+    seed, _ = _sampling("seed")
     models.add_argument(
-        "--rgb-models",
-        nargs="*",
-        default=list(DEFAULT_RGB_MODELS),
-        choices=sorted(RGB_MODELS),
-        metavar="MODEL",
-        help=f"RGB ×4 models, from {', '.join(sorted(RGB_MODELS))}; none to "
-        f"skip the stage (default: {' '.join(DEFAULT_RGB_MODELS)})",
+        "--seed", type=int, default=0, help=f"{seed} and of the --max-images draw (default: 0)"
     )
-    models.add_argument(
-        "--fusion-models",
-        nargs="*",
-        default=list(DEFAULT_FUSION_MODELS),
-        choices=sorted(FUSION_MODELS),
-        metavar="MODEL",
-        help=f"fusion models, from {', '.join(sorted(FUSION_MODELS))}; none to "
-        f"skip the stage (default: {' '.join(DEFAULT_FUSION_MODELS)})",
-    )
-    models.add_argument(
-        "--weights",
-        help=f"{LEARNED_RGB} weights: a file, or one of "
-        f"{', '.join(names(LEARNED_RGB))} (default: demo on the demo, else "
-        f"{default_weights(LEARNED_RGB, False)})",
-    )
-    models.add_argument(
-        "--fusion-weights",
-        help=f"{LEARNED_FUSION} weights: a file, or one of "
-        f"{', '.join(names(LEARNED_FUSION))} (default: demo on the demo, else "
-        f"{default_weights(LEARNED_FUSION, False)})",
-    )
-    models.add_argument("--steps", type=positive, help=f"DDIM steps of {LEARNED_RGB} (default: 20)")
-    models.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help=f"noise seed of {LEARNED_RGB} and of the --max-images draw (default: 0)",
-    )
+    guaranteed = takers("rgb", "consistent")
+    rows = " and ".join([", ".join(guaranteed), *(f"'{_no_guarantee(n)}'" for n in guaranteed)])
     models.add_argument(
         "--no-rgb-consistency",
         action="store_true",
-        help=f"score "
-        f"{LEARNED_RGB} without its radiometric guarantee only (default: with "
-        f"and without, rows {LEARNED_RGB} and '{NO_GUARANTEE}')",
+        help=f"score {', '.join(guaranteed)} without its radiometric guarantee only (default: "
+        f"with and without, rows {rows})",
     )
-    add_runtime_options(p)
-    p.add_argument(
-        "--out",
-        help="output folder (default: output/benchmark-<aoi>-<start>-<end>, "
-        "or output/benchmark-scenes)",
-    )
-    return p
+
+
+def default_models(stage: str) -> list[str]:
+    """Every registered model of ``stage``, its reference first."""
+    return sorted(STAGES[stage], key=lambda name: name != REFERENCE)
+
+
+def _sampling(key: str) -> tuple[str, Option]:
+    """An option of the RGB models that sample, as ``what of models``, and the option."""
+    models = takers("rgb", key)
+    option = STAGES["rgb"][models[0]].option(key)
+    return f"{option.help} of {', '.join(models)}", option
+
+
+def _no_guarantee(name: str) -> str:
+    """The row of an RGB model without its radiometric guarantee (``consistent=False``)."""
+    return f"{name}, no guarantee"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
         for label, options in _rgb_rows(args, name, device)
     }
     fusion = {
-        name: _build(get_fusion_model, name, _fusion_options(args, name, device))
+        name: _build(get_fusion_model, name, _options(args, "fusion", name, device))
         for name in args.fusion_models
     }
     for model in [*rgb.values(), *fusion.values()]:
@@ -194,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> tuple[EvaluationSet, Path]:
     """The patches to score and the default output folder's name for them."""
     if args.scenes:
-        given = [f"--{k}" for k in CATALOG_OPTIONS if getattr(args, k) is not None]
+        given = [f"--{k}" for k in SENTINEL_OPTIONS if getattr(args, k) is not None]
         if given:
             raise UserError(f"--scenes replaces {', '.join(given)}: give one or the other")
         data = scene_patches(args.scenes, patch=args.patch, held_out=0)
@@ -202,15 +211,11 @@ def _data(args: argparse.Namespace) -> tuple[EvaluationSet, Path]:
     else:
         query = sentinel_query(args)
         data = stac_patches(
-            query.stac,
-            query.aoi,
-            query.start,
-            query.end,
+            *query.where,
             patch=args.patch,
-            held_out=args.test_fraction,
-            collection=args.collection,
-            max_cloud=args.max_cloud,
+            held_out=query.test_fraction,
             label=query.describe()["stac"],
+            **query.filters,
         )
         stem = f"benchmark-{Path(query.aoi_path).stem or 'aoi'}-{query.start}-{query.end}"
     if args.max_images and args.max_images < len(data.patches):
@@ -227,22 +232,28 @@ def _demo_data(args: argparse.Namespace) -> bool:
 
 
 def _rgb_rows(args: argparse.Namespace, name: str, device: str) -> list[tuple[str, dict]]:
-    """(row label, model options) of an RGB model: the learned one with and without its
-    radiometric guarantee (only without, with --no-rgb-consistency)."""
-    if name != LEARNED_RGB:
-        return [(name, {})]
-    weights = args.weights or default_weights(LEARNED_RGB, _demo_data(args))
-    steps = {"steps": args.steps} if args.steps else {}
-    options = {"weights": weights, "seed": args.seed, "device": device, **steps}
+    """(row label, model options) of an RGB model: one with a radiometric guarantee with and
+    without it (only without, with --no-rgb-consistency)."""
+    options = _options(args, "rgb", name, device)
+    if not STAGES["rgb"][name].option("consistent"):
+        return [(name, options)]
     rows = [] if args.no_rgb_consistency else [(name, {**options, "consistent": True})]
-    return [*rows, (NO_GUARANTEE, {**options, "consistent": False})]
+    return [*rows, (_no_guarantee(name), {**options, "consistent": False})]
 
 
-def _fusion_options(args: argparse.Namespace, name: str, device: str) -> dict:
-    if name != LEARNED_FUSION:
-        return {}
-    weights = args.fusion_weights or default_weights(LEARNED_FUSION, _demo_data(args))
-    return {"weights": weights, "device": device}
+def _options(args: argparse.Namespace, stage: str, name: str, device: str) -> dict:
+    """What the command gives a model: a learned one its weights and device, a sampling one
+    its seed and steps."""
+    spec = STAGES[stage][name]
+    options = {}
+    if spec.learned:
+        weights = getattr(args, dest(spec.option("weights")))
+        options |= {"weights": weights or default_weights(name, _demo_data(args)), "device": device}
+    if spec.option("seed"):
+        options["seed"] = args.seed
+    if spec.option("steps") and args.steps:
+        options["steps"] = args.steps
+    return options
 
 
 def _build(factory: Callable[..., Any], name: str, options: dict) -> Any:

@@ -26,6 +26,14 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m flows.explain",
         description="Local attribution maps of a product's models at a point or window.",
     )
+    _add_where(p)
+    _add_method(p)
+    _add_models(p)
+    return p
+
+
+def _add_where(p: argparse.ArgumentParser) -> None:
+    """The product, the pixel or window explained, and where the results go."""
     p.add_argument("--product", required=True, help="the product (path or fsspec URL)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument(
@@ -46,6 +54,10 @@ def parser() -> argparse.ArgumentParser:
         "--out",
         help="folder for the figures and explain.json (default: ./explain-<product>-<X>-<Y>)",
     )
+
+
+def _add_method(p: argparse.ArgumentParser) -> None:
+    """The path integral of the attribution and what of the window it explains."""
     p.add_argument(
         "--steps",
         type=int,
@@ -82,6 +94,10 @@ def parser() -> argparse.ArgumentParser:
         help="fusion groups to explain, by native resolution "
         "(default: 10 20 60; none: the RGB stage only)",
     )
+
+
+def _add_models(p: argparse.ArgumentParser) -> None:
+    """The models explained: the product's own, their weights and device."""
     p.add_argument(
         "--no-baselines",
         action="store_true",
@@ -96,7 +112,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--device", help="torch device of the learned models (default: cuda when present)"
     )
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

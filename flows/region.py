@@ -22,16 +22,23 @@ from distributed import Client
 from pyproj import CRS
 from tqdm import tqdm
 
-from flows._cli import OneLineErrors, run_command
-from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from flows._cli import OneLineErrors, iso_date, query_dates, run_command
+from flows._models import (
+    STAGES,
+    add_option_groups,
+    check_device,
+    learned_models,
+    model_options,
+    uses_learned,
+)
+from pipeline.demo import DEMO_AOI, DEMO_CATALOG
 from pipeline.errors import UserError
 from pipeline.geo.bands import REFLECTANCE_BANDS, validate_bands
 from pipeline.geo.grid import check_tile_size, parse_crs, read_aoi
 from pipeline.inputs.catalog import is_demo_catalog
 from pipeline.inputs.signing import AUTO, SIGN_CHOICES
-from pipeline.models import FUSION_MODELS, RGB_MODELS
-from pipeline.models.published import default_weights, describe, names
-from pipeline.models.superresolve import Layout, layout_for
+from pipeline.models.published import describe
+from pipeline.models.superresolve import CPU_LAYOUT, GPU_LAYOUT, Layout, layout_for
 from pipeline.network import timeout
 from pipeline.product.finish import finish_product
 from pipeline.product.lease import held
@@ -48,6 +55,8 @@ from pipeline.run.cluster import (
 from pipeline.run.dispatch import RunSummary, run_tiles
 from pipeline.run.plan import Plan, RegionRequest, plan_region
 
+#: What ``--rgb-model`` and ``--fusion-model`` choose, and their defaults.
+MODEL_CHOICE = {"rgb": ("RGB ×4 model", "bicubic"), "fusion": ("band fusion model", "gram-schmidt")}
 #: At most this many ``warning: item ... skipped`` lines; a count stands for the rest.
 SKIPPED_SHOWN = 5
 T = TypeVar("T")
@@ -58,6 +67,16 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m flows.region",
         description="Super-resolve the 12 Sentinel-2 L2A bands over an AOI to a 2.5 m Zarr.",
     )
+    _add_query(p)
+    _add_output(p)
+    _add_cluster(p)
+    _add_models(p)
+    _add_product(p)
+    return p
+
+
+def _add_query(p: argparse.ArgumentParser) -> None:
+    """Where and when: the AOI, the dates and the catalog."""
     p.add_argument(
         "--aoi",
         default=str(DEMO_AOI),
@@ -65,10 +84,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--start",
-        type=_date,
+        type=iso_date,
         help="first date, YYYY-MM-DD (required with --stac; default for the demo: 2023-01-01)",
     )
-    p.add_argument("--end", type=_date, help="last date, YYYY-MM-DD, inclusive")
+    p.add_argument("--end", type=iso_date, help="last date, YYYY-MM-DD, inclusive")
     p.add_argument(
         "--stac",
         help="STAC API URL, static catalog or ItemCollection (path or URL; "
@@ -94,6 +113,10 @@ def parser() -> argparse.ArgumentParser:
         metavar="PERCENT",
         help="skip scenes with more cloud cover than this (default: 100)",
     )
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    """Where the product goes and its grid."""
     p.add_argument(
         "--out",
         help="output Zarr: local path or fsspec URL such as s3://bucket/x.zarr "
@@ -108,9 +131,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tile-size",
         type=int,
-        help="output tile edge in 2.5 m pixels, a multiple of 24 (default: 1920; "
-        "15360 when --rgb-model difffusr runs on CUDA)",
+        help="output tile edge in 2.5 m pixels, a multiple of 24 "
+        f"(default: {CPU_LAYOUT.tile_size}; {GPU_LAYOUT.tile_size} when "
+        f"--rgb-model {learned_models('rgb')} runs on CUDA)",
     )
+
+
+def _add_cluster(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--scheduler",
         type=_scheduler,
@@ -124,79 +151,27 @@ def parser() -> argparse.ArgumentParser:
         help="worker processes of the local cluster "
         "(default: 2 on CPUs; one per GPU when a learned model runs on CUDA)",
     )
-    p.add_argument(
-        "--rgb-model",
-        default="bicubic",
-        choices=sorted(RGB_MODELS),
-        help="RGB ×4 model (default: bicubic)",
-    )
-    diffusion = p.add_argument_group("diffusion RGB model (--rgb-model difffusr)")
-    diffusion.add_argument(
-        "--weights",
-        help="weight file (path, fsspec URL or "
-        "hf://org/repo/file) or the name of published weights: "
-        f"{', '.join(names(LEARNED_RGB))} (default: demo on the demo "
-        f"catalog, else {default_weights(LEARNED_RGB, False)})",
-    )
-    diffusion.add_argument(
-        "--weights-sha256", metavar="HEX", help="refuse weights whose sha256 differs"
-    )
-    diffusion.add_argument("--steps", type=int, help="DDIM steps (default: 20)")
-    diffusion.add_argument("--eta", type=float, help="DDIM eta, 0 = deterministic (default: 0)")
-    diffusion.add_argument("--seed", type=int, help="noise seed (default: 0)")
-    diffusion.add_argument(
-        "--samples",
-        type=int,
-        help="draws per pixel; N > 1 writes their "
-        "mean and the per-pixel standard deviation (default: 1)",
-    )
-    diffusion.add_argument(
-        "--batch", type=int, help="windows per network call (default: 8 on CPU, 128 on GPU)"
-    )
-    diffusion.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
-        help="autocast precision (default: auto, i.e. bf16 on CUDA, fp32 on CPU)",
-    )
-    diffusion.add_argument(
-        "--compile", action="store_true", default=None, help="torch.compile the U-Net"
-    )
-    diffusion.add_argument(
-        "--no-rgb-consistency",
-        action="store_true",
-        default=None,
-        help="skip the correction that makes B04 B03 B02 average back to "
-        "the input over each 10 m pixel (default: corrected)",
-    )
-    p.add_argument(
-        "--fusion-model",
-        default="gram-schmidt",
-        choices=sorted(FUSION_MODELS),
-        help="band fusion model (default: gram-schmidt)",
-    )
-    fusion = p.add_argument_group("learned fusion model (--fusion-model difffusr-fusion)")
-    fusion.add_argument(
-        "--fusion-weights",
-        help="fusion weight file (path, fsspec URL or "
-        "hf://org/repo/file) or the name of published weights: "
-        f"{', '.join(names(LEARNED_FUSION))} (default: demo on the demo "
-        f"catalog, else {default_weights(LEARNED_FUSION, False)})",
-    )
-    fusion.add_argument(
-        "--fusion-weights-sha256", metavar="HEX", help="refuse fusion weights whose sha256 differs"
-    )
-    fusion.add_argument(
-        "--no-fusion-consistency",
-        action="store_true",
-        default=None,
-        help="skip the correction that makes every fused band average back "
-        "to its input over each native pixel (default: corrected)",
-    )
+
+
+def _add_models(p: argparse.ArgumentParser) -> None:
+    """Each stage's model and each model's own options, then the device of the learned ones."""
+    for stage, (what, default) in MODEL_CHOICE.items():
+        p.add_argument(
+            f"--{stage}-model",
+            default=default,
+            choices=sorted(STAGES[stage]),
+            help=f"{what} (default: {default})",
+        )
+        add_option_groups(p, stage)
     p.add_argument(
         "--device",
-        help="torch device of the learned models (difffusr, "
-        "difffusr-fusion), e.g. cuda or cpu (default: cuda when present)",
+        help=f"torch device of the learned models ({learned_models()}), e.g. cuda or cpu "
+        "(default: cuda when present)",
     )
+
+
+def _add_product(p: argparse.ArgumentParser) -> None:
+    """What the product holds, and how a run treats one that exists."""
     p.add_argument(
         "--bands",
         nargs="+",
@@ -225,14 +200,6 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the plan (tiles, items, output size) and do no work",
     )
-    return p
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
 def _crs(text: str) -> CRS:
@@ -367,108 +334,39 @@ def _plan_warnings(plan: Plan) -> list[str]:
 
 
 def _request(args: argparse.Namespace) -> RegionRequest:
-    start, end = args.start, args.end
-    if args.stac is None:
-        start, end = start or DEMO_DATES[0], end or DEMO_DATES[1]
-    if start is None or end is None:
-        raise UserError("--start and --end are required with --stac")
-    if start > end:
-        raise UserError(f"--start {start} is after --end {end}")
+    start, end = query_dates(args)
     try:
         bands = validate_bands(args.bands)
     except ValueError as err:
         raise UserError(str(err)) from None
     layout = _layout(args)
+    aoi = read_aoi(args.aoi)
+    tile_size = _tile_size(layout.tile_size if args.tile_size is None else args.tile_size)
+    check_device(args)
+    demo = is_demo_catalog(args.stac)
     return RegionRequest(
-        aoi=read_aoi(args.aoi),
+        aoi=aoi,
         start=start,
         end=end,
         stac=args.stac or str(DEMO_CATALOG),
         collection=args.collection,
         max_cloud=args.max_cloud,
         crs=args.crs,
-        tile_size=_tile_size(layout.tile_size if args.tile_size is None else args.tile_size),
+        tile_size=tile_size,
         block_size=layout.block_size,
         bands=bands,
         rgb_model=args.rgb_model,
-        rgb_options=_rgb_options(args),
+        rgb_options=model_options(args, "rgb", demo),
         fusion_model=args.fusion_model,
-        fusion_options=_fusion_options(args),
+        fusion_options=model_options(args, "fusion", demo),
         mask_snow=not args.keep_snow,
         sign=args.sign,
     )
 
 
-#: CLI options of the diffusion RGB model and the model's own names for them.
-DIFFUSION_OPTIONS = {
-    "weights": "weights",
-    "weights_sha256": "sha256",
-    "steps": "steps",
-    "eta": "eta",
-    "seed": "seed",
-    "samples": "samples",
-    "batch": "batch",
-    "precision": "precision",
-    "compile": "compile",
-    "no_rgb_consistency": "consistent",
-}
-#: CLI options of the learned fusion model and the model's own names for them.
-FUSION_OPTIONS = {
-    "fusion_weights": "weights",
-    "fusion_weights_sha256": "sha256",
-    "no_fusion_consistency": "consistent",
-}
-#: The models that run on a torch device (``--device``).
-LEARNED_RGB, LEARNED_FUSION = "difffusr", "difffusr-fusion"
-
-
-def _given(args: argparse.Namespace, options: dict[str, str], stage: str, wanted: str) -> dict:
-    """The options given, under the model's names; refused unless ``--<stage>-model`` is
-    ``wanted``."""
-    given = {options[k]: getattr(args, k) for k in options if getattr(args, k) is not None}
-    if given and getattr(args, f"{stage}_model") != wanted:
-        flags = ", ".join(
-            "--" + k.replace("_", "-") for k in options if getattr(args, k) is not None
-        )
-        raise UserError(f"{flags} apply to --{stage}-model {wanted} only")
-    return given
-
-
-def _rgb_options(args: argparse.Namespace) -> dict:
-    _check_device(args)
-    given = _given(args, DIFFUSION_OPTIONS, "rgb", LEARNED_RGB)
-    if args.rgb_model != LEARNED_RGB:
-        return given
-    given.setdefault("weights", default_weights(LEARNED_RGB, is_demo_catalog(args.stac)))
-    given["consistent"] = not args.no_rgb_consistency
-    if args.device is not None:
-        given["device"] = args.device
-    return given
-
-
-def _fusion_options(args: argparse.Namespace) -> dict:
-    given = _given(args, FUSION_OPTIONS, "fusion", LEARNED_FUSION)
-    if args.fusion_model != LEARNED_FUSION:
-        return given
-    given["consistent"] = not args.no_fusion_consistency
-    given.setdefault("weights", default_weights(LEARNED_FUSION, is_demo_catalog(args.stac)))
-    if args.device is not None:
-        given["device"] = args.device
-    return given
-
-
-def _check_device(args: argparse.Namespace) -> None:
-    learned = args.rgb_model == LEARNED_RGB or args.fusion_model == LEARNED_FUSION
-    if args.device is not None and not learned:
-        raise UserError(
-            f"--device applies to --rgb-model {LEARNED_RGB} or --fusion-model {LEARNED_FUSION} only"
-        )
-
-
 def _local_gpus(args: argparse.Namespace) -> int:
     """GPUs for a local cluster: only a learned model uses them, and not with --device cpu."""
-    learned = args.rgb_model == LEARNED_RGB or args.fusion_model == LEARNED_FUSION
-    if args.scheduler or not learned or (args.device or "").startswith("cpu"):
+    if args.scheduler or not uses_learned(args) or (args.device or "").startswith("cpu"):
         return 0
     return cuda_devices()
 
@@ -476,7 +374,7 @@ def _local_gpus(args: argparse.Namespace) -> int:
 def _layout(args: argparse.Namespace) -> Layout:
     """The GPU layout when the diffusion model will run on CUDA, decided as the model decides
     its own defaults (``--device``, else this machine's), else the CPU layout."""
-    if args.rgb_model != LEARNED_RGB:
+    if not STAGES["rgb"][args.rgb_model].learned:
         return layout_for(False)
     return layout_for(runs_on_cuda(args.device))
 

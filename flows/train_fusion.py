@@ -20,8 +20,12 @@ import torch
 
 from flows._cli import OneLineErrors, run_command
 from flows._training import (
+    add_checks,
+    add_preset,
+    add_run_options,
     add_runtime_options,
     add_sentinel_options,
+    add_setting,
     positive,
     runtime,
     sentinel_query,
@@ -45,17 +49,29 @@ DEFAULTS = FusionTrainConfig()
 
 
 def parser() -> argparse.ArgumentParser:
-    d = DEFAULTS
     p = OneLineErrors(
         prog="python -m flows.train_fusion",
         description="Train the DiffFuSR band-fusion networks on Sentinel-2 by the Wald protocol.",
     )
-    p.add_argument("--out", required=True, help="run directory (checkpoint, log, weights)")
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    add_run_options(p)
+    add_sentinel_options(
+        p.add_argument_group("training data (the 12-band clear-sky composite at 10 m)")
     )
-    data = p.add_argument_group("training data (the 12-band clear-sky composite at 10 m)")
-    add_sentinel_options(data)
+    _add_groups(p)
+    _add_network(p)
+    opt = p.add_argument_group("optimisation")
+    add_setting(opt, DEFAULTS, "steps")
+    add_setting(opt, DEFAULTS, "batch_size", "windows per group and step")
+    add_setting(opt, DEFAULTS, "lr", "Adam step size")
+    add_setting(opt, DEFAULTS, "seed")
+    add_checks(p, DEFAULTS, "held-out windows per group")
+    add_runtime_options(p)
+    return p
+
+
+def _add_groups(p: argparse.ArgumentParser) -> None:
+    """Which band groups are trained, their patches and the degradation."""
+    d = DEFAULTS
     groups = p.add_argument_group("groups and degradation")
     groups.add_argument(
         "--groups",
@@ -82,13 +98,10 @@ def parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help=f"Gaussian σ of the degradation as a fraction of its ratio (default: {d.blur_sigma})",
     )
-    model = p.add_argument_group("network (a preset, then overrides)")
-    model.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="small",
-        help="network sizes (default: small, for CPUs)",
-    )
+
+
+def _add_network(p: argparse.ArgumentParser) -> None:
+    model = add_preset(p, PRESETS)
     model.add_argument("--features", type=positive, help="feature channels (a multiple of 4)")
     model.add_argument("--blocks", type=positive, help="RRDB blocks per branch")
     model.add_argument("--growth", type=positive, help="dense-block growth channels")
@@ -98,37 +111,6 @@ def parser() -> argparse.ArgumentParser:
         help="predict a correction of the bilinear upsampling, not the bands "
         "(default: on for small, off for paper, the reference's way)",
     )
-    opt = p.add_argument_group("optimisation")
-    opt.add_argument("--steps", type=int, default=d.steps, help=f"default: {d.steps}")
-    opt.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"windows per group and step (default: {d.batch_size})",
-    )
-    opt.add_argument("--lr", type=float, default=d.lr, help=f"Adam step size (default: {d.lr})")
-    opt.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
-    check = p.add_argument_group("validation and checkpoints")
-    check.add_argument(
-        "--val-every",
-        type=int,
-        default=d.val_every,
-        help=f"steps between validations (default: {d.val_every})",
-    )
-    check.add_argument(
-        "--val-patches",
-        type=int,
-        default=d.val_patches,
-        help=f"held-out windows per group (default: {d.val_patches})",
-    )
-    check.add_argument(
-        "--ckpt-every",
-        type=int,
-        default=d.ckpt_every,
-        help=f"steps between checkpoints (default: {d.ckpt_every})",
-    )
-    add_runtime_options(p)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,25 +202,15 @@ def _data(
     """The composite's windows, and the description recorded with the run."""
     query = sentinel_query(args)
     composite = sentinel_composite(
-        query.stac,
-        query.aoi,
-        query.start,
-        query.end,
-        REFLECTANCE_BANDS,
-        collection=args.collection,
-        max_cloud=args.max_cloud,
-        lattice=LATTICE,
+        *query.where, REFLECTANCE_BANDS, lattice=LATTICE, **query.filters
     )
     try:
-        data = FusionWaldData(composite.image, cfg, args.test_fraction)
+        data = FusionWaldData(composite.image, cfg, query.test_fraction)
     except ValueError as err:
         raise UserError(str(err)) from None
     return data, {
         "source": "sentinel2",
         **query.describe(),
-        "collection": args.collection,
-        "max_cloud": args.max_cloud,
-        "test_fraction": args.test_fraction,
         "epsg": composite.epsg,
         "bounds": list(composite.bounds),
     }

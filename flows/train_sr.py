@@ -21,8 +21,12 @@ import torch
 from flows._cli import OneLineErrors, run_command
 from flows._training import (
     SENTINEL_OPTIONS,
+    add_checks,
+    add_preset,
+    add_run_options,
     add_runtime_options,
     add_sentinel_options,
+    add_setting,
     positive,
     runtime,
     sentinel_query,
@@ -40,15 +44,21 @@ FOLDER_ONLY = ("images", "val_images")
 
 
 def parser() -> argparse.ArgumentParser:
-    d = DEFAULTS
     p = OneLineErrors(
         prog="python -m flows.train_sr",
         description="Train the DiffFuSR ×4 RGB diffusion model on HR RGB patches.",
     )
-    p.add_argument("--out", required=True, help="run directory (checkpoint, log, weights)")
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
-    )
+    add_run_options(p)
+    _add_data(p)
+    _add_network(p)
+    _add_optimisation(p)
+    add_checks(p, DEFAULTS, "held-out patches")
+    add_runtime_options(p)
+    return p
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    """The source of HR RGB, and how its LR input is degraded."""
     data = p.add_argument_group("training data")
     data.add_argument(
         "--source",
@@ -91,13 +101,10 @@ def parser() -> argparse.ArgumentParser:
         default=True,
         help="round the LR input to 8 bits, as the paper does (default: on)",
     )
-    model = p.add_argument_group("network (a preset, then overrides)")
-    model.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default="small",
-        help="network sizes (default: small, for CPUs)",
-    )
+
+
+def _add_network(p: argparse.ArgumentParser) -> None:
+    model = add_preset(p, PRESETS)
     model.add_argument("--inner-channel", type=positive, help="U-Net base channels (× 32)")
     model.add_argument(
         "--channel-mults",
@@ -115,20 +122,20 @@ def parser() -> argparse.ArgumentParser:
         help="U-Net levels (as strides 2^level) with self-attention",
     )
     model.add_argument("--encoder-blocks", type=positive, help="RRDB blocks of the spatial encoder")
+
+
+def _add_optimisation(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
     train = p.add_argument_group("optimisation")
-    train.add_argument("--steps", type=int, default=d.steps, help=f"default: {d.steps}")
-    train.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help=f"default: {d.batch_size}"
-    )
-    train.add_argument(
-        "--patch", type=int, default=d.patch, help=f"HR patch edge in pixels (default: {d.patch})"
-    )
+    add_setting(train, d, "steps")
+    add_setting(train, d, "batch_size")
+    add_setting(train, d, "patch", "HR patch edge in pixels")
     train.add_argument(
         "--pair-window",
         type=int,
         help="HR window the two crops of a pair come from (default: 2 × patch)",
     )
-    train.add_argument("--lr", type=float, default=d.lr, help=f"Adam step size (default: {d.lr})")
+    add_setting(train, d, "lr", "Adam step size")
     train.add_argument(
         "--lr-milestones",
         type=int,
@@ -137,51 +144,14 @@ def parser() -> argparse.ArgumentParser:
         metavar="STEP",
         help="steps after which the learning rate is multiplied by --lr-gamma",
     )
-    train.add_argument("--lr-gamma", type=float, default=d.lr_gamma, help=f"default: {d.lr_gamma}")
-    train.add_argument("--ema-rate", type=float, default=d.ema_rate, help=f"default: {d.ema_rate}")
+    add_setting(train, d, "lr_gamma")
+    add_setting(train, d, "ema_rate")
     train.add_argument(
         "--no-ema-warmup", action="store_true", help="use --ema-rate from the first step"
     )
-    train.add_argument(
-        "--contrast-weight",
-        type=float,
-        default=d.contrast_weight,
-        help=f"InfoNCE loss weight (default: {d.contrast_weight})",
-    )
-    train.add_argument(
-        "--aux-weight",
-        type=float,
-        default=d.aux_weight,
-        help=f"encoder reconstruction loss weight (default: {d.aux_weight})",
-    )
-    train.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
-    check = p.add_argument_group("validation and checkpoints")
-    check.add_argument(
-        "--val-every",
-        type=int,
-        default=d.val_every,
-        help=f"steps between validations (default: {d.val_every})",
-    )
-    check.add_argument(
-        "--val-patches",
-        type=int,
-        default=d.val_patches,
-        help=f"held-out patches (default: {d.val_patches})",
-    )
-    check.add_argument(
-        "--val-steps",
-        type=int,
-        default=d.val_steps,
-        help=f"DDIM steps of validation sampling (default: {d.val_steps})",
-    )
-    check.add_argument(
-        "--ckpt-every",
-        type=int,
-        default=d.ckpt_every,
-        help=f"steps between checkpoints (default: {d.ckpt_every})",
-    )
-    add_runtime_options(p)
-    return p
+    add_setting(train, d, "contrast_weight", "InfoNCE loss weight")
+    add_setting(train, d, "aux_weight", "encoder reconstruction loss weight")
+    add_setting(train, d, "seed")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,22 +261,20 @@ def _sources(
             },
         )
     query = sentinel_query(args)
-    common = {
-        "collection": args.collection,
-        "max_cloud": args.max_cloud,
-        "test_fraction": args.test_fraction,
-    }
-    dates = (query.start, query.end)
     try:
-        source = SentinelWaldSource(
-            query.stac, query.aoi, *dates, patch=cfg.window, split="train", **common
-        )
-        validation = SentinelWaldSource(
-            query.stac, query.aoi, *dates, patch=cfg.patch, split="test", **common
+        source, validation = (
+            SentinelWaldSource(
+                *query.where,
+                patch=patch,
+                split=split,
+                test_fraction=query.test_fraction,
+                **query.filters,
+            )
+            for patch, split in ((cfg.window, "train"), (cfg.patch, "test"))
         )
     except ValueError as err:
         raise UserError(str(err)) from None
-    return source, validation, {"source": "sentinel2", **query.describe(), **common}
+    return source, validation, {"source": "sentinel2", **query.describe()}
 
 
 if __name__ == "__main__":

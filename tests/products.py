@@ -41,9 +41,9 @@ DIFFUSION = ("--rgb-model", "difffusr", "--steps", "1", "--samples", "2")
 BAD_FUSION = "purple-cast"
 #: The region command with ``PurpleFusion`` registered first: the command's own ``main``.
 _WITH_BAD_FUSION = (
-    "import sys; from pipeline.models import FUSION_MODELS; "
+    "import sys; from pipeline.models import FUSION_MODELS, ModelSpec; "
     "from tests.products import BAD_FUSION, PurpleFusion; "
-    "FUSION_MODELS[BAD_FUSION] = PurpleFusion; "
+    "FUSION_MODELS[BAD_FUSION] = ModelSpec(PurpleFusion); "
     "from flows.region import main; sys.exit(main(sys.argv[1:]))"
 )
 

@@ -1,4 +1,5 @@
-"""The model interface of the super-resolution stage, and the registry of model names.
+"""The model interface of the super-resolution stage, and the registry of the models with
+their options.
 
 Two stages, each a small protocol so that baselines and learned models are interchangeable:
 the RGB stage takes B04 B03 B02 at 10 m to 2.5 m; the fusion stage takes all 12 bands at 10 m
@@ -11,7 +12,8 @@ col = x / 10 m of its top-left corner), for models whose noise must follow the p
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -80,8 +82,50 @@ class GuaranteedFusionModel(FusionModel, Protocol):
         ...
 
 
-RGB_MODELS: dict[str, Callable[..., RGBModel]] = {}
-FUSION_MODELS: dict[str, Callable[..., FusionModel]] = {}
+@dataclass(frozen=True)
+class Option:
+    """One option a model takes, as the command lines offer it: ``flag`` gives the model's
+    keyword ``key``. Kept with the model, so that a command lists it without knowing the model."""
+
+    key: str
+    flag: str
+    help: str
+    #: What the model does without it, as the help says it (None: the help says nothing).
+    default: str | None = None
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    #: Not None for a switch, a flag without a value: what the flag gives the model ...
+    switch: object = None
+    #: ... and what the model is given without the flag (None: nothing, its own default).
+    otherwise: object = None
+
+    @property
+    def text(self) -> str:
+        """The help line: what it does, then its default."""
+        return self.help if self.default is None else f"{self.help} (default: {self.default})"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it and the options it takes."""
+
+    build: Callable[..., Any]
+    options: tuple[Option, ...] = ()
+    #: What its options are called together on a command line ("diffusion RGB model").
+    title: str = ""
+    #: Whether it runs on a torch device (keyword ``device``) with weights: a file or a
+    #: published name (the options of keys ``weights`` and ``sha256``).
+    learned: bool = False
+
+    def option(self, key: str) -> Option | None:
+        """The option of keyword ``key``, if the model takes it."""
+        return next((o for o in self.options if o.key == key), None)
+
+
+#: The models of each stage by name, in the order they are listed.
+RGB_MODELS: dict[str, ModelSpec] = {}
+FUSION_MODELS: dict[str, ModelSpec] = {}
 
 
 def get_rgb_model(name: str, **options: object) -> RGBModel:
@@ -92,7 +136,13 @@ def get_fusion_model(name: str, **options: object) -> FusionModel:
     return _build(FUSION_MODELS, "fusion", name, options)
 
 
-def _build(registry: dict, kind: str, name: str, options: dict) -> object:
+def _build(registry: dict[str, ModelSpec], kind: str, name: str, options: dict) -> Any:
     if name not in registry:
         raise ValueError(f"unknown {kind} model {name!r}; registered: {', '.join(registry)}")
-    return registry[name](**options)
+    return registry[name].build(**options)
+
+
+def flag_of(model: str, key: str = "weights") -> str:
+    """The command-line flag of a learned model's option ``key`` (by default its weights)."""
+    spec = RGB_MODELS.get(model) or FUSION_MODELS[model]
+    return spec.option(key).flag

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pipeline.errors import WeightsError
+from pipeline.models.base import flag_of
 
 if TYPE_CHECKING:
     from pipeline.models.weights import LocalWeights
@@ -31,8 +32,6 @@ HUB_REPO = "NorskRegnesentralSTI/DiffFuSR"
 DEMO = "demo"
 #: What each learned model uses without ``--weights`` on data other than the demo.
 DEFAULTS = {"difffusr": "naip-harm", "difffusr-fusion": "gsd-v64"}
-#: The command-line option that takes each learned model's weights.
-OPTIONS = {"difffusr": "--weights", "difffusr-fusion": "--fusion-weights"}
 #: The licence of the published checkpoints.
 LICENCE = "MIT"
 #: Where the sha256 of each named checkpoint is remembered, in the weights cache.
@@ -196,7 +195,7 @@ def fetch(model: str, source: str, sha256: str | None) -> LocalWeights:
         raise WeightsError(
             f"weights {checkpoint.name} ({source}) changed since first used: sha256 "
             f"{err.actual}, remembered {remembered} in {trust.path}; to use the new file, "
-            f"give {OPTIONS[model]}-sha256 {err.actual}"
+            f"give {flag_of(model, 'sha256')} {err.actual}"
         ) from None
     except HubUnreachable as err:
         raise WeightsError(_unreachable(model, checkpoint, err.why)) from None
@@ -212,12 +211,12 @@ def _unreachable(model: str, checkpoint: Checkpoint, why: str) -> str:
         f"weights {checkpoint.name} are not in the local hub cache and the hub cannot be "
         f"reached ({why}): download them once with `hf download {HUB_REPO} "
         f"{checkpoint.path}` (or copy a hub cache and point HF_HOME at it), or give a "
-        f"local file with {OPTIONS[model]} FILE"
+        f"local file with {flag_of(model)} FILE"
     )
 
 
 def _not_on_hub(model: str, checkpoint: Checkpoint) -> str:
-    option = OPTIONS[model]
+    option = flag_of(model)
     return (
         f"weights {checkpoint.name}: {checkpoint.source} is not on the Hugging Face hub "
         "(the published paths may be off by a folder name); give the right one with "
@@ -281,7 +280,7 @@ def describe(model: _Model, demo_data: bool) -> list[str]:
         return [
             f"warning: {model.name} runs with the demo weights, trained on the demo "
             "scene only; expect poor results elsewhere (the published ones: "
-            f"{OPTIONS[model.name]} {DEFAULTS[model.name]})"
+            f"{flag_of(model.name)} {DEFAULTS[model.name]})"
         ]
     if name is None:
         return []
