@@ -52,13 +52,14 @@ class TimedResolver(SuperResolver):
     isolate the models.
     """
 
-    def block(self, bands, origin, fusion_block=None):
+    def block(self, bands, origin, fusion_block=None, margin=0):
         started = time.time()
-        out = super().block(bands, origin, fusion_block)
+        out = super().block(bands, origin, fusion_block, margin)
         windows = 0
         if isinstance(self.rgb, DiffFuSRRGB):
             rgb = model_input(bands)[1][RGB_INDEX]
-            windows = sampled_windows(rgb, origin, self.rgb.window, self.rgb.overlap)
+            needed = self.rgb.needed(rgb.shape[1:], self.rgb_margin(margin))
+            windows = sampled_windows(rgb, origin, self.rgb.window, self.rgb.overlap, needed)
         get_worker().log_event(MODEL_EVENT, (get_worker().address, started, time.time(), windows))
         return out
 
@@ -70,12 +71,14 @@ def windows_by_layout(plan: Plan) -> int | None:
     if not isinstance(rgb, DiffFuSRRGB):
         return None
     halo = plan.resolver.halo
+    inset = rgb.inset(plan.resolver.rgb_margin(halo))
     total = 0
     for tile in plan.tiles:
         left, _, _, top = plan.grid.tile_bounds(tile)
         origin = (round(-top / INPUT_RESOLUTION), round(left / INPUT_RESOLUTION))
         shape = (tile.height // SCALE, tile.width // SCALE)
-        total += tile_windows(shape, halo, plan.request.block_size, rgb.window, rgb.overlap, origin)
+        layout = (halo, plan.request.block_size, rgb.window, rgb.overlap, origin, inset)
+        total += tile_windows(shape, *layout)
     return total
 
 

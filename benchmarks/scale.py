@@ -56,9 +56,9 @@ class CountingResolver(TimedResolver):
     """The timed resolver, also reporting each model call's input pixels (block plus the halo
     it was handed), so that the block-level halo is counted as the models really see it."""
 
-    def block(self, bands: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+    def block(self, bands: np.ndarray, origin: tuple[int, int], *args: int | None) -> np.ndarray:
         get_worker().log_event(PIXELS_EVENT, int(bands.shape[1] * bands.shape[2]))
-        return super().block(bands, origin)
+        return super().block(bands, origin, *args)
 
 
 def scene_step(items: list[pystac.Item]) -> tuple[float, float]:

@@ -34,17 +34,27 @@ def test_the_tile_layout_count_is_what_the_model_evaluates(block_size) -> None:
     """A 24-pixel tile with its halo of 36 (the window, the RGB guarantee's reach and the
     fusion's, in whole 60 m pixels), through the halo wrapper as the region flow runs it:
     blocks of 48 (two along each axis of the 96-pixel region) or one block for the whole
-    region."""
+    region. Cropped as the flow crops it, the windows that only the halo needs are skipped
+    and the tile is the same to the bit."""
     model = DiffFuSRRGB(**MODEL)
     resolver = SuperResolver(model, get_fusion_model("bicubic"))
     tile, halo, origin = 24, resolver.halo, (606, -1200)
     region = tile + 2 * halo
     bands = np.random.default_rng(1).uniform(0.02, 0.3, (12, region, region)).astype(np.float32)
     offset = (origin[0] - halo, origin[1] - halo)
-    lazy = resolver.apply(da.from_array(bands), block_size, offset)
-    counted = evaluated_windows(model, lambda: lazy.compute(scheduler="sync"))
+    out = {}
+
+    def run(cropped: bool) -> None:
+        lazy = resolver.apply(da.from_array(bands), block_size, offset, cropped=cropped)
+        out[cropped] = lazy[:, 4 * halo : -4 * halo, 4 * halo : -4 * halo].compute(scheduler="sync")
+
+    counted = evaluated_windows(model, lambda: run(False))
     assert counted == tile_windows((tile, tile), halo, block_size, 16, 4, origin)
-    assert halo == 36 and lazy.numblocks[1] == (2 if block_size else 1)
+    inset = model.inset(resolver.rgb_margin(halo))
+    skipping = evaluated_windows(model, lambda: run(True))
+    assert skipping == tile_windows((tile, tile), halo, block_size, 16, 4, origin, inset)
+    assert halo == 36 and inset > 0 and skipping < counted
+    np.testing.assert_array_equal(out[True], out[False])
 
 
 def test_windows_without_data_are_neither_evaluated_nor_counted() -> None:

@@ -34,8 +34,14 @@ class SamplingRGBModel(RGBModel, Protocol):
 
     samples: int
 
-    def sample(self, rgb: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, per-pixel standard deviation) over the samples, both (3, 4h, 4w)."""
+    def sample(
+        self, rgb: np.ndarray, origin: tuple[int, int], margin: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, per-pixel standard deviation) over the samples, both (3, 4h, 4w).
+
+        ``margin``: the 10 m pixels at each edge of the block whose output the caller
+        discards (a halo); the model may leave out the work that only they need, and leaves
+        their output undefined."""
         ...
 
 
@@ -47,8 +53,9 @@ class GuaranteedRGBModel(SamplingRGBModel, Protocol):
 
     consistent: bool
 
-    def draw(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
-        """The model's own samples (S, 3, 4h, 4w), before any guarantee."""
+    def draw(self, rgb: np.ndarray, origin: tuple[int, int], margin: int = 0) -> np.ndarray:
+        """The model's own samples (S, 3, 4h, 4w), before any guarantee; exact wherever
+        their correction reaches a pixel outside ``margin`` (see :meth:`sample`)."""
         ...
 
     def correct(self, draws: np.ndarray, rgb: np.ndarray) -> np.ndarray:

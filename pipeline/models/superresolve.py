@@ -116,7 +116,11 @@ class SuperResolver:
         )
 
     def block(
-        self, bands: np.ndarray, origin: tuple[int, int], fusion_block: int | None = None
+        self,
+        bands: np.ndarray,
+        origin: tuple[int, int],
+        fusion_block: int | None = None,
+        margin: int = 0,
     ) -> np.ndarray:
         """(12, h, w) at 10 m → (out_channels, 4h, 4w) at 2.5 m; no-data pixels stay NaN.
 
@@ -124,13 +128,15 @@ class SuperResolver:
         models' reach see a dark border; the mask then restores NaN on the pixels themselves.
         ``fusion_block``: the fusion runs in blocks of this edge with its halo, as
         :func:`map_with_halo` would run it, rather than on the whole block at once.
+        ``margin``: the 10 m pixels at each edge whose output the caller discards; the RGB
+        stage then skips what only they need (their output is undefined).
         """
         valid, filled = model_input(bands)
         if not valid.any():  # outside the AOI's scenes: nothing for the models to see
             return np.full(
                 (self.out_channels, *(n * SCALE for n in valid.shape)), np.nan, np.float32
             )
-        own_rgb, rgb, spread = self.rgb_stage(filled[RGB_INDEX], origin)
+        own_rgb, rgb, spread = self.rgb_stage(filled[RGB_INDEX], origin, self.rgb_margin(margin))
         fused = self._fuse(bands, filled, own_rgb, rgb, origin, fusion_block)
         out = fused
         if spread is not None:  # the spread goes between the bands and the judging layers
@@ -140,20 +146,26 @@ class SuperResolver:
             out[:, upsample_nearest(~valid, SCALE)] = np.nan
         return out
 
+    def rgb_margin(self, margin: int) -> int:
+        """The RGB stage's margin in a block whose output is discarded within ``margin``: the
+        fusion reads the RGB as far as its halo into it."""
+        return max(0, margin - self.fusion.halo)
+
     def rgb_stage(
-        self, lr: np.ndarray, origin: tuple[int, int]
+        self, lr: np.ndarray, origin: tuple[int, int], margin: int = 0
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The RGB stage of B04 B03 B02 at 10 m: (the model's own RGB, the RGB of the product,
-        which the fusion is guided by, its spread over samples or None)."""
+        which the fusion is guided by, its spread over samples or None); ``margin``: see
+        :meth:`block`, for the RGB."""
         model = self.rgb
         if isinstance(model, GuaranteedRGBModel) and model.consistent:
-            draws = model.draw(lr, origin)
+            draws = model.draw(lr, origin, margin)
             fixed = model.correct(draws, lr)
             spread = fixed.std(axis=0) if self.uncertainty else None
             return draws.mean(axis=0), fixed.mean(axis=0), spread
-        if self.uncertainty:
-            mean, spread = model.sample(lr, origin)
-            return mean, mean, spread
+        if isinstance(model, SamplingRGBModel):
+            mean, spread = model.sample(lr, origin, margin)
+            return mean, mean, spread if self.uncertainty else None
         rgb = model(lr, origin)
         return rgb, rgb, None
 
@@ -162,13 +174,16 @@ class SuperResolver:
         bands: da.Array,
         block_size: int | None = 240,
         offset: tuple[int, int] = (0, 0),
+        cropped: bool = False,
     ) -> da.Array:
         """Lazily super-resolve a (12, y, x) dask array whose edges lie on the 60 m lattice.
 
         ``offset`` is the array's top-left pixel on the global 10 m lattice, which the models
         receive as block origins (see :mod:`pipeline.models.base`). ``block_size`` None makes
         the whole array one block, without the halos that blocks inside it would add, the
-        fusion then running in blocks of ``FUSION_BLOCK``.
+        fusion then running in blocks of ``FUSION_BLOCK``. ``cropped``: the caller discards
+        :attr:`halo` pixels at the array's edges, as the halo wrapper does between blocks, so
+        that no block's output is read within the halo of its edges (see :meth:`block`).
         """
         if block_size is not None and block_size % LATTICE_PIXELS:
             raise ValueError(f"block size must be a multiple of {LATTICE_PIXELS} pixels")
@@ -176,7 +191,7 @@ class SuperResolver:
         fusion_block = None if block_size else FUSION_BLOCK
         return map_with_halo(
             bands,
-            partial(self._block_at, offset, fusion_block),
+            partial(self._block_at, offset, fusion_block, self.halo if cropped else 0),
             self.halo,
             SCALE,
             self.out_channels,
@@ -188,10 +203,12 @@ class SuperResolver:
         self,
         offset: tuple[int, int],
         fusion_block: int | None,
+        margin: int,
         bands: np.ndarray,
         origin: tuple[int, int],
     ) -> np.ndarray:
-        return self.block(bands, (offset[0] + origin[0], offset[1] + origin[1]), fusion_block)
+        at = (offset[0] + origin[0], offset[1] + origin[1])
+        return self.block(bands, at, fusion_block, margin)
 
     def _fuse(
         self,

@@ -153,7 +153,8 @@ def complete_tile(job: TileJob, tile: Tile, prepared: TileInput) -> dict:
     bounds = job.bounds(tile)
     offset = (round(-bounds[3] / INPUT_RESOLUTION), round(bounds[0] / INPUT_RESOLUTION))
     crop = halo * SCALE
-    lazy = resolver.apply(da.from_array(prepared.composite, chunks=-1), job.block_size, offset)
+    whole = da.from_array(prepared.composite, chunks=-1)
+    lazy = resolver.apply(whole, job.block_size, offset, cropped=True)
     with _DEVICE if job.exclusive else contextlib.nullcontext():
         high = lazy[:, crop:-crop, crop:-crop].compute(scheduler="sync")
     band_index = [REFLECTANCE_BANDS.index(b) for b in job.bands]

@@ -170,24 +170,44 @@ class DiffFuSRRGB(PinnedWeights):
     def _network(self) -> DiffFuSR:
         return self._resident(_build_network, self.network, self.compile)
 
-    def __call__(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
-        return self.sample(rgb, origin)[0]
+    def __call__(self, rgb: np.ndarray, origin: tuple[int, int], margin: int = 0) -> np.ndarray:
+        return self.sample(rgb, origin, margin)[0]
 
-    def sample(self, rgb: np.ndarray, origin: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def sample(
+        self, rgb: np.ndarray, origin: tuple[int, int], margin: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(mean, per-pixel std over the samples) at 2.5 m, both (3, 4h, 4w) reflectance,
-        each sample with the radiometric guarantee when ``consistent``."""
-        draws = self.draw(rgb, origin)
+        each sample with the radiometric guarantee when ``consistent``; undefined within
+        ``margin`` 10 m pixels of the block's edge, where no caller reads it."""
+        draws = self.draw(rgb, origin, margin)
         if self.consistent:
             draws = self.correct(draws, rgb)
         std = draws.std(axis=0) if self.samples > 1 else np.zeros_like(draws[0])
         return draws.mean(axis=0), std
 
-    def draw(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
-        """The network's own samples (S, 3, 4h, 4w), reflectance, before any guarantee."""
+    def draw(self, rgb: np.ndarray, origin: tuple[int, int], margin: int = 0) -> np.ndarray:
+        """The network's own samples (S, 3, 4h, 4w), reflectance, before any guarantee.
+
+        Only the windows that touch the pixels the output outside ``margin`` depends on (the
+        correction's reach further in) are sampled: a tile's halo is context, and sampling
+        the windows that lie in it alone would be work thrown away (docs/benchmarks.md,
+        "executed vs useful"). Every pixel is blended from the same windows either way.
+        """
         device = next(self._network().parameters()).device
         lr = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).to(device)
         with torch.inference_mode():
-            return self.draw_tensor(lr, origin).cpu().numpy()
+            return self.draw_tensor(lr, origin, self.needed(rgb.shape[1:], margin)).cpu().numpy()
+
+    def needed(self, shape: tuple[int, ...], margin: int) -> tuple[slice, ...] | None:
+        """The rows and columns of a (h, w) block whose draws its output outside ``margin``
+        depends on (None: all of them)."""
+        inset = self.inset(margin)
+        return tuple(slice(inset, n - inset) for n in shape) if inset else None
+
+    def inset(self, margin: int) -> int:
+        """The pixels at a block's edge whose draws no output outside ``margin`` depends on:
+        the margin less the correction's reach."""
+        return max(0, margin - (self.halo - self.own_halo))
 
     def draw_tensor(
         self,
@@ -211,12 +231,8 @@ class DiffFuSRRGB(PinnedWeights):
         lr, top, left = _on_lattice(rgb, origin, self.window, self.overlap)
         padded = tuple(lr.shape[-2:])
         corner = (origin[0] - top, origin[1] - left)
-        if focus is not None:
-            focus = tuple(
-                slice(s.start + o, s.stop + o) for s, o in zip(focus, (top, left), strict=True)
-            )
         with self._autocast(device):
-            blend = _Windows(lr, self.window, self.overlap, focus)
+            blend = _Windows(lr, self.window, self.overlap, _padded(focus, top, left))
             context, degradation = self._condition(net, blend.gather(lr, 1))
 
             def denoise(x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
@@ -349,6 +365,13 @@ def _on_lattice(
     top, left = -rows[0], -cols[0]
     bottom, right = rows[-1] + window - h, cols[-1] + window - w
     return F.pad(rgb[None], (left, right, top, bottom), mode="replicate"), top, left
+
+
+def _padded(focus: tuple[slice, ...] | None, top: int, left: int) -> tuple[slice, ...] | None:
+    """``focus`` (rows, columns of a block) in the block padded by (``top``, ``left``)."""
+    if focus is None:
+        return None
+    return tuple(slice(s.start + o, s.stop + o) for s, o in zip(focus, (top, left), strict=True))
 
 
 def _one_step(
