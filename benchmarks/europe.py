@@ -51,8 +51,8 @@ from pyproj import Transformer
 from rasterio.windows import from_bounds
 from shapely.geometry import box, mapping
 
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import BANDS, INPUT_RESOLUTION, REFLECTANCE_BANDS
-from pipeline.geo.grid import read_aoi
 from pipeline.geo.resample import upsample_nearest
 from pipeline.inputs.load import RUN_ASSETS, Scene
 from pipeline.models.superresolve import SuperResolver

@@ -30,8 +30,8 @@ import psutil
 from distributed import Client, get_task_stream, get_worker
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import INPUT_RESOLUTION, RESOLUTION, RGB_INDEX, SCALE
-from pipeline.geo.grid import read_aoi
 from pipeline.models.diffusion.cost import executed_over_useful, sampled_windows, tile_windows
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.models.superresolve import SuperResolver, model_input

@@ -39,8 +39,9 @@ from shapely.geometry.base import BaseGeometry
 
 from benchmarks.region import TimedResolver, _peak_rss_mb, _rss_mb, measure, sampling
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from pipeline.geo.aoi import project, read_aoi
 from pipeline.geo.bands import BANDS, INPUT_RESOLUTION, SCALE
-from pipeline.geo.grid import LATTICE_PIXELS, project, read_aoi
+from pipeline.geo.grid import LATTICE_PIXELS
 from pipeline.inputs.load import asset_key, scene_epsg
 from pipeline.run.cluster import dask_client
 from pipeline.run.dispatch import TASKS_PER_TILE

@@ -21,8 +21,8 @@ import numpy as np
 import xarray as xr
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import INPUT_RESOLUTION, SCALE
-from pipeline.geo.grid import read_aoi
 from pipeline.product.store import ProductStore
 from pipeline.run.cluster import dask_client
 from pipeline.run.dispatch import run_tiles

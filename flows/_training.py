@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.errors import UserError, reason
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
 from pipeline.train.runs import Run, TrainingDiverged
 
 #: Options of ``add_sentinel_options``, in argparse's attribute names.

@@ -8,8 +8,10 @@ from pyproj import CRS
 from shapely.geometry import Polygon, box
 
 from pipeline.errors import AOIError
+from pipeline.geo.aoi import aoi_from_geojson, project, read_aoi
 from pipeline.geo.bands import RESOLUTION
-from pipeline.geo.grid import LATTICE, aoi_from_geojson, default_crs, plan_grid, project, read_aoi
+from pipeline.geo.crs import default_crs
+from pipeline.geo.grid import LATTICE, plan_grid
 
 
 def polygon(x0, y0, x1, y1):

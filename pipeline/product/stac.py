@@ -23,8 +23,9 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from shapely.geometry import box, mapping
 
+from pipeline.geo.aoi import project, split_at_antimeridian, wgs84_bbox
 from pipeline.geo.bands import BANDS, RESOLUTION
-from pipeline.geo.grid import OutputGrid, project, split_at_antimeridian, wgs84_bbox
+from pipeline.geo.grid import OutputGrid
 from pipeline.inputs.load import Scene
 from pipeline.product.overviews import level_count, level_path, level_shape, level_transform
 from pipeline.product.store import (
