@@ -12,7 +12,7 @@ level's) is a GeoBox operation on it: a slice, a zoom, a pad.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -105,11 +105,14 @@ class OutputGrid:
         side (the tile's edges lie on the 60 m lattice, so its 10 m pixels are whole)."""
         return self.tile_box(tile).zoom_out(SCALE).pad(halo)
 
+    def input_bounds(self, tile: Tile, halo: int) -> tuple[float, float, float, float]:
+        """Bounds of :meth:`input_box`: the tile's, widened by ``halo`` 10 m pixels."""
+        return self.tile_bounds(tile, halo * INPUT_RESOLUTION)
+
     def all_tiles(self) -> Iterator[Tile]:
         rows, cols = self._tile_counts
         for row in range(rows):
-            for col in range(cols):
-                yield self._tile(row, col)
+            yield from self._row(row, range(cols))
 
     def tiles_in(self, footprint: BaseGeometry) -> list[Tile]:
         """Tiles that intersect ``footprint`` (a polygon in the grid's CRS), not just its bbox.
@@ -128,7 +131,7 @@ class OutputGrid:
         for row in range(rows):
             cells = shapely.box(xs[:-1], ys[row + 1], xs[1:], ys[row])
             hits = shapely.intersects(footprint, cells)
-            tiles += [self._tile(row, col) for col in np.flatnonzero(hits).tolist()]
+            tiles += self._row(row, np.flatnonzero(hits).tolist())
         return tiles
 
     @property
@@ -136,10 +139,12 @@ class OutputGrid:
         """Rows and columns of tiles, the last of each ending at the grid's edge."""
         return math.ceil(self.height / self.tile_size), math.ceil(self.width / self.tile_size)
 
-    def _tile(self, row: int, col: int) -> Tile:
+    def _row(self, row: int, cols: Iterable[int]) -> list[Tile]:
+        """The tiles of a row at columns ``cols``."""
         n = self.tile_size
-        y, x = row * n, col * n
-        return Tile(row, col, y, x, min(n, self.height - y), min(n, self.width - x))
+        y = row * n
+        height = min(n, self.height - y)
+        return [Tile(row, col, y, col * n, height, min(n, self.width - col * n)) for col in cols]
 
 
 def transform(box: GeoBox) -> tuple[float, float, float, float, float, float]:

@@ -31,8 +31,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from pipeline import network
 from pipeline.errors import OutputError, reason
-from pipeline.geo.bands import RESOLUTION
-from pipeline.geo.grid import OutputGrid, Tile
+from pipeline.geo.grid import OutputGrid, Tile, pixel_centres
 from pipeline.plain import plain
 from pipeline.product.conventions import array_attrs, group_attrs
 from pipeline.product.lease import describe, holders
@@ -436,10 +435,10 @@ class ProductStore:
         # "w" also clears what some S3 servers keep of a deleted product: empty prefixes.
         group = zarr.open_group(self.zarr_store(), mode="w", zarr_format=3)
         axes = {a["axis"]: a for a in grid.crs.cs_to_cf()}
-        half = RESOLUTION / 2
+        xs, ys = pixel_centres(grid.geobox)
         coords = {
-            "x": (grid.x0 + half + RESOLUTION * np.arange(grid.width), axes.get("X", {})),
-            "y": (grid.y0 - half - RESOLUTION * np.arange(grid.height), axes.get("Y", {})),
+            "x": (xs, axes.get("X", {})),
+            "y": (ys, axes.get("Y", {})),
             "band": (np.array(bands, dtype=str), {"long_name": "Sentinel-2 band"}),
         }
         if uncertainty:
