@@ -83,6 +83,7 @@ class OutputGrid:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
+        """Bounds (minx, miny, maxx, maxy) of the grid."""
         return self.geobox.boundingbox.bbox
 
     def level(self, level: int) -> GeoBox:
