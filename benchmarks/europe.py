@@ -51,8 +51,8 @@ from pyproj import Transformer
 from rasterio.windows import from_bounds
 from shapely.geometry import box, mapping
 
-from pipeline.geo.bands import BANDS, INPUT_RESOLUTION, REFLECTANCE_BANDS
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
+from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS
 from pipeline.geo.resample import upsample_nearest
 from pipeline.inputs.load import RUN_ASSETS, Scene
 from pipeline.models.superresolve import SuperResolver
@@ -406,12 +406,11 @@ def window_bytes(href: str, window: rasterio.windows.Window) -> int:
 
 def plain_read(plan: Plan, tiles: int) -> dict:
     """The same windows as the first ``tiles`` tiles, read with plain rasterio in one thread."""
-    halo = plan.resolver.halo * INPUT_RESOLUTION
     reads = [
         w
         for t in plan.tiles[:tiles]
         for s in plan.scenes_over(t)
-        for w in windows(plan, plan.grid.tile_bounds(t, halo=halo), s)
+        for w in windows(plan, plan.grid.input_bounds(t, plan.resolver.halo), s)
     ]
     started = time.perf_counter()
     for href, window, _ in reads:
@@ -471,12 +470,11 @@ def run_plan(client: Client, plan: Plan, url: str, idle_cpu: float) -> dict:
     """Every tile of ``plan`` through the runner into a new product at ``url``; the
     scheduler's CPU per tile net of ``idle_cpu`` (see :func:`scheduler_idle_cpu`)."""
     store = ProductStore.create(url, plan.grid, REFLECTANCE_BANDS, {}, overwrite=True)
-    halo = plan.resolver.halo * INPUT_RESOLUTION
     reads = [
         w
         for t in plan.tiles
         for s in plan.scenes_over(t)
-        for w in windows(plan, plan.grid.tile_bounds(t, halo=halo), s)
+        for w in windows(plan, plan.grid.input_bounds(t, plan.resolver.halo), s)
     ]
     input_px = sum(p for _, _, p in reads)
     fetched = sum(window_bytes(href, window) for href, window, _ in reads)

@@ -44,8 +44,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX, SCALE
-from pipeline.geo.grid import read_aoi
 from pipeline.geo.resample import upsample_cubic
 from pipeline.inputs.composite import clear_sky
 from pipeline.models.baselines import Bicubic, GramSchmidt

@@ -45,8 +45,9 @@ from pipeline.evaluation.data import PATCH_MULTIPLE, band_labels
 from pipeline.evaluation.report import cell
 from pipeline.evaluation.scores import FUSION_METRICS, SCORED, SSIM_WINDOW, fusion_scores
 from pipeline.evaluation.wald import fusion_input
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_INDEX, SCALE
-from pipeline.geo.grid import LATTICE, LATTICE_PIXELS, read_aoi
+from pipeline.geo.grid import LATTICE, LATTICE_PIXELS
 from pipeline.inputs.catalog import search
 from pipeline.models import FusionModel, get_fusion_model, get_rgb_model
 from pipeline.models.fusion.model import DEMO_WEIGHTS, FUSED_BANDS, native_grids

@@ -27,8 +27,8 @@ from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.evaluation.benchmark import run_benchmark
 from pipeline.evaluation.data import stac_patches
 from pipeline.evaluation.report import summarize
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import RGB_INDEX
-from pipeline.geo.grid import read_aoi
 from pipeline.models.diffusion.rgb import DEMO_WEIGHTS, DiffFuSRRGB
 
 ROOT = Path(__file__).resolve().parents[1]

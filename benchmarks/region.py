@@ -30,8 +30,9 @@ import psutil
 from distributed import Client, get_task_stream, get_worker
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.bands import INPUT_RESOLUTION, RESOLUTION, RGB_INDEX, SCALE
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
+from pipeline.geo.bands import RESOLUTION, RGB_INDEX, SCALE
+from pipeline.geo.grid import lattice_origin
 from pipeline.models.diffusion.cost import executed_over_useful, sampled_windows, tile_windows
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.models.superresolve import SuperResolver, model_input
@@ -74,8 +75,7 @@ def windows_by_layout(plan: Plan) -> int | None:
     inset = rgb.inset(plan.resolver.rgb_margin(halo))
     total = 0
     for tile in plan.tiles:
-        left, _, _, top = plan.grid.tile_bounds(tile)
-        origin = (round(-top / INPUT_RESOLUTION), round(left / INPUT_RESOLUTION))
+        origin = lattice_origin(plan.grid.input_box(tile, 0))
         shape = (tile.height // SCALE, tile.width // SCALE)
         layout = (halo, plan.request.block_size, rgb.window, rgb.overlap, origin, inset)
         total += tile_windows(shape, *layout)

@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
 from pipeline.product.store import ProductStore
 from pipeline.run.dispatch import tile_job
 from pipeline.run.plan import RegionRequest, plan_region

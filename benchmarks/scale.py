@@ -39,8 +39,9 @@ from shapely.geometry.base import BaseGeometry
 
 from benchmarks.region import TimedResolver, _peak_rss_mb, _rss_mb, measure, sampling
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.bands import BANDS, INPUT_RESOLUTION, SCALE
-from pipeline.geo.grid import LATTICE_PIXELS, project, read_aoi
+from pipeline.geo.aoi import project, read_aoi
+from pipeline.geo.bands import BANDS, SCALE
+from pipeline.geo.grid import LATTICE
 from pipeline.inputs.load import asset_key, scene_epsg
 from pipeline.run.cluster import dask_client
 from pipeline.run.dispatch import TASKS_PER_TILE
@@ -48,7 +49,6 @@ from pipeline.run.plan import Plan, RegionRequest, plan_region
 
 DATA = "synthetic granules: the real demo scene repeated k x k times per date"
 PIXELS_EVENT = "benchmark-model-input-pixels"
-LATTICE_M = LATTICE_PIXELS * INPUT_RESOLUTION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,7 @@ def scene_step(items: list[pystac.Item]) -> tuple[float, float]:
     asset = items[0].assets[asset_key(items[0], BANDS["B02"].aliases)].extra_fields
     rows, cols = asset["proj:shape"]
     res = asset["proj:transform"][0]
-    return (cols * res // LATTICE_M * LATTICE_M, rows * res // LATTICE_M * LATTICE_M)
+    return (cols * res // LATTICE * LATTICE, rows * res // LATTICE * LATTICE)
 
 
 def _moved(geometry: BaseGeometry, epsg: int, dx: float, dy: float) -> BaseGeometry:
@@ -175,12 +175,11 @@ def items_per_tile(plan: Plan) -> list[int]:
 
 def halo_pixels(plan: Plan) -> tuple[int, int]:
     """(10 m pixels inside the tiles, 10 m pixels the tiles load with their halo)."""
-    halo_m = plan.resolver.halo * INPUT_RESOLUTION
     inside = sum(int(t.height // SCALE * (t.width // SCALE)) for t in plan.tiles)
     loaded = 0
     for tile in plan.tiles:
-        minx, miny, maxx, maxy = plan.grid.tile_bounds(tile, halo=halo_m)
-        loaded += round((maxx - minx) / INPUT_RESOLUTION) * round((maxy - miny) / INPUT_RESOLUTION)
+        height, width = plan.grid.input_box(tile, plan.resolver.halo).shape
+        loaded += height * width
     return inside, loaded
 
 

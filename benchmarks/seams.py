@@ -21,8 +21,9 @@ import numpy as np
 import xarray as xr
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.bands import INPUT_RESOLUTION, SCALE
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
+from pipeline.geo.bands import SCALE
+from pipeline.geo.grid import lattice_origin
 from pipeline.product.store import ProductStore
 from pipeline.run.cluster import dask_client
 from pipeline.run.dispatch import run_tiles
@@ -85,8 +86,7 @@ def run(
     }
     rgb = plan.resolver.rgb
     if hasattr(rgb, "window"):
-        grid = plan.grid
-        origin = (round(-grid.y0 / INPUT_RESOLUTION), round(grid.x0 / INPUT_RESOLUTION))
+        origin = lattice_origin(plan.grid.geobox.zoom_out(SCALE))
         edges = [
             window_boundaries(o, n, rgb.window, rgb.overlap)
             for o, n in zip(origin, image.shape[1:], strict=True)

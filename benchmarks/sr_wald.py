@@ -24,8 +24,8 @@ import numpy as np
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.evaluation.scores import RGB_METRICS, rgb_scores
 from pipeline.evaluation.wald import rgb_input
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import SCALE
-from pipeline.geo.grid import read_aoi
 from pipeline.geo.resample import upsample_cubic
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.train.sources import SentinelWaldSource

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from flows._cli import iso_date, query_dates
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG
 from pipeline.errors import UserError, reason
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
 from pipeline.train.runs import Run, TrainingDiverged
 
 #: Options of ``add_sentinel_options``, in argparse's attribute names.

@@ -33,8 +33,10 @@ from flows._models import (
 )
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG
 from pipeline.errors import UserError
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import REFLECTANCE_BANDS, validate_bands
-from pipeline.geo.grid import check_tile_size, parse_crs, read_aoi
+from pipeline.geo.crs import parse_crs
+from pipeline.geo.grid import check_tile_size
 from pipeline.inputs.catalog import is_demo_catalog
 from pipeline.inputs.signing import AUTO, SIGN_CHOICES
 from pipeline.models.published import describe

@@ -20,8 +20,9 @@ from PIL import Image
 
 from flows.benchmark import main
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_INDEX
-from pipeline.geo.grid import LATTICE, read_aoi
+from pipeline.geo.grid import LATTICE
 from pipeline.geo.resample import block_mean, upsample_cubic, upsample_nearest
 from pipeline.models import get_fusion_model
 from pipeline.quality import fusion_metrics, opensr_metrics

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.models.diffusion.noise import position_noise
 from pipeline.models.diffusion.rgb import DiffFuSRRGB, _lattice, _profile, device_defaults

@@ -20,8 +20,8 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 
 from pipeline.demo import DEMO_CATALOG
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS
-from pipeline.geo.grid import read_aoi
 from pipeline.geo.resample import block_mean
 from pipeline.inputs.catalog import search
 from tests.test_quality_layers import check_quality_layers, composite_under

@@ -13,7 +13,7 @@ import xarray as xr
 from distributed import Client, LocalCluster, get_worker
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
 from pipeline.models.superresolve import SuperResolver
 from pipeline.product.store import ProductStore
 from pipeline.run.cluster import GPU_RESOURCE, has_gpu_workers

@@ -8,8 +8,10 @@ from pyproj import CRS
 from shapely.geometry import Polygon, box
 
 from pipeline.errors import AOIError
+from pipeline.geo.aoi import aoi_from_geojson, project, read_aoi
 from pipeline.geo.bands import RESOLUTION
-from pipeline.geo.grid import LATTICE, aoi_from_geojson, default_crs, plan_grid, project, read_aoi
+from pipeline.geo.crs import default_crs
+from pipeline.geo.grid import LATTICE, lattice_origin, plan_grid
 
 
 def polygon(x0, y0, x1, y1):
@@ -108,3 +110,21 @@ def test_tiles_are_plain_integers():
     grid = plan_grid(aoi, CRS.from_epsg(3035), tile_size=480)
     tiles = grid.tiles_in(project(aoi, grid.crs))
     assert tiles and all(type(v) is int for t in tiles for v in dataclasses.astuple(t))
+
+
+def test_a_tiles_input_box_is_the_tile_and_its_halo_at_10m():
+    """The 10 m box the models read and the bounds the scenes are read over are one region."""
+    grid = plan_grid(box(-67.70, -47.56, -67.68, -47.55), CRS.from_epsg(32719), tile_size=96)
+    for tile in grid.all_tiles():
+        inside, halo = grid.input_box(tile, 0), grid.input_box(tile, 12)
+        assert inside.boundingbox.bbox == grid.tile_bounds(tile)
+        assert halo.boundingbox.bbox == grid.input_bounds(tile, 12)
+        assert tuple(halo.shape) == (tile.height // 4 + 24, tile.width // 4 + 24)
+        row, col = lattice_origin(halo)
+        assert (row + 12, col + 12) == lattice_origin(inside)
+        assert inside.affine.c == grid.x0 + tile.x_off * RESOLUTION
+    levels = [grid.level(k) for k in range(4)]
+    assert [tuple(b.shape) for b in levels] == [
+        (-(-grid.height // 2**k), -(-grid.width // 2**k)) for k in range(4)
+    ]
+    assert all(b.affine.c == grid.x0 and b.affine.f == grid.y0 for b in levels)

@@ -26,14 +26,8 @@ from pyproj import CRS
 from shapely.geometry import box, mapping
 
 from flows import region as command
-from pipeline.geo.grid import (
-    MAX_AOI_BYTES,
-    aoi_from_geojson,
-    plan_grid,
-    project,
-    read_aoi,
-    wgs84_bbox,
-)
+from pipeline.geo.aoi import MAX_AOI_BYTES, aoi_from_geojson, project, read_aoi, wgs84_bbox
+from pipeline.geo.grid import plan_grid
 from pipeline.inputs.catalog import DEMO_CATALOG
 from pipeline.models.diffusion.rgb import DEMO_WEIGHTS
 from pipeline.product.stac import footprint

@@ -19,7 +19,7 @@ import zarr
 from shapely.geometry import box
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
 from pipeline.product.finish import finish_product
 from pipeline.product.overviews import level_count
 from pipeline.product.store import ProductStore

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.blocks import map_with_halo
-from pipeline.geo.grid import LATTICE, read_aoi
+from pipeline.geo.grid import LATTICE
 from pipeline.geo.resample import block_mean, upsample_cubic, upsample_nearest
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.models.radiometry import TAPS, correction_reach, make_consistent

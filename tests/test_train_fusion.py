@@ -19,8 +19,9 @@ from rasterio.windows import from_bounds
 from flows.train_fusion import main
 from pipeline.demo import DEMO_CATALOG
 from pipeline.errors import UserError
+from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import REFLECTANCE_BANDS
-from pipeline.geo.grid import LATTICE, read_aoi
+from pipeline.geo.grid import LATTICE
 from pipeline.geo.resample import block_mean
 from pipeline.models.fusion.network import FUSION_GROUPS_BY_RESOLUTION
 from pipeline.models.fusion.weights import load_fusion_network

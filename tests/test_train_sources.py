@@ -14,7 +14,7 @@ from rasterio.windows import from_bounds
 
 from pipeline.demo import DEMO_CATALOG
 from pipeline.errors import NoScenesError, UserError
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
 from pipeline.train.sources import FolderSource, SentinelWaldSource, TrainingDataError, augment
 
 DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"

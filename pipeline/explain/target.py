@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 import zarr
+from odc.geo.geobox import GeoBox
 
 from pipeline.errors import ModelError, UserError, reason
-from pipeline.geo.bands import INPUT_RESOLUTION, SCALE
-from pipeline.geo.grid import LATTICE_PIXELS, OutputGrid
+from pipeline.geo.bands import SCALE
+from pipeline.geo.grid import LATTICE_PIXELS, OutputGrid, lattice_origin
 from pipeline.inputs.catalog import is_demo_catalog
 from pipeline.models import get_fusion_model, get_rgb_model
 from pipeline.models.published import default_weights
@@ -87,15 +88,17 @@ class Region:
         bottom, right = (-_down(-(s.stop + halo)) for s in (rows, cols))
         return cls(top, left, bottom - top, right - left)
 
+    def box(self, grid: OutputGrid) -> GeoBox:
+        """The region on the grid's 10 m pixels, which it may reach beyond."""
+        coarse = grid.geobox.zoom_out(SCALE)
+        return coarse.translate_pix(self.left, self.top).crop((self.height, self.width))
+
     def bounds(self, grid: OutputGrid) -> tuple[float, float, float, float]:
-        x0 = grid.x0 + self.left * INPUT_RESOLUTION
-        y0 = grid.y0 - self.top * INPUT_RESOLUTION
-        return (x0, y0 - self.height * INPUT_RESOLUTION, x0 + self.width * INPUT_RESOLUTION, y0)
+        return self.box(grid).boundingbox.bbox
 
     def origin(self, grid: OutputGrid) -> tuple[int, int]:
         """The region's first pixel on the global 10 m lattice (see :mod:`pipeline.models`)."""
-        minx, _, _, maxy = self.bounds(grid)
-        return round(-maxy / INPUT_RESOLUTION), round(minx / INPUT_RESOLUTION)
+        return lattice_origin(self.box(grid))
 
     def within(self, outer: Region) -> tuple[slice, slice]:
         """This region's pixels in ``outer``'s."""

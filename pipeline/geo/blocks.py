@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import dask.array as da
 import numpy as np
+from dask.array.overlap import ensure_minimum_chunksize
 
 #: fn(block (c, h, w), origin (row, col) of the block's first pixel in the array) -> (c', h·s, w·s)
 BlockFunction = Callable[[np.ndarray, tuple[int, int]], np.ndarray]
@@ -29,8 +30,8 @@ def map_with_halo(
 ) -> da.Array:
     """Apply ``fn`` to every (channel, y, x) block of ``array`` with a halo; crop it ×scale.
 
-    The channel axis must be a single chunk. Chunks smaller than the halo are merged into
-    their neighbour first, so that every halo comes from one adjacent block. ``token`` is the
+    The channel axis must be a single chunk. Chunks smaller than the halo first grow from
+    their neighbours, so that every halo comes from one adjacent block. ``token`` is the
     prefix of the tasks' keys, by which the task stream tells the model's time apart.
     """
     if array.ndim != 3:
@@ -38,7 +39,7 @@ def map_with_halo(
     if halo < 0 or scale < 1:
         raise ValueError("halo must be >= 0 and scale >= 1")
     array = array.rechunk(
-        {0: -1, 1: _merge_small(array.chunks[1], halo), 2: _merge_small(array.chunks[2], halo)}
+        {0: -1, 1: _at_least_halo(array.chunks[1], halo), 2: _at_least_halo(array.chunks[2], halo)}
     )
     depth = {
         0: 0,
@@ -68,19 +69,14 @@ def map_with_halo(
     )
 
 
-def _merge_small(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:
-    """Merge chunks smaller than ``halo`` into the previous (or next) one."""
-    merged: list[int] = []
-    for size in chunks:
-        if merged and (size < halo or merged[-1] < halo):
-            merged[-1] += size
-        else:
-            merged.append(size)
-    return tuple(merged)
+def _at_least_halo(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:
+    """``chunks`` grown by dask's rule for overlaps until none is smaller than ``halo`` (one
+    chunk when the axis is shorter than that)."""
+    return ensure_minimum_chunksize(min(halo, sum(chunks)), chunks)
 
 
 def halo_spans(chunks: tuple[int, ...], halo: int) -> list[tuple[int, int, int]]:
-    """Per block of one axis (chunks already merged, see ``_merge_small``): the first pixel
+    """Per block of one axis (chunks already merged, see ``_at_least_halo``): the first pixel
     handed to the block function, and the halo added before and after the block. A single
     block gets no halo, and the array's outer edges none either."""
     depth = halo if len(chunks) > 1 else 0
@@ -97,7 +93,7 @@ def halo_blocks(length: int, block_size: int, halo: int) -> list[tuple[int, int,
     """The blocks that :func:`map_with_halo` hands to its function along an axis of
     ``length`` pixels chunked by ``block_size``: (first pixel, size, halo before, halo after),
     the size counting the halo."""
-    chunks = _merge_small(da.core.normalize_chunks(block_size, (length,))[0], halo)
+    chunks = _at_least_halo(da.core.normalize_chunks(block_size, (length,))[0], halo)
     return [
         (at, size + before + after, before, after)
         for (at, before, after), size in zip(halo_spans(chunks, halo), chunks, strict=True)

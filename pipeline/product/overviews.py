@@ -31,8 +31,7 @@ from distributed import Client, Future, as_completed
 from zarr.errors import ZarrUserWarning
 
 from pipeline.errors import reason
-from pipeline.geo.bands import RESOLUTION
-from pipeline.geo.grid import OutputGrid
+from pipeline.geo.grid import OutputGrid, geotransform, pixel_centres, transform
 from pipeline.product.conventions import MULTISCALES, PROJ, SPATIAL, spatial_grid
 from pipeline.product.pyramid import AVERAGE, OVERVIEWS, level_path, reduce_2x2
 from pipeline.product.schema import AXES, REFLECTANCE, RESAMPLING, VARIABLES, resampling
@@ -47,13 +46,12 @@ def level_count(grid: OutputGrid) -> int:
 
 
 def level_shape(grid: OutputGrid, level: int) -> tuple[int, int]:
-    return (math.ceil(grid.height / 2**level), math.ceil(grid.width / 2**level))
+    return tuple(grid.level(level).shape)
 
 
 def level_transform(grid: OutputGrid, level: int) -> list[float]:
     """Affine (a, b, c, d, e, f) of a level: the product's corner, pixels 2^level times larger."""
-    size = RESOLUTION * 2**level
-    return [size, 0.0, grid.x0, 0.0, -size, grid.y0]
+    return list(transform(grid.level(level)))
 
 
 def level_one_with_tiles(store: ProductStore, grid: OutputGrid) -> bool:
@@ -230,8 +228,8 @@ def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
             continue
         except FileNotFoundError:
             pass
-        height, width = level_shape(grid, level)
-        size = RESOLUTION * 2**level
+        box = grid.level(level)
+        (height, width), size = box.shape, box.resolution.x
         group = zarr.open_group(
             zs,
             path=path,
@@ -239,16 +237,13 @@ def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
             zarr_format=3,
             attributes={"overview_level": level, "pixel_size": size},
         )
-        for name, values in (
-            ("x", grid.x0 + size / 2 + size * np.arange(width)),
-            ("y", grid.y0 - size / 2 - size * np.arange(height)),
-        ):
+        for name, values in zip(("x", "y"), pixel_centres(box), strict=True):
             _like(group, root[name], values.shape, values.shape)[:] = values
         for name in (axis.name for axis in AXES):
             if name in root:
                 _like(group, root[name], root[name].shape, root[name].shape)[:] = root[name][:]
         crs = dict(root["spatial_ref"].attrs)
-        crs["GeoTransform"] = f"{grid.x0} {size} 0.0 {grid.y0} 0.0 {-size}"
+        crs["GeoTransform"] = geotransform(box)
         group.create_array("spatial_ref", shape=(), dtype="int64", fill_value=0, attributes=crs)
         for name in _variables(root):
             source = root[name]
@@ -259,7 +254,7 @@ def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
             array.update_attributes(
                 {
                     "resampling_method": resampling(name),
-                    **spatial_grid(level_transform(grid, level), (height, width)),
+                    **spatial_grid(transform(box), (height, width)),
                 }
             )
 

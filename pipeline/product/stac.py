@@ -24,8 +24,9 @@ from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import RasterExtension
 from shapely.geometry import box, mapping
 
+from pipeline.geo.aoi import project, split_at_antimeridian, wgs84_bbox
 from pipeline.geo.bands import BANDS, RESOLUTION
-from pipeline.geo.grid import OutputGrid, project, split_at_antimeridian, wgs84_bbox
+from pipeline.geo.grid import OutputGrid
 from pipeline.inputs.catalog import date_range
 from pipeline.inputs.load import Scene
 from pipeline.product.overviews import level_count, level_path, level_shape, level_transform

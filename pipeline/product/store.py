@@ -31,8 +31,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from pipeline import network
 from pipeline.errors import OutputError, reason
-from pipeline.geo.bands import RESOLUTION
-from pipeline.geo.grid import OutputGrid, Tile
+from pipeline.geo.grid import OutputGrid, Tile, pixel_centres
 from pipeline.plain import plain
 from pipeline.product.conventions import array_attrs, group_attrs
 from pipeline.product.lease import describe, holders
@@ -382,10 +381,10 @@ def _create_coordinates(
     """The x and y coordinates of the pixel centres, the labels of the variables' leading
     axes, and the grid mapping."""
     axes_cf = {a["axis"]: a for a in grid.crs.cs_to_cf()}
-    half = RESOLUTION / 2
+    xs, ys = pixel_centres(grid.geobox)
     coords = {
-        "x": (grid.x0 + half + RESOLUTION * np.arange(grid.width), axes_cf.get("X", {})),
-        "y": (grid.y0 - half - RESOLUTION * np.arange(grid.height), axes_cf.get("Y", {})),
+        "x": (xs, axes_cf.get("X", {})),
+        "y": (ys, axes_cf.get("Y", {})),
         **{
             axis.name: (np.array(axis.labels_for(bands), dtype=str), {"long_name": axis.long_name})
             for axis in axes(variables)

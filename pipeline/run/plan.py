@@ -21,16 +21,10 @@ from shapely.geometry.base import BaseGeometry
 
 import pipeline
 from pipeline.errors import ModelError, reason
-from pipeline.geo.bands import INPUT_RESOLUTION, REFLECTANCE_BANDS
-from pipeline.geo.grid import (
-    OutputGrid,
-    Tile,
-    check_crs,
-    default_crs,
-    plan_grid,
-    project,
-    wgs84_box,
-)
+from pipeline.geo.aoi import project, wgs84_box
+from pipeline.geo.bands import REFLECTANCE_BANDS
+from pipeline.geo.crs import check_crs, default_crs
+from pipeline.geo.grid import OutputGrid, Tile, plan_grid
 from pipeline.inputs.catalog import Query, no_scenes, search
 from pipeline.inputs.load import Scene, lattice_anchor
 from pipeline.inputs.signing import AUTO, PLANETARY_COMPUTER, Signer, signer_for
@@ -119,7 +113,7 @@ class Plan:
 
     def scene_indices_over(self, tile: Tile) -> np.ndarray:
         """The indices in ``items`` of :meth:`scenes_over`, in ascending order."""
-        bounds = self.grid.tile_bounds(tile, halo=self.resolver.halo * INPUT_RESOLUTION)
+        bounds = self.grid.input_bounds(tile, self.resolver.halo)
         footprint = wgs84_box(self._to_wgs84.transform_bounds(*bounds, densify_pts=21))
         return np.sort(self._index.query(footprint, predicate="intersects"))
 

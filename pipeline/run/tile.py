@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import dask
 import dask.array as da
 import numpy as np
+from odc.geo.geobox import GeoBox
 
-from pipeline.geo.bands import INPUT_RESOLUTION, REFLECTANCE_BANDS, SCALE
-from pipeline.geo.grid import OutputGrid, Tile
+from pipeline.geo.bands import REFLECTANCE_BANDS, SCALE
+from pipeline.geo.grid import OutputGrid, Tile, lattice_origin
 from pipeline.geo.resample import upsample_nearest
 from pipeline.inputs.composite import clear_sky
 from pipeline.inputs.load import Scene
@@ -65,9 +66,9 @@ class TileJob:
     #: What signs the asset hrefs just before each read, when the catalog needs it.
     signer: Signer | None = None
 
-    def bounds(self, tile: Tile) -> tuple[float, float, float, float]:
-        """The tile's bounds widened by the models' halo."""
-        return self.grid.tile_bounds(tile, halo=self.resolver.halo * INPUT_RESOLUTION)
+    def input_box(self, tile: Tile) -> GeoBox:
+        """The 10 m pixels that the models read for the tile: its own and their halo."""
+        return self.grid.input_box(tile, self.resolver.halo)
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,9 @@ class TileInput:
 
 def prepare_tile(job: TileJob, tile: Tile, scenes: list[Scene]) -> TileInput:
     """Read the scenes over the tile and its halo and composite them."""
-    bounds = job.bounds(tile)
-    shape = (
-        round((bounds[3] - bounds[1]) / INPUT_RESOLUTION),
-        round((bounds[2] - bounds[0]) / INPUT_RESOLUTION),
-    )
+    shape = tuple(job.input_box(tile).shape)
     if scenes:
-        composite, count = _read(job, tile, scenes, bounds, max(shape))
+        composite, count = _read(job, tile, scenes, max(shape))
     else:
         composite = np.full((len(REFLECTANCE_BANDS), *shape), np.nan, np.float32)
         count = np.zeros(shape, np.uint8)
@@ -107,16 +104,16 @@ _FAILED_HERE: set[str] = set()
 
 
 def _read(
-    job: TileJob, tile: Tile, scenes: list[Scene], bounds: tuple[float, ...], chunk: int
+    job: TileJob, tile: Tile, scenes: list[Scene], chunk: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The composite and clear count over ``bounds``; a read error is a :class:`ReadError`
-    whose message names the asset by its URL without secrets (it reaches the runner and the
-    worker's log), never no data."""
+    """The composite and clear count over the tile and its halo; a read error is a
+    :class:`ReadError` whose message names the asset by its URL without secrets (it reaches
+    the runner and the worker's log), never no data."""
     cached = tile.key not in _FAILED_HERE
     lazy = clear_sky(
         scenes,
         job.grid.crs.to_epsg(),
-        bounds,
+        job.grid.input_bounds(tile, job.resolver.halo),
         job.mask_snow,
         chunksize=chunk,
         timeout=job.timeout,
@@ -150,8 +147,7 @@ def complete_tile(job: TileJob, tile: Tile, prepared: TileInput) -> dict:
         return summary
     resolver = _on_devices(job.resolver, job.devices)
     halo = resolver.halo
-    bounds = job.bounds(tile)
-    offset = (round(-bounds[3] / INPUT_RESOLUTION), round(bounds[0] / INPUT_RESOLUTION))
+    offset = lattice_origin(job.input_box(tile))
     crop = halo * SCALE
     whole = da.from_array(prepared.composite, chunks=-1)
     lazy = resolver.apply(whole, job.block_size, offset, cropped=True)

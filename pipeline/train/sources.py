@@ -35,8 +35,9 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import UserError, reason
+from pipeline.geo.aoi import project
 from pipeline.geo.bands import INPUT_RESOLUTION, RGB_BANDS
-from pipeline.geo.grid import default_crs, project
+from pipeline.geo.crs import default_crs
 from pipeline.inputs.catalog import search
 from pipeline.inputs.composite import clear_sky
 from pipeline.inputs.load import check_assets, lattice_anchor, scene_epsg
