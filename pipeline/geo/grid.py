@@ -98,8 +98,13 @@ class OutputGrid:
         ]
 
     def tile_bounds(self, tile: Tile, halo: float = 0.0) -> tuple[float, float, float, float]:
-        """Bounds (minx, miny, maxx, maxy) of a tile, widened by ``halo`` metres on each side."""
-        return self.tile_box(tile).boundingbox.buffered(halo).bbox
+        """Bounds (minx, miny, maxx, maxy) of a tile, widened by ``halo`` metres on each side:
+        the grid's affine at the tile's corners, the same as :meth:`tile_box`'s bounds at a
+        sixth of the cost (planning a continent asks for it half a million times)."""
+        affine = self.geobox.affine
+        left, top = affine * (tile.x_off, tile.y_off)
+        right, bottom = affine * (tile.x_off + tile.width, tile.y_off + tile.height)
+        return left - halo, bottom - halo, right + halo, top + halo
 
     def input_box(self, tile: Tile, halo: int) -> GeoBox:
         """The 10 m pixels that the models read for a tile: its own and ``halo`` more on each
