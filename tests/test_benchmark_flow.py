@@ -9,8 +9,10 @@ import math
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -34,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ("--steps", "2", "--threads", "1")
 #: Run A: every default model on two of the held-out strip's three patches.
 RUN_A = (*FAST, "--max-images", "2", "--seed", "3")
+#: Run C: the diffusion model alone with another seed, on the whole held-out strip.
+RUN_C = (*FAST, "--seed", "4", "--rgb-models", "difffusr", "--fusion-models")
 #: A 10 m pixel grid for the GeoTIFFs the tests write.
 TEN_METRES = rasterio.transform.from_origin(600000, 4700000, 10, 10)
 
@@ -54,16 +58,27 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+class Runs(NamedTuple):
+    """Run A into two folders, and run C."""
+
+    a: Path
+    b: Path
+    other_seed: Path
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, Path]:
-    """The same benchmark twice, into two folders."""
-    folders = []
-    for name in ("a", "b"):
-        out = tmp_path_factory.mktemp(name)
-        done = benchmark(*RUN_A, "--out", str(out))
-        assert done.returncode == 0, done.stderr
-        folders.append(out)
-    return folders[0], folders[1]
+def runs(tmp_path_factory) -> Runs:
+    """The same benchmark twice, into two folders, and run C: at once, each on one thread, as
+    independent processes (no run sees another's output)."""
+    folders = [tmp_path_factory.mktemp(name) for name in ("a", "b", "c")]
+    arguments = [RUN_A, RUN_A, RUN_C]
+    with ThreadPoolExecutor(len(folders)) as pool:
+        done = list(
+            pool.map(lambda args, out: benchmark(*args, "--out", str(out)), arguments, folders)
+        )
+    for run in done:
+        assert run.returncode == 0, run.stderr
+    return Runs(*folders)
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +135,7 @@ def direct_fusion(bands: np.ndarray) -> dict[str, float]:
 
 
 def test_tables_agree_with_metrics_computed_directly(runs, composite):
-    out = runs[0]
+    out = runs.a
     per_image = rows(out / "per_image.csv")
     images = list(dict.fromkeys(r["image"] for r in per_image))
     assert len(images) == 2 and all(i.startswith("aoi r") for i in images)
@@ -161,7 +176,7 @@ def test_tables_agree_with_metrics_computed_directly(runs, composite):
 
 
 def test_every_model_and_group_is_in_the_tables(runs):
-    summary = rows(runs[0] / "scores.csv")
+    summary = rows(runs.a / "scores.csv")
     assert {(r["stage"], r["model"]) for r in summary} == {
         ("rgb", "bicubic"),
         ("rgb", "difffusr"),
@@ -184,9 +199,9 @@ def test_figures_are_pngs_of_the_expected_size(runs):
         "rgb-metrics.png": (900, 4 * 240),  # 10 metrics
         "fusion-metrics.png": (900, 2 * 240),  # 6 metrics
     }
-    assert sorted(p.name for p in runs[0].glob("*.png")) == sorted(expected)
+    assert sorted(p.name for p in runs.a.glob("*.png")) == sorted(expected)
     for name, size in expected.items():
-        with Image.open(runs[0] / name) as image:
+        with Image.open(runs.a / name) as image:
             assert image.format == "PNG"
             assert image.size == size
             pixels = np.asarray(image.convert("RGB"))
@@ -194,16 +209,12 @@ def test_figures_are_pngs_of_the_expected_size(runs):
         assert len(np.unique(colours)) > 50  # drawn, not blank
 
 
-def test_same_seed_same_csv_other_seed_other_diffusion(runs, tmp_path):
-    a, b = runs
+def test_same_seed_same_csv_other_seed_other_diffusion(runs):
+    a, b, other_seed = runs
     for name in ("scores.csv", "per_image.csv"):
         assert (a / name).read_bytes() == (b / name).read_bytes()
-    done = benchmark(
-        *FAST, "--seed", "4", "--rgb-models", "difffusr", "--fusion-models", "--out", str(tmp_path)
-    )
-    assert done.returncode == 0, done.stderr
-    assert not (tmp_path / "fusion-metrics.png").exists()
-    other = {(r["image"], r["metric"]): r["value"] for r in rows(tmp_path / "per_image.csv")}
+    assert not (other_seed / "fusion-metrics.png").exists()
+    other = {(r["image"], r["metric"]): r["value"] for r in rows(other_seed / "per_image.csv")}
     assert len({image for image, _ in other}) == 3  # the whole held-out strip
     first = {
         (r["image"], r["metric"]): r["value"]
@@ -247,7 +258,7 @@ def test_local_scenes_score_as_the_catalog_does(runs, composite, tmp_path):
 
     local = {key(r): float(r["value"]) for r in rows(tmp_path / "out" / "per_image.csv")}
     assert len({k[0] for k in local}) > 3  # scored whole, not only the held-out strip
-    shared = [r for r in rows(runs[0] / "per_image.csv") if key(r) in local]
+    shared = [r for r in rows(runs.a / "per_image.csv") if key(r) in local]
     assert {(r["model"], r["group"]) for r in shared} == {
         ("bicubic", "RGB"),
         ("gram-schmidt", "10 m group"),

@@ -18,6 +18,7 @@ from tests.products import (
     DEMO_TILES,
     DEMO_TILING,
     DIFFUSION,
+    FUSION_AOI,
     LEARNED_FUSION,
     SMALL_AOI,
     region,
@@ -348,14 +349,14 @@ def test_learned_fusion_writes_every_band_and_its_weights_decide_the_recipe(
     fusion_product, tmp_path
 ):
     """Without --fusion-weights the shipped demo weights are used."""
-    aoi = write(tmp_path, "small.geojson", SMALL_AOI)
+    aoi = write(tmp_path, "fusion.geojson", FUSION_AOI)
     weights = FUSION_DEMO_WEIGHTS
     out, done = fusion_product
     learned = ["--aoi", aoi, "--out", str(out), *LEARNED_FUSION]
     assert done.returncode == 0, done.stderr
     assert "fusion=difffusr-fusion (halo 54 px at 10 m)" in done.stdout
     ds = xr.open_zarr(out)
-    assert ds.reflectance.shape == (12, 120, 120)
+    assert ds.reflectance.shape == (12, 48, 48)
     reflectance = ds.reflectance.values
     clear = ds.clear_count.values >= 1  # where the composite has a value
     assert clear.any()

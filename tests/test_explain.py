@@ -164,7 +164,7 @@ def test_explain_a_pixel_of_the_diffusion_product(diffusion_product, tmp_path):
 def test_explain_a_pixel_of_the_learned_fusion_product(fusion_product, tmp_path):
     """One group of the learned fusion, beside Gram–Schmidt's."""
     report = _explain(
-        tmp_path, fusion_product.out, "--point", "60", "60", "--steps", "1", "--groups", "60"
+        tmp_path, fusion_product.out, "--point", "24", "24", "--steps", "1", "--groups", "60"
     )
     assert report["reproduced_rgb_max_abs_diff"] < 1e-4
     stages = {(s["model"], s["stage"]): s for s in report["stages"]}

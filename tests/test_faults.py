@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from tests.products import DEMO_TILES, DEMO_TILING
+
 ROOT = Path(__file__).resolve().parents[1]
-#: The demo in 6 tiles: enough to stop a run part-way, few enough overview shards to be quick.
-TILES = ("--tile-size", "480")
-TILE_COUNT = 6
+#: The demo in 6 tiles: enough to stop a run part-way, few enough overview shards to be quick;
+#: the tiling of the session's demo product, whose pixels are the uninterrupted run's.
+TILES = DEMO_TILING
+TILE_COUNT = DEMO_TILES
 VARIABLES = ("reflectance", "clear_count", "consistency", "spectral_angle", "hallucination_risk")
 
 pytestmark = pytest.mark.slow
@@ -64,16 +67,16 @@ def faults_bucket(s3_server) -> str:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> dict[str, np.ndarray]:
-    """The pixels of an uninterrupted run (on local disk: where they are stored changes none)."""
-    out = str(tmp_path_factory.mktemp("faults") / "uninterrupted.zarr")
-    done = subprocess.run(flow("--out", out), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert f"{TILE_COUNT} tiles written" in done.stdout
-    return pixels(out)
+def reference(demo_product) -> dict[str, np.ndarray]:
+    """The pixels of an uninterrupted run: the session's demo product, made with these tiles
+    (on local disk: where they are stored changes none)."""
+    assert len(list((demo_product / "tiles").glob("*.json"))) == TILE_COUNT
+    return pixels(str(demo_product))
 
 
-def test_a_killed_flow_resumes_with_the_missing_tiles_only(s3_server, faults_bucket, reference):
+def test_a_killed_flow_resumes_with_the_missing_tiles_only(
+    s3_server, faults_bucket, dask_client, reference
+):
     out = f"{faults_bucket}/killed-flow.zarr"
     # its own session, so that the kill takes the local cluster's processes too, as the end
     # of a pod would
@@ -92,8 +95,13 @@ def test_a_killed_flow_resumes_with_the_missing_tiles_only(s3_server, faults_buc
     before = markers(s3_server, out)
     assert 2 <= len(before) < TILE_COUNT
 
+    # the re-run on the session's cluster: resuming does not depend on which cluster runs it
     rerun = subprocess.run(
-        flow("--out", out), cwd=ROOT, capture_output=True, text=True, timeout=600
+        flow("--out", out, "--scheduler", dask_client.scheduler.address),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert rerun.returncode == 0, rerun.stderr
     written = TILE_COUNT - len(before)
@@ -122,7 +130,7 @@ def test_a_killed_worker_costs_nothing(s3_server, faults_bucket, dask_client, re
     assert_same_pixels(out, reference)
 
 
-def test_an_unreadable_scene_is_retried_then_reported(tmp_path):
+def test_an_unreadable_scene_is_retried_then_reported(dask_client, tmp_path):
     catalog = tmp_path / "demo"
     shutil.copytree(ROOT / "examples" / "demo", catalog)
     next(catalog.rglob("S2_L2A_DEMO_20230120_N0511/B04.tif")).unlink()
@@ -140,6 +148,8 @@ def test_an_unreadable_scene_is_retried_then_reported(tmp_path):
             "2023-01-31",
             "--out",
             str(out),
+            "--scheduler",  # the retries are the runner's: any cluster shows them
+            dask_client.scheduler.address,
         ],
         cwd=ROOT,
         capture_output=True,

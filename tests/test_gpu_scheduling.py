@@ -38,11 +38,13 @@ class LoggedResolver(SuperResolver):
 
 def cluster(gpu: bool) -> LocalCluster:
     """One worker with two threads: two tiles' model calls can overlap unless a resource
-    forbids it."""
+    forbids it. The worker runs in this process (no worker process to start, no second import
+    of the pipeline): the resource decides the scheduling, not where the worker runs."""
     return LocalCluster(
         n_workers=1,
         threads_per_worker=2,
-        processes=True,
+        processes=False,
+        protocol="tcp",
         host="127.0.0.1",
         dashboard_address=None,
         resources={GPU_RESOURCE: 1} if gpu else None,

@@ -132,7 +132,7 @@ def test_it_draws_the_images_and_the_layers(run):
     assert len(images) == 4  # true colour, false colour, the quality layers, an explanation
     for image in images:
         pixels = np.asarray(image.convert("L"), dtype=float)
-        assert image.width > 600 and pixels.std() > 10  # drawn, not blank
+        assert image.width > 800 and pixels.std() > 10  # drawn, not blank
 
 
 def test_the_tile_table_has_every_tile(run):

@@ -19,6 +19,9 @@ from pipeline.geo.bands import RGB_INDEX
 
 #: Share of the largest attribution under which the overlay is transparent.
 FLOOR = 0.02
+#: Narrowest summary figure, in inches: with one or two stages its panels are scaled up to it,
+#: keeping their shape (widening alone leaves blank margins that a notebook crops away).
+MIN_SUMMARY_WIDTH = 9.0
 
 
 def true_colour(bands: np.ndarray) -> np.ndarray:
@@ -106,7 +109,9 @@ def summary_figure(explanation: Explanation) -> Figure:
     """Every stage's overlay side by side, one row per model."""
     models = list(dict.fromkeys(s.model for s in explanation.stages))
     stages = list(dict.fromkeys(s.stage for s in explanation.stages))
-    fig = Figure(figsize=(3.2 * len(stages), 3.4 * len(models)), layout="constrained")
+    width, height = 3.2 * len(stages), 3.4 * len(models)
+    scale = max(1.0, MIN_SUMMARY_WIDTH / width)
+    fig = Figure(figsize=(width * scale, height * scale), layout="constrained")
     axes = fig.subplots(len(models), len(stages), squeeze=False)
     for ax in axes.flat:
         ax.set_axis_off()
