@@ -11,10 +11,10 @@ from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.geo.blocks import map_with_halo
 from pipeline.geo.grid import LATTICE, read_aoi
 from pipeline.geo.resample import block_mean, upsample_cubic, upsample_nearest
+from pipeline.inputs.memory import sentinel_composite
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.models.radiometry import TAPS, correction_reach, make_consistent
 from pipeline.quality.footprints import blockiness
-from pipeline.train.sources import sentinel_composite
 
 
 def means(high: np.ndarray, footprint: int) -> np.ndarray:
