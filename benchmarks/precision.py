@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks._common import device_name
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.evaluation.benchmark import run_benchmark
 from pipeline.evaluation.data import stac_patches
@@ -87,12 +87,9 @@ def main() -> None:
     data = stac_patches(
         str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES, patch=48, held_out=0.25
     )
-    machine = (
-        torch.cuda.get_device_name(args.device)
-        if args.device.startswith("cuda")
-        else f"{platform.machine()} CPU, {torch.backends.cpu.get_cpu_capability()}, "
-        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
-    )
+    machine = device_name(torch.device(args.device))
+    if not args.device.startswith("cuda"):
+        machine += f", {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
     print(f"{len(data.patches)} images of the held-out strip, {args.steps} steps, {machine}")
     results = {}
     for name in args.weights:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.fusion import demo_composite
+from benchmarks._common import demo_composite
 from pipeline.geo.bands import NATIVE_RATIO, RGB_BANDS, RGB_INDEX, SCALE
 from pipeline.geo.resample import block_mean, upsample_cubic, upsample_linear, upsample_nearest
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
