@@ -1,6 +1,6 @@
 """The cost of explaining a window: seconds per point of the LAM path, and per explanation.
 
-    python benchmarks/explain.py [--threads 1] [--path-steps 16] [--configs demo paper]
+    python -m benchmarks.explain [--threads 1] [--path-steps 16] [--configs demo paper]
         [--out PATH]
 
 Each stage is timed as ``flows.explain`` runs it on a one-pixel window: on a region of random

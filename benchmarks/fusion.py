@@ -1,6 +1,6 @@
 """Speed of the DiffFuSR fusion networks, and the radiometric consistency of the fusion stage.
 
-    python benchmarks/fusion.py [--weights FILE [--sha256 HEX]] [--configs small paper mtf]
+    python -m benchmarks.fusion [--weights FILE [--sha256 HEX]] [--configs small paper mtf]
         [--device cpu cuda] [--tile 48 18] [--repeats 1] [--threads N] [--crop N]
         [--block-size N] [--out PATH]
 

@@ -1,6 +1,6 @@
 """Band fusion against the baselines on held-out real Sentinel-2 (the demo's test strip).
 
-    python benchmarks/fusion_wald.py [--weights W.safetensors] [--test-fraction 0.25]
+    python -m benchmarks.fusion_wald [--weights W.safetensors] [--test-fraction 0.25]
         [--blur-sigma 0.39] [--threads 1] [--out benchmarks/results/fusion-wald-demo.json]
 
 The data is the demo's 12-band clear-sky composite at 10 m on the 60 m lattice, cut as fusion

@@ -1,6 +1,6 @@
 """How much bf16 autocast changes the DiffFuSR RGB model's output against fp32.
 
-    python benchmarks/precision.py [--weights fixture demo] [--steps 20] [--device cpu]
+    python -m benchmarks.precision [--weights fixture demo] [--steps 20] [--device cpu]
         [--threads N] [--json PATH]
 
 For the reference fixture checkpoint (small sizes, random weights) and the shipped demo weights,

@@ -1,6 +1,6 @@
 """What the radiometric guarantee does on real bands: exactness, blockiness, convergence, cost.
 
-    PYTHONPATH=. python benchmarks/radiometry.py [--steps 20] [--threads 1]
+    python -m benchmarks.radiometry [--steps 20] [--threads 1]
         [--json benchmarks/results/radiometry.json]
 
 Data: the demo's 12-band composite at 10 m (no-data filled with 0, as the pipeline fills it for

@@ -1,8 +1,8 @@
 """Benchmark the region flow on the demo AOI: wall time, model share, worker memory, task count;
 on GPUs also throughput in km² per GPU-hour and GPU utilisation.
 
-    python benchmarks/region.py [--workers 2] [--tile-size 480] [--json PATH]
-    python benchmarks/region.py --gpus 1 --rgb-model difffusr --fusion-model difffusr-fusion
+    python -m benchmarks.region [--workers 2] [--tile-size 480] [--json PATH]
+    python -m benchmarks.region --gpus 1 --rgb-model difffusr --fusion-model difffusr-fusion
 
 Pipeline efficiency is the time spent inside the model function divided by the workers' total
 busy time and by their wall-clock capacity (wall time × workers). Peak RSS is each worker

@@ -1,6 +1,6 @@
 """Seam score of the RGB stage on a multi-tile run of the demo region.
 
-    python benchmarks/seams.py [--tile-size 480] [--block-size 240] [--steps 20] [--overlap N]
+    python -m benchmarks.seams [--tile-size 480] [--block-size 240] [--steps 20] [--overlap N]
 
 Seam score = mean absolute difference between neighbouring 2.5 m pixels across a tile
 boundary (or, for DiffFuSR, a boundary between two sampling windows inside a tile) ÷ the same

@@ -1,6 +1,6 @@
 """Speed and arithmetic cost of the DiffFuSR RGB model, per tile and per output pixel.
 
-    python benchmarks/sr_model.py [--config paper|small|demo] [--device cpu|cuda] [--tile 64]
+    python -m benchmarks.sr_model [--config paper|small|demo] [--device cpu|cuda] [--tile 64]
         [--batch N] [--steps 20 10 5] [--precision fp32 bf16] [--repeats 3] [--threads N]
         [--out PATH]
 

@@ -1,6 +1,6 @@
 """Wald-protocol evaluation of RGB models on held-out real Sentinel-2 (the demo's test strip).
 
-    python benchmarks/sr_wald.py [--weights W.safetensors] [--patch 64] [--steps 20]
+    python -m benchmarks.sr_wald [--weights W.safetensors] [--patch 64] [--steps 20]
 
 The real 10 m B04 B03 B02 composite of the held-out eastern strip (never sampled in training:
 ``SentinelWaldSource(split="test")``, as ``pipeline.protocol.split`` cuts it) is the truth.
