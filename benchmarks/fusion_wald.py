@@ -30,13 +30,13 @@ JSON.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks._common import write_json
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.errors import UserError
 from pipeline.evaluation.benchmark import run_trial
@@ -280,10 +280,8 @@ def main() -> None:
         "notes": caveats,
         "results": results,
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plain(result, strict=True), indent=2, allow_nan=False) + "\n")
-    print(f"\nwrote {path}")
+    print()
+    write_json(args.out, plain(result, strict=True))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ both precisions start from the same noise.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._common import device_name
+from benchmarks._common import device_name, write_json
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.evaluation.benchmark import run_benchmark
 from pipeline.evaluation.data import stac_patches
@@ -105,11 +104,8 @@ def main() -> None:
         )
         for precision, values in results[name]["wald_scores"].items():
             print(f"  {precision}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
     settings = {**vars(args), "machine": machine, "images": [p.name for p in data.patches]}
-    path.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(args.json, {"settings": settings, "results": results})
 
 
 if __name__ == "__main__":

@@ -16,13 +16,12 @@ the fusion stage and figures; this script keeps the windows of the model card's 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks._common import write_json
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.geo.bands import SCALE
 from pipeline.geo.grid import read_aoi
@@ -118,10 +117,7 @@ def main() -> None:
         "per_window": rows,
         "seconds_per_window": seconds,
     }
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":
