@@ -1,7 +1,9 @@
 """The Wald protocol's inputs: a 10 m reference made 4 times coarser, as each stage's test wants.
 
 The models then bring it back to 10 m, where the reference is the truth; that this carries
-over to 10 m → 2.5 m is the protocol's assumption.
+over to 10 m → 2.5 m is the protocol's assumption. A fusion trial pairs a fusion model's
+input with how its output is scored: by this reduced-resolution protocol, or at full
+resolution, where the output must average back to the input (no reference needed).
 """
 
 from __future__ import annotations
