@@ -41,6 +41,7 @@ import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -51,6 +52,7 @@ from pyproj import Transformer
 from rasterio.windows import from_bounds
 from shapely.geometry import box, mapping
 
+from benchmarks._common import write_json
 from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS
 from pipeline.geo.resample import upsample_nearest
@@ -575,7 +577,7 @@ def progress(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dates", type=int, default=35, help="acquisitions per granule")
     p.add_argument("--sample-tiles", type=int, default=1000)
@@ -618,10 +620,15 @@ def main() -> None:
         help="where the granule's COGs are made (and kept for the next run)",
     )
     p.add_argument("--json", default="benchmarks/results/europe.json")
-    args = p.parse_args()
+    return p.parse_args()
 
-    aoi = read_aoi(str(EUROPE))
-    found = granules(aoi)
+
+def catalog_and_stages(
+    args: argparse.Namespace, found: list[Granule]
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict]]:
+    """Make the granule's COGs, serve them with a catalog of every granule and date, plan
+    Europe in a process of its own and run the stages: the catalog's facts, the planning's
+    and the stages'."""
     zone, ulx, uly = SAMPLE_GRANULE
     started = time.perf_counter()
     files = write_granule(Path(args.workdir) / "granule", 32600 + zone, ulx, uly)
@@ -645,6 +652,20 @@ def main() -> None:
         runner.join()
         progress(f"planned: {planning}")
         stages = run_stages(pgstac.url, args)
+    catalog = {
+        "granules": len(found),
+        "dates": args.dates,
+        "items": items,
+        "utm_zones": sorted({g.zone for g in found}),
+        "load_seconds": round(loaded, 1),
+        "cog_seconds": round(made, 1),
+    }
+    return catalog, planning, stages
+
+
+def europe_figures(planning: dict[str, Any], stages: dict[str, dict]) -> dict[str, Any]:
+    """What the samples say about all of Europe: the orchestration floor, and how many GPUs
+    the runner and the CPUs keep fed."""
     floor = stages.get("dispatch_floor", {})
     # the floor's tiles carry no scene: add what picking and pickling a European tile's
     # scenes costs the runner
@@ -653,38 +674,37 @@ def main() -> None:
         + planning["scene_pick_and_pickle_ms_per_tile"]
     ) / 1e3
     cpu = stages.get("full_size_tiles", {}).get("worker_cpu_seconds_per_tile", math.nan)
+    return {
+        "tiles": planning["tiles"],
+        "client_plus_scheduler_ms_per_tile": round(overhead * 1e3, 2),
+        "orchestration_floor_hours": round(planning["tiles"] * overhead / 3600, 3),
+        "gpus_kept_fed_by_model_seconds_per_tile": {
+            str(t): round(t / overhead) for t in MODEL_SECONDS
+        },
+        "cpu_cores_per_gpu_by_model_seconds_per_tile": {
+            str(t): round(cpu / t, 1) for t in MODEL_SECONDS
+        },
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    found = granules(read_aoi(str(EUROPE)))
+    catalog, planning, stages = catalog_and_stages(args, found)
     result = {
         "benchmark": "europe",
         "data": DATA,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "catalog": {
-            "granules": len(found),
-            "dates": args.dates,
-            "items": items,
-            "utm_zones": sorted({g.zone for g in found}),
-            "load_seconds": round(loaded, 1),
-            "cog_seconds": round(made, 1),
-        },
+        "catalog": catalog,
         "planning": planning,
         "note": f"sample tiles of {args.sample_tile_size} px and {args.sample_days} days of "
         "scenes, so that the samples run in minutes on this machine; the runner's and the "
         "scheduler's work per tile depends on neither",
         **stages,
-        "europe": {
-            "tiles": planning["tiles"],
-            "client_plus_scheduler_ms_per_tile": round(overhead * 1e3, 2),
-            "orchestration_floor_hours": round(planning["tiles"] * overhead / 3600, 3),
-            "gpus_kept_fed_by_model_seconds_per_tile": {
-                str(t): round(t / overhead) for t in MODEL_SECONDS
-            },
-            "cpu_cores_per_gpu_by_model_seconds_per_tile": {
-                str(t): round(cpu / t, 1) for t in MODEL_SECONDS
-            },
-        },
+        "europe": europe_figures(planning, stages),
     }
     print(json.dumps(result, indent=2))
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The cost of explaining a window: seconds per point of the LAM path, and per explanation.
 
-    python benchmarks/explain.py [--threads 1] [--path-steps 16] [--configs demo paper]
+    python -m benchmarks.explain [--threads 1] [--path-steps 16] [--configs demo paper]
         [--out PATH]
 
 Each stage is timed as ``flows.explain`` runs it on a one-pixel window: on a region of random
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks._common import peak_rss_mb, write_json
 from pipeline.explain.differentiable import fusion_function, own_halo, rgb_function
 from pipeline.explain.lam import Path as BlurPath
 from pipeline.explain.lam import detector, integrate
@@ -138,27 +138,21 @@ def main() -> None:
     print(f"{'stage':<40} {'s/point':>9} {'s/window':>9}")
     for name, seconds in rows.items():
         print(f"{name:<40} {seconds:9.2f} {seconds * points:9.1f}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(f"peak resident memory: {peak:.0f} MB")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(
-        json.dumps(
-            {
-                "machine": {
-                    "platform": platform.platform(),
-                    "cpus": os.cpu_count(),
-                    "threads": args.threads,
-                },
-                "path_steps": args.path_steps,
-                "chain_steps": args.chain_steps,
-                "seconds_per_point": rows,
-                "seconds_per_window": {k: v * points for k, v in rows.items()},
-                "peak_rss_mb": peak,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    result = {
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+        },
+        "path_steps": args.path_steps,
+        "chain_steps": args.chain_steps,
+        "seconds_per_point": rows,
+        "seconds_per_window": {k: v * points for k, v in rows.items()},
+        "peak_rss_mb": peak,
+    }
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Speed of the DiffFuSR fusion networks, and the radiometric consistency of the fusion stage.
 
-    python benchmarks/fusion.py [--weights FILE [--sha256 HEX]] [--configs small paper mtf]
+    python -m benchmarks.fusion [--weights FILE [--sha256 HEX]] [--configs small paper mtf]
         [--device cpu cuda] [--tile 48 18] [--repeats 1] [--threads N] [--crop N]
         [--block-size N] [--out PATH]
 
@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
-import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,25 +40,20 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.aoi import read_aoi
-from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX, SCALE
+from benchmarks._common import demo_composite, device_name, timed, write_json
+from pipeline.geo.bands import RGB_BANDS, RGB_INDEX, SCALE
 from pipeline.geo.resample import upsample_cubic
-from pipeline.inputs.composite import clear_sky
 from pipeline.models.baselines import Bicubic, GramSchmidt
 from pipeline.models.fusion.model import (
     FUSED_BANDS,
-    NATIVE_RATIO,
     DiffFuSRFusion,
     consistency_error,
-    make_consistent,
     native_grids,
 )
 from pipeline.models.fusion.mtf import MTFFusionNetwork
 from pipeline.models.fusion.network import FUSION_GROUPS, FusionNetwork, GroupedFusion
 from pipeline.models.fusion.weights import save_fusion_network
 from pipeline.models.superresolve import SuperResolver
-from pipeline.run.plan import RegionRequest, plan_region
 
 SEED = 0
 #: (generation, features, blocks, growth): the first generation's training preset ``small``
@@ -122,19 +114,10 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
+def warm_timed(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
     """Median wall time of ``fn`` over ``repeats`` calls after one warm-up call."""
     fn()
-    seconds = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    return timed(fn, repeats, device)[0]
 
 
 def group_flops(net: GroupedFusion, side: int) -> dict[str, int]:
@@ -164,7 +147,7 @@ def throughput(model: DiffFuSRFusion, tile: int, repeats: int) -> dict[str, Any]
         for g in FUSION_GROUPS:
             channels = len(net.ms_bands(g.name))
             ms = torch.randn(1, channels, side, side, generator=generator).to(device)
-            seconds = timed(
+            seconds = warm_timed(
                 lambda g=g, ms=ms: net.group_forward(g.name, guide, ms), repeats, device
             )
             groups[g.name] = {
@@ -176,7 +159,7 @@ def throughput(model: DiffFuSRFusion, tile: int, repeats: int) -> dict[str, Any]
     rng = np.random.default_rng(SEED)
     bands = (0.05 + 0.3 * rng.random((12, tile, tile))).astype(np.float32)
     rgb = upsample_cubic(bands[RGB_INDEX], SCALE)
-    seconds = timed(lambda: model(bands, rgb, (0, 0)), repeats, device)
+    seconds = warm_timed(lambda: model(bands, rgb, (0, 0)), repeats, device)
     return {
         "tile": tile,
         "output_px": side * side,
@@ -186,34 +169,15 @@ def throughput(model: DiffFuSRFusion, tile: int, repeats: int) -> dict[str, Any]
     }
 
 
-def demo_composite(crop: int) -> np.ndarray:
-    """The demo's 12-band clear-sky median composite at 10 m on the product's 60 m lattice,
-    no-data filled with 0 as the pipeline fills it for the models."""
-    plan = plan_region(RegionRequest(read_aoi(str(DEMO_AOI)), *DEMO_DATES, str(DEMO_CATALOG)))
-    epsg, bounds = plan.grid.crs.to_epsg(), plan.grid.bounds
-    composite, _ = clear_sky(plan.items, epsg, bounds)
-    image = np.asarray(composite.values, dtype=np.float32)
-    if crop:
-        image = image[:, :crop, :crop]
-    return np.where(np.isfinite(image).all(axis=0), image, np.float32(0))
-
-
 def consistency(model: DiffFuSRFusion, image: np.ndarray) -> dict[str, Any]:
     """Per band (mean, max) |footprint mean − native input| of the fusion model without and
     with the guarantee, and of the baselines (RGB bands: the bicubic RGB stage's)."""
     natives = native_grids(image)
     rgb = upsample_cubic(image[RGB_INDEX], SCALE)
     start = time.perf_counter()
-    fused = model.fuse(image, rgb)  # one network pass serves both rows
+    raw = model.predict(image, rgb, (0, 0))  # one network pass serves both rows
     seconds = time.perf_counter() - start
-    raw = np.empty((12, *rgb.shape[1:]), np.float32)
-    raw[RGB_INDEX] = rgb
-    for band, value in fused.items():
-        raw[REFLECTANCE_BANDS.index(band)] = value
-    corrected = raw.copy()
-    for band in FUSED_BANDS:
-        i = REFLECTANCE_BANDS.index(band)
-        corrected[i] = make_consistent(raw[i], natives[band], SCALE * NATIVE_RATIO[band])
+    corrected = model.correct(raw, image)
     rows = {
         "difffusr-fusion, no guarantee": consistency_error(raw, natives),
         "difffusr-fusion, guarantee": consistency_error(corrected, natives),
@@ -295,10 +259,68 @@ def print_consistency(result: dict[str, Any]) -> None:
     )
 
 
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.machine()} CPU, {torch.backends.cpu.get_cpu_capability()}"
+def throughput_runs(args: argparse.Namespace, names: list[str], folder: Path) -> list[dict]:
+    """Throughput of every named network (``--weights`` or each random config) on every
+    device, printed as it comes."""
+    runs = []
+    for device in args.device:
+        for i, name in enumerate(names):
+            if args.weights:
+                model = DiffFuSRFusion(weights=args.weights, sha256=args.sha256, device=device)
+            else:
+                model = random_model(name, folder, device)
+            net = model._network()
+            tile = (
+                args.tile[i]
+                if args.tile and i < len(args.tile)
+                else 96
+                if device == "cuda"
+                else DEFAULT_TILES.get(name, 48)
+            )
+            label = (
+                f"{name} (generation {net.generation}, {net.features}/{net.blocks}/"
+                f"{net.growth}) on {device_name(torch.device(device))}, "
+                f"threads {torch.get_num_threads()}"
+            )
+            run = throughput(model, tile, args.repeats)
+            print_throughput(label, run)
+            runs.append(
+                {
+                    "config": name,
+                    "device": device_name(torch.device(device)),
+                    "generation": net.generation,
+                    "sizes": {"features": net.features, "blocks": net.blocks, "growth": net.growth},
+                    "weights": args.weights or f"random, seed {SEED}",
+                    "sha256": model.weights_sha256,
+                    **run,
+                }
+            )
+    return runs
+
+
+def consistency_runs(args: argparse.Namespace, name: str, folder: Path) -> dict[str, Any]:
+    """Consistency on the demo composite (and blocks against one whole run with
+    ``--block-size``) of the first network, on the CPU, printed as it comes."""
+    first = (
+        DiffFuSRFusion(weights=args.weights, sha256=args.sha256, device="cpu")
+        if args.weights
+        else random_model(name, folder, "cpu")
+    )
+    image = demo_composite(args.crop)
+    result: dict[str, Any] = {"consistency": {"config": name, **consistency(first, image)}}
+    print_consistency(result["consistency"])
+    if args.block_size:
+        blocks = result["blocks_vs_whole"] = blocks_vs_whole(first, image, args.block_size)
+        print(
+            f"\nblocks of {args.block_size} px (halo {blocks['halo']}, "
+            f"{blocks['blocks'][0]}×{blocks['blocks'][1]} blocks) vs one whole run, "
+            "|difference| in reflectance:"
+        )
+        for key in ("no guarantee", "guarantee"):
+            print(
+                f"  {key:<13} max {blocks[key]['max_abs']:.3g}, mean {blocks[key]['mean_abs']:.3g}"
+            )
+    return result
 
 
 def main() -> None:
@@ -311,72 +333,13 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
-        "runs": [],
     }
     with tempfile.TemporaryDirectory() as folder:
-        for device in args.device:
-            for i, name in enumerate(names):
-                if args.weights:
-                    model = DiffFuSRFusion(weights=args.weights, sha256=args.sha256, device=device)
-                else:
-                    model = random_model(name, Path(folder), device)
-                net = model._network()
-                tile = (
-                    args.tile[i]
-                    if args.tile and i < len(args.tile)
-                    else 96
-                    if device == "cuda"
-                    else DEFAULT_TILES.get(name, 48)
-                )
-                label = (
-                    f"{name} (generation {net.generation}, {net.features}/{net.blocks}/"
-                    f"{net.growth}) on {machine(torch.device(device))}, "
-                    f"threads {torch.get_num_threads()}"
-                )
-                run = throughput(model, tile, args.repeats)
-                print_throughput(label, run)
-                result["runs"].append(
-                    {
-                        "config": name,
-                        "device": machine(torch.device(device)),
-                        "generation": net.generation,
-                        "sizes": {
-                            "features": net.features,
-                            "blocks": net.blocks,
-                            "growth": net.growth,
-                        },
-                        "weights": args.weights or f"random, seed {SEED}",
-                        "sha256": model.weights_sha256,
-                        **run,
-                    }
-                )
-        first = (
-            DiffFuSRFusion(weights=args.weights, sha256=args.sha256, device="cpu")
-            if args.weights
-            else random_model(names[0], Path(folder), "cpu")
-        )
-        image = demo_composite(args.crop)
-        result["consistency"] = {"config": names[0], **consistency(first, image)}
-        print_consistency(result["consistency"])
-        if args.block_size:
-            blocks = result["blocks_vs_whole"] = blocks_vs_whole(first, image, args.block_size)
-            print(
-                f"\nblocks of {args.block_size} px (halo {blocks['halo']}, "
-                f"{blocks['blocks'][0]}×{blocks['blocks'][1]} blocks) vs one whole run, "
-                "|difference| in reflectance:"
-            )
-            for key in ("no guarantee", "guarantee"):
-                print(
-                    f"  {key:<13} max {blocks[key]['max_abs']:.3g}, "
-                    f"mean {blocks[key]['mean_abs']:.3g}"
-                )
+        result["runs"] = throughput_runs(args, names, Path(folder))
+        result.update(consistency_runs(args, names[0], Path(folder)))
     result["load_average_1min"] = {"start": load_start, "end": os.getloadavg()[0]}
-    out = Path(args.out or f"benchmarks/results/fusion-{'-'.join(args.device)}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"\nload average {load_start:.2f} → {result['load_average_1min']['end']:.2f}; wrote {out}"
-    )
+    print(f"\nload average {load_start:.2f} → {result['load_average_1min']['end']:.2f}")
+    write_json(args.out or f"benchmarks/results/fusion-{'-'.join(args.device)}.json", result)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,26 @@
 """Band fusion against the baselines on held-out real Sentinel-2 (the demo's test strip).
 
-    python benchmarks/fusion_wald.py [--weights W.safetensors] [--test-fraction 0.25]
+    python -m benchmarks.fusion_wald [--weights W.safetensors] [--test-fraction 0.25]
         [--blur-sigma 0.39] [--threads 1] [--out benchmarks/results/fusion-wald-demo.json]
 
 The data is the demo's 12-band clear-sky composite at 10 m on the 60 m lattice, cut as fusion
-training cuts it (``held_out_cut``): only the eastern ``--test-fraction`` of its columns,
-never sampled in training, is scored, cropped to whole 240 m cells (24 px at 10 m) of clear
-pixels. In the demo B02 B03 B04 B08 B11 B12 are real Sentinel-2 and B01 B05 B06 B07 B8A B09
-are synthetic (derived from the real ones); every table says which is which, as the demo
-catalog labels its assets.
+training cuts it: only the eastern ``--test-fraction`` of its columns, never sampled in
+training, is scored, cropped to whole 240 m cells (24 px at 10 m) of clear pixels
+(``pipeline.evaluation.data.held_out_strip``). In the demo B02 B03 B04 B08 B11 B12 are real
+Sentinel-2 and B01 B05 B06 B07 B8A B09 are synthetic (derived from the real ones); every
+table says which is which, as the demo catalog labels its assets.
 
-* Wald (reduced resolution): every band is degraded by 4 from its native grid (``degrade``:
-  Gaussian of σ = blur-sigma · 4 native pixels, then 4 × 4 mean) and laid on a 40 m grid the
-  way the models read a 10 m block (20 m bands repeated over 2 × 2 pixels, 60 m ones over
-  6 × 6), so the networks see their training ratios (×4, ×8, ×24) one scale up. The real
-  10 m B04 B03 B02 stand in for the 2.5 m super-resolved RGB. Each model's output at 10 m,
-  averaged onto each band's native grid, is scored against that native grid.
-* No-reference (full resolution, the paper's): the strip itself is the input, the guide the
-  bicubic ×4 RGB stage; the 2.5 m output, averaged over each band's native footprint, is
-  scored against the input. The guarantee makes this exact by construction, so the fusion
-  model is also run without it.
+* Wald (reduced resolution, ``pipeline.protocol.wald.wald_trial``): every band is degraded by
+  4 from its native grid (``pipeline.protocol.sensor.degrade``: Gaussian of σ = blur-sigma · 4
+  native pixels, then 4 × 4 mean) and laid on a 40 m grid the way the models read a 10 m block
+  (20 m bands repeated over 2 × 2 pixels, 60 m ones over 6 × 6), so the networks see their
+  training ratios (×4, ×8, ×24) one scale up. The real 10 m B04 B03 B02 stand in for the
+  2.5 m super-resolved RGB. Each model's output at 10 m, averaged onto each band's native
+  grid, is scored against that native grid.
+* No-reference (full resolution, the paper's; ``no_reference_trial``): the strip itself is
+  the input, the guide the bicubic ×4 RGB stage; the 2.5 m output, averaged over each band's
+  native footprint, is scored against the input. The guarantee makes this exact by
+  construction, so the fusion model is also run without it.
 
 Scores per band group (``fusion_metrics``, data range 1 reflectance) for the learned fusion
 with and without the guarantee, Gram–Schmidt and bicubic. Prints markdown tables, writes a
@@ -29,34 +30,30 @@ JSON.
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks._common import write_json
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.evaluation.benchmark import WALD_ERGAS_RATIO
-from pipeline.evaluation.data import PATCH_MULTIPLE, band_labels
+from pipeline.errors import UserError
+from pipeline.evaluation.benchmark import run_trial
+from pipeline.evaluation.data import band_labels, held_out_strip
 from pipeline.evaluation.report import cell
-from pipeline.evaluation.scores import FUSION_METRICS, SCORED, SSIM_WINDOW, fusion_scores
-from pipeline.evaluation.wald import fusion_input
 from pipeline.geo.aoi import read_aoi
-from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_INDEX, SCALE
-from pipeline.geo.grid import LATTICE, LATTICE_PIXELS
+from pipeline.geo.bands import NATIVE_RATIO, REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.geo.grid import LATTICE
 from pipeline.inputs.catalog import search
+from pipeline.inputs.memory import sentinel_composite
 from pipeline.models import FusionModel, get_fusion_model, get_rgb_model
-from pipeline.models.fusion.model import DEMO_WEIGHTS, FUSED_BANDS, native_grids
+from pipeline.models.fusion.model import DEMO_WEIGHTS, FUSED_BANDS
 from pipeline.plain import plain
-from pipeline.train.fusion import BLUR_SIGMA, held_out_cut
-from pipeline.train.sources import sentinel_composite
+from pipeline.protocol.scores import FUSION_METRICS, SCORED, SSIM_WINDOW
+from pipeline.protocol.sensor import BLUR_SIGMA
+from pipeline.protocol.wald import FusionTrial, no_reference_trial, wald_trial
 
-#: The strip's side must be whole 60 m cells of the 4× coarser grid the Wald input lives on.
-STRIP_MULTIPLE = PATCH_MULTIPLE
 #: Column headings of the tables.
 HEADINGS = {
     "r2": "R²",
@@ -124,23 +121,14 @@ def default_weights() -> str | None:
     return DEMO_WEIGHTS if Path(DEMO_WEIGHTS).is_file() else None
 
 
-def held_out_strip(image: np.ndarray, test_fraction: float) -> tuple[np.ndarray, dict[str, int]]:
-    """The clear part of the columns training never sees, on the 60 m lattice, in whole
-    ``STRIP_MULTIPLE`` pixels, and where it lies in the composite."""
-    cut = held_out_cut(image.shape[2], test_fraction)
-    clear = np.isfinite(image[:, :, cut:]).all(axis=0)
-    rows, cols = np.flatnonzero(clear.any(axis=1)), np.flatnonzero(clear.any(axis=0)) + cut
-    if not len(rows):
-        raise SystemExit("the held-out strip has no clear pixel")
-    top, left = (
-        math.ceil(first / LATTICE_PIXELS) * LATTICE_PIXELS for first in (int(rows[0]), int(cols[0]))
-    )
-    height = (int(rows[-1]) + 1 - top) // STRIP_MULTIPLE * STRIP_MULTIPLE
-    width = (int(cols[-1]) + 1 - left) // STRIP_MULTIPLE * STRIP_MULTIPLE
-    strip = image[:, top : top + height, left : left + width]
-    if not height or not width or not np.isfinite(strip).all():
-        raise SystemExit(f"no clear {STRIP_MULTIPLE}-pixel-multiple block east of column {cut}")
-    return strip, {
+def strip_where(image: np.ndarray, test_fraction: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """The held-out strip of the composite (``held_out_strip``) and where it lies in it."""
+    try:
+        strip, cut = held_out_strip(image, test_fraction)
+    except UserError as err:
+        raise SystemExit(str(err)) from None
+    (top, left), (height, width) = strip.origin, strip.bands.shape[1:]
+    return strip.bands, {
         "cut_column": cut,
         "row": top,
         "column": left,
@@ -148,7 +136,10 @@ def held_out_strip(image: np.ndarray, test_fraction: float) -> tuple[np.ndarray,
         "width": width,
         "composite_height": image.shape[1],
         "composite_width": image.shape[2],
-        "native_grids": {f"{r} m": [height // (r // 10), width // (r // 10)] for r in SCORED},
+        "native_grids": {
+            f"{r} m": [height // NATIVE_RATIO[bands[0]], width // NATIVE_RATIO[bands[0]]]
+            for r, bands in SCORED.items()
+        },
     }
 
 
@@ -170,59 +161,34 @@ def fusion_models(weights: str | None) -> dict[str, FusionModel]:
 
 
 def run_protocol(
-    name: str,
-    models: dict[str, FusionModel],
-    bands: np.ndarray,
-    rgb: np.ndarray,
-    origin: tuple[int, int],
-    evaluate: Callable[[np.ndarray], dict[str, Any]],
+    name: str, models: dict[str, FusionModel], trial: FusionTrial, labels: dict[str, str]
 ) -> dict[str, Any]:
-    """Every model on one input, scored; one progress line per model."""
+    """Every model on one trial, scored; one progress line per model."""
     rows = {}
     for label, model in models.items():
-        started = time.perf_counter()
-        output = model(bands, rgb, origin)
-        seconds = time.perf_counter() - started
-        rows[label] = {"seconds": seconds, "groups": evaluate(output)}
+        _, groups, seconds = run_trial(model, trial, labels)
+        rows[label] = {"seconds": seconds, "groups": groups}
         print(f"{name}: {label} ({seconds:.1f} s)", flush=True)
     return rows
 
 
-def wald(
-    models: dict[str, FusionModel], strip: np.ndarray, sigma: float, labels: dict[str, str]
-) -> dict[str, Any]:
-    """Reduced resolution: the truth is the strip's own native grids, which the models never
-    see. Every band lost a factor 4, so ERGAS's h/l is 1/4 in every group."""
-    natives = native_grids(strip)
-    return run_protocol(
-        "wald",
-        models,
-        fusion_input(strip, sigma),
-        strip[RGB_INDEX],
-        (0, 0),
-        lambda out: fusion_scores(out, natives, 1, WALD_ERGAS_RATIO, labels),
-    )
-
-
-def no_reference(
+def run_protocols(
     models: dict[str, FusionModel],
     strip: np.ndarray,
     origin: tuple[int, int],
+    sigma: float,
     labels: dict[str, str],
 ) -> dict[str, Any]:
-    """Full resolution: the 2.5 m output must average back to the input it came from; h/l is
-    2.5 m over the band's native pixel."""
-    natives = native_grids(strip)
-    ergas_ratio = {r: 10 / (SCALE * r) for r in SCORED}
+    """Wald: the truth is the strip's own native grids, which the models never see (ERGAS
+    h/l 1/4 in every group). No reference: the 2.5 m output, its guide the bicubic RGB stage,
+    must average back to the strip it came from (h/l 2.5 m over the native pixel)."""
     rgb = get_rgb_model("bicubic")(strip[RGB_INDEX], origin)
-    return run_protocol(
-        "no reference",
-        models,
-        strip,
-        rgb,
-        origin,
-        lambda out: fusion_scores(out, natives, SCALE, ergas_ratio, labels),
-    )
+    return {
+        "wald": run_protocol("wald", models, wald_trial(strip, (0, 0), sigma), labels),
+        "no_reference": run_protocol(
+            "no reference", models, no_reference_trial(strip, rgb, origin), labels
+        ),
+    }
 
 
 def print_tables(protocol: str, rows: dict[str, Any], labels: dict[str, str]) -> None:
@@ -264,6 +230,25 @@ def notes(where: dict[str, Any]) -> list[str]:
     ]
 
 
+def demo_strip(test_fraction: float) -> tuple[dict[str, str], np.ndarray, dict[str, Any]]:
+    """The demo's band labels, its held-out strip and where that lies; says so."""
+    aoi = read_aoi(str(DEMO_AOI))
+    labels = band_labels(search(str(DEMO_CATALOG), aoi, *DEMO_DATES).items)
+    composite = sentinel_composite(
+        str(DEMO_CATALOG), aoi, *DEMO_DATES, REFLECTANCE_BANDS, lattice=LATTICE
+    )
+    strip, where = strip_where(composite.image, test_fraction)
+    print(
+        f"held-out strip: rows {where['row']}–{where['row'] + where['height']}, columns "
+        f"{where['column']}–{where['column'] + where['width']} of the "
+        f"{where['composite_height']} × {where['composite_width']} px composite "
+        f"(training cut at column {where['cut_column']}): {where['height']} × "
+        f"{where['width']} px at 10 m",
+        flush=True,
+    )
+    return labels, strip, where
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -273,24 +258,9 @@ def main() -> None:
             f"no --weights and no {Path(DEMO_WEIGHTS).name} in the package: "
             "skipping the learned rows"
         )
-    labels = band_labels(search(str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES).items)
-    composite = sentinel_composite(
-        str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES, REFLECTANCE_BANDS, lattice=LATTICE
-    )
-    strip, where = held_out_strip(composite.image, args.test_fraction)
-    print(
-        f"held-out strip: rows {where['row']}–{where['row'] + where['height']}, columns "
-        f"{where['column']}–{where['column'] + where['width']} of the "
-        f"{where['composite_height']} × {where['composite_width']} px composite "
-        f"(training cut at column {where['cut_column']}): {where['height']} × "
-        f"{where['width']} px at 10 m",
-        flush=True,
-    )
+    labels, strip, where = demo_strip(args.test_fraction)
     models = fusion_models(weights)
-    results = {
-        "wald": wald(models, strip, args.blur_sigma, labels),
-        "no_reference": no_reference(models, strip, (where["row"], where["column"]), labels),
-    }
+    results = run_protocols(models, strip, (where["row"], where["column"]), args.blur_sigma, labels)
     for protocol, rows in results.items():
         print_tables(protocol, rows, labels)
     caveats = notes(where)
@@ -311,10 +281,8 @@ def main() -> None:
         "notes": caveats,
         "results": results,
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(plain(result, strict=True), indent=2, allow_nan=False) + "\n")
-    print(f"\nwrote {path}")
+    print()
+    write_json(args.out, plain(result, strict=True))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """How much bf16 autocast changes the DiffFuSR RGB model's output against fp32.
 
-    python benchmarks/precision.py [--weights fixture demo] [--steps 20] [--device cpu]
+    python -m benchmarks.precision [--weights fixture demo] [--steps 20] [--device cpu]
         [--threads N] [--json PATH]
 
 For the reference fixture checkpoint (small sizes, random weights) and the shipped demo weights,
@@ -14,15 +14,14 @@ both precisions start from the same noise.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks._common import device_name, write_json
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.evaluation.benchmark import run_benchmark
 from pipeline.evaluation.data import stac_patches
@@ -87,12 +86,9 @@ def main() -> None:
     data = stac_patches(
         str(DEMO_CATALOG), read_aoi(str(DEMO_AOI)), *DEMO_DATES, patch=48, held_out=0.25
     )
-    machine = (
-        torch.cuda.get_device_name(args.device)
-        if args.device.startswith("cuda")
-        else f"{platform.machine()} CPU, {torch.backends.cpu.get_cpu_capability()}, "
-        f"{torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
-    )
+    machine = device_name(torch.device(args.device))
+    if not args.device.startswith("cuda"):
+        machine += f", {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
     print(f"{len(data.patches)} images of the held-out strip, {args.steps} steps, {machine}")
     results = {}
     for name in args.weights:
@@ -108,11 +104,8 @@ def main() -> None:
         )
         for precision, values in results[name]["wald_scores"].items():
             print(f"  {precision}: " + ", ".join(f"{k} {v:.4f}" for k, v in values.items()))
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
     settings = {**vars(args), "machine": machine, "images": [p.name for p in data.patches]}
-    path.write_text(json.dumps({"settings": settings, "results": results}, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(args.json, {"settings": settings, "results": results})
 
 
 if __name__ == "__main__":

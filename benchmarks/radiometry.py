@@ -1,6 +1,6 @@
 """What the radiometric guarantee does on real bands: exactness, blockiness, convergence, cost.
 
-    PYTHONPATH=. python benchmarks/radiometry.py [--steps 20] [--threads 1]
+    python -m benchmarks.radiometry [--steps 20] [--threads 1]
         [--json benchmarks/results/radiometry.json]
 
 Data: the demo's 12-band composite at 10 m (no-data filled with 0, as the pipeline fills it for
@@ -27,17 +27,15 @@ the inverse filter with 0…8 taps, and after 0…16 iterations of plain back-pr
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.fusion import demo_composite
+from benchmarks._common import demo_composite, write_json
 from pipeline.geo.bands import NATIVE_RATIO, RGB_BANDS, RGB_INDEX, SCALE
 from pipeline.geo.resample import block_mean, upsample_cubic, upsample_linear, upsample_nearest
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
@@ -233,10 +231,8 @@ def main() -> None:
         )
     )
     result["load_average_1min"] = {"start": load_start, "end": os.getloadavg()[0]}
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"load average {load_start:.2f} → {result['load_average_1min']['end']:.2f}; wrote {path}")
+    print(f"load average {load_start:.2f} → {result['load_average_1min']['end']:.2f}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

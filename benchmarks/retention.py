@@ -18,20 +18,17 @@ import argparse
 import ctypes
 import ctypes.util
 import gc
-import json
 import platform
 import tempfile
 import time
 import tracemalloc
-from pathlib import Path
+from typing import Any
 
-import psutil
-
-from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.aoi import read_aoi
+from benchmarks._common import demo_request, rss_mb, write_json
+from pipeline.demo import DEMO_AOI
 from pipeline.product.store import ProductStore
 from pipeline.run.dispatch import tile_job
-from pipeline.run.plan import RegionRequest, plan_region
+from pipeline.run.plan import Plan, plan_region
 from pipeline.run.tile import complete_tile, prepare_tile
 
 
@@ -45,40 +42,32 @@ def _trim_heap() -> bool:
     return True
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--tile-size", type=int, default=480)
-    p.add_argument("--json", default="benchmarks/results/retention.json")
-    args = p.parse_args()
+def one_round(plan: Plan, out: str) -> dict[str, Any]:
+    """Every tile of ``plan`` in this process into a new product, then the resident memory
+    after a garbage collection and, where the C library can, after trimming its heap."""
+    started = time.perf_counter()
+    store = ProductStore.create(out, plan.grid, plan.request.bands, {})
+    job = tile_job(plan, store)
+    for tile in plan.tiles:
+        complete_tile(job, tile, prepare_tile(job, tile, plan.scenes_over(tile)))
+    gc.collect()
+    collected = rss_mb()
+    trimmed = rss_mb() if _trim_heap() else None
+    return {
+        "seconds": round(time.perf_counter() - started, 2),
+        "rss_mb": round(collected, 1),
+        "rss_mb_after_trim": trimmed and round(trimmed, 1),
+    }
 
-    request = RegionRequest(
-        aoi=read_aoi(str(DEMO_AOI)),
-        start=DEMO_DATES[0],
-        end=DEMO_DATES[1],
-        stac=str(DEMO_CATALOG),
-        tile_size=args.tile_size,
-    )
-    plan = plan_region(request)
-    process = psutil.Process()
-    rounds = []
+
+def rounds_kept(plan: Plan, rounds: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The memory after each of ``rounds`` rounds, and the Python allocations that grew most
+    from round 2 to the last."""
+    done = []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(args.rounds):
-            started = time.perf_counter()
-            store = ProductStore.create(f"{tmp}/round-{i}.zarr", plan.grid, request.bands, {})
-            job = tile_job(plan, store)
-            for tile in plan.tiles:
-                complete_tile(job, tile, prepare_tile(job, tile, plan.scenes_over(tile)))
-            gc.collect()
-            collected = process.memory_info().rss / 2**20
-            trimmed = process.memory_info().rss / 2**20 if _trim_heap() else None
-            rounds.append(
-                {
-                    "seconds": round(time.perf_counter() - started, 2),
-                    "rss_mb": round(collected, 1),
-                    "rss_mb_after_trim": trimmed and round(trimmed, 1),
-                }
-            )
+        for i in range(rounds):
+            done.append(one_round(plan, f"{tmp}/round-{i}.zarr"))
+            collected, trimmed = done[-1]["rss_mb"], done[-1]["rss_mb_after_trim"]
             print(
                 f"round {i + 1:>2}: {len(plan.tiles)} tiles, RSS {collected:.0f} MB"
                 + (f", {trimmed:.0f} MB after malloc_trim" if trimmed else ""),
@@ -88,11 +77,20 @@ def main() -> None:
                 tracemalloc.start()
                 baseline = tracemalloc.take_snapshot()
         grown = (
-            tracemalloc.take_snapshot().compare_to(baseline, "lineno")[:10]
-            if args.rounds > 2
-            else []
+            tracemalloc.take_snapshot().compare_to(baseline, "lineno")[:10] if rounds > 2 else []
         )
     kept = [{"where": str(s.traceback), "kib": round(s.size_diff / 1024, 1)} for s in grown]
+    return done, kept
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--tile-size", type=int, default=480)
+    p.add_argument("--json", default="benchmarks/results/retention.json")
+    args = p.parse_args()
+    plan = plan_region(demo_request(tile_size=args.tile_size))
+    rounds, kept = rounds_kept(plan, args.rounds)
     for line in kept:
         print(f"  kept since round 2: {line['kib']:8.1f} KiB  {line['where']}")
     result = {
@@ -103,10 +101,7 @@ def main() -> None:
         "rounds": rounds,
         "python_allocations_kept_since_round_2": kept,
     }
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

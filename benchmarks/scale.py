@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import math
 import os
 import platform
@@ -37,7 +36,8 @@ from pyproj import CRS, Transformer
 from shapely.geometry import box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 
-from benchmarks.region import TimedResolver, _peak_rss_mb, _rss_mb, measure, sampling
+from benchmarks._common import peak_rss_mb, rss_mb, sampling, write_json
+from benchmarks._measure import TimedResolver, measure
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
 from pipeline.geo.aoi import project, read_aoi
 from pipeline.geo.bands import BANDS, SCALE
@@ -159,7 +159,7 @@ def scheduler_tasks(client: Client, every: float = 0.25) -> AbstractContextManag
 def worker_rss(client: Client, every: float = 1.0) -> AbstractContextManager[list[float]]:
     """Samples of the largest worker's resident memory now, taken while the block runs: where
     the peak comes from (a plateau reached early, or growth with every tile)."""
-    return sampling(lambda: [max(client.run(_rss_mb).values())], every)
+    return sampling(lambda: [max(client.run(rss_mb).values())], every)
 
 
 def by_quarter(samples: list[float]) -> list[float | None]:
@@ -190,7 +190,7 @@ def run_size(plan: Plan, workers: int, tmp: str) -> dict:
         client.run(importlib.import_module, "pipeline.run.tile")
         with scheduler_tasks(client) as held, worker_rss(client) as resident:
             run = measure(plan, client, workers, 0, f"{tmp}/run-{workers}.zarr")
-        rss = client.run(_peak_rss_mb)
+        rss = client.run(peak_rss_mb)
         model_pixels = sum(n for _, n in client.get_events(PIXELS_EVENT))
     return {
         "workers": workers,
@@ -274,7 +274,7 @@ def summary_line(r: dict) -> str:
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--sizes",
@@ -297,7 +297,30 @@ def main() -> None:
         p.error("--sizes must be square numbers (1, 4, 9, 16...)")
     if args.scaling_size and args.scaling_size not in args.sizes:
         p.error("--scaling-size must be one of --sizes")
+    return args
 
+
+def speedup(plan: Plan, result: dict, workers: int, tmp: str) -> dict:
+    """The same AOI on one worker, against its run on ``workers``."""
+    size = result["size"]
+    one = run_size(plan, 1, f"{tmp}/mosaic-{math.isqrt(size)}x{math.isqrt(size)}")
+    many = result["run"]["run_wall_seconds"]
+    scaling = {
+        "size": size,
+        "wall_seconds": {"1": one["run_wall_seconds"], str(workers): many},
+        "speedup": round(one["run_wall_seconds"] / many, 3),
+        "run_1_worker": one,
+    }
+    print(
+        f"{size:>3}x  1 -> {workers} workers: {one['run_wall_seconds']:.1f} s"
+        f" -> {many:.1f} s, speed-up {scaling['speedup']:.2f}",
+        flush=True,
+    )
+    return scaling
+
+
+def main() -> None:
+    args = parse_args()
     results, scaling = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
@@ -305,19 +328,7 @@ def main() -> None:
             results.append(result)
             print(summary_line(result), flush=True)
             if size == args.scaling_size and args.workers != 1:
-                one = run_size(plan, 1, f"{tmp}/mosaic-{math.isqrt(size)}x{math.isqrt(size)}")
-                many = result["run"]["run_wall_seconds"]
-                scaling = {
-                    "size": size,
-                    "wall_seconds": {"1": one["run_wall_seconds"], str(args.workers): many},
-                    "speedup": round(one["run_wall_seconds"] / many, 3),
-                    "run_1_worker": one,
-                }
-                print(
-                    f"{size:>3}x  1 -> {args.workers} workers: {one['run_wall_seconds']:.1f} s"
-                    f" -> {many:.1f} s, speed-up {scaling['speedup']:.2f}",
-                    flush=True,
-                )
+                scaling = speedup(plan, result, args.workers, tmp)
     report = {
         "data": DATA,
         "machine": {
@@ -332,10 +343,7 @@ def main() -> None:
         "sizes": results,
         "scaling": scaling,
     }
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Seam score of the RGB stage on a multi-tile run of the demo region.
 
-    python benchmarks/seams.py [--tile-size 480] [--block-size 240] [--steps 20] [--overlap N]
+    python -m benchmarks.seams [--tile-size 480] [--block-size 240] [--steps 20] [--overlap N]
 
 Seam score = mean absolute difference between neighbouring 2.5 m pixels across a tile
 boundary (or, for DiffFuSR, a boundary between two sampling windows inside a tile) ÷ the same
@@ -12,24 +12,19 @@ construction, is run alongside as the yardstick of what natural variation gives.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.aoi import read_aoi
-from pipeline.geo.bands import SCALE
+from benchmarks._common import demo_request, write_json
+from pipeline.geo.bands import RGB_BANDS, SCALE
 from pipeline.geo.grid import lattice_origin
 from pipeline.product.store import ProductStore
 from pipeline.run.cluster import dask_client
 from pipeline.run.dispatch import run_tiles
-from pipeline.run.plan import RegionRequest, plan_region
-
-RGB = ["B04", "B03", "B02"]
+from pipeline.run.plan import plan_region
 
 
 def seam_score(image: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> float:
@@ -57,11 +52,7 @@ def window_boundaries(origin: int, length: int, window: int, overlap: int) -> np
 def run(
     rgb_model: str, options: dict, tile_size: int, block_size: int | None, workers: int, out: str
 ) -> dict:
-    request = RegionRequest(
-        aoi=read_aoi(str(DEMO_AOI)),
-        start=DEMO_DATES[0],
-        end=DEMO_DATES[1],
-        stac=str(DEMO_CATALOG),
+    request = demo_request(
         tile_size=tile_size,
         rgb_model=rgb_model,
         rgb_options=options,
@@ -76,7 +67,7 @@ def run(
     wall = time.perf_counter() - started
     if summary.failed:
         raise SystemExit(f"tiles failed: {summary.failed}")
-    image = xr.open_zarr(out)["reflectance"].sel(band=RGB).values.astype(np.float32)
+    image = xr.open_zarr(out)["reflectance"].sel(band=list(RGB_BANDS)).values.astype(np.float32)
     rows = np.arange(tile_size, image.shape[1], tile_size)
     cols = np.arange(tile_size, image.shape[2], tile_size)
     result = {
@@ -127,10 +118,7 @@ def main() -> None:
                 f"{tmp}/{model}.zarr",
             )
             print(model, results[model])
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"settings": vars(args), "results": results}, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(args.json, {"settings": vars(args), "results": results})
 
 
 if __name__ == "__main__":

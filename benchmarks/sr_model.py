@@ -1,6 +1,6 @@
 """Speed and arithmetic cost of the DiffFuSR RGB model, per tile and per output pixel.
 
-    python benchmarks/sr_model.py [--config paper|small|demo] [--device cpu|cuda] [--tile 64]
+    python -m benchmarks.sr_model [--config paper|small|demo] [--device cpu|cuda] [--tile 64]
         [--batch N] [--steps 20 10 5] [--precision fp32 bf16] [--repeats 3] [--threads N]
         [--out PATH]
 
@@ -20,19 +20,16 @@ import argparse
 import contextlib
 import dataclasses
 import functools
-import json
 import math
 import os
-import platform
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks._common import device_name, timed, write_json
 from pipeline.geo.bands import MAX_RATIO
 from pipeline.models import get_fusion_model
 from pipeline.models.diffusion.cost import executed_over_useful, tile_windows
@@ -44,7 +41,6 @@ from pipeline.models.fusion.network import FusionNetwork
 from pipeline.models.radiometry import correction_reach
 from pipeline.models.superresolve import CPU_LAYOUT, GPU_LAYOUT, Layout, region_halo
 
-T = TypeVar("T")
 SEED = 0
 PAPER_STEPS = 20
 CONFIGS = {
@@ -262,20 +258,6 @@ def peak_tflops(device: torch.device, precision: str) -> tuple[str, float] | Non
     return None
 
 
-def timed(fn: Callable[[], T], repeats: int, device: torch.device) -> tuple[float, T]:
-    """Median wall time of ``fn`` over ``repeats`` calls, and its last result."""
-    seconds = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        result = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), result
-
-
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -400,41 +382,54 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-
+def paper_costs(tile: int) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """The paper configuration's FLOPs on one tile, their summary, and executed against useful
+    windows of the layouts, printed: the same at any steps, samples and hardware."""
     paper = CONFIGS["paper"]
     print(
-        f"FLOPs of the paper configuration, one {args.tile}-px tile "
-        f"({paper.scale * args.tile}² output px), conv and matmul only:"
+        f"FLOPs of the paper configuration, one {tile}-px tile "
+        f"({paper.scale * tile}² output px), conv and matmul only:"
     )
-    paper_flops = flops_of(paper, args.tile)
-    paper_summary = print_flops(paper_flops, args.tile, paper.scale)
+    paper_flops = flops_of(paper, tile)
+    paper_summary = print_flops(paper_flops, tile, paper.scale)
     print(
         "\nExecuted vs useful at the defaults: U-Net windows evaluated for a tile holding data "
         "everywhere\n(tile and block in 2.5 m / 10 m pixels, window, overlap and halo in 10 m "
         "pixels), over the tile's\npositions on the window lattice; the same at any steps, "
         "samples and hardware:"
     )
-    layout_rows = executed_vs_useful(paper_flops, args.tile)
+    layout_rows = executed_vs_useful(paper_flops, tile)
     print_executed_vs_useful(layout_rows)
+    return paper_flops, paper_summary, layout_rows
 
+
+def machine_facts(device: torch.device, load_start: float) -> dict[str, Any]:
+    """What the timings ran on, and how busy the machine was (other jobs show here)."""
+    return {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    paper_flops, paper_summary, layout_rows = paper_costs(args.tile)
     built = build(args.config, device)
     if built is None:
         return
     net, weights = built
     flops = paper_flops if args.config == "paper" else flops_of(net.config, args.tile)
-    machine = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"{platform.machine()} CPU, {torch.backends.cpu.get_cpu_capability()}"
-    )
     load_start = os.getloadavg()[0]  # other jobs on a shared machine show here
     print(
-        f"\n{args.config} model ({weights}) on {machine}, torch {torch.__version__}, "
+        f"\n{args.config} model ({weights}) on {device_name(device)}, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()} of {os.cpu_count()} cores, load average "
         f"{load_start:.2f}; tile {args.tile} px, batch {args.batch}, "
         f"median of {args.repeats}"
@@ -447,21 +442,12 @@ def main() -> None:
             f"bf16 vs fp32, {steps} steps: max |Δ| {diff['max_abs']:.5f}, "
             f"mean |Δ| {diff['mean_abs']:.5f} reflectance"
         )
-
     result = {
         "config": args.config,
         "sizes": dataclasses.asdict(net.config),
         "weights": weights,
         "parameters": parameters(net),
-        "machine": {
-            "device": machine,
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        },
+        "machine": machine_facts(device, load_start),
         "tile": args.tile,
         "output_px_per_tile": (net.config.scale * args.tile) ** 2,
         "batch": args.batch,
@@ -472,10 +458,7 @@ def main() -> None:
         "runs": rows,
         "bf16_vs_fp32_reflectance": change,
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

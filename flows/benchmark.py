@@ -40,11 +40,11 @@ from pipeline.evaluation.data import (
 )
 from pipeline.evaluation.figures import write_figures
 from pipeline.evaluation.report import markdown, summarize, write_csv
-from pipeline.evaluation.wald import FUSION_INPUT, RGB_INPUT
 from pipeline.geo.bands import SCALE
 from pipeline.inputs.catalog import is_demo_catalog
 from pipeline.models import Option, get_fusion_model, get_rgb_model
 from pipeline.models.published import default_weights, describe, name_of, names
+from pipeline.protocol.wald import FUSION_INPUT, RGB_INPUT
 
 #: Each stage's reference model, listed first in the tables.
 REFERENCE = "bicubic"

@@ -34,6 +34,7 @@ from flows._training import (
 from pipeline.errors import UserError
 from pipeline.geo.bands import REFLECTANCE_BANDS
 from pipeline.geo.grid import LATTICE
+from pipeline.inputs.memory import sentinel_composite
 from pipeline.models.fusion.network import FUSION_GROUPS_BY_RESOLUTION
 from pipeline.train.fusion import (
     PRESETS,
@@ -43,7 +44,6 @@ from pipeline.train.fusion import (
     open_fusion_run,
     parameter_count,
 )
-from pipeline.train.sources import sentinel_composite
 
 DEFAULTS = FusionTrainConfig()
 

@@ -34,7 +34,7 @@ from flows._training import (
 )
 from pipeline.errors import UserError
 from pipeline.models.diffusion.network import DiffFuSRConfig
-from pipeline.train.degradation import DegradationConfig
+from pipeline.protocol.degradation import DegradationConfig
 from pipeline.train.sources import FolderSource, PatchSource, SentinelWaldSource
 from pipeline.train.sr import PRESETS, TrainConfig, check_patch, open_run, parameter_count
 

@@ -26,11 +26,11 @@ from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_INDEX
 from pipeline.geo.grid import LATTICE
 from pipeline.geo.resample import block_mean, upsample_cubic, upsample_nearest
+from pipeline.inputs.memory import sentinel_composite
 from pipeline.models import get_fusion_model
+from pipeline.protocol import sensor
+from pipeline.protocol.degradation import VALIDATION, degrade
 from pipeline.quality import fusion_metrics, opensr_metrics
-from pipeline.train import fusion as fusion_training
-from pipeline.train.degradation import VALIDATION, degrade
-from pipeline.train.sources import sentinel_composite
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ("--steps", "2", "--threads", "1")
@@ -120,9 +120,9 @@ def direct_fusion(bands: np.ndarray) -> dict[str, float]:
     low = np.stack(
         [
             upsample_nearest(
-                fusion_training.degrade(
-                    torch.from_numpy(block_mean(bands[i : i + 1], ratio[b]))[None], 4
-                )[0].numpy(),
+                sensor.degrade(torch.from_numpy(block_mean(bands[i : i + 1], ratio[b]))[None], 4)[
+                    0
+                ].numpy(),
                 ratio[b],
             )[0]
             for i, b in enumerate(REFLECTANCE_BANDS)

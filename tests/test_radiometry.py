@@ -12,10 +12,10 @@ from pipeline.geo.aoi import read_aoi
 from pipeline.geo.blocks import map_with_halo
 from pipeline.geo.grid import LATTICE
 from pipeline.geo.resample import block_mean, upsample_cubic, upsample_nearest
+from pipeline.inputs.memory import sentinel_composite
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
 from pipeline.models.radiometry import TAPS, correction_reach, make_consistent
 from pipeline.quality.footprints import blockiness
-from pipeline.train.sources import sentinel_composite
 
 
 def means(high: np.ndarray, footprint: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.train.degradation import (
+from pipeline.protocol.degradation import (
     DIFFFUSR_GAMMA_MEAN,
     OPENSR_GAMMA_COV,
     VALIDATION,

@@ -23,20 +23,20 @@ from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import REFLECTANCE_BANDS
 from pipeline.geo.grid import LATTICE
 from pipeline.geo.resample import block_mean
+from pipeline.inputs.memory import sentinel_composite
 from pipeline.models.fusion.network import FUSION_GROUPS_BY_RESOLUTION
 from pipeline.models.fusion.weights import load_fusion_network
+from pipeline.protocol.sensor import degradation_taps, degrade
 from pipeline.train.fusion import (
     FusionTrainConfig,
     FusionTrainer,
     FusionWaldData,
     NetworkSize,
-    degradation_taps,
-    degrade,
     open_fusion_run,
     wald_batch,
 )
 from pipeline.train.runs import CHECKPOINT, LOG, WEIGHTS
-from pipeline.train.sources import TrainingDataError, sentinel_composite
+from pipeline.train.sources import TrainingDataError
 
 DEMO_AOI = Path(__file__).resolve().parents[1] / "examples" / "demo.geojson"
 DATES = (date(2023, 1, 1), date(2023, 1, 31))

@@ -1,9 +1,10 @@
 """Registered models run over an evaluation set by the Wald protocol, one image at a time.
 
-RGB stage: each patch's B04 B03 B02 degraded ×4 (:func:`rgb_input`), super-resolved back by
-every RGB model and scored against the patch. Fusion stage: all 12 bands degraded ×4 from
-their native grids (:func:`fusion_input`), fused by every fusion model with the patch's real
-10 m RGB as the guide, and each group scored on its native grid against the patch's. The
+RGB stage: each patch's B04 B03 B02 degraded ×4 (:func:`~pipeline.protocol.wald.rgb_input`),
+super-resolved back by every RGB model and scored against the patch. Fusion stage: all 12
+bands degraded ×4 from their native grids (:func:`~pipeline.protocol.wald.wald_trial`), fused
+by every fusion model with the patch's real 10 m RGB as the guide, and each group scored on
+its native grid against the patch's. The
 scores are flat records, one per image, model, group and metric, so that tables, CSVs and
 charts are all views of one list.
 """
@@ -17,16 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.evaluation.data import EvaluationSet, Patch
-from pipeline.evaluation.scores import SCORED, fusion_scores, rgb_scores
-from pipeline.evaluation.wald import fusion_input, rgb_input
 from pipeline.geo.bands import RGB_BANDS, RGB_INDEX, SCALE
 from pipeline.models import FusionModel, RGBModel
-from pipeline.models.fusion.model import native_grids
+from pipeline.protocol.scores import rgb_scores
+from pipeline.protocol.wald import FusionTrial, rgb_input, wald_trial
 
 #: The group name of the RGB stage's scores.
 RGB_GROUP = "RGB"
-#: ERGAS h/l in the Wald protocol: every band lost a factor 4.
-WALD_ERGAS_RATIO = dict.fromkeys(SCORED, 1 / SCALE)
 
 
 @dataclass(frozen=True)
@@ -77,10 +75,10 @@ def run_benchmark(
     seconds: dict[tuple[str, str], float] = {}
     example = None
     for patch in data.patches:
-        lr, low = rgb_input(patch.bands[RGB_INDEX]), fusion_input(patch.bands)
+        lr, trial = rgb_input(patch.bands[RGB_INDEX]), wald_trial(patch.bands, _lr_origin(patch))
         keep = example is None
         if keep:
-            example = Example(patch.name, patch.bands, lr, low)
+            example = Example(patch.name, patch.bands, lr, trial.bands)
         for name, model in rgb_models.items():
             sr, took = _timed(model, lr, _lr_origin(patch))
             values, maps = rgb_scores(lr, sr, patch.bands[RGB_INDEX])
@@ -92,10 +90,8 @@ def run_benchmark(
             if keep:
                 example.rgb[name], example.rgb_maps[name] = sr, maps
             on_step()
-        natives = native_grids(patch.bands)
         for name, model in fusion_models.items():
-            output, took = _timed(model, low, patch.bands[RGB_INDEX], _lr_origin(patch))
-            groups = fusion_scores(output, natives, 1, WALD_ERGAS_RATIO, data.labels)
+            output, groups, took = run_trial(model, trial, data.labels)
             scores += [
                 Score("fusion", name, group, tuple(g["bands"]), patch.name, m, float(v))
                 for group, g in groups.items()
@@ -108,6 +104,14 @@ def run_benchmark(
     images = [p.name for p in data.patches]
     per_image = {key: total / len(images) for key, total in seconds.items()}
     return BenchmarkResult(scores, example, per_image, images)
+
+
+def run_trial(
+    model: FusionModel, trial: FusionTrial, labels: dict[str, str]
+) -> tuple[np.ndarray, dict[str, dict], float]:
+    """A fusion model on one trial: its output, its scores per group and its wall seconds."""
+    output, took = _timed(model, trial.bands, trial.rgb, trial.origin)
+    return output, trial.score(output, labels), took
 
 
 def _lr_origin(patch: Patch) -> tuple[int, int]:

@@ -8,7 +8,6 @@ pixels and every band's native grid can be recovered from it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -24,8 +23,8 @@ from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, SCALE
 from pipeline.geo.grid import LATTICE, LATTICE_PIXELS
 from pipeline.inputs.catalog import search
 from pipeline.inputs.load import asset_key
-from pipeline.train.fusion import held_out_cut
-from pipeline.train.sources import default_scale, sentinel_composite
+from pipeline.inputs.memory import default_scale, sentinel_composite
+from pipeline.protocol.split import clear_part, clear_tiles, held_out_cut
 
 #: A patch side must be a multiple of this (10 m pixels): whole 60 m pixels after ×4.
 PATCH_MULTIPLE = SCALE * LATTICE_PIXELS
@@ -139,23 +138,30 @@ def read_scene(path: str) -> np.ndarray:
 def cut_patches(image: np.ndarray, patch: int, held_out: float, scene: str) -> list[Patch]:
     """Non-overlapping, wholly clear ``patch`` × ``patch`` windows on the 60 m lattice, in
     raster order, of the columns east of the held-out cut of ``image`` (12, H, W)."""
-    first_column = held_out_cut(image.shape[2], held_out) if held_out else 0
-    clear = np.isfinite(image).all(axis=0)
-    clear[:, :first_column] = False
-    rows, cols = np.flatnonzero(clear.any(axis=1)), np.flatnonzero(clear.any(axis=0))
-    if not len(rows):
+    part = clear_part(image, held_out_cut(image.shape[2], held_out) if held_out else 0)
+    if part is None:
         return []
-    top, left = (
-        math.ceil(int(first[0]) / LATTICE_PIXELS) * LATTICE_PIXELS for first in (rows, cols)
-    )
-    found = []
-    for y in range(top, int(rows[-1]) + 2 - patch, patch):
-        for x in range(left, int(cols[-1]) + 2 - patch, patch):
-            if clear[y : y + patch, x : x + patch].all():
-                found.append(
-                    Patch(f"{scene} r{y} c{x}", (y, x), image[:, y : y + patch, x : x + patch])
-                )
-    return found
+    return [
+        Patch(f"{scene} r{y} c{x}", (y, x), image[:, y : y + patch, x : x + patch])
+        for y, x in clear_tiles(part.clear, patch, (part.top, part.bottom), (part.left, part.right))
+    ]
+
+
+def held_out_strip(image: np.ndarray, held_out: float) -> tuple[Patch, int]:
+    """The held-out part of ``image`` (12, H, W) as one block, and the cut: from the first
+    clear row and column on the 60 m lattice, as many whole ``PATCH_MULTIPLE`` cells as the
+    clear pixels reach; the block must be wholly clear."""
+    cut = held_out_cut(image.shape[2], held_out)
+    part = clear_part(image, cut)
+    if part is None:
+        raise UserError("the held-out strip has no clear pixel")
+    top, left = part.top, part.left
+    height = (part.bottom - top) // PATCH_MULTIPLE * PATCH_MULTIPLE
+    width = (part.right - left) // PATCH_MULTIPLE * PATCH_MULTIPLE
+    strip = image[:, top : top + height, left : left + width]
+    if not height or not width or not np.isfinite(strip).all():
+        raise UserError(f"no clear {PATCH_MULTIPLE}-pixel-multiple block east of column {cut}")
+    return Patch(f"held-out strip r{top} c{left}", (top, left), strip), cut
 
 
 def band_labels(items: Sequence[pystac.Item]) -> dict[str, str]:

@@ -16,8 +16,8 @@ from matplotlib.patches import Patch as LegendPatch
 
 from pipeline.evaluation.benchmark import Example
 from pipeline.evaluation.report import HEADINGS, Summary
-from pipeline.evaluation.scores import FUSION_METRICS, RGB_METRICS
 from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.protocol.scores import FUSION_METRICS, RGB_METRICS
 from pipeline.quality.opensr import HALLUCINATION, IMPROVEMENT, NOT_ASSESSED, OMISSION
 
 DPI = 100

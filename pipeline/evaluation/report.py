@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.evaluation.benchmark import BenchmarkResult, Score
-from pipeline.evaluation.scores import FUSION_METRICS, RGB_METRICS, SSIM_WINDOW
+from pipeline.protocol.scores import FUSION_METRICS, RGB_METRICS, SSIM_WINDOW
 
 #: Column headings, with ↑ where higher is better and ↓ where lower is.
 HEADINGS = {

@@ -1,7 +1,7 @@
-"""Training of the DiffFuSR stages: data, degradation, the loops and their run directories.
+"""Training of the DiffFuSR stages: data, the loops and their run directories.
 
-``degradation`` (needs torch) turns HR patches into LR inputs the way DiffFuSR trains the RGB
-model; ``sources`` (numpy only) yields HR RGB patches from an image folder or from Sentinel-2
-itself, and builds the in-memory composites; ``sr`` trains the RGB model, ``fusion`` the
-band-fusion networks, both through ``runs`` (checkpoints, log, exact resume).
+``sources`` (numpy only) yields HR RGB patches from an image folder or from Sentinel-2 itself;
+``sr`` trains the RGB model, ``fusion`` the band-fusion networks, both through ``runs``
+(checkpoints, log, exact resume). How LR inputs are made and which columns are held out is the
+Wald protocol's (:mod:`pipeline.protocol`), which evaluation follows too.
 """

@@ -5,13 +5,13 @@ from its native grid to 2.5 m: a 10 m band ×4, a 20 m band ×8, a 60 m band ×2
 these ratios one scale up: group g (native resolution k × 10 m) learns on its own native grid
 (the HR proxy), its inputs degraded by r = 4k from their native grids and brought back onto
 that grid bilinearly, its guide the RGB block-averaged onto it and its target its own bands
-there. docs/training-fusion.md states the protocol; every random draw of step s is a function
+there. docs/training-fusion.md states the protocol (its degradation and held-out cut are
+:mod:`pipeline.protocol`'s, shared with evaluation); every random draw of step s is a function
 of (seed, s), so a resumed run repeats an uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -37,6 +37,8 @@ from pipeline.models.fusion.network import (
 from pipeline.models.fusion.weights import save_fusion_network
 from pipeline.models.weights import LocalWeights
 from pipeline.plain import plain
+from pipeline.protocol.sensor import BLUR_SIGMA, degrade
+from pipeline.protocol.split import Split, held_out_cut, split_columns
 from pipeline.quality.fusion import fusion_metrics
 from pipeline.train.runs import (
     TRAIN_STREAM,
@@ -47,13 +49,7 @@ from pipeline.train.runs import (
     open_run_dir,
     step_rng,
 )
-from pipeline.train.sources import Split, TrainingDataError, augment, clear_windows, split_columns
-
-#: Gaussian σ of the degradation as a fraction of its ratio r (σ = 0.39 r in the pixels of the
-#: band degraded): with the r × r mean this gives a system MTF of 0.30 at the Nyquist
-#: frequency of the degraded grid, the sharp end of the MSI specification (0.15 to 0.30). The
-#: HR proxy is itself Sentinel-2, already blurred once, hence the sharp end.
-BLUR_SIGMA = 0.39
+from pipeline.train.sources import TrainingDataError, augment, clear_windows
 
 
 @dataclass(frozen=True)
@@ -140,13 +136,6 @@ class FusionTrainConfig:
 # --- data -----------------------------------------------------------------------------------
 
 
-def held_out_cut(width: int, test_fraction: float) -> int:
-    """The column, on the 60 m lattice, east of which the last ``test_fraction`` of a
-    ``width``-pixel composite is held out: training and every evaluation of its weights must
-    cut at the same place, or the test pixels overlap what the weights learnt from."""
-    return LATTICE_PIXELS * round(width / LATTICE_PIXELS * (1 - test_fraction))
-
-
 class FusionWaldData:
     """The 12-band composite at 10 m and, per group, where its clear windows lie.
 
@@ -211,32 +200,6 @@ class FusionWaldData:
         return np.stack(
             [self.image[:, y * k : y * k + size, x * k : x * k + size] for y, x in starts]
         )
-
-
-def degradation_taps(ratio: int, sigma: float = BLUR_SIGMA) -> torch.Tensor:
-    """1-D taps of the blur followed by the ratio-wide mean: a Gaussian of σ = sigma · ratio
-    pixels (out to 3σ) convolved with a box of ``ratio`` pixels; just the box when σ is 0."""
-    taps = np.full(ratio, 1 / ratio)
-    s = sigma * ratio
-    if s > 0:
-        x = np.arange(-math.ceil(3 * s), math.ceil(3 * s) + 1)
-        gaussian = np.exp(-(x**2) / (2 * s**2))
-        taps = np.convolve(gaussian / gaussian.sum(), taps)
-    return torch.from_numpy(taps).float()
-
-
-def degrade(x: torch.Tensor, ratio: int, sigma: float = BLUR_SIGMA) -> torch.Tensor:
-    """[B, C, H, W] → [B, C, H/ratio, W/ratio]: the Gaussian blur of σ = sigma · ratio pixels,
-    then the mean of each ratio × ratio block: what a sensor with ratio-times-larger pixels
-    would record. Edges are replicated, so a patch needs nothing outside it. One separable
-    convolution of stride ``ratio``, which skips the blurred pixels the mean would discard."""
-    taps = degradation_taps(ratio, sigma).to(x)
-    pad = (len(taps) - ratio) // 2
-    b, c, h, w = x.shape
-    y = F.pad(x.reshape(b * c, 1, h, w), (pad, pad, pad, pad), mode="replicate")
-    y = F.conv2d(y, taps.view(1, 1, 1, -1), stride=(1, ratio))
-    y = F.conv2d(y, taps.view(1, 1, -1, 1), stride=(ratio, 1))
-    return y.reshape(b, c, h // ratio, w // ratio)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Every source answers ``sample(n, generator) -> float32 [n, 3, P, P]``: channel order R, G, B,
 reflectance-like values clipped to [0, 1], drawn with a ``numpy.random.Generator`` so a seed fixes
-the patches. LR inputs are then made by ``pipeline.train.degradation.degrade``: with
+the patches. LR inputs are then made by ``pipeline.protocol.degradation.degrade``: with
 harmonisation for 8-bit camera images (NAIP-like), without it for Sentinel-2 reflectance.
 
 * ``FolderSource``: random windows of the GeoTIFF / PNG images under a folder (any fsspec URL).
@@ -12,41 +12,33 @@ harmonisation for 8-bit camera images (NAIP-like), without it for Sentinel-2 ref
   inputs come from the same blind ``degrade`` (harmonisation off), not from one fixed kernel
   matched to the Sentinel-2 MTF: the blind model's degradation encoder learns from varied
   kernels, and a matched kernel would need per-band MTF values this project does not carry.
-* ``sentinel_composite``: the in-memory composite both Sentinel-2 training sources are cut from
-  (this one, and the 12-band one of ``pipeline.train.fusion``).
+
+Both Sentinel-2 training sources (this one, and the 12-band one of ``pipeline.train.fusion``)
+are cut from ``pipeline.inputs.memory.sentinel_composite``, and held out as
+``pipeline.protocol.split`` says.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
-from typing import Literal, Protocol
+from typing import Protocol
 
 import fsspec
 import numpy as np
 import rasterio
-import rasterio.features
-import shapely.geometry
-from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import UserError, reason
-from pipeline.geo.aoi import project
-from pipeline.geo.bands import INPUT_RESOLUTION, RGB_BANDS
-from pipeline.geo.crs import default_crs
-from pipeline.inputs.catalog import search
-from pipeline.inputs.composite import clear_sky
-from pipeline.inputs.load import check_assets, lattice_anchor, scene_epsg
-from pipeline.inputs.signing import signer_for
+from pipeline.geo.bands import RGB_BANDS
+from pipeline.inputs.memory import default_scale, sentinel_composite
+from pipeline.protocol.split import Split, held_out_cut, split_columns
 
 #: File name endings FolderSource reads (case-insensitive).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
-
-Split = Literal["train", "test", "all"]
 
 
 class TrainingDataError(UserError):
@@ -76,18 +68,6 @@ def augment(patches: np.ndarray, generator: np.random.Generator) -> np.ndarray:
         turned = np.rot90(patch, k=int(turns[i]), axes=(-2, -1))
         out[i] = turned[..., ::-1] if flips[i] else turned
     return out
-
-
-def default_scale(dtype: np.dtype | str) -> float:
-    """Factor from stored values to [0, 1]: 8-bit images /255, 16-bit /10000 (Sentinel-2 DN)."""
-    kind = np.dtype(dtype)
-    if kind == np.uint8:
-        return 1 / 255
-    if kind in (np.uint16, np.int16):
-        return 1 / 10000
-    if kind.kind == "f":
-        return 1.0
-    raise TrainingDataError(f"no default scale for {kind} images; give one explicitly")
 
 
 class FolderSource:
@@ -182,9 +162,8 @@ class SentinelWaldSource:
 
     Held-out split: the composite's columns are cut once at ``1 - test_fraction`` of its width;
     ``split="train"`` draws only windows lying wholly west of the cut, ``"test"`` only windows
-    wholly east of it, ``"all"`` anywhere. So no test pixel is ever seen in training. A column
-    cut (rather than random tiles) keeps the two areas apart as blocks, which limits the spatial
-    correlation between them.
+    wholly east of it, ``"all"`` anywhere. So no test pixel is ever seen in training
+    (``pipeline.protocol.split``).
     """
 
     def __init__(
@@ -219,7 +198,7 @@ class SentinelWaldSource:
         )
         self.image, self.epsg, self.bounds = composite.image, composite.epsg, composite.bounds
         width = self.image.shape[2]
-        self.columns = split_columns(width, round(width * (1 - test_fraction)), split)
+        self.columns = split_columns(width, held_out_cut(width, test_fraction, 1), split)
         self._starts = clear_windows(self.image, patch, self.columns)
         if len(self._starts) == 0:
             raise TrainingDataError(
@@ -237,73 +216,6 @@ class SentinelWaldSource:
         p = self.patch
         patches = [self.image[:, y : y + p, x : x + p] for y, x in self.windows(n, generator)]
         return np.clip(np.stack(patches), 0, 1).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Composite:
-    """A clear-sky median composite held in memory, on a grid of 10 m pixels."""
-
-    image: np.ndarray  # float32 (band, y, x) reflectance; NaN outside the AOI or never clear
-    epsg: int
-    bounds: tuple[float, float, float, float]  # (minx, miny, maxx, maxy) in EPSG:epsg
-
-
-def sentinel_composite(
-    stac: str,
-    aoi: BaseGeometry,
-    start: date,
-    end: date,
-    bands: Sequence[str],
-    *,
-    collection: str | None = None,
-    max_cloud: float = 100.0,
-    mask_snow: bool = True,
-    lattice: float = INPUT_RESOLUTION,
-) -> Composite:
-    """The clear-sky median composite of ``bands`` at 10 m over ``aoi``, computed in memory
-    through the pipeline's own search, loader and compositing.
-
-    The bounds are widened to whole ``lattice`` cells of the scenes' own pixel grid when the
-    scenes share a CRS: with ``lattice`` 60 m, every native 20 m and 60 m pixel then covers
-    whole 2 × 2 or 6 × 6 blocks of the composite (the loader reads them by nearest neighbour
-    in the scenes' CRS), so ``block_mean`` recovers the native grids.
-    """
-    items = search(stac, aoi, start, end, collection, max_cloud).items
-    check_assets(items, bands)
-    epsg = scene_epsg(items) or default_crs(aoi).to_epsg()
-    footprint = project(aoi, f"EPSG:{epsg}")
-    bounds = _snap(footprint.bounds, lattice_anchor(items, epsg), lattice)
-    composite, _ = clear_sky(
-        items, epsg, bounds, mask_snow, bands, signer=signer_for(stac, collection)
-    )
-    image = np.asarray(composite.values, dtype=np.float32)
-    inside = rasterio.features.geometry_mask(
-        [shapely.geometry.mapping(footprint)],
-        out_shape=image.shape[1:],
-        transform=Affine(INPUT_RESOLUTION, 0, bounds[0], 0, -INPUT_RESOLUTION, bounds[3]),
-        invert=True,
-    )
-    image[:, ~inside] = np.nan
-    return Composite(image, epsg, bounds)
-
-
-def split_columns(width: int, cut: int, split: Split) -> tuple[int, int]:
-    """The columns [first, last) of ``split`` when the image is cut at column ``cut``."""
-    return {"train": (0, cut), "test": (cut, width), "all": (0, width)}[split]
-
-
-def _snap(
-    bounds: tuple[float, float, float, float], anchor: tuple[float, float], r: float
-) -> tuple[float, float, float, float]:
-    """Widen bounds outward to whole r × r cells of the grid through ``anchor``."""
-    ax, ay = anchor
-    minx, miny, maxx, maxy = bounds
-    return (
-        float(ax + np.floor((minx - ax) / r) * r),
-        float(ay + np.floor((miny - ay) / r) * r),
-        float(ax + np.ceil((maxx - ax) / r) * r),
-        float(ay + np.ceil((maxy - ay) / r) * r),
-    )
 
 
 def clear_windows(image: np.ndarray, patch: int, columns: tuple[int, int]) -> np.ndarray:

@@ -26,8 +26,8 @@ from pipeline.models.diffusion.schedule import NoiseSchedule
 from pipeline.models.diffusion.unet import UNetConfig
 from pipeline.models.weights import LocalWeights, convert_lightning_checkpoint
 from pipeline.plain import plain
+from pipeline.protocol.degradation import VALIDATION, DegradationConfig, degrade
 from pipeline.quality.fusion import fusion_metrics
-from pipeline.train.degradation import VALIDATION, DegradationConfig, degrade
 from pipeline.train.runs import (
     CHECKPOINT,
     TRAIN_STREAM,

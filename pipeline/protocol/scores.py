@@ -37,6 +37,10 @@ SCORED = {
     r: tuple(b for b in g.outputs if b in FUSED_BANDS)
     for r, g in FUSION_GROUPS_BY_RESOLUTION.items()
 }
+#: ERGAS h/l in the Wald protocol: every band lost a factor 4.
+WALD_ERGAS_RATIO = dict.fromkeys(SCORED, 1 / SCALE)
+#: ERGAS h/l at full resolution (no reference): the 2.5 m output over each group's native pixel.
+NO_REFERENCE_ERGAS_RATIO = {r: 1 / g.ratio_2p5m for r, g in FUSION_GROUPS_BY_RESOLUTION.items()}
 #: Side of scikit-image's Gaussian SSIM window for σ = SSIM_SIGMA (truncated at 3.5 σ).
 SSIM_WINDOW = 2 * int(3.5 * SSIM_SIGMA + 0.5) + 1
 
