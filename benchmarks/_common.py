@@ -20,7 +20,7 @@ import psutil
 import torch
 
 from pipeline.demo import DEMO_AOI, DEMO_CATALOG, DEMO_DATES
-from pipeline.geo.grid import read_aoi
+from pipeline.geo.aoi import read_aoi
 from pipeline.inputs.composite import clear_sky
 from pipeline.run.plan import RegionRequest, plan_region
 

@@ -16,8 +16,9 @@ from affine import Affine
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import UserError
+from pipeline.geo.aoi import project
 from pipeline.geo.bands import INPUT_RESOLUTION
-from pipeline.geo.grid import default_crs, project
+from pipeline.geo.crs import default_crs
 from pipeline.inputs.catalog import search
 from pipeline.inputs.composite import clear_sky
 from pipeline.inputs.load import check_assets, lattice_anchor, scene_epsg
