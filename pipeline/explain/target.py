@@ -4,7 +4,7 @@ around it, all rebuilt from what the product records.
 The models are built from the recipe (names, options, and the weights' sha256, which pins the
 file: the demo weights on the demo catalog, the published default elsewhere, or the weights
 given); the input is the run's own composite of the recorded items (see
-:func:`pipeline.product.product_input`) over a region around the window, on the product's
+:func:`pipeline.product.read.product_input`) over a region around the window, on the product's
 10 m pixels, so the models see what they saw when they made the product.
 """
 
