@@ -34,8 +34,9 @@ def test_the_tile_layout_count_is_what_the_model_evaluates(block_size) -> None:
     """A 24-pixel tile with its halo of 36 (the window, the RGB guarantee's reach and the
     fusion's, in whole 60 m pixels), through the halo wrapper as the region flow runs it:
     blocks of 48 (two along each axis of the 96-pixel region) or one block for the whole
-    region. Cropped as the flow crops it, the windows that only the halo needs are skipped
-    and the tile is the same to the bit."""
+    region. Cropped as the flow crops it, the windows that only the halo needs are skipped;
+    at one step (no window's trajectory then depends on its neighbours') the tile is the
+    same to the bit."""
     model = DiffFuSRRGB(**MODEL)
     resolver = SuperResolver(model, get_fusion_model("bicubic"))
     tile, halo, origin = 24, resolver.halo, (606, -1200)
