@@ -21,7 +21,7 @@ import xarray as xr
 
 from pipeline.demo import DEMO_CATALOG
 from pipeline.geo.aoi import read_aoi
-from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS
+from pipeline.geo.bands import NATIVE_RATIO, REFLECTANCE_BANDS
 from pipeline.geo.resample import block_mean
 from pipeline.inputs.catalog import search
 from tests.test_quality_layers import check_quality_layers, composite_under
@@ -111,7 +111,7 @@ def test_region_from_stac_api_and_s3_to_s3(stac_on_s3, s3_server, dask_client):
 
     # Averaged back over each band's native pixel footprint, the 2.5 m result is the input.
     for i, band in enumerate(REFLECTANCE_BANDS):
-        ratio = BANDS[band].resolution // 10
+        ratio = NATIVE_RATIO[band]
         rows, cols = (composite.shape[1] // ratio) * ratio, (composite.shape[2] // ratio) * ratio
         back = block_mean(result[i : i + 1, : rows * 4, : cols * 4], 4 * ratio)
         native = block_mean(composite[i : i + 1, :rows, :cols], ratio)

@@ -12,7 +12,7 @@ import xarray as xr
 from shapely.geometry import shape
 
 from pipeline.demo import DEMO_CATALOG
-from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.geo.bands import NATIVE_RATIO, REFLECTANCE_BANDS, RGB_INDEX
 from pipeline.geo.resample import upsample_nearest
 from pipeline.inputs.catalog import search
 from pipeline.inputs.composite import median_composite
@@ -40,7 +40,7 @@ def composite(seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     bands = []
     for band in REFLECTANCE_BANDS:
-        ratio = BANDS[band].resolution // 10
+        ratio = NATIVE_RATIO[band]
         native = rng.uniform(0.02, 0.5, (SIDE // ratio, SIDE // ratio))
         bands.append(upsample_nearest(native, ratio))
     return np.stack(bands).astype(np.float32)
