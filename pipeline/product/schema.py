@@ -24,7 +24,10 @@ from pipeline.geo.grid import OutputGrid
 from pipeline.product.pyramid import AVERAGE, BITWISE_OR
 from pipeline.quality.layers import (
     INCONSISTENT,
+    MEAN_CONSISTENCY,
+    MEAN_SPECTRAL_ANGLE,
     RISK_FILL,
+    RISK_FRACTION,
     SPECTRAL_DISTORTION,
     UNCERTAIN,
     risk_rule,
@@ -156,7 +159,7 @@ CLEAR_COUNT = Variable(
     role=METADATA,
 )
 #: The layers of :class:`pipeline.quality.layers.QualityLayers`, in every product
-#: (docs/output-format.md); their summaries are its ``SUMMARY_KEYS``.
+#: (docs/output-format.md); their summaries are keyed as it names them.
 QUALITY_LAYERS: tuple[Variable, ...] = (
     Variable(
         "consistency",
@@ -168,7 +171,7 @@ QUALITY_LAYERS: tuple[Variable, ...] = (
             "back over each band's native pixel (reflectance)",
             "units": "1",
         },
-        Summary("mean_consistency", WITH_DATA),
+        Summary(MEAN_CONSISTENCY, WITH_DATA),
     ),
     Variable(
         "spectral_angle",
@@ -180,7 +183,7 @@ QUALITY_LAYERS: tuple[Variable, ...] = (
             "each band's native pixel",
             "units": "degree",
         },
-        Summary("mean_spectral_angle", WITH_DATA),
+        Summary(MEAN_SPECTRAL_ANGLE, WITH_DATA),
     ),
     Variable(
         "hallucination_risk",
@@ -193,7 +196,7 @@ QUALITY_LAYERS: tuple[Variable, ...] = (
             "flag_meanings": "inconsistent_reflectance spectral_distortion uncertain_rgb",
             **{f"rule_{k}": v for k, v in risk_rule().items()},
         },
-        Summary("hallucination_risk_fraction", WITH_DATA),
+        Summary(RISK_FRACTION, WITH_DATA),
         resampling=BITWISE_OR,
     ),
 )

@@ -59,6 +59,13 @@ def risk_rule() -> dict[str, float]:
     }
 
 
+#: A tile summary's statistics of the layers: their means over the pixels with data, and the
+#: share of those flagged (the product's schema combines the tiles' by these keys).
+MEAN_CONSISTENCY = "mean_consistency"
+MEAN_SPECTRAL_ANGLE = "mean_spectral_angle"
+RISK_FRACTION = "hallucination_risk_fraction"
+
+
 @dataclass(frozen=True)
 class QualityLayers:
     """One tile's layers; NaN (or ``RISK_FILL``) where the tile has no data."""
@@ -76,7 +83,7 @@ class QualityLayers:
         }
 
     #: The keys of :meth:`summary`, all None for a tile without data.
-    SUMMARY_KEYS = ("mean_consistency", "mean_spectral_angle", "hallucination_risk_fraction")
+    SUMMARY_KEYS = (MEAN_CONSISTENCY, MEAN_SPECTRAL_ANGLE, RISK_FRACTION)
 
     def summary(self) -> dict[str, float | None]:
         """Tile means of the layers and the fraction of pixels with data that are flagged."""
@@ -84,9 +91,9 @@ class QualityLayers:
         if not valid.any():
             return dict.fromkeys(self.SUMMARY_KEYS)
         return {
-            "mean_consistency": _rounded_mean(self.consistency, 6),
-            "mean_spectral_angle": _rounded_mean(self.spectral_angle, 4),
-            "hallucination_risk_fraction": round(
+            MEAN_CONSISTENCY: _rounded_mean(self.consistency, 6),
+            MEAN_SPECTRAL_ANGLE: _rounded_mean(self.spectral_angle, 4),
+            RISK_FRACTION: round(
                 float(np.count_nonzero(self.hallucination_risk[valid]) / valid.sum()), 6
             ),
         }
