@@ -14,6 +14,7 @@ from pipeline.product.schema import (
     QUALITY_LAYERS,
     REFLECTANCE,
     VARIABLES,
+    bytes_per_pixel,
     no_data_summary,
     stored,
 )
@@ -55,6 +56,9 @@ def test_the_store_writes_the_schema(tmp_path, uncertainty):
         assert variable.cf_attributes().items() <= dict(array.attrs).items()
     names = {v.name for v in VARIABLES} - {v.name for v in stored(uncertainty)}
     assert not names & set(group.array_keys())
+    # the size estimate counts what the store writes: one 2.5 m pixel of every array
+    written = sum(group[v.name].nbytes // (GRID.height * GRID.width) for v in stored(uncertainty))
+    assert bytes_per_pixel(BANDS, uncertainty) == written
 
 
 def test_scaled_values_decode_with_their_cf_attributes():

@@ -235,9 +235,9 @@ def resampling(name: str) -> str:
     return BY_NAME[name].resampling
 
 
-def bytes_per_pixel(bands: tuple[str, ...]) -> int:
-    """Uncompressed bytes per 2.5 m pixel of the variables every product has."""
-    return sum(v.itemsize * int(np.prod(v.depth(bands))) for v in stored(uncertainty=False))
+def bytes_per_pixel(bands: tuple[str, ...], uncertainty: bool = False) -> int:
+    """Uncompressed bytes per 2.5 m pixel of a product's variables (see :func:`stored`)."""
+    return sum(v.itemsize * int(np.prod(v.depth(bands))) for v in stored(uncertainty))
 
 
 def no_data_summary() -> dict[str, None]:

@@ -101,10 +101,10 @@ class Plan:
 
     @property
     def output_bytes(self) -> int:
-        """Uncompressed size of the tiles' variables that every product has (reflectance,
-        clear count, quality layers)."""
+        """Uncompressed size of the tiles' variables: reflectance, clear count, quality layers
+        and, when the RGB model draws several samples, their spread."""
         pixels = sum(t.height * t.width for t in self.tiles)
-        return pixels * bytes_per_pixel(self.request.bands)
+        return pixels * bytes_per_pixel(self.request.bands, self.resolver.uncertainty)
 
     def scenes_over(self, tile: Tile) -> list[Scene]:
         """The scenes whose footprint touches the tile and the models' halo around it, in the
