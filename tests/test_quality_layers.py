@@ -5,6 +5,7 @@ import json
 from datetime import date
 from pathlib import Path
 
+import dask
 import numpy as np
 import pytest
 import rioxarray  # noqa: F401  (registers the .rio accessor)
@@ -159,7 +160,8 @@ def composite_under(ds: xr.Dataset, stac: str) -> tuple[np.ndarray, np.ndarray]:
     epsg = ds.rio.crs.to_epsg()
     reflectance = load_reflectance(items, REFLECTANCE_BANDS, epsg, bounds)
     composite, count = median_composite(reflectance, load_scl(items, epsg, bounds))
-    return composite.compute().values, count.compute().values
+    composite, count = dask.compute(composite, count)  # one read of the scenes for both
+    return composite.values, count.values
 
 
 def stored_flag(out: Path | str) -> np.ndarray:
