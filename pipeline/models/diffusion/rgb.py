@@ -170,8 +170,8 @@ class DiffFuSRRGB(PinnedWeights):
     def _network(self) -> DiffFuSR:
         return self._resident(_build_network, self.network, self.compile)
 
-    def __call__(self, rgb: np.ndarray, origin: tuple[int, int], margin: int = 0) -> np.ndarray:
-        return self.sample(rgb, origin, margin)[0]
+    def __call__(self, rgb: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+        return self.sample(rgb, origin)[0]
 
     def sample(
         self, rgb: np.ndarray, origin: tuple[int, int], margin: int = 0
