@@ -1,6 +1,8 @@
-"""Seam score of the RGB stage on a multi-tile run of the demo region.
+"""Seam score of the RGB stage, and of a learned fusion's bands, on a multi-tile run of the
+demo region.
 
     python -m benchmarks.seams [--tile-size 480] [--block-size 240] [--steps 20] [--overlap N]
+        [--fusion-model bicubic|gram-schmidt|difffusr-fusion]
 
 Seam score = mean absolute difference between neighbouring 2.5 m pixels across a tile
 boundary (or, for DiffFuSR, a boundary between two sampling windows inside a tile) ÷ the same
@@ -12,6 +14,7 @@ construction, is run alongside as the yardstick of what natural variation gives.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 
@@ -21,6 +24,7 @@ import xarray as xr
 from benchmarks._common import demo_request, write_json
 from pipeline.geo.bands import RGB_BANDS, SCALE
 from pipeline.geo.grid import lattice_origin
+from pipeline.models.superresolve import GUIDE_CONTEXT
 from pipeline.product.store import ProductStore
 from pipeline.run.cluster import dask_client
 from pipeline.run.dispatch import run_tiles
@@ -50,16 +54,26 @@ def window_boundaries(origin: int, length: int, window: int, overlap: int) -> np
 
 
 def run(
-    rgb_model: str, options: dict, tile_size: int, block_size: int | None, workers: int, out: str
+    rgb_model: str,
+    options: dict,
+    fusion_model: str,
+    guide_context: int | None,
+    tile_size: int,
+    block_size: int | None,
+    workers: int,
+    out: str,
 ) -> dict:
     request = demo_request(
         tile_size=tile_size,
         rgb_model=rgb_model,
         rgb_options=options,
-        fusion_model="bicubic",
+        fusion_model=fusion_model,
         block_size=block_size,
     )
     plan = plan_region(request)
+    plan = dataclasses.replace(
+        plan, resolver=dataclasses.replace(plan.resolver, guide_context=guide_context)
+    )
     store = ProductStore.create(out, plan.grid, request.bands, {})
     started = time.perf_counter()
     with dask_client(None, workers) as client:
@@ -67,7 +81,8 @@ def run(
     wall = time.perf_counter() - started
     if summary.failed:
         raise SystemExit(f"tiles failed: {summary.failed}")
-    image = xr.open_zarr(out)["reflectance"].sel(band=list(RGB_BANDS)).values.astype(np.float32)
+    reflectance = xr.open_zarr(out)["reflectance"]
+    image = reflectance.sel(band=list(RGB_BANDS)).values.astype(np.float32)
     rows = np.arange(tile_size, image.shape[1], tile_size)
     cols = np.arange(tile_size, image.shape[2], tile_size)
     result = {
@@ -75,6 +90,10 @@ def run(
         "wall_seconds": round(wall, 1),
         "tile_seam_score": round(seam_score(image, rows, cols), 4),
     }
+    if fusion_model != "bicubic":  # the fused bands, across the tiles' edges
+        fused = [b for b in request.bands if b not in RGB_BANDS]
+        fused_image = reflectance.sel(band=fused).values.astype(np.float32)
+        result["fused_tile_seam_score"] = round(seam_score(fused_image, rows, cols), 4)
     rgb = plan.resolver.rgb
     if hasattr(rgb, "window"):
         origin = lattice_origin(plan.grid.geobox.zoom_out(SCALE))
@@ -100,24 +119,37 @@ def main() -> None:
         "--overlap", type=int, help="difffusr window overlap, 10 m pixels (default: the model's)"
     )
     p.add_argument("--rgb-model", default="difffusr")
+    p.add_argument(
+        "--fusion-model",
+        default="bicubic",
+        help="a learned fusion also scores its bands' seams, with its guide sampled over "
+        "the default context and over its whole reach",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default="benchmarks/results/seams.json")
     args = p.parse_args()
     results = {}
+    guides = {"": GUIDE_CONTEXT}
+    if args.fusion_model != "bicubic":
+        guides[", whole guide"] = None
     with tempfile.TemporaryDirectory() as tmp:
         for model in dict.fromkeys([args.rgb_model, "bicubic"]):
             options = {"steps": args.steps} if model == "difffusr" else {}
             if model == "difffusr" and args.overlap is not None:
                 options["overlap"] = args.overlap
-            results[model] = run(
-                model,
-                options,
-                args.tile_size,
-                args.block_size or None,
-                args.workers,
-                f"{tmp}/{model}.zarr",
-            )
-            print(model, results[model])
+            for suffix, guide in guides.items() if model == "difffusr" else [("", None)]:
+                label = model + suffix
+                results[label] = run(
+                    model,
+                    options,
+                    args.fusion_model,
+                    guide,
+                    args.tile_size,
+                    args.block_size or None,
+                    args.workers,
+                    f"{tmp}/{len(results)}.zarr",
+                )
+                print(label, results[label])
     write_json(args.json, {"settings": vars(args), "results": results})
 
 

@@ -36,10 +36,17 @@ from pipeline.models.diffusion.cost import executed_over_useful, tile_windows
 from pipeline.models.diffusion.network import DiffFuSR, DiffFuSRConfig
 from pipeline.models.diffusion.rgb import DEFAULT_WINDOW, device_defaults
 from pipeline.models.diffusion.unet import UNetConfig
-from pipeline.models.fusion.model import fusion_halo
+from pipeline.models.fusion.model import fusion_halo, mtf_halo
+from pipeline.models.fusion.mtf import MTFFusionNetwork
 from pipeline.models.fusion.network import FusionNetwork
 from pipeline.models.radiometry import correction_reach
-from pipeline.models.superresolve import CPU_LAYOUT, GPU_LAYOUT, Layout, region_halo
+from pipeline.models.superresolve import (
+    CPU_LAYOUT,
+    GPU_LAYOUT,
+    GUIDE_CONTEXT,
+    Layout,
+    region_halo,
+)
 
 SEED = 0
 PAPER_STEPS = 20
@@ -152,10 +159,13 @@ def print_flops(flops: dict[str, Any], tile: int, scale: int) -> dict[str, float
 def layouts() -> list[tuple[str, Layout, int, int, str, int]]:
     """(label, layout, window, overlap, fusion, fusion halo) at the defaults and around them:
     the paper's 64-pixel windows and the demo weights' 16, the default fusion (Gram–Schmidt)
-    and the learned one at the paper's sizes with its guarantee (on by default)."""
+    and the learned ones at the paper's and the published sizes with their guarantee (on by
+    default)."""
     fusions = {
         "gram-schmidt": get_fusion_model("gram-schmidt").halo,
         "difffusr-fusion (paper sizes)": fusion_halo(FusionNetwork().blocks)
+        + correction_reach(MAX_RATIO),
+        "difffusr-fusion 2nd gen (published)": mtf_halo(MTFFusionNetwork())
         + correction_reach(MAX_RATIO),
     }
     rows = []
@@ -180,13 +190,17 @@ def executed_vs_useful(flops: dict[str, Any], tile: int) -> list[dict[str, Any]]
     """Executed / useful FLOPs of one tile for each layout of ``layouts``, over the tile's
     possible positions on the window lattice (its origin on the 60 m lattice), and the paper
     model's TFLOP per tile at ``PAPER_STEPS`` when the window is the ``tile`` counted. The
-    RGB model has its guarantee (on by default); as the region flow runs it, it skips the
-    windows that only the tile's halo needs (``inset``); ``all_windows`` is without that."""
+    RGB model has its guarantee (on by default); as the region flow runs it, it samples only
+    the windows that the tile's pixels, the guarantee's reach and the fusion's guide over
+    ``GUIDE_CONTEXT`` pixels need; ``whole_guide`` samples the guide over the fusion's whole
+    reach, ``all_windows`` every window of the tile's region."""
     rows = []
     reach = correction_reach(1)
     for label, layout, window, overlap, fusion, fusion_reach in layouts():
         halo = region_halo(window + reach, fusion_reach)
-        ratios = _ratios(layout, window, overlap, halo, max(0, halo - fusion_reach - reach))
+        guide = min(fusion_reach, GUIDE_CONTEXT)
+        ratios = _ratios(layout, window, overlap, halo, max(0, halo - guide - reach))
+        whole_guide = _ratios(layout, window, overlap, halo, max(0, halo - fusion_reach - reach))
         every = _ratios(layout, window, overlap, halo, 0)
         row = {
             "layout": label,
@@ -197,6 +211,7 @@ def executed_vs_useful(flops: dict[str, Any], tile: int) -> list[dict[str, Any]]
             "fusion": fusion,
             "halo": halo,
             "executed_over_useful": _spread(ratios),
+            "executed_over_useful_whole_guide": _spread(whole_guide),
             "executed_over_useful_all_windows": _spread(every),
         }
         if window == tile:
@@ -227,7 +242,8 @@ def _spread(values: list[float]) -> dict[str, float]:
 def print_executed_vs_useful(rows: list[dict[str, Any]]) -> None:
     head = (
         f"{'layout':<20} {'tile':>6} {'block':>6} {'window':>6} {'overlap':>7} {'halo':>5}  "
-        f"{'fusion':<30} {'executed / useful (min-max)':>28} {'all windows':>12}"
+        f"{'fusion':<36} {'executed / useful (min-max)':>28} {'whole guide':>12} "
+        f"{'all windows':>12}"
     )
     print(head)
     print("-" * len(head))
@@ -235,8 +251,9 @@ def print_executed_vs_useful(rows: list[dict[str, Any]]) -> None:
         ratio = r["executed_over_useful"]
         print(
             f"{r['layout']:<20} {r['tile_size']:>6} {r['block_size'] or 'whole':>6} "
-            f"{r['window']:>6} {r['overlap']:>7} {r['halo']:>5}  {r['fusion']:<30} "
+            f"{r['window']:>6} {r['overlap']:>7} {r['halo']:>5}  {r['fusion']:<36} "
             f"{ratio['mean']:>14.3f} ({ratio['min']:.3f}-{ratio['max']:.3f}) "
+            f"{r['executed_over_useful_whole_guide']['mean']:>12.3f} "
             f"{r['executed_over_useful_all_windows']['mean']:>12.3f}"
         )
 

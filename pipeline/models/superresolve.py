@@ -30,6 +30,12 @@ TASK_PREFIX = "superresolve"
 #: block (``apply(block_size=None)``): the fusion networks hold their activations for the
 #: whole block at once, which a tile's region would not fit.
 FUSION_BLOCK = 240
+#: How far, in 10 m pixels, beyond the pixels a block keeps the RGB model samples the guide
+#: that the fusion reads: beyond it the fusion sees the bilinear ×4 of the input, a guide
+#: without detail. The fusion's reach is longer (19 to 79 pixels), but sampling the
+#: diffusion over all of it is work mostly thrown away, while the detail there moves the
+#: kept pixels little (docs/benchmarks.md, "the guide's context").
+GUIDE_CONTEXT = 6
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class SuperResolver:
     #: radiometric guarantee, which would make every product average back to its input.
     judged: bool = False
     bands: tuple[str, ...] = REFLECTANCE_BANDS
+    #: See :data:`GUIDE_CONTEXT`; None: the fusion's whole reach.
+    guide_context: int | None = GUIDE_CONTEXT
 
     @property
     def halo(self) -> int:
@@ -148,8 +156,12 @@ class SuperResolver:
 
     def rgb_margin(self, margin: int) -> int:
         """The RGB stage's margin in a block whose output is discarded within ``margin``: the
-        fusion reads the RGB as far as its halo into it."""
-        return max(0, margin - self.fusion.halo)
+        fusion reads the RGB as far as its halo into it, sampled as far as
+        :attr:`guide_context`."""
+        reach = self.fusion.halo
+        if self.guide_context is not None:
+            reach = min(reach, self.guide_context)
+        return max(0, margin - reach)
 
     def rgb_stage(
         self, lr: np.ndarray, origin: tuple[int, int], margin: int = 0

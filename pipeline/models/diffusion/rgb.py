@@ -223,7 +223,8 @@ class DiffFuSRRGB(PinnedWeights):
         autograd mode, so that an attribution can follow the samples back to the input.
 
         ``focus`` (rows, columns of the block): only the lattice windows that touch it are
-        sampled, which leaves the focus's pixels as they are and the others at 0. ``level``:
+        sampled, which leaves the focus's pixels as they are and gives the others the bilinear
+        ×4 of the input, a guide without detail (see :func:`_unsampled`). ``level``:
         instead of the whole chain, one denoising step at that timestep from x_t = √ᾱ·x̂ +
         √(1 − ᾱ)·ε, x̂ the bilinear ×4 of the input (held fixed), ε the block's own noise:
         the network's x0 prediction at that noise level, for a fraction of the chain's cost.
@@ -255,7 +256,7 @@ class DiffFuSRRGB(PinnedWeights):
                 )
             else:
                 out = _one_step(net, denoise, lr, noise(0), level)
-            out = torch.where(blend.total > 0, out, -1.0)
+            out = torch.where(blend.total > 0, out, _unsampled(net, lr, focus is not None))
         out = out[:, :, top * SCALE : (top + h) * SCALE, left * SCALE : (left + w) * SCALE]
         return net.denormalize(out.float())
 
@@ -385,14 +386,33 @@ def _one_step(
     schedule = net.diffusion
     if not 0 <= level < schedule.timesteps:
         raise ValueError(f"the noise level must be a timestep from 0 to {schedule.timesteps - 1}")
-    clean = net.normalize(
-        F.interpolate(lr.detach(), scale_factor=SCALE, mode="bilinear", align_corners=False)
-    )
+    clean = _lifted(net, lr.detach())
     x_t = schedule.sqrt_alphas_cumprod[level] * clean + (
         schedule.sqrt_one_minus_alphas_cumprod[level] * noise
     )
     gamma = schedule.sqrt_alphas_cumprod[level].expand(len(x_t), 1)
     return denoise(x_t, gamma).clamp(-1.0, 1.0)
+
+
+def _lifted(net: DiffFuSR, lr: torch.Tensor) -> torch.Tensor:
+    """The bilinear ×4 of ``lr`` [1, 3, H, W] in network space."""
+    return net.normalize(
+        F.interpolate(lr, scale_factor=SCALE, mode="bilinear", align_corners=False)
+    )
+
+
+def _unsampled(net: DiffFuSR, lr: torch.Tensor, focused: bool) -> torch.Tensor:
+    """What the pixels of no sampled window hold, in network space: reflectance 0 where the
+    input is no-data (a window of nothing but zeros is never sampled); where a ``focused``
+    draw left windows holding data out, the bilinear ×4 of the input. A fusion reading those
+    pixels as its guide beyond the context it is given (see
+    :data:`pipeline.models.superresolve.GUIDE_CONTEXT`) then sees no detail there, rather
+    than a dark border."""
+    empty = torch.tensor(-1.0, device=lr.device)
+    if not focused:
+        return empty
+    data = F.interpolate(lr.ne(0).any(1, keepdim=True).float(), scale_factor=SCALE) > 0
+    return torch.where(data, _lifted(net, lr), empty)
 
 
 class _Windows:
