@@ -105,6 +105,23 @@ def run(
     return result
 
 
+def change_dn(capped: str, whole: str, fusion_model: str) -> dict[str, float]:
+    """How far the fused bands of the product made with the guide sampled over its default
+    context lie from those made with it sampled over the fusion's whole reach, in DN."""
+    fused = [b for b in xr.open_zarr(capped)["reflectance"].band.values if b not in RGB_BANDS]
+    a, b = (  # the stored DN, 0 where no data
+        xr.open_zarr(p, mask_and_scale=False)["reflectance"].sel(band=fused).values.astype(float)
+        for p in (capped, whole)
+    )
+    d = np.where((a > 0) & (b > 0), np.abs(a - b), np.nan)
+    return {
+        "max": float(np.nanmax(d)),
+        "mean": round(float(np.nanmean(d)), 4),
+        "p99": float(np.nanpercentile(d, 99)),
+        "share_changed": round(float(np.nanmean(d > 0)), 4),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tile-size", type=int, default=480)
@@ -150,6 +167,11 @@ def main() -> None:
                     f"{tmp}/{len(results)}.zarr",
                 )
                 print(label, results[label])
+        if len(guides) > 1:  # what the guide's context changes in the fused product
+            results["guide_context_change_dn"] = change_dn(
+                f"{tmp}/0.zarr", f"{tmp}/1.zarr", args.fusion_model
+            )
+            print("guide context's change (DN)", results["guide_context_change_dn"])
     write_json(args.json, {"settings": vars(args), "results": results})
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from pipeline.models import get_fusion_model
 from pipeline.models.diffusion.cost import executed_over_useful, sampled_windows, tile_windows
@@ -93,3 +95,32 @@ def test_executed_over_useful_is_a_ratio_of_pixels() -> None:
     assert tile_windows((48, 32), 0, None, 16, 0, (0, 0)) == 6
     assert executed_over_useful(25, 16, (4 * 48) ** 2) == pytest.approx(25 * 16**2 / 48**2)
     assert executed_over_useful(6, 16, 4 * 48 * 4 * 32) == 1
+
+
+def test_pixels_of_no_sampled_window_hold_the_bilinear_lift_or_no_data() -> None:
+    """Beyond the windows a block's kept pixels need, the RGB model's output is a guide
+    without detail for the fusion, which reads it as far as its reach (``GUIDE_CONTEXT``
+    sampled): the bilinear ×4 of the input, and reflectance 0 where the input has none."""
+    model = DiffFuSRRGB(**MODEL)
+    lr = smooth_bands(72)[:3]
+    lr[:, 60:, :12] = 0  # no data in the bottom-left corner
+    margin = 30
+    out = model.draw(lr, (606, -1200), margin)[0]
+    lifted = F.interpolate(torch.from_numpy(lr)[None], scale_factor=4, mode="bilinear")[0]
+    far = (slice(None), slice(8, 40), slice(200, 280))  # top right, clear of every window
+    np.testing.assert_allclose(out[far], lifted[far].numpy(), atol=1e-6)
+    assert (out[:, 260:, :30] == 0).all()  # inside the no-data corner
+    near = (slice(None), slice(4 * margin, -4 * margin), slice(4 * margin, -4 * margin))
+    assert np.abs(out[near] - lifted[near].numpy()).max() > 1e-3  # sampled
+
+
+def smooth_bands(region: int) -> np.ndarray:
+    """12 bands of a region with texture at several scales, like land cover."""
+    rng = np.random.default_rng(2)
+    bands = np.zeros((12, region, region), np.float32)
+    for cells in (3, 12, 48):
+        field = rng.uniform(0, 0.1, (12, cells, cells)).astype(np.float32)
+        bands += np.kron(field, np.ones((region // cells + 1,) * 2, np.float32))[
+            :, :region, :region
+        ]
+    return bands + 0.02
