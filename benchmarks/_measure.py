@@ -32,6 +32,12 @@ class TimedResolver(SuperResolver):
     isolate the models.
     """
 
+    @classmethod
+    def of(cls, resolver: SuperResolver) -> TimedResolver:
+        """``resolver`` with every setting it has, timed."""
+        fields = dataclasses.fields(resolver)
+        return cls(**{f.name: getattr(resolver, f.name) for f in fields})
+
     def block(self, bands, origin, fusion_block=None, margin=0):
         started = time.time()
         out = super().block(bands, origin, fusion_block, margin)
@@ -104,6 +110,7 @@ def measure(plan: Plan, client: Client, workers: int, gpus: int, out: str) -> di
     km2 = out_pixels * RESOLUTION**2 / 1e6
     result = {
         "failed_tiles": len(summary.failed),
+        "failures": dict(list(summary.failed.items())[:3]),
         "run_wall_seconds": round(wall, 3),
         "output_megapixels_per_second": round(out_pixels / wall / 1e6, 3),
         "tasks": len(stream.data),

@@ -109,7 +109,7 @@ def main() -> None:
     )
     started = time.perf_counter()
     plan = plan_region(request)
-    timed = TimedResolver(plan.resolver.rgb, plan.resolver.fusion)
+    timed = TimedResolver.of(plan.resolver)
     plan = dataclasses.replace(plan, resolver=timed)
     planned = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, dask_client(None, args.workers, args.gpus) as client:

@@ -221,9 +221,7 @@ def measure_size(size: int, args: argparse.Namespace, tmp: str) -> tuple[Plan, d
     )
     started = time.perf_counter()
     plan = plan_region(request)
-    plan = dataclasses.replace(
-        plan, resolver=CountingResolver(plan.resolver.rgb, plan.resolver.fusion)
-    )
+    plan = dataclasses.replace(plan, resolver=CountingResolver.of(plan.resolver))
     planned = time.perf_counter()
     scenes = items_per_tile(plan)
     picked = time.perf_counter()
