@@ -411,7 +411,8 @@ def _unsampled(net: DiffFuSR, lr: torch.Tensor, focused: bool) -> torch.Tensor:
     empty = torch.tensor(-1.0, device=lr.device)
     if not focused:
         return empty
-    data = F.interpolate(lr.ne(0).any(1, keepdim=True).float(), scale_factor=SCALE) > 0
+    data = lr.ne(0).any(1, keepdim=True)
+    data = data.repeat_interleave(SCALE, -2).repeat_interleave(SCALE, -1)
     return torch.where(data, _lifted(net, lr), empty)
 
 
