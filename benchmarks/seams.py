@@ -105,7 +105,7 @@ def run(
     return result
 
 
-def change_dn(capped: str, whole: str, fusion_model: str) -> dict[str, float]:
+def change_dn(capped: str, whole: str) -> dict[str, float]:
     """How far the fused bands of the product made with the guide sampled over its default
     context lie from those made with it sampled over the fusion's whole reach, in DN."""
     fused = [b for b in xr.open_zarr(capped)["reflectance"].band.values if b not in RGB_BANDS]
@@ -145,7 +145,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", default="benchmarks/results/seams.json")
     args = p.parse_args()
-    results = {}
+    results, products = {}, {}
     guides = {"": GUIDE_CONTEXT}
     if args.fusion_model != "bicubic":
         guides[", whole guide"] = None
@@ -156,6 +156,7 @@ def main() -> None:
                 options["overlap"] = args.overlap
             for suffix, guide in guides.items() if model == "difffusr" else [("", None)]:
                 label = model + suffix
+                products[label] = f"{tmp}/{len(products)}.zarr"
                 results[label] = run(
                     model,
                     options,
@@ -164,13 +165,12 @@ def main() -> None:
                     args.tile_size,
                     args.block_size or None,
                     args.workers,
-                    f"{tmp}/{len(results)}.zarr",
+                    products[label],
                 )
                 print(label, results[label])
-        if len(guides) > 1:  # what the guide's context changes in the fused product
-            results["guide_context_change_dn"] = change_dn(
-                f"{tmp}/0.zarr", f"{tmp}/1.zarr", args.fusion_model
-            )
+        whole = "difffusr, whole guide"
+        if whole in products:  # what the guide's context changes in the fused product
+            results["guide_context_change_dn"] = change_dn(products["difffusr"], products[whole])
             print("guide context's change (DN)", results["guide_context_change_dn"])
     write_json(args.json, {"settings": vars(args), "results": results})
 
