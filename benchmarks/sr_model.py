@@ -45,6 +45,7 @@ from pipeline.models.superresolve import (
     GPU_LAYOUT,
     GUIDE_CONTEXT,
     Layout,
+    guide_margin,
     region_halo,
 )
 
@@ -198,9 +199,12 @@ def executed_vs_useful(flops: dict[str, Any], tile: int) -> list[dict[str, Any]]
     reach = correction_reach(1)
     for label, layout, window, overlap, fusion, fusion_reach in layouts():
         halo = region_halo(window + reach, fusion_reach)
-        guide = min(fusion_reach, GUIDE_CONTEXT)
-        ratios = _ratios(layout, window, overlap, halo, max(0, halo - guide - reach))
-        whole_guide = _ratios(layout, window, overlap, halo, max(0, halo - fusion_reach - reach))
+        ratios, whole_guide = (
+            _ratios(
+                layout, window, overlap, halo, max(0, guide_margin(halo, fusion_reach, g) - reach)
+            )
+            for g in (GUIDE_CONTEXT, None)
+        )
         every = _ratios(layout, window, overlap, halo, 0)
         row = {
             "layout": label,

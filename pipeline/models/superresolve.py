@@ -67,6 +67,14 @@ def region_halo(rgb_halo: int, fusion_halo: int) -> int:
     return -(-(rgb_halo + fusion_halo) // LATTICE_PIXELS) * LATTICE_PIXELS
 
 
+def guide_margin(margin: int, fusion_halo: int, guide_context: int | None = GUIDE_CONTEXT) -> int:
+    """The pixels at the edge of a block, whose output is discarded within ``margin``, that
+    the RGB stage need not sample for a fusion of halo ``fusion_halo`` whose guide is
+    sampled over ``guide_context`` pixels (None: its whole halo)."""
+    reach = fusion_halo if guide_context is None else min(fusion_halo, guide_context)
+    return max(0, margin - reach)
+
+
 def model_input(bands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The pixels valid in every band, and the bands as the models see them: no-data pixels
     at reflectance 0."""
@@ -158,10 +166,7 @@ class SuperResolver:
         """The RGB stage's margin in a block whose output is discarded within ``margin``: the
         fusion reads the RGB as far as its halo into it, sampled as far as
         :attr:`guide_context`."""
-        reach = self.fusion.halo
-        if self.guide_context is not None:
-            reach = min(reach, self.guide_context)
-        return max(0, margin - reach)
+        return guide_margin(margin, self.fusion.halo, self.guide_context)
 
     def rgb_stage(
         self, lr: np.ndarray, origin: tuple[int, int], margin: int = 0

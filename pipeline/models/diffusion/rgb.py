@@ -177,8 +177,8 @@ class DiffFuSRRGB(PinnedWeights):
         self, rgb: np.ndarray, origin: tuple[int, int], margin: int = 0
     ) -> tuple[np.ndarray, np.ndarray]:
         """(mean, per-pixel std over the samples) at 2.5 m, both (3, 4h, 4w) reflectance,
-        each sample with the radiometric guarantee when ``consistent``; undefined within
-        ``margin`` 10 m pixels of the block's edge, where no caller reads it."""
+        each sample with the radiometric guarantee when ``consistent``; within ``margin`` 10 m
+        pixels of the block's edge only as far as :meth:`draw` samples it."""
         draws = self.draw(rgb, origin, margin)
         if self.consistent:
             draws = self.correct(draws, rgb)
@@ -189,7 +189,8 @@ class DiffFuSRRGB(PinnedWeights):
         """The network's own samples (S, 3, 4h, 4w), reflectance, before any guarantee.
 
         Only the windows that touch the pixels the output outside ``margin`` depends on (the
-        correction's reach further in) are sampled: a tile's halo is context, and sampling
+        correction's reach further in) are sampled, the others holding the bilinear ×4 of the
+        input (see :meth:`draw_tensor`): a tile's halo is context, and sampling
         the windows that lie in it alone would be work thrown away (docs/benchmarks.md,
         "executed vs useful"). A kept pixel is blended from the same windows either way; over
         several steps, the windows at the edge of those sampled are blended with fewer
