@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
@@ -28,13 +27,12 @@ from typing import Any
 import numpy as np
 import zarr
 from distributed import Client, Future, as_completed
-from zarr.errors import ZarrUserWarning
 
 from pipeline.errors import reason
 from pipeline.geo.grid import OutputGrid, geotransform, pixel_centres, transform
 from pipeline.product.conventions import MULTISCALES, PROJ, SPATIAL, spatial_grid
 from pipeline.product.pyramid import AVERAGE, OVERVIEWS, level_path, reduce_2x2
-from pipeline.product.schema import AXES, REFLECTANCE, RESAMPLING, VARIABLES, resampling
+from pipeline.product.schema import AXES, REFLECTANCE, RESAMPLING, VARIABLES, Variable
 from pipeline.product.store import MARKERS, ProductStore
 
 
@@ -137,12 +135,11 @@ def build_shard(store: ProductStore, level: int, row: int, col: int, signature: 
     """
     root = store.zarr_store()
     below = zarr.open_group(root, path=level_path(level - 1), mode="r", use_consolidated=False)
-    for name in _variables(below):
-        source = below[name]
-        target = zarr.open_array(root, path=f"{level_path(level)}/{name}", mode="r+")
+    for variable, source in _variables(below):
+        target = zarr.open_array(root, path=f"{level_path(level)}/{variable.name}", mode="r+")
         rows = range(row * n, min((row + 1) * n, target.shape[-2]))
         cols = range(col * n, min((col + 1) * n, target.shape[-1]))
-        method = resampling(name)
+        method = variable.resampling
         out = np.empty((*source.shape[:-2], len(rows), len(cols)), source.dtype)
         for y in range(2 * rows.start, min(2 * rows.stop, source.shape[-2]), n):
             for x in range(2 * cols.start, min(2 * cols.stop, source.shape[-1]), n):
@@ -207,12 +204,10 @@ def _run_shards(
     return errors
 
 
-def _variables(group: zarr.Group) -> list[str]:
-    """The variables of the schema that a level has (the uncertainty is optional)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ZarrUserWarning)  # the root's tiles/ is not a node
-        names = {name for name, _ in group.arrays()}
-    return [v.name for v in VARIABLES if v.name in names]
+def _variables(group: zarr.Group) -> list[tuple[Variable, zarr.Array]]:
+    """The variables of the schema that a level has (the uncertainty is optional), with their
+    arrays: one read of each array's metadata, none of the level's other members."""
+    return [(v, array) for v in VARIABLES if (array := group.get(v.name)) is not None]
 
 
 def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
@@ -245,15 +240,14 @@ def _create_levels(store: ProductStore, grid: OutputGrid, levels: int) -> None:
         crs = dict(root["spatial_ref"].attrs)
         crs["GeoTransform"] = geotransform(box)
         group.create_array("spatial_ref", shape=(), dtype="int64", fill_value=0, attributes=crs)
-        for name in _variables(root):
-            source = root[name]
+        for variable, source in _variables(root):
             shards = source.shards
             if level == 1:
                 shards = (*shards[:-2], *(side // 2 for side in shards[-2:]))
             array = _like(group, source, (*source.shape[:-2], height, width), source.chunks, shards)
             array.update_attributes(
                 {
-                    "resampling_method": resampling(name),
+                    "resampling_method": variable.resampling,
                     **spatial_grid(transform(box), (height, width)),
                 }
             )

@@ -230,11 +230,6 @@ def axes(variables: tuple[Variable, ...]) -> list[Axis]:
     return [axis for axis in AXES if any(v.axis == axis for v in variables)]
 
 
-def resampling(name: str) -> str:
-    """How the overviews of the variable ``name`` are reduced."""
-    return BY_NAME[name].resampling
-
-
 def bytes_per_pixel(bands: tuple[str, ...], uncertainty: bool = False) -> int:
     """Uncompressed bytes per 2.5 m pixel of a product's variables (see :func:`stored`)."""
     return sum(v.itemsize * int(np.prod(v.depth(bands))) for v in stored(uncertainty))
