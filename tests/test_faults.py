@@ -15,20 +15,20 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from pipeline.product.schema import stored
 from tests.products import DEMO_TILES, DEMO_TILING
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The demo in 6 tiles: enough to stop a run part-way, few enough overview shards to be quick;
-#: the tiling of the session's demo product, whose pixels are the uninterrupted run's.
-TILES = DEMO_TILING
-TILE_COUNT = DEMO_TILES
-VARIABLES = ("reflectance", "clear_count", "consistency", "spectral_angle", "hallucination_risk")
+#: Every variable of a product without the RGB spread, as the schema defines them.
+VARIABLES = tuple(v.name for v in stored(uncertainty=False))
 
 pytestmark = pytest.mark.slow
 
 
 def flow(*args: str) -> list[str]:
-    return [sys.executable, "-m", "flows.region", *TILES, *args]
+    # the demo in 6 tiles (the session's demo product's, whose pixels are the uninterrupted
+    # run's): enough to stop a run part-way, few enough overview shards to be quick
+    return [sys.executable, "-m", "flows.region", *DEMO_TILING, *args]
 
 
 def markers(s3_server, out: str) -> dict[str, str]:
@@ -70,7 +70,7 @@ def faults_bucket(s3_server) -> str:
 def reference(demo_product) -> dict[str, np.ndarray]:
     """The pixels of an uninterrupted run: the session's demo product, made with these tiles
     (on local disk: where they are stored changes none)."""
-    assert len(list((demo_product / "tiles").glob("*.json"))) == TILE_COUNT
+    assert len(list((demo_product / "tiles").glob("*.json"))) == DEMO_TILES
     return pixels(str(demo_product))
 
 
@@ -93,7 +93,7 @@ def test_a_killed_flow_resumes_with_the_missing_tiles_only(
         os.killpg(running.pid, signal.SIGKILL)
         running.wait()
     before = markers(s3_server, out)
-    assert 2 <= len(before) < TILE_COUNT
+    assert 2 <= len(before) < DEMO_TILES
 
     # the re-run on the session's cluster: resuming does not depend on which cluster runs it
     rerun = subprocess.run(
@@ -104,7 +104,7 @@ def test_a_killed_flow_resumes_with_the_missing_tiles_only(
         timeout=600,
     )
     assert rerun.returncode == 0, rerun.stderr
-    written = TILE_COUNT - len(before)
+    written = DEMO_TILES - len(before)
     assert f"{written} tiles written, {len(before)} already finished" in rerun.stdout
     after = markers(s3_server, out)
     assert {key: after[key] for key in before} == before  # finished tiles were not redone
