@@ -60,6 +60,6 @@ def tile_summaries(
     url: str, storage_options: dict[str, Any] | None = None
 ) -> dict[str, dict[str, Any]]:
     """The summary of every finished tile, by tile key, from the tiles' completion markers
-    (its keys: :class:`pipeline.product.schema.Summary`)."""
+    (the scenes' ``items`` and each variable's :class:`pipeline.product.schema.Summary` key)."""
     markers = ProductStore(url, storage_options).markers()
     return {marker["tile"]: marker["summary"] for marker in markers}

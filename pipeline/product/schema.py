@@ -2,8 +2,8 @@
 what CF attributes and STAC raster facts describe it, how its overviews are reduced and how the
 tiles' summaries of it combine into the product's summary.
 
-The store, the overviews, the STAC files, the size estimate, the tile summaries and the
-read-back all iterate over :data:`VARIABLES`, so that a new quality layer is one entry of
+The store, the overviews, the STAC files, the size estimate and the product's summary of the
+tiles' all iterate over :data:`VARIABLES`, so that a new quality layer is one entry of
 :data:`QUALITY_LAYERS` here (its computation lives in :mod:`pipeline.quality.layers`, which
 also defines the flags' bits). The root attributes that describe the grid are here too: the
 store writes them and every reader rebuilds the grid from them.
@@ -233,11 +233,6 @@ def axes(variables: tuple[Variable, ...]) -> list[Axis]:
 def bytes_per_pixel(bands: tuple[str, ...], uncertainty: bool = False) -> int:
     """Uncompressed bytes per 2.5 m pixel of a product's variables (see :func:`stored`)."""
     return sum(v.itemsize * int(np.prod(v.depth(bands))) for v in stored(uncertainty))
-
-
-def no_data_summary() -> dict[str, None]:
-    """The quality layers' statistics of a tile without data: null, never left out."""
-    return dict.fromkeys(v.summary.key for v in QUALITY_LAYERS)
 
 
 def encode_scaled(values: np.ndarray, scale: float, fill: int) -> np.ndarray:

@@ -29,9 +29,9 @@ from pipeline.inputs.load import Scene
 from pipeline.inputs.signing import Signer
 from pipeline.models.superresolve import SuperResolver
 from pipeline.network import timeout
-from pipeline.product.schema import CLEAR_COUNT, REFLECTANCE, UNCERTAINTY, no_data_summary
+from pipeline.product.schema import CLEAR_COUNT, REFLECTANCE, UNCERTAINTY
 from pipeline.product.store import ProductStore
-from pipeline.quality.layers import judged
+from pipeline.quality.layers import QualityLayers, judged
 from pipeline.redact import redact
 from pipeline.run.retry import may_pass
 
@@ -142,7 +142,7 @@ def complete_tile(job: TileJob, tile: Tile, prepared: TileInput) -> dict:
     if not (prepared.count.any() or np.isfinite(prepared.composite).any()):
         # no scene, or never clear: every array keeps its fill value, only the marker is written
         summary = _summary(prepared.item_ids, 0.0, prepared.count)
-        summary |= no_data_summary()
+        summary |= dict.fromkeys(QualityLayers.SUMMARY_KEYS)  # null, never left out
         job.store.mark_done(job.grid, tile, summary, job.level_one)
         return summary
     resolver = _on_devices(job.resolver, job.devices)
