@@ -173,8 +173,9 @@ class ProductStore:
             **(quality or {}),
         }
         with self._storage_errors(f"tile {tile.key} to "):
-            for name, array in values.items():
-                self._write_window(tile, BY_NAME[name], BY_NAME[name].encode(array), level_one)
+            for name, data in values.items():
+                variable = BY_NAME[name]
+                self._write_window(tile, variable, variable.encode(data), level_one)
         self.mark_done(grid, tile, summary, level_one)
 
     def mark_done(
