@@ -11,6 +11,7 @@ store writes them and every reader rebuilds the grid from them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,10 @@ class Variable:
     def depth(self, bands: tuple[str, ...]) -> tuple[int, ...]:
         """The leading dimension, if any: one entry per label of the axis."""
         return () if self.axis is None else (len(self.axis.labels_for(bands)),)
+
+    def count(self, bands: tuple[str, ...]) -> int:
+        """Values per pixel: one per label of the axis, or one."""
+        return math.prod(self.depth(bands))
 
     def dimensions(self) -> list[str]:
         return [*([] if self.axis is None else [self.axis.name]), "y", "x"]
@@ -232,7 +237,7 @@ def axes(variables: tuple[Variable, ...]) -> list[Axis]:
 
 def bytes_per_pixel(bands: tuple[str, ...], uncertainty: bool = False) -> int:
     """Uncompressed bytes per 2.5 m pixel of a product's variables (see :func:`stored`)."""
-    return sum(v.itemsize * int(np.prod(v.depth(bands))) for v in stored(uncertainty))
+    return sum(v.itemsize * v.count(bands) for v in stored(uncertainty))
 
 
 def encode_scaled(values: np.ndarray, scale: float, fill: int) -> np.ndarray:

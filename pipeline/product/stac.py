@@ -268,8 +268,7 @@ def _layer_assets(facts: ProductFacts) -> dict[str, pystac.Asset]:
             media_type=ZARR_MEDIA_TYPE,
             roles=[variable.role],
         )
-        count = int(np.prod(variable.depth(facts.bands)))
-        RasterExtension.ext(asset).bands = [variable.raster_band()] * count
+        RasterExtension.ext(asset).bands = [variable.raster_band()] * variable.count(facts.bands)
         assets[variable.name] = asset
     return assets
 
