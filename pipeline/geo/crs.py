@@ -13,7 +13,7 @@ from shapely.geometry import Point, box
 from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import GridError
-from pipeline.geo.aoi import DENSIFY_DEGREES, centre
+from pipeline.geo.aoi import DENSIFY_DEGREES, centre, wgs84_box
 
 _LAEA_EUROPE = box(*CRS.from_epsg(3035).area_of_use.bounds)
 #: Latitudes where UTM zones end (the polar caps are UPS's): no UTM or LAEA grid holds an AOI
@@ -97,12 +97,7 @@ def check_crs(aoi: BaseGeometry, crs: CRS, given: bool = True) -> str | None:
             f"{error:.0%} off 2.5 m on the ground (at most {MAX_SCALE_ERROR:.0%} is "
             f"taken): {where}"
         )
-    parts = (
-        [box(west, south, east, north)]
-        if west <= east
-        else [box(west, south, 180, north), box(-180, south, east, north)]
-    )
-    if given and not shapely.union_all(parts).covers(aoi):
+    if given and not wgs84_box((west, south, east, north)).covers(aoi):
         return (
             f"the AOI reaches beyond the area of use of the CRS ({where}); its pixels "
             f"there are up to {error:.1%} off 2.5 m on the ground"
