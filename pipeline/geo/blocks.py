@@ -76,9 +76,10 @@ def _at_least_halo(chunks: tuple[int, ...], halo: int) -> tuple[int, ...]:
 
 
 def halo_spans(chunks: tuple[int, ...], halo: int) -> list[tuple[int, int, int]]:
-    """Per block of one axis (chunks already merged, see ``_at_least_halo``): the first pixel
-    handed to the block function, and the halo added before and after the block. A single
-    block gets no halo, and the array's outer edges none either."""
+    """Per block of one axis (chunks already grown to at least the halo, see
+    ``_at_least_halo``): the first pixel handed to the block function, and the halo added
+    before and after the block. A single block gets no halo, and the array's outer edges none
+    either."""
     depth = halo if len(chunks) > 1 else 0
     spans, start = [], 0
     for i, size in enumerate(chunks):
