@@ -189,6 +189,21 @@ def check_tile_size(size: int) -> int:
     return size
 
 
+def snap_outward(
+    bounds: tuple[float, float, float, float], anchor: tuple[float, float], cell: float
+) -> tuple[float, float, float, float]:
+    """``bounds`` widened outward to whole ``cell`` × ``cell`` cells of the lattice through
+    ``anchor``."""
+    ax, ay = anchor
+    minx, miny, maxx, maxy = bounds
+    return (
+        math.floor((minx - ax) / cell) * cell + ax,
+        math.floor((miny - ay) / cell) * cell + ay,
+        math.ceil((maxx - ax) / cell) * cell + ax,
+        math.ceil((maxy - ay) / cell) * cell + ay,
+    )
+
+
 def plan_grid(
     aoi: BaseGeometry,
     crs: CRS,
@@ -201,12 +216,8 @@ def plan_grid(
     that when the output CRS is the scenes' own, native 10/20/60 m pixels nest in output pixels.
     """
     check_tile_size(tile_size)
-    minx, miny, maxx, maxy = project(aoi, crs).bounds
-    ax, ay = (a % LATTICE for a in anchor)
-    left = math.floor((minx - ax) / LATTICE) * LATTICE + ax
-    right = math.ceil((maxx - ax) / LATTICE) * LATTICE + ax
-    bottom = math.floor((miny - ay) / LATTICE) * LATTICE + ay
-    top = math.ceil((maxy - ay) / LATTICE) * LATTICE + ay
+    anchor = (anchor[0] % LATTICE, anchor[1] % LATTICE)
+    left, bottom, right, top = snap_outward(project(aoi, crs).bounds, anchor, LATTICE)
     return OutputGrid(
         crs=crs,
         x0=left,

@@ -19,6 +19,7 @@ from pipeline.errors import UserError
 from pipeline.geo.aoi import project
 from pipeline.geo.bands import INPUT_RESOLUTION
 from pipeline.geo.crs import default_crs
+from pipeline.geo.grid import snap_outward
 from pipeline.inputs.catalog import search
 from pipeline.inputs.composite import clear_sky
 from pipeline.inputs.load import check_assets, lattice_anchor, scene_epsg
@@ -58,7 +59,7 @@ def sentinel_composite(
     check_assets(items, bands)
     epsg = scene_epsg(items) or default_crs(aoi).to_epsg()
     footprint = project(aoi, f"EPSG:{epsg}")
-    bounds = _snap(footprint.bounds, lattice_anchor(items, epsg), lattice)
+    bounds = snap_outward(footprint.bounds, lattice_anchor(items, epsg), lattice)
     composite, _ = clear_sky(
         items, epsg, bounds, mask_snow, bands, signer=signer_for(stac, collection)
     )
@@ -71,20 +72,6 @@ def sentinel_composite(
     )
     image[:, ~inside] = np.nan
     return Composite(image, epsg, bounds)
-
-
-def _snap(
-    bounds: tuple[float, float, float, float], anchor: tuple[float, float], r: float
-) -> tuple[float, float, float, float]:
-    """Widen bounds outward to whole r × r cells of the grid through ``anchor``."""
-    ax, ay = anchor
-    minx, miny, maxx, maxy = bounds
-    return (
-        float(ax + np.floor((minx - ax) / r) * r),
-        float(ay + np.floor((miny - ay) / r) * r),
-        float(ax + np.ceil((maxx - ax) / r) * r),
-        float(ay + np.ceil((maxy - ay) / r) * r),
-    )
 
 
 def default_scale(dtype: np.dtype | str) -> float:
