@@ -1,6 +1,6 @@
 """The layout's rules, read from the source: each room of the pipeline imports only the rooms
-below it, nothing imports a command-line module, and no function outside the tests grows past
-60 lines. docs/layout.md explains the rooms; this table is what is checked."""
+before it on the data's path, nothing imports a command-line module, and no function outside
+the tests grows past 60 lines. docs/layout.md explains the rooms; this table is what is checked."""
 
 from __future__ import annotations
 
