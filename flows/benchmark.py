@@ -43,6 +43,7 @@ from pipeline.evaluation.report import markdown, summarize, write_csv
 from pipeline.geo.bands import SCALE
 from pipeline.inputs.catalog import is_demo_catalog
 from pipeline.models import Option, get_fusion_model, get_rgb_model
+from pipeline.models.base import flag_of
 from pipeline.models.published import default_weights, describe, name_of, names
 from pipeline.protocol.wald import FUSION_INPUT, RGB_INPUT
 
@@ -109,9 +110,9 @@ def _add_models(p: argparse.ArgumentParser) -> None:
             help=f"{what}, from {', '.join(choices)}; none to "
             f"skip the stage (default: {' '.join(default_models(stage))})",
         )
-    for stage, name in learned():
+    for _, name in learned():
         models.add_argument(
-            STAGES[stage][name].option("weights").flag,
+            flag_of(name),
             help=f"{name} weights: a file, or one of {', '.join(names(name))} (default: demo "
             f"on the demo, else {default_weights(name, False)})",
         )
