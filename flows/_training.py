@@ -47,9 +47,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_setting(
-    group: argparse._ArgumentGroup, config: object, field: str, text: str = "", **kwargs: Any
-) -> None:
+def add_setting(group: argparse._ArgumentGroup, config: object, field: str, text: str = "") -> None:
     """``--<field>``, with the type and default of ``config``'s field; the help says the
     default after ``text``."""
     value = getattr(config, field)
@@ -59,7 +57,6 @@ def add_setting(
         type=type(value),
         default=value,
         help=f"{text} ({shown})" if text else shown,
-        **kwargs,
     )
 
 
