@@ -262,15 +262,11 @@ def _sources(
         )
     query = sentinel_query(args)
     try:
-        source, validation = (
-            SentinelWaldSource(
-                *query.where,
-                patch=patch,
-                split=split,
-                test_fraction=query.test_fraction,
-                **query.filters,
-            )
-            for patch, split in ((cfg.window, "train"), (cfg.patch, "test"))
+        source, validation = SentinelWaldSource.train_and_test(
+            *query.where,
+            patches=(cfg.window, cfg.patch),
+            test_fraction=query.test_fraction,
+            **query.filters,
         )
     except ValueError as err:
         raise UserError(str(err)) from None

@@ -195,6 +195,17 @@ def test_wald_source_on_the_demo_catalog_yields_clear_rgb_reflectance(wald):
     assert 0.02 < patches.mean() < 0.4
 
 
+def test_both_sides_of_the_cut_from_one_composite_are_those_made_apart(wald, demo_aoi):
+    """The training command's pair: one search and composite for both, the same windows."""
+    train, test = SentinelWaldSource.train_and_test(
+        str(DEMO_CATALOG), demo_aoi, *DATES, patches=(48, 48)
+    )
+    assert train.image is test.image
+    for made, apart in ((train, wald["train"]), (test, wald["test"])):
+        assert (made.split, made.columns, made.bounds) == (apart.split, apart.columns, apart.bounds)
+        np.testing.assert_array_equal(made.sample(8, rng()), apart.sample(8, rng()))
+
+
 def test_wald_patches_are_the_clear_pixels_of_the_scenes(wald):
     """The demo ground never changes, so a clear pixel of any date is the composite's value."""
     source = wald["train"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from datetime import date
-from typing import Protocol
+from typing import Any, Protocol
 
 import fsspec
 import numpy as np
@@ -34,7 +34,7 @@ from shapely.geometry.base import BaseGeometry
 
 from pipeline.errors import UserError, reason
 from pipeline.geo.bands import RGB_BANDS
-from pipeline.inputs.memory import default_scale, sentinel_composite
+from pipeline.inputs.memory import Composite, default_scale, sentinel_composite
 from pipeline.protocol.split import Split, held_out_cut, split_columns
 
 #: File name endings FolderSource reads (case-insensitive).
@@ -180,12 +180,7 @@ class SentinelWaldSource:
         test_fraction: float = 0.25,
         mask_snow: bool = True,
     ) -> None:
-        if split not in ("train", "test", "all"):
-            raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
-        if not 0 < test_fraction < 1:
-            raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-        self.patch = patch
-        self.split = split
+        _check_split(split, test_fraction)
         composite = sentinel_composite(
             stac,
             aoi,
@@ -196,6 +191,33 @@ class SentinelWaldSource:
             max_cloud=max_cloud,
             mask_snow=mask_snow,
         )
+        self._cut(composite, patch, split, test_fraction)
+
+    @classmethod
+    def train_and_test(
+        cls,
+        stac: str,
+        aoi: BaseGeometry,
+        start: date,
+        end: date,
+        *,
+        patches: tuple[int, int],
+        test_fraction: float = 0.25,
+        **filters: Any,
+    ) -> tuple[SentinelWaldSource, SentinelWaldSource]:
+        """Both sides of the held-out cut, windows of ``patches`` (train, test) pixels, from
+        one composite (``filters``: those of the constructor)."""
+        _check_split("train", test_fraction)
+        composite = sentinel_composite(stac, aoi, start, end, RGB_BANDS, **filters)
+        train, test = (cls.__new__(cls), cls.__new__(cls))
+        train._cut(composite, patches[0], "train", test_fraction)
+        test._cut(composite, patches[1], "test", test_fraction)
+        return train, test
+
+    def _cut(self, composite: Composite, patch: int, split: Split, test_fraction: float) -> None:
+        """Take the ``split`` side of ``composite``'s held-out cut, in windows of ``patch``."""
+        self.patch = patch
+        self.split = split
         self.image, self.epsg, self.bounds = composite.image, composite.epsg, composite.bounds
         width = self.image.shape[2]
         self.columns = split_columns(width, held_out_cut(width, test_fraction, 1), split)
@@ -216,6 +238,13 @@ class SentinelWaldSource:
         p = self.patch
         patches = [self.image[:, y : y + p, x : x + p] for y, x in self.windows(n, generator)]
         return np.clip(np.stack(patches), 0, 1).astype(np.float32)
+
+
+def _check_split(split: str, test_fraction: float) -> None:
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split must be 'train', 'test' or 'all', got {split!r}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
 
 
 def clear_windows(image: np.ndarray, patch: int, columns: tuple[int, int]) -> np.ndarray:
