@@ -55,6 +55,7 @@ from shapely.geometry import box, mapping
 from benchmarks._common import write_json
 from pipeline.geo.aoi import read_aoi
 from pipeline.geo.bands import BANDS, REFLECTANCE_BANDS
+from pipeline.geo.grid import Tile
 from pipeline.geo.resample import upsample_nearest
 from pipeline.inputs.load import RUN_ASSETS, Scene
 from pipeline.models.superresolve import SuperResolver
@@ -406,14 +407,20 @@ def window_bytes(href: str, window: rasterio.windows.Window) -> int:
     return int(sizes[top : bottom + 1, left : right + 1].sum())
 
 
-def plain_read(plan: Plan, tiles: int) -> dict:
-    """The same windows as the first ``tiles`` tiles, read with plain rasterio in one thread."""
-    reads = [
+def tile_reads(plan: Plan, tiles: list[Tile]) -> list[tuple]:
+    """(href, window, pixels) of every read of ``tiles`` with the models' halo (see
+    :func:`windows`)."""
+    return [
         w
-        for t in plan.tiles[:tiles]
+        for t in tiles
         for s in plan.scenes_over(t)
         for w in windows(plan, plan.grid.input_bounds(t, plan.resolver.halo), s)
     ]
+
+
+def plain_read(plan: Plan, tiles: int) -> dict:
+    """The same windows as the first ``tiles`` tiles, read with plain rasterio in one thread."""
+    reads = tile_reads(plan, plan.tiles[:tiles])
     started = time.perf_counter()
     for href, window, _ in reads:
         with rasterio.open(href) as src:
@@ -472,12 +479,7 @@ def run_plan(client: Client, plan: Plan, url: str, idle_cpu: float) -> dict:
     """Every tile of ``plan`` through the runner into a new product at ``url``; the
     scheduler's CPU per tile net of ``idle_cpu`` (see :func:`scheduler_idle_cpu`)."""
     store = ProductStore.create(url, plan.grid, REFLECTANCE_BANDS, {}, overwrite=True)
-    reads = [
-        w
-        for t in plan.tiles
-        for s in plan.scenes_over(t)
-        for w in windows(plan, plan.grid.input_bounds(t, plan.resolver.halo), s)
-    ]
+    reads = tile_reads(plan, plan.tiles)
     input_px = sum(p for _, _, p in reads)
     fetched = sum(window_bytes(href, window) for href, window, _ in reads)
     events = len(client.get_events(STANDIN_EVENT))
