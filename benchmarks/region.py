@@ -42,13 +42,19 @@ def windows_by_layout(plan: Plan) -> int | None:
         return None
     halo = plan.resolver.halo
     inset = rgb.inset(plan.resolver.rgb_margin(halo))
-    total = 0
-    for tile in plan.tiles:
-        origin = lattice_origin(plan.grid.input_box(tile, 0))
-        shape = (tile.height // SCALE, tile.width // SCALE)
-        layout = (halo, plan.request.block_size, rgb.window, rgb.overlap, origin, inset)
-        total += tile_windows(shape, *layout)
-    return total
+    block = plan.request.block_size
+    return sum(
+        tile_windows(
+            (tile.height // SCALE, tile.width // SCALE),
+            halo,
+            block,
+            rgb.window,
+            rgb.overlap,
+            lattice_origin(plan.grid.input_box(tile, 0)),
+            inset,
+        )
+        for tile in plan.tiles
+    )
 
 
 def parse_args() -> argparse.Namespace:
