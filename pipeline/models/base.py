@@ -41,7 +41,8 @@ class SamplingRGBModel(RGBModel, Protocol):
 
         ``margin``: the 10 m pixels at each edge of the block whose output the caller
         discards (a halo); the model may leave out the work that only they need, and leaves
-        their output undefined."""
+        their output undefined. The pixels kept near the work left out may then differ by a
+        few DN from those of ``margin`` 0 (see ``DiffFuSRRGB.draw``)."""
         ...
 
 
@@ -54,7 +55,7 @@ class GuaranteedRGBModel(SamplingRGBModel, Protocol):
     consistent: bool
 
     def draw(self, rgb: np.ndarray, origin: tuple[int, int], margin: int = 0) -> np.ndarray:
-        """The model's own samples (S, 3, 4h, 4w), before any guarantee; exact wherever
+        """The model's own samples (S, 3, 4h, 4w), before any guarantee; defined wherever
         their correction reaches a pixel outside ``margin`` (see :meth:`sample`)."""
         ...
 
