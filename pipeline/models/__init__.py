@@ -92,13 +92,11 @@ FUSION_OPTIONS = (
 )
 
 RGB_MODELS["bicubic"] = ModelSpec(Bicubic)
-RGB_MODELS["difffusr"] = ModelSpec(
-    _difffusr, DIFFUSION_OPTIONS, "diffusion RGB model", learned=True
-)
+RGB_MODELS["difffusr"] = ModelSpec(_difffusr, DIFFUSION_OPTIONS, "diffusion RGB model")
 FUSION_MODELS["gram-schmidt"] = ModelSpec(GramSchmidt)
 FUSION_MODELS["bicubic"] = ModelSpec(partial(GramSchmidt, detail=False))
 FUSION_MODELS["difffusr-fusion"] = ModelSpec(
-    _difffusr_fusion, FUSION_OPTIONS, "learned fusion model", learned=True
+    _difffusr_fusion, FUSION_OPTIONS, "learned fusion model"
 )
 
 __all__ = [

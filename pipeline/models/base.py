@@ -122,9 +122,12 @@ class ModelSpec:
     options: tuple[Option, ...] = ()
     #: What its options are called together on a command line ("diffusion RGB model").
     title: str = ""
-    #: Whether it runs on a torch device (keyword ``device``) with weights: a file or a
-    #: published name (the options of keys ``weights`` and ``sha256``).
-    learned: bool = False
+
+    @property
+    def learned(self) -> bool:
+        """Whether it runs on a torch device (keyword ``device``) with weights: a file or a
+        published name (the options of keys ``weights`` and ``sha256``)."""
+        return self.option("weights") is not None
 
     def option(self, key: str) -> Option | None:
         """The option of keyword ``key``, if the model takes it."""
