@@ -41,11 +41,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks._common import demo_composite, device_name, timed, write_json
-from pipeline.geo.bands import RGB_BANDS, RGB_INDEX, SCALE
+from pipeline.geo.bands import FUSED_BANDS, RGB_BANDS, RGB_INDEX, SCALE
 from pipeline.geo.resample import upsample_cubic
 from pipeline.models.baselines import Bicubic, GramSchmidt
 from pipeline.models.fusion.model import (
-    FUSED_BANDS,
     DiffFuSRFusion,
     consistency_error,
     native_grids,

@@ -43,12 +43,12 @@ from pipeline.evaluation.benchmark import run_trial
 from pipeline.evaluation.data import band_labels, held_out_strip
 from pipeline.evaluation.report import cell
 from pipeline.geo.aoi import read_aoi
-from pipeline.geo.bands import NATIVE_RATIO, REFLECTANCE_BANDS, RGB_INDEX
+from pipeline.geo.bands import FUSED_BANDS, NATIVE_RATIO, REFLECTANCE_BANDS, RGB_INDEX
 from pipeline.geo.grid import LATTICE
 from pipeline.inputs.catalog import search
 from pipeline.inputs.memory import sentinel_composite
 from pipeline.models import FusionModel, get_fusion_model, get_rgb_model
-from pipeline.models.fusion.model import DEMO_WEIGHTS, FUSED_BANDS
+from pipeline.models.fusion.model import DEMO_WEIGHTS
 from pipeline.plain import plain
 from pipeline.protocol.scores import FUSION_METRICS, SCORED, SSIM_WINDOW
 from pipeline.protocol.sensor import BLUR_SIGMA

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from benchmarks._common import demo_request, write_json
-from pipeline.geo.bands import RGB_BANDS, SCALE
+from pipeline.geo.bands import FUSED_BANDS, RGB_BANDS, SCALE
 from pipeline.geo.grid import lattice_origin
 from pipeline.models.superresolve import GUIDE_CONTEXT
 from pipeline.product.store import ProductStore
@@ -91,7 +91,7 @@ def run(
         "tile_seam_score": round(seam_score(image, rows, cols), 4),
     }
     if fusion_model != "bicubic":  # the fused bands, across the tiles' edges
-        fused = [b for b in request.bands if b not in RGB_BANDS]
+        fused = [b for b in request.bands if b in FUSED_BANDS]
         fused_image = reflectance.sel(band=fused).values.astype(np.float32)
         result["fused_tile_seam_score"] = round(seam_score(fused_image, rows, cols), 4)
     rgb = plan.resolver.rgb
@@ -108,7 +108,7 @@ def run(
 def change_dn(capped: str, whole: str) -> dict[str, float]:
     """How far the fused bands of the product made with the guide sampled over its default
     context lie from those made with it sampled over the fusion's whole reach, in DN."""
-    fused = [b for b in xr.open_zarr(capped)["reflectance"].band.values if b not in RGB_BANDS]
+    fused = [b for b in xr.open_zarr(capped)["reflectance"].band.values if b in FUSED_BANDS]
     a, b = (  # the stored DN, 0 where no data
         xr.open_zarr(p, mask_and_scale=False)["reflectance"].sel(band=fused).values.astype(float)
         for p in (capped, whole)

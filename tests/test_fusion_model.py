@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.geo.bands import FUSED_BANDS, NATIVE_RATIO, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
 from pipeline.models import get_fusion_model
 from pipeline.models.baselines import Bicubic
 from pipeline.models.fusion.model import (
     DEMO_WEIGHTS,
-    FUSED_BANDS,
-    NATIVE_RATIO,
     DiffFuSRFusion,
     consistency_error,
     fusion_halo,

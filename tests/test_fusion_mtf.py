@@ -18,11 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.geo.bands import REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
+from pipeline.geo.bands import FUSED_BANDS, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX
 from pipeline.geo.blocks import map_with_halo
 from pipeline.models.baselines import Bicubic
 from pipeline.models.fusion.model import (
-    FUSED_BANDS,
     DiffFuSRFusion,
     consistency_error,
     mtf_halo,

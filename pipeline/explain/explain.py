@@ -39,7 +39,14 @@ from pipeline.explain.target import (
     product_models,
     region_input,
 )
-from pipeline.geo.bands import BANDS_BY_RESOLUTION, REFLECTANCE_BANDS, RGB_BANDS, RGB_INDEX, SCALE
+from pipeline.geo.bands import (
+    BANDS_BY_RESOLUTION,
+    FUSED_BY_RESOLUTION,
+    REFLECTANCE_BANDS,
+    RGB_BANDS,
+    RGB_INDEX,
+    SCALE,
+)
 from pipeline.models import FusionModel, RGBModel
 from pipeline.models.baselines import Bicubic, GramSchmidt
 from pipeline.models.diffusion.rgb import DiffFuSRRGB
@@ -246,9 +253,7 @@ def _fusion_stages(
     """Every group asked for, from one forward pass per point of the path."""
     started = time.perf_counter()
     detect = detector(settings.detector, *region.local(window))
-    fused = {
-        g: tuple(b for b in BANDS_BY_RESOLUTION[g] if b not in RGB_BANDS) for g in settings.groups
-    }
+    fused = {g: FUSED_BY_RESOLUTION[g] for g in settings.groups}
 
     def group(names: tuple[str, ...]):
         return lambda out: detect(torch.stack([out[b] for b in names]))

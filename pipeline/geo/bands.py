@@ -62,6 +62,12 @@ MAX_RATIO = max(NATIVE_RATIO.values())
 BANDS_BY_RESOLUTION: dict[int, tuple[str, ...]] = {
     res: tuple(b for b in REFLECTANCE_BANDS if BANDS[b].resolution == res) for res in (10, 20, 60)
 }
+#: The bands the fusion makes, all but the RGB stage's, in product order; and those of each
+#: native resolution.
+FUSED_BANDS: tuple[str, ...] = tuple(b for b in REFLECTANCE_BANDS if b not in RGB_BANDS)
+FUSED_BY_RESOLUTION: dict[int, tuple[str, ...]] = {
+    res: tuple(b for b in bands if b not in RGB_BANDS) for res, bands in BANDS_BY_RESOLUTION.items()
+}
 
 
 def validate_bands(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:

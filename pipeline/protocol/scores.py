@@ -8,9 +8,8 @@ from dataclasses import fields
 
 import numpy as np
 
-from pipeline.geo.bands import NATIVE_RATIO, REFLECTANCE_BANDS, SCALE
+from pipeline.geo.bands import FUSED_BY_RESOLUTION, NATIVE_RATIO, REFLECTANCE_BANDS, SCALE
 from pipeline.geo.resample import block_mean, upsample_nearest
-from pipeline.models.fusion.model import FUSED_BANDS
 from pipeline.models.fusion.network import FUSION_GROUPS_BY_RESOLUTION
 from pipeline.quality.footprints import blockiness
 from pipeline.quality.fusion import SSIM_SIGMA, fusion_metrics
@@ -33,10 +32,7 @@ RGB_METRICS = (
 #: Metrics of the fusion stage, per band group.
 FUSION_METRICS = ("r2", "cross_correlation", "ssim", "psnr", "mse", "ergas")
 #: Each group's scored bands: the fused ones (the 10 m group's B04 B03 B02 are the guide).
-SCORED = {
-    r: tuple(b for b in g.outputs if b in FUSED_BANDS)
-    for r, g in FUSION_GROUPS_BY_RESOLUTION.items()
-}
+SCORED = FUSED_BY_RESOLUTION
 #: ERGAS h/l in the Wald protocol: every band lost a factor 4.
 WALD_ERGAS_RATIO = dict.fromkeys(SCORED, 1 / SCALE)
 #: ERGAS h/l at full resolution (no reference): the 2.5 m output over each group's native pixel.

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.geo.bands import (
+    FUSED_BANDS,
     MAX_RATIO,
     NATIVE_RATIO,
     REFLECTANCE_BANDS,
@@ -48,8 +49,6 @@ from pipeline.models.radiometry import correction_reach, make_consistent
 from pipeline.models.resident import PinnedWeights
 from pipeline.models.weights import shipped_weights
 
-#: The bands the fusion networks produce in the output (B04 B03 B02 come from the RGB stage).
-FUSED_BANDS: tuple[str, ...] = tuple(b for b in REFLECTANCE_BANDS if b not in RGB_BANDS)
 #: The weights we trained and ship for the demo (model card: difffusr-fusion-demo.md beside them).
 DEMO_WEIGHTS = shipped_weights("difffusr-fusion-demo.safetensors")
 
