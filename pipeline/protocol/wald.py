@@ -46,13 +46,16 @@ def rgb_input(hr: np.ndarray) -> np.ndarray:
     return low[0] if single else low
 
 
-def fusion_input(bands: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
-    """(12, P, P) at 10 m → (12, P/4, P/4): every band degraded ×4 from its native grid (the
-    sensor-like blur and mean fusion training uses) and repeated onto the 40 m grid, as a
-    10 m block repeats its 20 m and 60 m bands. With the real 10 m RGB as the guide, each
-    group then keeps its own ratio to the guide (×4, ×8, ×24), one scale up."""
-    low = np.empty((len(REFLECTANCE_BANDS), *(n // SCALE for n in bands.shape[1:])), np.float32)
-    for i, (band, native) in enumerate(native_grids(bands).items()):
+def fusion_input(natives: dict[str, np.ndarray], sigma: float = BLUR_SIGMA) -> np.ndarray:
+    """The native grids of a (12, P, P) 10 m reference (:func:`native_grids`) → (12, P/4,
+    P/4): every band degraded ×4 from its native grid (the sensor-like blur and mean fusion
+    training uses) and repeated onto the 40 m grid, as a 10 m block repeats its 20 m and 60 m
+    bands. With the real 10 m RGB as the guide, each group then keeps its own ratio to the
+    guide (×4, ×8, ×24), one scale up."""
+    band, native = next(iter(natives.items()))
+    shape = tuple(n * NATIVE_RATIO[band] // SCALE for n in native.shape)
+    low = np.empty((len(REFLECTANCE_BANDS), *shape), np.float32)
+    for i, (band, native) in enumerate(natives.items()):
         degraded = sensor_degrade(torch.from_numpy(native)[None, None], SCALE, sigma)[0].numpy()
         low[i] = upsample_nearest(degraded, NATIVE_RATIO[band])[0]
     return low
@@ -80,13 +83,9 @@ def wald_trial(
 ) -> FusionTrial:
     """Reduced resolution: every band degraded ×4 (:func:`fusion_input`), the real 10 m RGB
     as the guide, the 10 m output scored against the native grids the model never saw."""
+    natives = native_grids(reference)
     return FusionTrial(
-        fusion_input(reference, sigma),
-        reference[RGB_INDEX],
-        origin,
-        native_grids(reference),
-        1,
-        WALD_ERGAS_RATIO,
+        fusion_input(natives, sigma), reference[RGB_INDEX], origin, natives, 1, WALD_ERGAS_RATIO
     )
 
 
